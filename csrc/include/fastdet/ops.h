@@ -1,0 +1,126 @@
+// Kernel entry points: pointers and sizes in, caller-allocated outputs. No Python, no torch.
+// Every array is C-contiguous. T is float or double. Boxes are [n, 4] (x1, y1, x2, y2).
+// Functions returning int64_t report a count; a negative value is a Status below.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace fastdet {
+
+enum Status : int64_t {
+  kNonFinite = -1,   // a box coordinate or score is NaN or inf
+  kOutOfMemory = -2, // the workspace given is too small
+};
+
+// soft_nms decay
+enum SoftNmsMethod : int { kLinear = 0, kGaussian = 1 };
+
+namespace cpu {
+int max_threads();
+void set_num_threads(int n);
+
+template <typename T> int64_t count_nonfinite(const T* x, int64_t n);
+template <typename T> void box_area(const T* boxes, int64_t n, T* out);
+template <typename T> void box_iou(const T* a, int64_t n, const T* b, int64_t m, T* out);
+template <typename T> void generalized_box_iou(const T* a, int64_t n, const T* b, int64_t m, T* out);
+
+// keep: room for n indices, written in decreasing score (ties: lower index first).
+template <typename T>
+int64_t nms(const T* boxes, const T* scores, int64_t n, double iou_threshold, int64_t* keep);
+template <typename T>
+int64_t batched_nms(const T* boxes, const T* scores, const int64_t* idxs, int64_t n,
+                    double iou_threshold, int64_t* keep);
+// keep and out_scores: room for n; entries in selection order (decreasing decayed score).
+template <typename T>
+int64_t soft_nms(const T* boxes, const T* scores, int64_t n, double iou_threshold, double sigma,
+                 double score_threshold, int method, int64_t* keep, T* out_scores);
+
+// input [N, C, H, W]; rois [K, 5] (batch index, x1, y1, x2, y2); out [K, C, PH, PW].
+template <typename T>
+void roi_align_forward(const T* input, int64_t N, int64_t C, int64_t H, int64_t W, const T* rois,
+                       int64_t K, int64_t PH, int64_t PW, double spatial_scale,
+                       int64_t sampling_ratio, bool aligned, T* out);
+// grad_input [N, C, H, W] is overwritten (not accumulated into).
+template <typename T>
+void roi_align_backward(const T* grad_out, int64_t N, int64_t C, int64_t H, int64_t W,
+                        const T* rois, int64_t K, int64_t PH, int64_t PW, double spatial_scale,
+                        int64_t sampling_ratio, bool aligned, T* grad_input);
+
+// One feature level: out[(y * gw + x) * A + a] = base[a] + (x*sw, y*sh, x*sw, y*sh).
+template <typename T>
+void grid_anchors(const T* base, int64_t A, int64_t gh, int64_t gw, double stride_h,
+                  double stride_w, T* out);
+// weights: (wx, wy, ww, wh). encode: targets of gt against proposals, both [n, 4].
+template <typename T>
+void encode_boxes(const T* gt, const T* proposals, int64_t n, const double* weights, T* out);
+// codes [n, 4k] against boxes [n, 4] -> out [n, 4k]; dw, dh clamped at clip.
+template <typename T>
+void decode_boxes(const T* codes, const T* boxes, int64_t n, int64_t k, const double* weights,
+                  double clip, T* out);
+template <typename T>
+void clip_boxes(const T* boxes, int64_t n, double height, double width, T* out);
+template <typename T>
+int64_t remove_small_boxes(const T* boxes, int64_t n, double min_size, int64_t* keep);
+}  // namespace cpu
+
+namespace cuda {
+// stream is a cudaStream_t; device is the CUDA device index of every pointer.
+bool available();
+int device_count();
+const char* version();  // runtime version, e.g. "13.0"
+const char* archs();    // architectures compiled in, e.g. "75;80;86;89;90;100;120"
+
+template <typename T>
+void box_area(const T* boxes, int64_t n, T* out, int device, void* stream);
+template <typename T>
+void box_iou(const T* a, int64_t n, const T* b, int64_t m, T* out, int device, void* stream);
+template <typename T>
+void generalized_box_iou(const T* a, int64_t n, const T* b, int64_t m, T* out, int device,
+                         void* stream);
+
+// NMS family: the caller allocates `workspace` of nms_workspace_bytes(n) (or the batched /
+// soft variant); the call synchronises the stream once, to read the kept count.
+size_t nms_workspace_bytes(int64_t n);
+template <typename T>
+int64_t nms(const T* boxes, const T* scores, int64_t n, double iou_threshold, int64_t* keep,
+            void* workspace, size_t workspace_bytes, int device, void* stream);
+size_t batched_nms_workspace_bytes(int64_t n);
+template <typename T>
+int64_t batched_nms(const T* boxes, const T* scores, const int64_t* idxs, int64_t n,
+                    double iou_threshold, int64_t* keep, void* workspace,
+                    size_t workspace_bytes, int device, void* stream);
+size_t soft_nms_workspace_bytes(int64_t n);
+template <typename T>
+int64_t soft_nms(const T* boxes, const T* scores, int64_t n, double iou_threshold, double sigma,
+                 double score_threshold, int method, int64_t* keep, T* out_scores,
+                 void* workspace, size_t workspace_bytes, int device, void* stream);
+
+template <typename T>
+void roi_align_forward(const T* input, int64_t N, int64_t C, int64_t H, int64_t W, const T* rois,
+                       int64_t K, int64_t PH, int64_t PW, double spatial_scale,
+                       int64_t sampling_ratio, bool aligned, T* out, int device, void* stream);
+// deterministic: fixed-point accumulation (bit-identical run to run) in `workspace` of
+// roi_align_backward_workspace_bytes(...); otherwise floating-point atomics, workspace unused.
+size_t roi_align_backward_workspace_bytes(int64_t N, int64_t C, int64_t H, int64_t W,
+                                          bool deterministic);
+template <typename T>
+void roi_align_backward(const T* grad_out, int64_t N, int64_t C, int64_t H, int64_t W,
+                        const T* rois, int64_t K, int64_t PH, int64_t PW, double spatial_scale,
+                        int64_t sampling_ratio, bool aligned, T* grad_input, bool deterministic,
+                        void* workspace, size_t workspace_bytes, int device, void* stream);
+
+template <typename T>
+void grid_anchors(const T* base, int64_t A, int64_t gh, int64_t gw, double stride_h,
+                  double stride_w, T* out, int device, void* stream);
+template <typename T>
+void encode_boxes(const T* gt, const T* proposals, int64_t n, const double* weights, T* out,
+                  int device, void* stream);
+template <typename T>
+void decode_boxes(const T* codes, const T* boxes, int64_t n, int64_t k, const double* weights,
+                  double clip, T* out, int device, void* stream);
+template <typename T>
+void clip_boxes(const T* boxes, int64_t n, double height, double width, T* out, int device,
+                void* stream);
+}  // namespace cuda
+
+}  // namespace fastdet

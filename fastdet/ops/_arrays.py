@@ -1,0 +1,166 @@
+"""Array plumbing shared by the ops: torch tensors, numpy arrays and cupy arrays in, the same
+kind out. Kernels receive raw pointers; outputs are allocated by the input's own framework."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .._ext import _C
+
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_NP_FLOATS = (np.float16, np.float32, np.float64)
+
+
+def kind(x, name: str) -> str:
+    if isinstance(x, torch.Tensor):
+        return "torch"
+    if isinstance(x, np.ndarray):
+        return "numpy"
+    if type(x).__module__.split(".")[0] == "cupy":
+        return "cupy"
+    raise TypeError(f"{name} must be a torch.Tensor, numpy.ndarray or cupy.ndarray, got {type(x).__name__}")
+
+
+def same_kind(**arrays) -> str:
+    """The common kind of the named arrays; TypeError or ValueError naming the odd one out."""
+    kinds = {n: kind(a, n) for n, a in arrays.items()}
+    first = next(iter(kinds))
+    for n, k in kinds.items():
+        if k != kinds[first]:
+            raise TypeError(f"{n} is a {k} array but {first} is a {kinds[first]} array; pass one kind")
+    devs = {n: device_of(a) for n, a in arrays.items()}
+    for n, d in devs.items():
+        if d != devs[first]:
+            raise ValueError(f"{n} is on {d} but {first} is on {devs[first]}; expected one device")
+    return kinds[first]
+
+
+def device_of(x) -> str:
+    if isinstance(x, torch.Tensor):
+        return str(x.device)
+    if isinstance(x, np.ndarray):
+        return "cpu"
+    return f"cuda:{x.device.id}"
+
+
+def is_cuda(x) -> bool:
+    return x.is_cuda if isinstance(x, torch.Tensor) else not isinstance(x, np.ndarray)
+
+
+def check_float(x, name: str) -> None:
+    dt = x.dtype
+    ok = dt in _FLOATS if isinstance(x, torch.Tensor) else np.dtype(dt).type in _NP_FLOATS
+    if not ok:
+        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {dt}")
+
+
+def check_shape(x, name: str, last: int | None = 4, ndim: int = 2, what: str = "[N, 4]") -> None:
+    if x.ndim != ndim or (last is not None and x.shape[-1] != last):
+        raise ValueError(f"{name} must have shape {what}, got {tuple(x.shape)}")
+
+
+def check_boxes(x, name: str) -> None:
+    check_float(x, name)
+    check_shape(x, name)
+
+
+def compute_dtype(*xs):
+    """float64 if any input is float64, else float32 (float16/bfloat16 compute in float32)."""
+    if isinstance(xs[0], torch.Tensor):
+        return torch.float64 if any(x.dtype == torch.float64 for x in xs) else torch.float32
+    return np.float64 if any(np.dtype(x.dtype) == np.float64 for x in xs) else np.float32
+
+
+def prepare(x, dtype):
+    """Contiguous and of `dtype`; no copy when it already is."""
+    if isinstance(x, torch.Tensor):
+        return x.to(dtype).contiguous()
+    mod = np if isinstance(x, np.ndarray) else _cupy()
+    return mod.ascontiguousarray(x, dtype=dtype)
+
+
+def cast(x, like):
+    """x converted back to like's dtype (float16 in, float16 out)."""
+    if x.dtype == like.dtype:
+        return x
+    return x.to(like.dtype) if isinstance(x, torch.Tensor) else x.astype(like.dtype)
+
+
+def dtype_code(x) -> int:
+    size = x.element_size() if isinstance(x, torch.Tensor) else x.itemsize
+    return 0 if size == 4 else 1
+
+
+def ptr(x) -> int:
+    if isinstance(x, torch.Tensor):
+        return x.data_ptr()
+    if isinstance(x, np.ndarray):
+        return x.ctypes.data
+    return x.data.ptr
+
+
+def empty(like, shape, dtype=None):
+    """An uninitialised array of like's kind and device (like's dtype unless given)."""
+    if isinstance(like, torch.Tensor):
+        dt = dtype if dtype is None or isinstance(dtype, torch.dtype) else _TORCH_OF[np.dtype(dtype)]
+        return torch.empty(shape, dtype=dt or like.dtype, device=like.device)
+    dt = dtype if dtype is not None else like.dtype
+    if isinstance(dt, torch.dtype):
+        dt = _NP_OF[dt]
+    if isinstance(like, np.ndarray):
+        return np.empty(shape, dtype=dt)
+    cp = _cupy()
+    with cp.cuda.Device(like.device.id):
+        return cp.empty(shape, dtype=dt)
+
+
+_TORCH_OF = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64,
+             np.dtype(np.int64): torch.int64, np.dtype(np.uint8): torch.uint8}
+_NP_OF = {v: k for k, v in _TORCH_OF.items()}
+
+
+def _cupy():
+    import cupy
+
+    return cupy
+
+
+def cuda_module():
+    if not getattr(_C, "with_cuda", False):
+        raise RuntimeError(
+            "fastdet was built without CUDA kernels; reinstall on a machine with nvcc "
+            "(or set FASTDET_CUDA=ON to make a missing nvcc an error)"
+        )
+    return _C.cuda
+
+
+def launch(like, name: str, *args):
+    """Runs kernel `name` for like's device: _C.cpu.name(*args) or _C.cuda.name(*args, dev, stream)."""
+    if not is_cuda(like):
+        return getattr(_C.cpu, name)(*args)
+    mod = cuda_module()
+    if isinstance(like, torch.Tensor):
+        dev = like.device.index
+        stream = torch.cuda.current_stream(like.device).cuda_stream
+    else:
+        dev = like.device.id
+        with _cupy().cuda.Device(dev):
+            stream = _cupy().cuda.get_current_stream().ptr
+    return getattr(mod, name)(*args, dev, stream)
+
+
+def numel(x) -> int:
+    return x.numel() if isinstance(x, torch.Tensor) else x.size
+
+
+def check_finite(x, name: str) -> None:
+    """NaN or inf raise ValueError. CPU arrays only: on the GPU this would cost a host sync."""
+    if is_cuda(x) or numel(x) == 0:
+        return
+    if _C.cpu.count_nonfinite(dtype_code(x), ptr(x), numel(x)):
+        raise ValueError(f"{name} contains NaN or inf")
+
+
+def is_fake(x) -> bool:
+    """True for the fake tensors torch.compile traces with (no data to check)."""
+    return isinstance(x, torch.Tensor) and type(x).__name__ == "FakeTensor"

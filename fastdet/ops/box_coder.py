@@ -1,0 +1,127 @@
+"""BoxCoder: torchvision's box parametrisation (Girshick et al.) with fused C++/CUDA kernels.
+
+encode: (dx, dy, dw, dh) = (wx (gx - px) / pw, wy (gy - py) / ph, ww log(gw / pw), wh log(gh / ph))
+of ground-truth boxes g against proposals/anchors p (centres and sizes); decode inverts it with
+dw, dh clamped at bbox_xform_clip. The kernels have no autograd: Faster R-CNN encodes targets
+and decodes detached deltas, as torchvision's models do.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from . import _arrays as A
+
+
+def _encode(gt, proposals, weights):
+    out = A.empty(gt, (gt.shape[0], 4))
+    if gt.shape[0]:
+        A.launch(gt, "encode_boxes", A.dtype_code(gt), A.ptr(gt), A.ptr(proposals), gt.shape[0],
+                 weights, A.ptr(out))
+    return out
+
+
+def _decode(codes, boxes, weights, clip):
+    n, k = codes.shape[0], codes.shape[1] // 4
+    out = A.empty(codes, tuple(codes.shape))
+    if n and k:
+        A.launch(codes, "decode_boxes", A.dtype_code(codes), A.ptr(codes), A.ptr(boxes), n, k,
+                 weights, clip, A.ptr(out))
+    return out
+
+
+@torch.library.custom_op("fastdet::encode_boxes", mutates_args=())
+def _encode_op(gt: Tensor, proposals: Tensor, weights: list[float]) -> Tensor:
+    return _encode(gt, proposals, tuple(weights))
+
+
+@_encode_op.register_fake
+def _(gt, proposals, weights):
+    return gt.new_empty((gt.shape[0], 4))
+
+
+@torch.library.custom_op("fastdet::decode_boxes", mutates_args=())
+def _decode_op(codes: Tensor, boxes: Tensor, weights: list[float], clip: float) -> Tensor:
+    return _decode(codes, boxes, tuple(weights), clip)
+
+
+@_decode_op.register_fake
+def _(codes, boxes, weights, clip):
+    return torch.empty_like(codes)
+
+
+class BoxCoder:
+    """torchvision.models.detection._utils.BoxCoder with fused kernels; same arguments."""
+
+    def __init__(self, weights=(1.0, 1.0, 1.0, 1.0), bbox_xform_clip: float = math.log(1000.0 / 16)):
+        weights = tuple(float(w) for w in weights)
+        if len(weights) != 4 or not all(math.isfinite(w) and w != 0 for w in weights):
+            raise ValueError(f"weights must be 4 finite non-zero numbers, got {weights}")
+        self.weights = weights
+        self.bbox_xform_clip = float(bbox_xform_clip)
+
+    def encode_single(self, reference_boxes, proposals):
+        """Regression targets [N, 4] of reference (ground-truth) boxes [N, 4] w.r.t. proposals [N, 4]."""
+        A.same_kind(reference_boxes=reference_boxes, proposals=proposals)
+        A.check_boxes(reference_boxes, "reference_boxes")
+        A.check_boxes(proposals, "proposals")
+        if reference_boxes.shape[0] != proposals.shape[0]:
+            raise ValueError(f"reference_boxes has {reference_boxes.shape[0]} boxes but proposals "
+                             f"has {proposals.shape[0]}; expected one per proposal")
+        dt = A.compute_dtype(reference_boxes, proposals)
+        g, p = A.prepare(reference_boxes, dt), A.prepare(proposals, dt)
+        if isinstance(g, Tensor):
+            out = _encode_op(g, p, list(self.weights))
+        else:
+            out = _encode(g, p, self.weights)
+        return A.cast(out, reference_boxes) if reference_boxes.dtype == proposals.dtype else out
+
+    def decode_single(self, rel_codes, boxes):
+        """Boxes [N, 4k] from codes [N, 4k] applied to boxes [N, 4] (k classes per box)."""
+        A.same_kind(rel_codes=rel_codes, boxes=boxes)
+        A.check_float(rel_codes, "rel_codes")
+        A.check_boxes(boxes, "boxes")
+        if rel_codes.ndim != 2 or rel_codes.shape[1] % 4 or rel_codes.shape[0] != boxes.shape[0]:
+            raise ValueError(f"rel_codes must have shape [N, 4k] with N = {boxes.shape[0]} (boxes), "
+                             f"got {tuple(rel_codes.shape)}")
+        dt = A.compute_dtype(rel_codes)
+        c, b = A.prepare(rel_codes, dt), A.prepare(boxes, dt)
+        if isinstance(c, Tensor):
+            out = _decode_op(c, b, list(self.weights), self.bbox_xform_clip)
+        else:
+            out = _decode(c, b, self.weights, self.bbox_xform_clip)
+        return A.cast(out, rel_codes)
+
+    def encode(self, reference_boxes: list, proposals: list):
+        """Per-image lists of [Ni, 4] boxes -> a tuple of per-image [Ni, 4] targets."""
+        sizes = [len(b) for b in reference_boxes]
+        targets = self.encode_single(_cat(reference_boxes), _cat(proposals))
+        return tuple(_split(targets, sizes))
+
+    def decode(self, rel_codes, boxes: list):
+        """Codes [sum Ni, 4k] against per-image boxes -> [sum Ni, k, 4], as torchvision."""
+        if not isinstance(boxes, (list, tuple)):
+            raise TypeError(f"boxes must be a list of [Ni, 4] arrays, got {type(boxes).__name__}")
+        concat = _cat(boxes)
+        box_sum = concat.shape[0]
+        if box_sum > 0:
+            rel_codes = rel_codes.reshape(box_sum, -1)
+        pred = self.decode_single(rel_codes, concat)
+        return pred.reshape(box_sum, -1, 4) if box_sum > 0 else pred
+
+
+def _cat(xs):
+    if isinstance(xs[0], Tensor):
+        return torch.cat(list(xs), 0)
+    mod = A.np if A.kind(xs[0], "boxes") == "numpy" else A._cupy()
+    return mod.concatenate(list(xs), 0)
+
+
+def _split(x, sizes):
+    if isinstance(x, Tensor):
+        return x.split(sizes, 0)
+    bounds = A.np.cumsum(sizes)[:-1]
+    mod = A.np if A.kind(x, "x") == "numpy" else A._cupy()
+    return mod.split(x, bounds, 0)

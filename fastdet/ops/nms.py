@@ -1,0 +1,139 @@
+"""nms and batched_nms: greedy non-maximum suppression, exactly torchvision's kept set.
+
+On the CPU each box is compared only with the kept boxes that could exceed the threshold (a grid
+of kept-box centres), so sparse overlaps cost far less than torchvision's O(n * kept) loop. On
+the GPU a tiled suppression bitmask is reduced on the device; the kept count is the only sync.
+
+Differences from torchvision.ops: ties in score keep the lower index first (a stable sort);
+batched_nms keeps classes apart for any coordinates (torchvision's offset trick mixes classes
+when coordinates are negative); NaN or inf in boxes or scores raise ValueError.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import _arrays as A
+
+
+def _check_threshold(iou_threshold) -> float:
+    t = float(iou_threshold)
+    if math.isnan(t):
+        raise ValueError("iou_threshold must be a number, got NaN")
+    return t
+
+
+def _check_scores(boxes, scores, name="scores"):
+    A.check_float(scores, name)
+    if scores.ndim != 1 or scores.shape[0] != boxes.shape[0]:
+        raise ValueError(f"{name} must have shape [N] with N = {boxes.shape[0]} (boxes), got {tuple(scores.shape)}")
+
+
+def _finish(like, keep, count, what="nms"):
+    if count == -1:
+        raise ValueError("boxes and scores must be finite: found NaN or inf")
+    if count < 0:
+        raise RuntimeError(f"fastdet {what}: workspace too small (status {count})")
+    out = keep[:count]
+    return out.clone() if isinstance(out, Tensor) else out.copy()
+
+
+def _workspace(like, fn: str, n: int):
+    """(extra kernel arguments, buffer to keep alive): the GPU kernels' scratch memory."""
+    if not A.is_cuda(like):
+        return (), None
+    nbytes = getattr(A.cuda_module(), fn)(n)
+    ws = A.empty(like, (max(nbytes, 1),), np.uint8)
+    return (A.ptr(ws), nbytes), ws
+
+
+def _nms(boxes, scores, iou_threshold: float):
+    n = boxes.shape[0]
+    A.check_finite(boxes, "boxes")
+    A.check_finite(scores, "scores")
+    keep = A.empty(boxes, (n,), np.int64)
+    if n == 0:
+        return keep
+    ws_args, _ws = _workspace(boxes, "nms_workspace_bytes", n)
+    count = A.launch(boxes, "nms", A.dtype_code(boxes), A.ptr(boxes), A.ptr(scores), n,
+                     iou_threshold, A.ptr(keep), *ws_args)
+    return _finish(boxes, keep, count)
+
+
+def _batched(boxes, scores, idxs, iou_threshold: float):
+    n = boxes.shape[0]
+    A.check_finite(boxes, "boxes")
+    A.check_finite(scores, "scores")
+    keep = A.empty(boxes, (n,), np.int64)
+    if n == 0:
+        return keep
+    ws_args, _ws = _workspace(boxes, "batched_nms_workspace_bytes", n)
+    count = A.launch(boxes, "batched_nms", A.dtype_code(boxes), A.ptr(boxes), A.ptr(scores),
+                     A.ptr(idxs), n, iou_threshold, A.ptr(keep), *ws_args)
+    return _finish(boxes, keep, count, "batched_nms")
+
+
+@torch.library.custom_op("fastdet::nms", mutates_args=())
+def _nms_op(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    return _nms(boxes, scores, iou_threshold)
+
+
+@torch.library.custom_op("fastdet::batched_nms", mutates_args=())
+def _batched_op(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
+    return _batched(boxes, scores, idxs, iou_threshold)
+
+
+def _fake_keep(boxes):
+    k = torch.library.get_ctx().new_dynamic_size()
+    return boxes.new_empty((k,), dtype=torch.int64)
+
+
+@_nms_op.register_fake
+def _(boxes, scores, iou_threshold):
+    return _fake_keep(boxes)
+
+
+@_batched_op.register_fake
+def _(boxes, scores, idxs, iou_threshold):
+    return _fake_keep(boxes)
+
+
+def _prepare(boxes, scores, **more):
+    A.same_kind(boxes=boxes, scores=scores, **more)
+    A.check_boxes(boxes, "boxes")
+    _check_scores(boxes, scores)
+    dt = A.compute_dtype(boxes, scores)
+    return A.prepare(boxes, dt), A.prepare(scores, dt)
+
+
+def nms(boxes, scores, iou_threshold: float):
+    """Greedy NMS. boxes [N, 4] (x1, y1, x2, y2), scores [N] -> int64 indices [K] of the kept
+    boxes in decreasing score. A box is dropped when its IoU with a kept, higher-scoring box is
+    > iou_threshold."""
+    t = _check_threshold(iou_threshold)
+    b, s = _prepare(boxes, scores)
+    return _nms_op(b, s, t) if isinstance(b, Tensor) else _nms(b, s, t)
+
+
+def _prepare_idxs(idxs, n):
+    if isinstance(idxs, Tensor):
+        if idxs.dtype.is_floating_point or idxs.dtype.is_complex or idxs.dtype == torch.bool:
+            raise TypeError(f"idxs must be an integer tensor, got {idxs.dtype}")
+    elif np.dtype(idxs.dtype).kind not in "iu":
+        raise TypeError(f"idxs must be an integer array, got {idxs.dtype}")
+    if idxs.ndim != 1 or idxs.shape[0] != n:
+        raise ValueError(f"idxs must have shape [N] with N = {n} (boxes), got {tuple(idxs.shape)}")
+    return A.prepare(idxs, torch.int64 if isinstance(idxs, Tensor) else np.int64)
+
+
+def batched_nms(boxes, scores, idxs, iou_threshold: float):
+    """NMS within each category: boxes [N, 4], scores [N], idxs [N] integer categories ->
+    int64 indices [K] of the kept boxes in decreasing score. Boxes of different categories never
+    suppress each other, whatever their coordinates."""
+    t = _check_threshold(iou_threshold)
+    b, s = _prepare(boxes, scores, idxs=idxs)
+    i = _prepare_idxs(idxs, b.shape[0])
+    return _batched_op(b, s, i, t) if isinstance(b, Tensor) else _batched(b, s, i, t)

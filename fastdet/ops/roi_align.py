@@ -1,0 +1,164 @@
+"""roi_align and RoIAlign (He et al., Mask R-CNN): torchvision's semantics and arguments, with a
+race-free deterministic backward on the CPU (threads own channels) and the GPU (fixed-point sums).
+
+input [N, C, H, W]; boxes either [K, 5] (batch index, x1, y1, x2, y2) or a list of N [Ki, 4];
+output [K, C, PH, PW]. `aligned=True` shifts by half a pixel (the correct alignment);
+sampling_ratio <= 0 samples ceil(roi size / output size) points per bin, > 0 that many.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from . import _arrays as A
+
+# CUDA backward: fixed-point accumulation, bit-identical run to run.
+DETERMINISTIC_CUDA_BACKWARD = True
+
+
+def _forward(x, rois, scale, ph, pw, sr, aligned):
+    N, C, H, W = x.shape
+    K = rois.shape[0]
+    _check_rois(rois, N)
+    out = A.empty(x, (K, C, ph, pw))
+    if K and A.numel(x):
+        A.launch(x, "roi_align_forward", A.dtype_code(x), A.ptr(x), N, C, H, W, A.ptr(rois), K,
+                 ph, pw, scale, sr, aligned, A.ptr(out))
+    elif K:
+        out[...] = 0
+    return out
+
+
+def _backward(g, rois, scale, ph, pw, N, C, H, W, sr, aligned):
+    K = rois.shape[0]
+    gin = A.empty(g, (N, C, H, W))
+    if not (K and N * C * H * W):
+        gin[...] = 0
+        return gin
+    extra = ()
+    if A.is_cuda(g):
+        det = DETERMINISTIC_CUDA_BACKWARD or torch.are_deterministic_algorithms_enabled()
+        nbytes = A.cuda_module().roi_align_backward_workspace_bytes(N, C, H, W, det)
+        ws = A.empty(g, (max(nbytes, 1),), np.uint8)
+        extra = (det, A.ptr(ws), nbytes)
+    A.launch(g, "roi_align_backward", A.dtype_code(g), A.ptr(g), N, C, H, W, A.ptr(rois), K,
+             ph, pw, scale, sr, aligned, A.ptr(gin), *extra)
+    return gin
+
+
+def _check_rois(rois, N):
+    """Batch indices must name an image: checked on the CPU (on the GPU it would need a sync)."""
+    if A.is_cuda(rois) or rois.shape[0] == 0:
+        return
+    A.check_finite(rois, "boxes")
+    idx = rois[:, 0]
+    if (idx < 0).any() or (idx >= N).any() or (idx % 1 != 0).any():
+        raise ValueError(f"boxes[:, 0] must hold integer batch indices in [0, {N}), "
+                         f"got values in [{float(idx.min())}, {float(idx.max())}]")
+
+
+@torch.library.custom_op("fastdet::roi_align", mutates_args=())
+def _roi_align_op(input: Tensor, rois: Tensor, spatial_scale: float, pooled_height: int,
+                  pooled_width: int, sampling_ratio: int, aligned: bool) -> Tensor:
+    return _forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)
+
+
+@_roi_align_op.register_fake
+def _(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
+    return input.new_empty((rois.shape[0], input.shape[1], pooled_height, pooled_width))
+
+
+@torch.library.custom_op("fastdet::roi_align_backward", mutates_args=())
+def _roi_align_backward_op(grad: Tensor, rois: Tensor, spatial_scale: float, pooled_height: int,
+                           pooled_width: int, batch_size: int, channels: int, height: int,
+                           width: int, sampling_ratio: int, aligned: bool) -> Tensor:
+    return _backward(grad.contiguous(), rois, spatial_scale, pooled_height, pooled_width,
+                     batch_size, channels, height, width, sampling_ratio, aligned)
+
+
+@_roi_align_backward_op.register_fake
+def _(grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height,
+      width, sampling_ratio, aligned):
+    return grad.new_empty((batch_size, channels, height, width))
+
+
+def _setup_context(ctx, inputs, output):
+    x, rois, scale, ph, pw, sr, aligned = inputs
+    ctx.save_for_backward(rois)
+    ctx.args = (scale, ph, pw, *x.shape, sr, aligned)
+
+
+def _grad(ctx, grad):
+    (rois,) = ctx.saved_tensors
+    scale, ph, pw, N, C, H, W, sr, aligned = ctx.args
+    gin = _roi_align_backward_op(grad, rois, scale, ph, pw, N, C, H, W, sr, aligned)
+    return gin, None, None, None, None, None, None
+
+
+torch.library.register_autograd("fastdet::roi_align", _grad, setup_context=_setup_context)
+
+
+def _to_rois(boxes, dtype, like):
+    """[K, 5] rois of `dtype` from a [K, 5] array or a list of per-image [Ki, 4] arrays."""
+    if isinstance(boxes, (list, tuple)):
+        for i, b in enumerate(boxes):
+            A.same_kind(input=like, **{f"boxes[{i}]": b})
+            A.check_float(b, f"boxes[{i}]")
+            A.check_shape(b, f"boxes[{i}]", 4, 2, "[Ki, 4]")
+        if isinstance(like, Tensor):
+            parts = [torch.cat([torch.full_like(b[:, :1], i, dtype=dtype), b.to(dtype)], 1)
+                     for i, b in enumerate(boxes)]
+            return torch.cat(parts, 0) if parts else like.new_zeros((0, 5), dtype=dtype)
+        mod = np if isinstance(like, np.ndarray) else A._cupy()
+        parts = [mod.concatenate([mod.full((len(b), 1), i, dtype=dtype), b.astype(dtype)], 1)
+                 for i, b in enumerate(boxes)]
+        return mod.concatenate(parts, 0) if parts else mod.zeros((0, 5), dtype=dtype)
+    A.same_kind(input=like, boxes=boxes)
+    A.check_float(boxes, "boxes")
+    A.check_shape(boxes, "boxes", 5, 2, "[K, 5] (batch index, x1, y1, x2, y2) or a list of [Ki, 4]")
+    return A.prepare(boxes, dtype)
+
+
+def _pair(output_size):
+    if isinstance(output_size, int):
+        output_size = (output_size, output_size)
+    ph, pw = (int(v) for v in output_size)
+    if ph < 1 or pw < 1:
+        raise ValueError(f"output_size must be positive, got {tuple(output_size)}")
+    return ph, pw
+
+
+def roi_align(input, boxes, output_size, spatial_scale: float = 1.0, sampling_ratio: int = -1,
+              aligned: bool = False):
+    """RoIAlign: [N, C, H, W] features and boxes -> [K, C, PH, PW] (torchvision.ops.roi_align)."""
+    A.kind(input, "input")
+    A.check_float(input, "input")
+    if input.ndim != 4:
+        raise ValueError(f"input must have shape [N, C, H, W], got {tuple(input.shape)}")
+    ph, pw = _pair(output_size)
+    dt = A.compute_dtype(input)
+    x = A.prepare(input, dt)
+    rois = _to_rois(boxes, dt, input)
+    args = (float(spatial_scale), ph, pw, int(sampling_ratio), bool(aligned))
+    out = _roi_align_op(x, rois, *args) if isinstance(x, Tensor) else _forward(x, rois, *args)
+    return A.cast(out, input)
+
+
+class RoIAlign(nn.Module):
+    """Module form of roi_align, as torchvision.ops.RoIAlign."""
+
+    def __init__(self, output_size, spatial_scale: float, sampling_ratio: int, aligned: bool = False):
+        super().__init__()
+        self.output_size = output_size
+        self.spatial_scale = spatial_scale
+        self.sampling_ratio = sampling_ratio
+        self.aligned = aligned
+
+    def forward(self, input, rois):
+        return roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio,
+                         self.aligned)
+
+    def extra_repr(self) -> str:
+        return (f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
+                f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}")

@@ -1,0 +1,71 @@
+"""soft_nms (Bodla et al., ICCV 2017): decay the scores of overlapping boxes instead of
+dropping them. torchvision has no soft_nms; the semantics follow the paper and mmcv.
+
+Each step selects the remaining box with the highest current score (ties: lower index) and
+decays every other remaining box by its IoU o with it: linear: s *= 1 - o when o > iou_threshold;
+gaussian: s *= exp(-o^2 / sigma). Boxes whose score falls below score_threshold are dropped.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import _arrays as A
+from .nms import _check_threshold, _prepare, _workspace
+
+_METHODS = {"linear": 0, "gaussian": 1}
+
+
+def _soft(boxes, scores, iou_threshold, sigma, score_threshold, method: int):
+    n = boxes.shape[0]
+    A.check_finite(boxes, "boxes")
+    A.check_finite(scores, "scores")
+    keep = A.empty(boxes, (n,), np.int64)
+    out = A.empty(scores, (n,))
+    if n == 0:
+        return keep, out
+    ws_args, _ws = _workspace(boxes, "soft_nms_workspace_bytes", n)
+    count = A.launch(boxes, "soft_nms", A.dtype_code(boxes), A.ptr(boxes), A.ptr(scores), n,
+                     iou_threshold, sigma, score_threshold, method, A.ptr(keep), A.ptr(out),
+                     *ws_args)
+    if count == -1:
+        raise ValueError("boxes and scores must be finite: found NaN or inf")
+    if count < 0:
+        raise RuntimeError(f"fastdet soft_nms: workspace too small (status {count})")
+    copy = (lambda x: x.clone()) if isinstance(keep, Tensor) else (lambda x: x.copy())
+    return copy(keep[:count]), copy(out[:count])
+
+
+@torch.library.custom_op("fastdet::soft_nms", mutates_args=())
+def _soft_op(boxes: Tensor, scores: Tensor, iou_threshold: float, sigma: float,
+             score_threshold: float, method: int) -> tuple[Tensor, Tensor]:
+    return _soft(boxes, scores, iou_threshold, sigma, score_threshold, method)
+
+
+@_soft_op.register_fake
+def _(boxes, scores, iou_threshold, sigma, score_threshold, method):
+    k = torch.library.get_ctx().new_dynamic_size()
+    return boxes.new_empty((k,), dtype=torch.int64), scores.new_empty((k,))
+
+
+def soft_nms(boxes, scores, iou_threshold: float = 0.3, sigma: float = 0.5,
+             score_threshold: float = 0.001, method: str = "gaussian"):
+    """Soft-NMS. boxes [N, 4] (x1, y1, x2, y2), scores [N] -> (keep int64 [K], scores [K]):
+    the selected boxes in selection order (decreasing decayed score) and their decayed scores.
+    method "linear" uses iou_threshold; "gaussian" uses sigma (> 0)."""
+    if method not in _METHODS:
+        raise ValueError(f"method must be 'linear' or 'gaussian', got {method!r}")
+    t = _check_threshold(iou_threshold)
+    sigma = float(sigma)
+    if method == "gaussian" and not sigma > 0:
+        raise ValueError(f"sigma must be > 0 for the gaussian method, got {sigma}")
+    sthr = float(score_threshold)
+    if math.isnan(sthr):
+        raise ValueError("score_threshold must be a number, got NaN")
+    b, s = _prepare(boxes, scores)
+    args = (t, sigma, sthr, _METHODS[method])
+    keep, out = _soft_op(b, s, *args) if isinstance(b, Tensor) else _soft(b, s, *args)
+    return keep, A.cast(out, scores)
