@@ -88,6 +88,8 @@ def cast(x, like):
 
 def dtype_code(x) -> int:
     size = x.element_size() if isinstance(x, torch.Tensor) else x.itemsize
+    if size not in (4, 8):  # kernels take float32 or float64 only: callers convert first
+        raise TypeError(f"internal: kernel called with {x.dtype}; expected float32 or float64")
     return 0 if size == 4 else 1
 
 

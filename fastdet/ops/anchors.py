@@ -5,7 +5,8 @@ position, in cell-anchor order: for each aspect ratio, for each size. Strides ar
 image_size // feature_size per axis; base anchors are round([-w, -h, w, h] / 2) with
 h = size * sqrt(ratio), w = size / sqrt(ratio), as in torchvision.
 
-Difference from torchvision: anchors are cached per (feature sizes, strides, dtype, device), and
+Differences from torchvision: float16 and bfloat16 anchors are computed in float32 and rounded
+once (torchvision computes them in the half type, off by several pixels at larger offsets); anchors are cached per (feature sizes, strides, dtype, device), and
 every image of a batch receives the same cached tensor, so repeated calls cost no recomputation.
 Treat them as read-only; an in-place change is detected and the anchors recomputed.
 """
@@ -90,9 +91,10 @@ class AnchorGenerator(nn.Module):
         if len(grid_sizes) != len(self.cell_anchors):
             raise ValueError(f"got {len(grid_sizes)} feature maps but the generator has "
                              f"{len(self.cell_anchors)} levels of sizes and aspect ratios")
-        base = [b.to(dtype=dtype, device=device) for b in self.cell_anchors]
+        work = torch.float64 if dtype == torch.float64 else torch.float32  # half: computed in float32
+        base = [b.to(dtype=work, device=device) for b in self.cell_anchors]
         flat = lambda v: [int(x) for p in v for x in p]  # noqa: E731
-        return _grid_op(base, flat(grid_sizes), flat(strides))
+        return _grid_op(base, flat(grid_sizes), flat(strides)).to(dtype)
 
     def forward(self, image_list, feature_maps: list[Tensor]) -> list[Tensor]:
         """image_list: anything with .tensors [B, C, H, W] (torchvision's ImageList, or fastdet's).

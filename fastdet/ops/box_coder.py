@@ -16,6 +16,8 @@ from . import _arrays as A
 
 
 def _encode(gt, proposals, weights):
+    A.check_finite(gt, "reference_boxes")
+    A.check_finite(proposals, "proposals")
     out = A.empty(gt, (gt.shape[0], 4))
     if gt.shape[0]:
         A.launch(gt, "encode_boxes", A.dtype_code(gt), A.ptr(gt), A.ptr(proposals), gt.shape[0],
@@ -24,6 +26,8 @@ def _encode(gt, proposals, weights):
 
 
 def _decode(codes, boxes, weights, clip):
+    A.check_finite(codes, "rel_codes")
+    A.check_finite(boxes, "boxes")
     n, k = codes.shape[0], codes.shape[1] // 4
     out = A.empty(codes, tuple(codes.shape))
     if n and k:

@@ -9,6 +9,7 @@ from . import _arrays as A
 
 
 def _clip(b, h: float, w: float):
+    A.check_finite(b, "boxes")
     out = A.empty(b, tuple(b.shape))
     n = A.numel(b) // 4
     if n:
@@ -41,6 +42,7 @@ def clip_boxes_to_image(boxes, size):
 
 
 def _small(b, min_size: float):
+    A.check_finite(b, "boxes")
     if A.is_cuda(b):  # a data-dependent count: the framework's nonzero (one sync, as torchvision)
         ws, hs = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
         mask = (ws >= min_size) & (hs >= min_size)

@@ -1,5 +1,10 @@
-"""roi_align and RoIAlign (He et al., Mask R-CNN): torchvision's semantics and arguments, with a
-race-free deterministic backward on the CPU (threads own channels) and the GPU (fixed-point sums).
+"""roi_align and RoIAlign (He et al., Mask R-CNN): torchvision's semantics and arguments.
+
+The CPU backward is race-free and deterministic (threads own channels). On the GPU there are two
+backwards: atomicAdd (the default, as torchvision) and a deterministic one with fixed-point sums,
+bit-identical run to run, used under torch.use_deterministic_algorithms(True) (where
+torchvision's raises) or with DETERMINISTIC_CUDA_BACKWARD = True. It costs about 2x the atomic
+one on an H200 (benchmarks/results), past the 1.5x we accept for a default.
 
 input [N, C, H, W]; boxes either [K, 5] (batch index, x1, y1, x2, y2) or a list of N [Ki, 4];
 output [K, C, PH, PW]. `aligned=True` shifts by half a pixel (the correct alignment);
@@ -13,8 +18,8 @@ from torch import Tensor, nn
 
 from . import _arrays as A
 
-# CUDA backward: fixed-point accumulation, bit-identical run to run.
-DETERMINISTIC_CUDA_BACKWARD = True
+# True: always the deterministic CUDA backward; False: only under use_deterministic_algorithms.
+DETERMINISTIC_CUDA_BACKWARD = False
 
 
 def _forward(x, rois, scale, ph, pw, sr, aligned):

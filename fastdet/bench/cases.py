@@ -1,0 +1,263 @@
+"""Benchmark cases: each times fastdet and its peers on the same inputs in the same process.
+
+A case's `make(device)` returns a list of input sets (rotated between runs so GPU inputs do not
+sit in L2) and the implementations to time, {name: fn(inputs)}; "fastdet" is always one, the
+peers are torchvision.ops (when installed) and numba (when installed, CPU only). `floor` names
+an implementation that is the floor the case is measured against (e.g. the output write)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .. import ops
+from .peers import numba_ops
+
+
+@dataclass
+class Case:
+    name: str
+    group: str  # the op: nms, batched_nms, box_iou, roi_align, anchors, ...
+    params: dict
+    make: Callable  # (device) -> (list of input dicts, {impl: fn(inputs)})
+    quick: bool = True  # in `fastdet bench` without --full
+    devices: tuple = ("cpu", "cuda")
+    floor: str | None = None
+    notes: dict = field(default_factory=dict)
+
+
+def _tv():
+    try:
+        import torchvision
+
+        return torchvision
+    except ImportError:
+        return None
+
+
+def uniform_boxes(n: int, g: torch.Generator, image: float = 1000.0):
+    """n boxes with sides 4..125 px anywhere in an image of `image` px, and random scores."""
+    xy = torch.rand(n, 2, generator=g) * image
+    wh = 4 + torch.rand(n, 2, generator=g) * 121
+    return torch.cat([xy, xy + wh], 1), torch.rand(n, generator=g)
+
+
+def clustered_boxes(n: int, objects: int, g: torch.Generator):
+    """RPN-like proposals: n boxes jittered around `objects` objects (centre +-15%, size x0.75-1.25)."""
+    c = torch.rand(objects, 2, generator=g) * 800 + 100
+    wh = torch.rand(objects, 2, generator=g) * 150 + 30
+    k = torch.randint(0, objects, (n,), generator=g)
+    ctr = c[k] + (torch.rand(n, 2, generator=g) - 0.5) * 0.3 * wh[k]
+    sz = wh[k] * (0.75 + 0.5 * torch.rand(n, 2, generator=g))
+    return torch.cat([ctr - sz / 2, ctr + sz / 2], 1), torch.rand(n, generator=g)
+
+
+ROTATIONS = {"cpu": 1, "cuda": 4}
+
+
+def _sets(device, fn):
+    g = torch.Generator().manual_seed(0)
+    return [{k: v.to(device) if torch.is_tensor(v) else v for k, v in fn(g).items()}
+            for _ in range(ROTATIONS[device])]
+
+
+def _nms_case(n, cluster=None):
+    def make(device):
+        def gen(g):
+            b, s = clustered_boxes(n, cluster, g) if cluster else uniform_boxes(n, g)
+            return {"boxes": b, "scores": s}
+
+        sets = _sets(device, gen)
+        impls = {"fastdet": lambda d: ops.nms(d["boxes"], d["scores"], 0.7),
+                 "sort (floor)": lambda d: torch.sort(d["scores"], stable=True, descending=True)}
+        if _tv():
+            impls["torchvision"] = lambda d: _tv().ops.nms(d["boxes"], d["scores"], 0.7)
+        nb = numba_ops() if device == "cpu" else None
+        if nb:
+            sets = [dict(d, np_boxes=d["boxes"].numpy(), np_scores=d["scores"].numpy()) for d in sets]
+            impls["numba"] = lambda d: nb[0](d["np_boxes"], d["np_scores"], 0.7)
+        return sets, impls
+
+    name = f"nms_{n}_clustered{cluster}" if cluster else f"nms_{n}_uniform"
+    return Case(name, "nms", {"n": n, "iou_threshold": 0.7, "clustered_objects": cluster}, make,
+                floor="sort (floor)")
+
+
+def _batched_case(n, classes):
+    def make(device):
+        def gen(g):
+            b, s = uniform_boxes(n, g)
+            return {"boxes": b, "scores": s, "idxs": torch.randint(0, classes, (n,), generator=g)}
+
+        sets = _sets(device, gen)
+        impls = {"fastdet": lambda d: ops.batched_nms(d["boxes"], d["scores"], d["idxs"], 0.7)}
+        if _tv():
+            impls["torchvision"] = lambda d: _tv().ops.batched_nms(d["boxes"], d["scores"], d["idxs"], 0.7)
+        return sets, impls
+
+    return Case(f"batched_nms_{n}_{classes}cls", "batched_nms", {"n": n, "classes": classes}, make)
+
+
+def _iou_case(n, m):
+    def make(device):
+        def gen(g):
+            return {"a": uniform_boxes(n, g)[0], "b": uniform_boxes(m, g)[0]}
+
+        sets = _sets(device, gen)
+        impls = {"fastdet": lambda d: ops.box_iou(d["a"], d["b"]),
+                 "write output (floor)": lambda d: torch.empty((n, m), device=device).fill_(0.5)}
+        if _tv():
+            impls["torchvision"] = lambda d: _tv().ops.box_iou(d["a"], d["b"])
+        nb = numba_ops() if device == "cpu" else None
+        if nb:
+            sets = [dict(d, np_a=d["a"].numpy(), np_b=d["b"].numpy()) for d in sets]
+            impls["numba"] = lambda d: nb[1](d["np_a"], d["np_b"])
+        return sets, impls
+
+    return Case(f"box_iou_{n}x{m}", "box_iou", {"n": n, "m": m, "output_bytes": 4 * n * m}, make,
+                floor="write output (floor)")
+
+
+def _rois(k, g, batch, image_h, image_w):
+    xy = torch.rand(k, 2, generator=g) * torch.tensor([image_w * 0.8, image_h * 0.8])
+    wh = 16 + torch.rand(k, 2, generator=g) * torch.tensor([image_w * 0.3, image_h * 0.3])
+    idx = torch.randint(0, batch, (k, 1), generator=g).float()
+    return torch.cat([idx, xy, xy + wh], 1)
+
+
+def _roi_case(shape, k, mode, scale, quick=True):
+    """mode: "fwd", "fwd+bwd" (through autograd) or "bwd" (the backward kernels alone)."""
+    N, C, H, W = shape
+    args = (scale, 7, 7, N, C, H, W, 2, True)
+
+    def make(device):
+        def gen(g):
+            x = torch.randn(shape, generator=g)
+            return {"x": x, "rois": _rois(k, g, N, H / scale, W / scale),
+                    "grad": torch.randn(k, C, 7, 7, generator=g)}
+
+        sets = _sets(device, gen)
+
+        def run(fn):
+            def f(d):
+                if mode == "fwd":
+                    return fn(d["x"], d["rois"], 7, scale, 2, True)
+                x = d["x"].detach().requires_grad_()
+                fn(x, d["rois"], 7, scale, 2, True).backward(d["grad"])
+                return x.grad
+            return f
+
+        if mode == "bwd":
+            impls = {"fastdet": lambda d: torch.ops.fastdet.roi_align_backward(d["grad"], d["rois"], *args)}
+            if device == "cuda":
+                impls["fastdet deterministic"] = lambda d: _deterministic(
+                    torch.ops.fastdet.roi_align_backward, d["grad"], d["rois"], *args)
+            if _tv():
+                impls["torchvision"] = lambda d: torch.ops.torchvision._roi_align_backward(
+                    d["grad"], d["rois"], *args)
+            return sets, impls
+        impls = {"fastdet": run(ops.roi_align)}
+        if _tv():
+            impls["torchvision"] = run(_tv().ops.roi_align)
+        return sets, impls
+
+    return Case(f"roi_align_{'x'.join(map(str, shape))}_{k}rois_{mode}", "roi_align",
+                {"input": list(shape), "rois": k, "output": 7, "sampling_ratio": 2,
+                 "spatial_scale": scale, "aligned": True, "mode": mode}, make, quick=quick)
+
+
+def _deterministic(fn, *args):
+    from ..ops import roi_align as ra
+
+    old, ra.DETERMINISTIC_CUDA_BACKWARD = ra.DETERMINISTIC_CUDA_BACKWARD, True
+    try:
+        return fn(*args)
+    finally:
+        ra.DETERMINISTIC_CUDA_BACKWARD = old
+
+
+class _Images:  # the ImageList interface AnchorGenerator reads
+    def __init__(self, tensors):
+        self.tensors = tensors
+        self.image_sizes = [tuple(tensors.shape[-2:])] * len(tensors)
+
+
+def _anchor_case(batch, h, w, cold):
+    sizes, ratios = ((32,), (64,), (128,), (256,), (512,)), ((0.5, 1.0, 2.0),) * 5
+
+    def make(device):
+        images = _Images(torch.zeros(batch, 3, h, w, device=device))
+        feats = [torch.zeros(batch, 1, h // s, w // s, device=device) for s in (4, 8, 16, 32, 64)]
+        fd = ops.AnchorGenerator(sizes, ratios)
+        impls = {"fastdet": (lambda d: (fd._cache.clear(), fd(images, feats))) if cold
+                 else (lambda d: fd(images, feats))}
+        if _tv():
+            from torchvision.models.detection.anchor_utils import AnchorGenerator
+
+            tv = AnchorGenerator(sizes, ratios).to(device)
+            impls["torchvision"] = lambda d: tv(images, feats)
+        return [{}], impls
+
+    return Case(f"anchors_fpn5_{h}x{w}_batch{batch}" + ("_cold" if cold else ""), "anchors",
+                {"levels": 5, "image": [h, w], "batch": batch, "cached": not cold}, make)
+
+
+def _coder_case(n):
+    def make(device):
+        def gen(g):
+            a, _ = uniform_boxes(n, g)
+            return {"anchors": a, "codes": torch.randn(n, 4, generator=g) * 0.5}
+
+        sets = _sets(device, gen)
+        fd = ops.BoxCoder((1.0, 1.0, 1.0, 1.0))
+        impls = {"fastdet": lambda d: fd.decode_single(d["codes"], d["anchors"])}
+        if _tv():
+            from torchvision.models.detection._utils import BoxCoder
+
+            tv = BoxCoder((1.0, 1.0, 1.0, 1.0))
+            impls["torchvision"] = lambda d: tv.decode_single(d["codes"], d["anchors"])
+        return sets, impls
+
+    return Case(f"box_decode_{n}", "box_coder", {"n": n}, make)
+
+
+CPU_FEATURES = (1, 512, 38, 50)  # VGG16 conv5 on a 600 x 800 image (stride 16)
+GPU_FEATURES = (8, 256, 200, 272)  # FPN P2 of a batch of 8 images of 800 x 1088
+
+CASES: list[Case] = [
+    _nms_case(1000), _nms_case(6000), _nms_case(20000), _nms_case(6000, cluster=20),
+    _nms_case(100000),
+    _batched_case(20000, 80), _batched_case(100000, 80),
+    _iou_case(1000, 1000), _iou_case(4000, 4000), _iou_case(20000, 1000),
+    *[_roi_case(CPU_FEATURES, k, mode, 1 / 16, quick=k < 2000) for k in (128, 300, 2000)
+      for mode in ("fwd", "fwd+bwd")],
+    *[_roi_case(GPU_FEATURES, k, mode, 1 / 4) for k in (1000, 5000) for mode in ("fwd", "bwd", "fwd+bwd")],
+    _anchor_case(2, 800, 1344, cold=False), _anchor_case(2, 800, 1344, cold=True),
+    _anchor_case(8, 800, 1344, cold=False), _anchor_case(8, 800, 1344, cold=True),
+    _coder_case(200000),
+]
+
+# Which cases run where: the CPU suite is the core issue's, the GPU suite the CUDA issue's.
+_CPU = {"nms_1000_uniform", "nms_6000_uniform", "nms_20000_uniform", "nms_6000_clustered20",
+        "batched_nms_20000_80cls", "box_iou_1000x1000", "box_iou_4000x4000",
+        "anchors_fpn5_800x1344_batch2", "anchors_fpn5_800x1344_batch2_cold", "box_decode_200000"}
+_GPU = {"nms_1000_uniform", "nms_6000_uniform", "nms_20000_uniform", "nms_100000_uniform",
+        "nms_6000_clustered20", "batched_nms_100000_80cls", "box_iou_4000x4000",
+        "box_iou_20000x1000", "anchors_fpn5_800x1344_batch8", "anchors_fpn5_800x1344_batch8_cold",
+        "box_decode_200000"}
+
+
+def cases_for(device: str, full: bool = False, only: str | None = None) -> list[Case]:
+    out = []
+    for c in CASES:
+        on_cpu = c.name in _CPU or (c.group == "roi_align" and c.params["input"] == list(CPU_FEATURES))
+        on_gpu = c.name in _GPU or (c.group == "roi_align" and c.params["input"] == list(GPU_FEATURES))
+        if not (on_cpu if device == "cpu" else on_gpu):
+            continue
+        if device == "cpu" and not full and not c.quick:
+            continue
+        if only and only not in c.name:
+            continue
+        out.append(c)
+    return out

@@ -1,0 +1,161 @@
+"""Times benchmark cases: warm-up, then the median of repeated runs (at least 5) per
+implementation, side by side in one process; records the machine, versions and git commit."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from .._info import build_info
+from .cases import Case
+
+
+def _time_cpu(fn, sets, min_runs, budget_s):
+    fn(sets[0])  # warm-up: first-call costs (numba compile, allocator) stay out
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_runs or (time.perf_counter() - start < budget_s and len(times) < 200):
+        d = sets[len(times) % len(sets)]
+        t0 = time.perf_counter()
+        fn(d)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def _time_cuda(fn, sets, min_runs, budget_s):
+    for d in sets:  # warm-up on every input set
+        fn(d)
+    torch.cuda.synchronize()
+    times = []
+    start = time.perf_counter()
+    while len(times) < max(min_runs, 20) or (time.perf_counter() - start < budget_s and len(times) < 500):
+        d = sets[len(times) % len(sets)]
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn(d)
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    return times
+
+
+def run_case(case: Case, device: str, min_runs: int = 5, budget_s: float = 1.0) -> dict:
+    sets, impls = case.make(device)
+    timer = _time_cuda if device == "cuda" else _time_cpu
+    res = {"name": case.name, "op": case.group, "params": case.params, "device": device, "impls": {}}
+    for name, fn in impls.items():
+        ts = timer(fn, sets, min_runs, budget_s)
+        res["impls"][name] = {"median_ms": statistics.median(ts), "min_ms": min(ts), "runs": len(ts)}
+    fd = res["impls"]["fastdet"]["median_ms"]
+    for name, r in res["impls"].items():
+        if name != "fastdet":
+            r["fastdet_speedup"] = r["median_ms"] / fd
+    if "output_bytes" in case.params:  # memory-bound: the rate the output is written at
+        res["fastdet_output_gbs"] = case.params["output_bytes"] / (fd * 1e-3) / 1e9
+    if case.floor:
+        res["floor"] = case.floor
+        res["fastdet_over_floor"] = fd / res["impls"][case.floor]["median_ms"]
+    return res
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_commit() -> str | None:
+    try:
+        r = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                           cwd=Path(__file__).resolve().parent)
+        return r.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def machine(device: str, copy_gbs: float | None = None) -> dict:
+    info = {"cpu": _cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "git_commit": _git_commit(), "build": build_info()}
+    try:
+        import torchvision
+
+        info["torchvision"] = torchvision.__version__
+    except ImportError:
+        pass
+    if device == "cuda":
+        p = torch.cuda.get_device_properties(0)
+        info.update(gpu=p.name, gpu_sms=p.multi_processor_count, torch_cuda=torch.version.cuda)
+        info["copy_bandwidth_gbs"] = copy_gbs or copy_bandwidth()
+    return info
+
+
+def copy_bandwidth(nbytes: int = 1 << 30) -> float:
+    """Device-to-device copy rate in GB/s, counting bytes read plus bytes written."""
+    src = torch.empty(nbytes // 4, device="cuda").uniform_()
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+    ts = []
+    for _ in range(20):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        dst.copy_(src)
+        b.record()
+        b.synchronize()
+        ts.append(a.elapsed_time(b))
+    return 2 * nbytes / (statistics.median(ts) * 1e-3) / 1e9
+
+
+def run_cases(cases: list[Case], device: str, progress=None) -> list[dict]:
+    out = []
+    for c in cases:
+        if progress:
+            progress(c)
+        out.append(run_case(c, device))
+    return out
+
+
+def table(results: list[dict]) -> str:
+    rows = [("case", "fastdet ms", "peer", "peer ms", "speedup")]
+    for r in results:
+        fd = r["impls"]["fastdet"]["median_ms"]
+        peers = [(k, v) for k, v in r["impls"].items() if k != "fastdet"] or [("-", None)]
+        for i, (k, v) in enumerate(peers):
+            rows.append((r["name"] if i == 0 else "", f"{fd:.3f}" if i == 0 else "", k,
+                         f"{v['median_ms']:.3f}" if v else "-",
+                         f"{v['fastdet_speedup']:.1f}x" if v else "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows)
+
+
+def bandwidth_lines(results: list[dict], copy_gbs: float) -> list[str]:
+    """For memory-bound cases: the output write rate against the measured copy bandwidth."""
+    return [f"{r['name']}: output written at {r['fastdet_output_gbs']:.0f} GB/s, "
+            f"{100 * r['fastdet_output_gbs'] / copy_gbs:.0f}% of the copy bandwidth ({copy_gbs:.0f} GB/s)"
+            for r in results if "fastdet_output_gbs" in r]
+
+
+def default_json_path(device: str) -> Path:
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return Path("benchmarks") / "results" / f"{device}-{stamp}.json"
+
+
+def write_json(path, device: str, results: list[dict], copy_gbs: float | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps({"machine": machine(device, copy_gbs), "results": results}, indent=1))
+    os.replace(tmp, path)  # never a half-written file
+    return path

@@ -1,0 +1,99 @@
+"""Shared fixtures: a fresh random generator per test (seed reported on failure), box makers,
+and the `gpu` marker (declared in pyproject.toml), skipped where CUDA is unavailable.
+
+Reproduce a failure with the seed it reports: FASTDET_TEST_SEED=<seed> pytest <test id>.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+IMAGE = 1000.0  # side of the square image the random boxes live in, in pixels
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    seed = getattr(item, "_rng_seed", None)
+    if seed is not None and report.failed:
+        report.sections.append(
+            ("random seed", f"{item.nodeid} ran with seed {seed}; "
+                            f"rerun with FASTDET_TEST_SEED={seed}"))
+
+
+@pytest.fixture
+def rng(request):
+    """A numpy Generator seeded fresh per test from os.urandom (or FASTDET_TEST_SEED)."""
+    env = os.environ.get("FASTDET_TEST_SEED")
+    seed = int(env) if env else int.from_bytes(os.urandom(8), "little")
+    request.node._rng_seed = seed
+    print(f"{request.node.nodeid}: seed {seed}")
+    return np.random.default_rng(seed)
+
+
+def uniform_boxes(rng, n, dtype=np.float32, image=IMAGE, lo=4.0, hi=125.0):
+    """[n, 4] boxes with top-left corners uniform in the image and sides uniform in [lo, hi]."""
+    xy = rng.uniform(0, image, (n, 2))
+    wh = rng.uniform(lo, hi, (n, 2))
+    return np.concatenate([xy, xy + wh], 1).astype(dtype)
+
+
+def clustered_boxes(rng, n, dtype=np.float32, image=IMAGE, clusters=20):
+    """RPN-like [n, 4] boxes: jittered copies of a few objects, so most boxes overlap heavily."""
+    centres = rng.uniform(0.1 * image, 0.9 * image, (clusters, 2))
+    sizes = rng.uniform(16, 200, (clusters, 2))
+    which = rng.integers(0, clusters, n)
+    c = centres[which] + rng.normal(0, 0.1, (n, 2)) * sizes[which]
+    s = sizes[which] * rng.uniform(0.7, 1.3, (n, 2))
+    return np.concatenate([c - s / 2, c + s / 2], 1).astype(dtype)
+
+
+def unique_scores(rng, n, dtype=np.float32):
+    """[n] distinct scores in (0, 1]: a permutation of k / 2^b with 2^b > n, exact in float32
+    for any n, in float16 for n < 2048 and in bfloat16 for n < 256, so no two scores tie."""
+    step = 2.0 ** max(1, int(np.ceil(np.log2(n + 1))))
+    return ((rng.permutation(n) + 1) / step).astype(dtype)
+
+
+class Maker:
+    """Random inputs drawn from the test's `rng`."""
+
+    def __init__(self, rng):
+        self.rng = rng
+
+    def boxes(self, n, dtype=np.float32, **kw):
+        return uniform_boxes(self.rng, n, dtype, **kw)
+
+    def clustered(self, n, dtype=np.float32, **kw):
+        return clustered_boxes(self.rng, n, dtype, **kw)
+
+    def scores(self, n, dtype=np.float32):
+        return unique_scores(self.rng, n, dtype)
+
+    def classes(self, n, k=5):
+        return self.rng.integers(0, k, n).astype(np.int64)
+
+
+@pytest.fixture
+def make(rng):
+    """Box makers bound to this test's rng: make.boxes(n), make.clustered(n), make.scores(n)."""
+    return Maker(rng)
+
+
+@pytest.fixture(scope="session")
+def tv():
+    """torchvision (in the test extras); tests that compare with it skip where it is missing."""
+    return pytest.importorskip("torchvision")

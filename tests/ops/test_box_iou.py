@@ -1,0 +1,313 @@
+"""box_area, box_iou, generalized_box_iou against the reference and torchvision.ops."""
+import re
+import threading
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastdet import ops
+from fastdet.ops import _reference as R
+
+
+PAIRWISE = ["box_iou", "generalized_box_iou"]
+DTYPES = [np.float32, np.float64]
+TOL = {np.float32: dict(rtol=1e-6, atol=1e-7), np.float64: dict(rtol=1e-12, atol=1e-15)}
+
+
+def t(x):
+    return torch.from_numpy(np.ascontiguousarray(x))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", PAIRWISE)
+def test_pairwise_matches_reference_and_torchvision(op, dtype, make, tv):
+    a, b = make.boxes(57, dtype), make.boxes(83, dtype)
+    got = getattr(ops, op)(t(a), t(b))
+    assert got.shape == (57, 83) and got.dtype == t(a).dtype
+    np.testing.assert_allclose(got.numpy(), getattr(R, op)(a, b), **TOL[dtype])
+    torch.testing.assert_close(got, getattr(tv.ops, op)(t(a), t(b)), **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pairwise_matches_torchvision_on_clustered_boxes(dtype, make, tv):
+    a = make.clustered(300, dtype)
+    for op in PAIRWISE:
+        torch.testing.assert_close(getattr(ops, op)(t(a), t(a)), getattr(tv.ops, op)(t(a), t(a)), **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_box_area_matches_reference_and_torchvision(dtype, make, tv):
+    b = make.boxes(101, dtype)
+    got = ops.box_area(t(b))
+    assert got.shape == (101,) and got.dtype == t(b).dtype
+    np.testing.assert_array_equal(got.numpy(), R.box_area(b))
+    assert torch.equal(got, tv.ops.box_area(t(b)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", PAIRWISE)
+def test_numpy_in_numpy_out(op, dtype, make):
+    a, b = make.boxes(20, dtype), make.boxes(30, dtype)
+    got = getattr(ops, op)(a, b)
+    assert isinstance(got, np.ndarray) and got.dtype == dtype and got.shape == (20, 30)
+    np.testing.assert_array_equal(got, getattr(ops, op)(t(a), t(b)).numpy())
+
+
+def test_box_area_numpy_in_numpy_out(make):
+    b = make.boxes(10, np.float64)
+    got = ops.box_area(b)
+    assert isinstance(got, np.ndarray) and got.dtype == np.float64
+    np.testing.assert_array_equal(got, R.box_area(b))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("op", PAIRWISE + ["box_area"])
+def test_half_precision_computed_in_float32(op, dtype, make):
+    args = [t(make.boxes(15)).to(dtype)] + ([t(make.boxes(9)).to(dtype)] if op != "box_area" else [])
+    got = getattr(ops, op)(*args)
+    assert got.dtype == dtype
+    assert torch.equal(got, getattr(ops, op)(*[a.float() for a in args]).to(dtype))
+
+
+def test_numpy_float16_gives_float16(make):
+    a, b = make.boxes(6, np.float16), make.boxes(7, np.float16)
+    got = ops.box_iou(a, b)
+    assert got.dtype == np.float16
+    want = ops.box_iou(a.astype(np.float32), b.astype(np.float32)).astype(np.float16)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_mixed_float32_float64_computes_in_float64(make):
+    a, b = make.boxes(5, np.float32), make.boxes(6, np.float64)
+    got = ops.box_iou(t(a), t(b))
+    assert got.dtype == torch.float64
+    np.testing.assert_allclose(got.numpy(), R.box_iou(a.astype(np.float64), b), rtol=1e-12)
+
+
+@pytest.mark.parametrize("n,m", [(0, 5), (5, 0), (0, 0)])
+@pytest.mark.parametrize("op", PAIRWISE)
+def test_empty_inputs_give_empty_outputs(op, n, m, make):
+    a, b = make.boxes(n), make.boxes(m)
+    got = getattr(ops, op)(t(a), t(b))
+    assert got.shape == (n, m) and got.dtype == torch.float32
+    got = getattr(ops, op)(a.astype(np.float64), b.astype(np.float64))
+    assert isinstance(got, np.ndarray) and got.shape == (n, m) and got.dtype == np.float64
+
+
+def test_box_area_of_no_boxes():
+    assert ops.box_area(torch.zeros(0, 4)).shape == (0,)
+    got = ops.box_area(np.zeros((0, 4), np.float16))
+    assert got.shape == (0,) and got.dtype == np.float16
+
+
+def test_one_box():
+    a = torch.tensor([[0.0, 0.0, 4.0, 2.0]], dtype=torch.float64)
+    b = torch.tensor([[2.0, 1.0, 6.0, 2.0]], dtype=torch.float64)
+    assert ops.box_iou(a, b).tolist() == [[2 / 10]]  # inter 2, union 8 + 4 - 2
+    assert ops.generalized_box_iou(a, b).tolist() == [[2 / 10 - (12 - 10) / 12]]
+    assert ops.box_area(a).tolist() == [8.0]
+
+
+def test_identical_boxes_have_iou_exactly_one(make):
+    b = t(make.boxes(40))
+    assert torch.equal(ops.box_iou(b, b).diagonal(), torch.ones(40))
+    assert torch.equal(ops.generalized_box_iou(b, b).diagonal(), torch.ones(40))
+
+
+def test_disjoint_boxes_have_iou_zero_and_negative_giou():
+    a = torch.tensor([[0.0, 0.0, 1.0, 1.0]])
+    b = torch.tensor([[2.0, 0.0, 3.0, 1.0]])
+    assert ops.box_iou(a, b).item() == 0.0
+    assert ops.generalized_box_iou(a, b).item() == pytest.approx(0 - (3 - 2) / 3)
+
+
+DEGENERATE = torch.tensor([
+    [5.0, 5.0, 5.0, 5.0],    # a point
+    [1.0, 1.0, 9.0, 1.0],    # a horizontal segment
+    [8.0, 8.0, 2.0, 2.0],    # inverted in both axes (torchvision: positive signed area 36)
+    [8.0, 2.0, 2.0, 9.0],    # inverted in x only (torchvision: negative area)
+])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_degenerate_boxes_have_area_and_iou_zero_not_nan(dtype):
+    # Documented difference: torchvision gives NaN for two empty boxes and counts inverted
+    # boxes' signed areas; fastdet gives area 0 and IoU 0.
+    d = DEGENERATE.to(dtype)
+    full = torch.tensor([[0.0, 0.0, 10.0, 10.0]], dtype=dtype)
+    assert torch.equal(ops.box_area(d), torch.zeros(4, dtype=dtype))
+    assert torch.equal(ops.box_iou(d, d), torch.zeros(4, 4, dtype=dtype))
+    assert torch.equal(ops.box_iou(d, full), torch.zeros(4, 1, dtype=dtype))
+    np.testing.assert_array_equal(ops.box_iou(d, full).numpy(), R.box_iou(d.numpy(), full.numpy()))
+
+
+def test_giou_of_degenerate_boxes_is_finite_and_matches_reference():
+    d = DEGENERATE
+    got = ops.generalized_box_iou(d, d)
+    assert torch.isfinite(got).all()
+    assert got[0, 0].item() == 0.0  # same point: no hull, GIoU 0
+    assert got[0, 1].item() == -1.0  # two empty boxes whose hull has area
+    np.testing.assert_allclose(got.numpy(), R.generalized_box_iou(d.numpy(), d.numpy()), rtol=1e-6)
+
+
+@pytest.mark.parametrize("op", PAIRWISE)
+def test_huge_coordinates_match_reference_and_torchvision(op, make, tv):
+    a = make.boxes(50, np.float64, image=1e8, lo=1e6, hi=1e7) + 1e6
+    near = a[:25] + make.rng.uniform(-1e5, 1e5, (25, 1))
+    b = np.concatenate([near, make.boxes(25, np.float64, image=1e8, lo=1e6, hi=1e7)])
+    got = getattr(ops, op)(t(a), t(b))
+    np.testing.assert_allclose(got.numpy(), getattr(R, op)(a, b), rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(got, getattr(tv.ops, op)(t(a), t(b)), rtol=1e-12, atol=1e-15)
+    got32 = getattr(ops, op)(t(a).float(), t(b).float())
+    want32 = getattr(R, op)(a.astype(np.float32), b.astype(np.float32))
+    np.testing.assert_allclose(got32.numpy(), want32, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("op", PAIRWISE)
+def test_negative_coordinates_match_reference_and_torchvision(op, make, tv):
+    a = make.boxes(40, np.float64) - 2000.0
+    b = np.concatenate([a[:20] + 1.0, make.boxes(20, np.float64) - 2000.0])
+    assert (R.box_iou(a[:20], b[:20]).diagonal() > 0).all()  # overlapping pairs
+    got = getattr(ops, op)(t(a), t(b))
+    np.testing.assert_allclose(got.numpy(), getattr(R, op)(a, b), rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(got, getattr(tv.ops, op)(t(a), t(b)), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("op", PAIRWISE)
+def test_non_finite_coordinates_raise_naming_the_argument(op, bad, make):
+    good = make.boxes(3)
+    worse = good.copy()
+    worse[1, 2] = bad
+    with pytest.raises(ValueError, match="boxes2 contains NaN or inf"):
+        getattr(ops, op)(t(good), t(worse))
+    with pytest.raises(ValueError, match="boxes1 contains NaN or inf"):
+        getattr(ops, op)(worse, good)
+
+
+def test_box_area_non_finite_raises(make):
+    b = make.boxes(3)
+    b[0, 0] = np.nan
+    with pytest.raises(ValueError, match="boxes contains NaN or inf"):
+        ops.box_area(t(b))
+
+
+def test_non_finite_in_half_precision_raises():
+    b = torch.tensor([[0.0, 0.0, float("inf"), 1.0]], dtype=torch.float16)
+    with pytest.raises(ValueError, match="boxes1"):
+        ops.box_iou(b, b)
+
+
+@pytest.mark.parametrize("op", PAIRWISE)
+def test_non_contiguous_inputs_give_the_same_result(op, make):
+    a, b = make.boxes(30), make.boxes(20)
+    at = t(a.T.copy()).T  # a transposed view, column-major
+    bs = t(np.concatenate([b, b], 1))[:, 4:]  # a sliced view with a row stride of 8
+    assert not at.is_contiguous() and not bs.is_contiguous()
+    want = getattr(ops, op)(t(a), t(b))
+    assert torch.equal(getattr(ops, op)(at, bs), want)
+    got = getattr(ops, op)(np.asfortranarray(a), np.concatenate([b, b], 1)[:, 4:])
+    assert np.array_equal(got, want.numpy())
+
+
+def test_box_area_non_contiguous(make):
+    b = make.boxes(30)
+    assert torch.equal(ops.box_area(t(b.T.copy()).T), ops.box_area(t(b)))
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.bool])
+def test_non_float_boxes_raise_type_error(dtype):
+    b = torch.zeros(2, 4, dtype=dtype)
+    with pytest.raises(TypeError, match="boxes1 must be float16, bfloat16, float32 or float64"):
+        ops.box_iou(b, torch.zeros(2, 4))
+    with pytest.raises(TypeError, match="boxes2 must be float16"):
+        ops.generalized_box_iou(torch.zeros(2, 4), b)
+    with pytest.raises(TypeError, match="boxes must be float16"):
+        ops.box_area(b)
+
+
+def test_numpy_int_boxes_raise_type_error():
+    with pytest.raises(TypeError, match="boxes1.*int64"):
+        ops.box_iou(np.zeros((2, 4), np.int64), np.zeros((2, 4), np.float32))
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (4,), (1, 1, 4), (3, 3)])
+def test_wrong_shape_raises_naming_argument_and_shape(shape):
+    bad = torch.zeros(shape)
+    expected = re.escape(f"must have shape [N, 4], got {shape}")
+    with pytest.raises(ValueError, match="boxes2 " + expected):
+        ops.box_iou(torch.zeros(2, 4), bad)
+    with pytest.raises(ValueError, match="boxes1 " + expected):
+        ops.generalized_box_iou(bad, torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="boxes " + expected):
+        ops.box_area(bad)
+
+
+def test_mixing_torch_and_numpy_raises_type_error():
+    with pytest.raises(TypeError, match="boxes2 is a numpy array but boxes1 is a torch array"):
+        ops.box_iou(torch.zeros(1, 4), np.zeros((1, 4), np.float32))
+    with pytest.raises(TypeError, match="boxes2 is a torch array but boxes1 is a numpy array"):
+        ops.generalized_box_iou(np.zeros((1, 4), np.float32), torch.zeros(1, 4))
+
+
+def test_non_array_input_raises_type_error():
+    with pytest.raises(TypeError, match="boxes1 must be a torch.Tensor, numpy.ndarray or cupy.*got list"):
+        ops.box_iou([[0.0, 0.0, 1.0, 1.0]], torch.zeros(1, 4))
+    with pytest.raises(TypeError, match="boxes must be a torch.Tensor"):
+        ops.box_area([[0.0, 0.0, 1.0, 1.0]])
+
+
+@pytest.mark.parametrize("op", PAIRWISE + ["box_area"])
+def test_compiled_aot_eager_matches_eager(op, make):
+    args = (t(make.boxes(31)), t(make.boxes(17)))[: 1 if op == "box_area" else 2]
+    f = getattr(ops, op)
+    compiled = torch.compile(lambda *x: f(*x), backend="aot_eager", fullgraph=True)
+    assert torch.equal(compiled(*args), f(*args))
+
+
+def test_box_iou_compiled_with_inductor_matches_eager(make):
+    a, b = t(make.boxes(40)), t(make.boxes(25))
+    compiled = torch.compile(lambda x, y: ops.box_iou(x, y), fullgraph=True)
+    assert torch.equal(compiled(a, b), ops.box_iou(a, b))
+
+
+def test_concurrent_threads_match_sequential_calls(make):
+    inputs = [(t(make.boxes(400 + 37 * i)), t(make.clustered(300 + 11 * i))) for i in range(8)]
+    want = [ops.box_iou(a, b) for a, b in inputs]
+    got = [None] * len(inputs)
+    barrier = threading.Barrier(4)
+
+    def work(k):
+        barrier.wait()
+        for i in range(k, len(inputs), 4):
+            for _ in range(3):
+                got[i] = ops.box_iou(*inputs[i])
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert all(torch.equal(g, w) for g, w in zip(got, want))
+
+
+coord = st.integers(-20, 20).map(float)
+box = st.tuples(coord, coord, coord, coord).map(list)  # includes inverted and zero-area boxes
+box_lists = st.lists(box, min_size=0, max_size=12)
+
+
+@settings(max_examples=80, deadline=None)
+@given(box_lists, box_lists)
+def test_iou_properties_hold_for_any_boxes(a, b):
+    a = np.array(a, np.float64).reshape(-1, 4)
+    b = np.array(b, np.float64).reshape(-1, 4)
+    iou = ops.box_iou(a, b)
+    np.testing.assert_allclose(iou, R.box_iou(a, b), rtol=1e-12, atol=0)
+    assert np.isfinite(iou).all() and (iou >= 0).all() and (iou <= 1).all()
+    np.testing.assert_array_equal(iou, ops.box_iou(b, a).T)
+    giou = ops.generalized_box_iou(a, b)
+    np.testing.assert_allclose(giou, R.generalized_box_iou(a, b), rtol=1e-12, atol=1e-15)
+    assert np.isfinite(giou).all() and (giou >= -1).all() and (giou <= iou + 1e-12).all()
