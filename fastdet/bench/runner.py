@@ -76,6 +76,8 @@ def _cpu_model() -> str:
 
 
 def _git_commit() -> str | None:
+    if os.environ.get("FASTDET_GIT_COMMIT"):  # a copied tree without .git (the GPU machine)
+        return os.environ["FASTDET_GIT_COMMIT"]
     try:
         r = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                            cwd=Path(__file__).resolve().parent)
