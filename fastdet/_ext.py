@@ -6,6 +6,11 @@ _REBUILD = (
     "set FASTDET_CUDA=OFF to skip the CUDA kernels."
 )
 
+# torch's libraries load first: on a GPU machine (H200, torch 2.11+cu130) `import torch` after
+# _C segfaulted, torch first works. _C links the system libgomp.so.1 and torch bundles its own
+# under the same soname; whichever loads first serves both (see benchmarks/gpu_diag.sh).
+import torch  # noqa: F401,E402
+
 try:
     from . import _C
 except ImportError as e:  # missing, or built for another Python

@@ -6,6 +6,7 @@ peers are torchvision.ops (when installed) and numba (when installed, CPU only).
 an implementation that is the floor the case is measured against (e.g. the output write)."""
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -168,7 +169,7 @@ def _roi_case(shape, k, mode, scale, quick=True):
 
 
 def _deterministic(fn, *args):
-    from ..ops import roi_align as ra
+    ra = sys.modules["fastdet.ops.roi_align"]  # the module (fastdet.ops.roi_align is the function)
 
     old, ra.DETERMINISTIC_CUDA_BACKWARD = ra.DETERMINISTIC_CUDA_BACKWARD, True
     try:

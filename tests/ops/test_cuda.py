@@ -185,11 +185,14 @@ def test_roi_align_forward_backward_match_torchvision(aligned, sr, g):
     xt = x.cuda().requires_grad_()
     y = ops.roi_align(xc, r.cuda(), (7, 5), 0.25, sr, aligned)
     yt = tv.ops.roi_align(xt, r.cuda(), (7, 5), 0.25, sr, aligned)
-    torch.testing.assert_close(y, yt, rtol=1e-5, atol=1e-5)
+    # torchvision's CUDA build contracts to FMA: sample positions near x = 50 differ by an ulp
+    # (4e-6), values by that times the local gradient; we build with -fmad=false, as the CPU.
+    torch.testing.assert_close(y, yt, rtol=1e-5, atol=5e-5)
+    torch.testing.assert_close(y.cpu(), ops.roi_align(x, r, (7, 5), 0.25, sr, aligned), rtol=1e-5, atol=1e-5)
     gout = torch.randn_like(y)
     y.backward(gout)
     yt.backward(gout)
-    torch.testing.assert_close(xc.grad, xt.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(xc.grad, xt.grad, rtol=1e-4, atol=5e-5)
 
 
 def test_roi_align_backward_deterministic_mode_and_atomic_mode_agree(g):
