@@ -6,9 +6,10 @@ _REBUILD = (
     "set FASTDET_CUDA=OFF to skip the CUDA kernels."
 )
 
-# torch's libraries load first: on a GPU machine (H200, torch 2.11+cu130) `import torch` after
-# _C segfaulted, torch first works. _C links the system libgomp.so.1 and torch bundles its own
-# under the same soname; whichever loads first serves both (see benchmarks/gpu_diag.sh).
+# torch loads first. On the GPU machine (H200, torch 2.11+cu130, Python 3.12) dlopen-ing _C's
+# shared object before torch, even without initialising the module, made `import torch` segfault;
+# loading the system libgomp first did not (benchmarks/gpu_diag.sh). Suspect, unconfirmed: the
+# static CUDA runtime's load-time registration before torch's dynamic one.
 import torch  # noqa: F401,E402
 
 try:

@@ -25,6 +25,7 @@ class Case:
     quick: bool = True  # in `fastdet bench` without --full
     devices: tuple = ("cpu", "cuda")
     floor: str | None = None
+    graph: bool = False  # on the GPU, also time CUDA-graph replays (device time, no overhead)
     notes: dict = field(default_factory=dict)
 
 
@@ -117,7 +118,7 @@ def _iou_case(n, m):
         return sets, impls
 
     return Case(f"box_iou_{n}x{m}", "box_iou", {"n": n, "m": m, "output_bytes": 4 * n * m}, make,
-                floor="write output (floor)")
+                floor="write output (floor)", graph=True)
 
 
 def _rois(k, g, batch, image_h, image_w):
@@ -165,7 +166,8 @@ def _roi_case(shape, k, mode, scale, quick=True):
 
     return Case(f"roi_align_{'x'.join(map(str, shape))}_{k}rois_{mode}", "roi_align",
                 {"input": list(shape), "rois": k, "output": 7, "sampling_ratio": 2,
-                 "spatial_scale": scale, "aligned": True, "mode": mode}, make, quick=quick)
+                 "spatial_scale": scale, "aligned": True, "mode": mode}, make, quick=quick,
+                graph=mode != "fwd+bwd")
 
 
 def _deterministic(fn, *args):
@@ -220,7 +222,7 @@ def _coder_case(n):
             impls["torchvision"] = lambda d: tv.decode_single(d["codes"], d["anchors"])
         return sets, impls
 
-    return Case(f"box_decode_{n}", "box_coder", {"n": n}, make)
+    return Case(f"box_decode_{n}", "box_coder", {"n": n}, make, graph=True)
 
 
 CPU_FEATURES = (1, 512, 38, 50)  # VGG16 conv5 on a 600 x 800 image (stride 16)
