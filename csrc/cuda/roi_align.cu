@@ -20,8 +20,6 @@
 // Resolution is max|grad_out| * K*PH*PW * 2^-62 absolute.
 #include <algorithm>
 #include <cmath>
-#include <cstdint>
-#include <type_traits>
 
 #include "common.cuh"
 #include "fastdet/ops.h"
@@ -191,29 +189,6 @@ __device__ __forceinline__ void scatter(T* g, Acc* a, int64_t i, T v, double fsc
     atomicAdd(g + i, v);
 }
 
-// Adds v_lo at row[lo] and v_hi at row[hi] (hi == lo + 1 unless clamped at the border). On
-// sm_90+ a float pair inside one 16-byte chunk of the row goes as one float4 atomicAdd (zeros in
-// the other lanes): 1.25 atomics per pair on average instead of 2, and the backward is bound by
-// atomics. The chunk must lie inside the row, hence inside the tensor.
-template <typename T>
-__device__ __forceinline__ void add_pair(T* row, int lo, int hi, int W, T v_lo, T v_hi) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  if constexpr (std::is_same_v<T, float>) {
-    const int q = int((reinterpret_cast<uintptr_t>(row + lo) >> 2) & 3);  // lane of lo
-    if (hi == lo + 1 && q < 3 && lo - q >= 0 && lo - q + 3 < W) {
-      float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-      float* lanes = reinterpret_cast<float*>(&v);
-      lanes[q] = v_lo;
-      lanes[q + 1] = v_hi;
-      atomicAdd(reinterpret_cast<float4*>(row + lo - q), v);
-      return;
-    }
-  }
-#endif
-  atomicAdd(row + lo, v_lo);
-  atomicAdd(row + hi, v_hi);
-}
-
 template <typename T, bool TABLE, bool FIXED>
 __device__ void scatter_bin(T* gplane, Acc* aplane, const Roi<T>& r, const Tap<T>* taps, int PH,
                             int H, int W, int ph, int pw, T grad, T count, double fscale) {
@@ -225,11 +200,6 @@ __device__ void scatter_bin(T* gplane, Acc* aplane, const Roi<T>& r, const Tap<T
       if (b.lo < 0) continue;
       const T w1 = a.h * b.h, w2 = a.h * b.l, w3 = a.l * b.h, w4 = a.l * b.l;
       const int64_t lo = int64_t(a.lo) * W, hi = int64_t(a.hi) * W;
-      if constexpr (!FIXED) {
-        add_pair(gplane + lo, b.lo, b.hi, W, grad * w1 / count, grad * w2 / count);
-        add_pair(gplane + hi, b.lo, b.hi, W, grad * w3 / count, grad * w4 / count);
-        continue;
-      }
       scatter<T, FIXED>(gplane, aplane, lo + b.lo, grad * w1 / count, fscale);
       scatter<T, FIXED>(gplane, aplane, lo + b.hi, grad * w2 / count, fscale);
       scatter<T, FIXED>(gplane, aplane, hi + b.lo, grad * w3 / count, fscale);

@@ -232,7 +232,7 @@ CASES: list[Case] = [
     _nms_case(1000), _nms_case(6000), _nms_case(20000), _nms_case(6000, cluster=20),
     _nms_case(100000),
     _batched_case(20000, 80), _batched_case(100000, 80),
-    _iou_case(1000, 1000), _iou_case(4000, 4000), _iou_case(20000, 1000),
+    _iou_case(1000, 1000), _iou_case(4000, 4000), _iou_case(20000, 1000), _iou_case(10000, 10000),
     *[_roi_case(CPU_FEATURES, k, mode, 1 / 16, quick=k < 2000) for k in (128, 300, 2000)
       for mode in ("fwd", "fwd+bwd")],
     *[_roi_case(GPU_FEATURES, k, mode, 1 / 4) for k in (1000, 5000) for mode in ("fwd", "bwd", "fwd+bwd")],
@@ -247,7 +247,7 @@ _CPU = {"nms_1000_uniform", "nms_6000_uniform", "nms_20000_uniform", "nms_6000_c
         "anchors_fpn5_800x1344_batch2", "anchors_fpn5_800x1344_batch2_cold", "box_decode_200000"}
 _GPU = {"nms_1000_uniform", "nms_6000_uniform", "nms_20000_uniform", "nms_100000_uniform",
         "nms_6000_clustered20", "batched_nms_100000_80cls", "box_iou_4000x4000",
-        "box_iou_20000x1000", "anchors_fpn5_800x1344_batch8", "anchors_fpn5_800x1344_batch8_cold",
+        "box_iou_20000x1000", "box_iou_10000x10000", "anchors_fpn5_800x1344_batch8", "anchors_fpn5_800x1344_batch8_cold",
         "box_decode_200000"}
 
 
