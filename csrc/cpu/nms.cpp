@@ -17,15 +17,19 @@
 namespace fastdet::cpu {
 namespace {
 
-// Kept boxes of one grid cell, as columns so the IoU test vectorises.
-template <typename T> struct Cell {
+// Kept boxes as columns, so the IoU test vectorises. Every cell's columns are a slice of one
+// flat array sized up front (a box's cell is known before it is kept): no allocation per box.
+template <typename T> struct Columns {
   std::vector<T> x1, y1, x2, y2, area;
-  void push(const T* b, T a) {
-    x1.push_back(b[0]);
-    y1.push_back(b[1]);
-    x2.push_back(b[2]);
-    y2.push_back(b[3]);
-    area.push_back(a);
+  void resize(int64_t n) {
+    for (auto* v : {&x1, &y1, &x2, &y2, &area}) v->resize(n);
+  }
+  void set(int64_t i, const T* b, T a) {
+    x1[i] = b[0];
+    y1[i] = b[1];
+    x2[i] = b[2];
+    y2[i] = b[3];
+    area[i] = a;
   }
 };
 
@@ -38,15 +42,18 @@ template <typename T> T above(double t) {
 
 // Any kept box in the cell with IoU > t against b. The IoU expression is torchvision's
 // (kept area + candidate area - inter), so decisions are bit-identical at the threshold.
+// Any of the kept boxes [from, to) of c with IoU > t against b. The IoU expression is
+// torchvision's (kept area + candidate area - inter), so decisions are bit-identical at the
+// threshold.
 template <typename T>
-FASTDET_CLONES bool any_above(const Cell<T>& c, const T* b, T area, T thr) {
-  const int64_t m = int64_t(c.x1.size());
+FASTDET_CLONES bool any_above(const Columns<T>& c, int64_t from, int64_t to, const T* b, T area,
+                              T thr) {
   const T *x1 = c.x1.data(), *y1 = c.y1.data(), *x2 = c.x2.data(), *y2 = c.y2.data();
   const T* ar = c.area.data();
   const T bx1 = b[0], by1 = b[1], bx2 = b[2], by2 = b[3];
   int hit = 0;
 #pragma omp simd reduction(| : hit)
-  for (int64_t j = 0; j < m; ++j) {
+  for (int64_t j = from; j < to; ++j) {
     T w = fmax_(fmin_(x2[j], bx2) - fmax_(x1[j], bx1), T(0));
     T h = fmax_(fmin_(y2[j], by2) - fmax_(y1[j], by1), T(0));
     T inter = w * h;
@@ -108,7 +115,16 @@ template <typename T> class KeptGrid {
     oy_ = miny;
     sx_ = nx_ / std::max(maxx - minx, 1e-300);
     sy_ = ny_ / std::max(maxy - miny, 1e-300);
-    cells_.resize(nx_ * ny_);
+    // Each cell's slice holds every candidate centred in it: counts, then offsets.
+    start_.assign(nx_ * ny_ + 1, 0);
+    for (int64_t k = 0; k < n; ++k) {
+      const T* b = boxes + 4 * order[k];
+      if (fastdet::box_area(b) > 0) ++start_[cell_of(b) + 1];
+    }
+    for (size_t c = 1; c < start_.size(); ++c) start_[c] += start_[c - 1];
+    end_.assign(start_.begin(), start_.end() - 1);
+    cells_.resize(start_.back());
+    all_.resize(start_.back());
   }
 
   // True when a kept box has IoU > t with b (bit-identical to torchvision's IoU expression).
@@ -123,23 +139,28 @@ template <typename T> class KeptGrid {
     if (rx <= 0 || ry <= 0) return false;
     double cx = 0.5 * (double(bx1) + bx2), cy = 0.5 * (double(by1) + by2);
     int64_t i0 = cell_x(cx - rx), i1 = cell_x(cx + rx), j0 = cell_y(cy - ry), j1 = cell_y(cy + ry);
-    if ((i1 - i0 + 1) * (j1 - j0 + 1) > kept_count_) return any_above(all_, b, area, thr_);
+    if ((i1 - i0 + 1) * (j1 - j0 + 1) > kept_count_)
+      return any_above(all_, 0, kept_count_, b, area, thr_);
     for (int64_t j = j0; j <= j1; ++j)
-      for (int64_t i = i0; i <= i1; ++i)
-        if (any_above(cells_[j * nx_ + i], b, area, thr_)) return true;
+      for (int64_t i = i0; i <= i1; ++i) {
+        const int64_t c = j * nx_ + i;
+        if (any_above(cells_, start_[c], end_[c], b, area, thr_)) return true;
+      }
     return false;
   }
 
   void insert(const T* b) {
     const T area = fastdet::box_area(b);
     if (!(area > 0)) return;  // a zero-area box suppresses nothing
-    ++kept_count_;
-    all_.push(b, area);
-    double cx = 0.5 * (double(b[0]) + b[2]), cy = 0.5 * (double(b[1]) + b[3]);
-    cells_[cell_y(cy) * nx_ + cell_x(cx)].push(b, area);
+    all_.set(kept_count_++, b, area);
+    cells_.set(end_[cell_of(b)]++, b, area);
   }
 
  private:
+  int64_t cell_of(const T* b) const {
+    double cx = 0.5 * (double(b[0]) + b[2]), cy = 0.5 * (double(b[1]) + b[3]);
+    return cell_y(cy) * nx_ + cell_x(cx);
+  }
   int64_t cell_x(double x) const {
     return std::clamp<int64_t>(int64_t(std::floor((x - ox_) * sx_)), 0, nx_ - 1);
   }
@@ -152,8 +173,9 @@ template <typename T> class KeptGrid {
   double max_w_ = 0, max_h_ = 0;
   double ox_ = 0, oy_ = 0, sx_ = 1, sy_ = 1;
   int64_t nx_ = 1, ny_ = 1;
-  std::vector<Cell<T>> cells_{1};
-  Cell<T> all_;  // every kept box, for queries that would visit more cells than boxes
+  std::vector<int64_t> start_, end_;  // cell c's kept boxes: cells_[start_[c], end_[c])
+  Columns<T> cells_;
+  Columns<T> all_;  // every kept box in order, for queries that would visit more cells than boxes
   int64_t kept_count_ = 0;
 };
 
@@ -176,6 +198,23 @@ int64_t greedy(const T* boxes, const int64_t* order, int64_t n, double t, int64_
   return count;
 }
 
+// `order` regrouped by class, keeping the score order within each class: a counting sort when
+// the labels span a small range (the usual 0..C-1), a stable comparison sort otherwise.
+std::vector<int64_t> group_by_class(const std::vector<int64_t>& order, const int64_t* idxs) {
+  const int64_t n = int64_t(order.size());
+  const auto [lo, hi] = std::minmax_element(idxs, idxs + n);
+  if (double(*hi) - double(*lo) >= double(4 * n + 1024)) {
+    std::vector<int64_t> out(order);
+    std::stable_sort(out.begin(), out.end(), [&](int64_t a, int64_t b) { return idxs[a] < idxs[b]; });
+    return out;
+  }
+  std::vector<int64_t> pos(size_t(*hi - *lo) + 2, 0), out(n);
+  for (int64_t k = 0; k < n; ++k) ++pos[size_t(idxs[k] - *lo) + 1];
+  for (size_t c = 1; c < pos.size(); ++c) pos[c] += pos[c - 1];
+  for (int64_t k = 0; k < n; ++k) out[pos[size_t(idxs[order[k]] - *lo)]++] = order[k];
+  return out;
+}
+
 }  // namespace
 
 template <typename T>
@@ -194,9 +233,7 @@ int64_t batched_nms(const T* boxes, const T* scores, const int64_t* idxs, int64_
   std::vector<int64_t> order(n), rank(n);
   argsort_descending(scores, n, order.data());
   for (int64_t k = 0; k < n; ++k) rank[order[k]] = k;
-  std::vector<int64_t> by_class(order);
-  std::stable_sort(by_class.begin(), by_class.end(),
-                   [&](int64_t a, int64_t b) { return idxs[a] < idxs[b]; });
+  std::vector<int64_t> by_class = group_by_class(order, idxs);
   std::vector<int64_t> starts{0};
   for (int64_t k = 1; k < n; ++k)
     if (idxs[by_class[k]] != idxs[by_class[k - 1]]) starts.push_back(k);
