@@ -22,6 +22,11 @@ template <typename T> struct Soa {
   }
 };
 
+// A divisor that is never 0. A conditional division would keep the loops scalar (the compiler
+// may not speculate a divide); this way they vectorise and give box.h's values: union 0 means
+// both areas and the intersection are 0 (0 / 1 = 0), hull 0 means the union is 0 too.
+template <typename T> inline T safe(T d) { return d > T(0) ? d : T(1); }
+
 template <typename T>
 FASTDET_CLONES void iou_row(const T* a, const Soa<T>& s, int64_t m, T* out) {
   const T ax1 = a[0], ay1 = a[1], ax2 = a[2], ay2 = a[3], aa = fastdet::box_area(a);
@@ -33,7 +38,7 @@ FASTDET_CLONES void iou_row(const T* a, const Soa<T>& s, int64_t m, T* out) {
     T h = fmax_(fmin_(ay2, y2[j]) - fmax_(ay1, y1[j]), T(0));
     T inter = w * h;
     T uni = aa + ar[j] - inter;
-    out[j] = uni > T(0) ? inter / uni : T(0);
+    out[j] = inter / safe(uni);
   }
 }
 
@@ -51,8 +56,8 @@ FASTDET_CLONES void giou_row(const T* a, const Soa<T>& s, int64_t m, T* out) {
     T hw = fmax_(fmax_(ax2, x2[j]) - fmin_(ax1, x1[j]), T(0));
     T hh = fmax_(fmax_(ay2, y2[j]) - fmin_(ay1, y1[j]), T(0));
     T hull = hw * hh;
-    T iou = uni > T(0) ? inter / uni : T(0);
-    out[j] = hull > T(0) ? iou - (hull - uni) / hull : iou;
+    T iou = inter / safe(uni);
+    out[j] = iou - (hull - uni) / safe(hull);
   }
 }
 

@@ -587,6 +587,7 @@ void roi_align_forward(const T* input, int64_t N, int64_t C, int64_t H, int64_t 
     std::fill(out, out + K * C * PP, T(0));
     return;
   }
+  hint_huge_pages(out, size_t(K * C * PP) * sizeof(T));  // fresh outputs fault per page
   const Shape s{N, C, H, W, PH, PW, sampling_ratio, spatial_scale, aligned};
   const Plan<T> pl = make_plan(rois, K, s, kPackForward);
   for (int64_t k : pl.skipped) std::fill(out + k * C * PP, out + (k + 1) * C * PP, T(0));
@@ -617,6 +618,7 @@ void roi_align_backward(const T* grad_out, int64_t N, int64_t C, int64_t H, int6
     std::fill(grad_input, grad_input + N * C * H * W, T(0));
     return;
   }
+  hint_huge_pages(grad_input, size_t(N * C * H * W) * sizeof(T));
   const Shape s{N, C, H, W, PH, PW, sampling_ratio, spatial_scale, aligned};
   const Plan<T> pl = make_plan(rois, K, s, kPackBackward);
   const int64_t window = max_window(pl);
