@@ -1,6 +1,8 @@
 """Each case times fastdet and its peers on the same inputs; pytest-benchmark groups them by case,
 so its table shows the ratios side by side. Timings live here, never in tests/."""
 import itertools
+import statistics
+import time
 
 import pytest
 import torch
@@ -38,9 +40,6 @@ def test_case(case, device, benchmark):
     # pytest-benchmark times one callable per test: fastdet; the peers are recorded in extra_info.
     for name, fn in impls.items():
         if name != "fastdet":
-            import statistics
-            import time
-
             fn(sets[0])
             ts = []
             for _ in range(5):

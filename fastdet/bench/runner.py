@@ -187,6 +187,25 @@ def table(results: list[dict]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 
 
+def markdown_table(results: list[dict], peer: str = "torchvision") -> str:
+    """case | fastdet ms | peer ms | speedup (and the CUDA-graph figures where timed)."""
+    graphs = any("graph_median_ms" in r["impls"]["fastdet"] for r in results)
+    head = ["case", "fastdet ms", f"{peer} ms", "speedup"]
+    head += ["fastdet graph ms", f"{peer} graph ms", "graph speedup"] if graphs else []
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        fd, pr = r["impls"]["fastdet"], r["impls"].get(peer)
+        if pr is None:
+            continue
+        row = [r["name"], f"{fd['median_ms']:.3f}", f"{pr['median_ms']:.3f}", f"{pr['fastdet_speedup']:.1f}x"]
+        if graphs:
+            g = "fastdet_graph_speedup" in pr
+            row += [f"{fd['graph_median_ms']:.3f}" if g else "", f"{pr['graph_median_ms']:.3f}" if g else "",
+                    f"{pr['fastdet_graph_speedup']:.2f}x" if g else ""]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def bandwidth_lines(results: list[dict], copy_gbs: float) -> list[str]:
     """For memory-bound cases: the output write rate against the measured copy bandwidth."""
     return [f"{r['name']}: output written at {r['fastdet_output_gbs']:.0f} GB/s, "

@@ -57,10 +57,11 @@ def _check_rois(rois, N):
     if A.is_cuda(rois) or rois.shape[0] == 0:
         return
     A.check_finite(rois, "boxes")
-    idx = rois[:, 0]
-    if (idx < 0).any() or (idx >= N).any() or (idx % 1 != 0).any():
+    idx = (rois.numpy() if isinstance(rois, Tensor) else rois)[:, 0]  # numpy: less per-call overhead
+    lo, hi = idx.min(), idx.max()
+    if lo < 0 or hi >= N or not (np.floor(idx) == idx).all():
         raise ValueError(f"boxes[:, 0] must hold integer batch indices in [0, {N}), "
-                         f"got values in [{float(idx.min())}, {float(idx.max())}]")
+                         f"got values in [{float(lo)}, {float(hi)}]")
 
 
 @torch.library.custom_op("fastdet::roi_align", mutates_args=())
