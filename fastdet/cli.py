@@ -45,18 +45,20 @@ def _bench(args) -> int:
         bar.set_postfix_str(case.name)
         bar.update(0)
 
+    path = None if str(args.json) == "-" else args.json or default_json_path(args.device)
     results = []
     for c in cases:
         progress(c)
         results += run_cases([c], args.device)
+        if path:  # after every case: a crash or Ctrl-C keeps what was measured
+            write_json(path, args.device, results, copy_gbs)
         bar.update(1)
     bar.close()
     print(table(results))
     if copy_gbs:
         print("\n".join(bandwidth_lines(results, copy_gbs)))
-    if str(args.json) != "-":
-        path = args.json or default_json_path(args.device)
-        print(f"wrote {write_json(path, args.device, results, copy_gbs)}")
+    if path:
+        print(f"wrote {path}")
     return 0
 
 

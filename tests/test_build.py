@@ -42,3 +42,21 @@ def test_stale_core_raises_import_error_with_rebuild_hint():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode != 0
     assert "fastdet._C is stale" in r.stderr and "pip install -e ." in r.stderr
+
+
+def test_bench_command_writes_json_and_table(tmp_path):
+    out = tmp_path / "r.json"
+    r = subprocess.run([sys.executable, "-m", "fastdet.cli", "bench", "--only", "box_iou_1000",
+                        "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "box_iou_1000x1000" in r.stdout and "torchvision" in r.stdout
+    data = json.loads(out.read_text())
+    assert data["machine"]["build"]["version"] == fastdet.__version__
+    (res,) = data["results"]
+    assert res["impls"]["fastdet"]["runs"] >= 5 and res["impls"]["fastdet"]["median_ms"] > 0
+
+
+def test_bench_command_rejects_unknown_case():
+    r = subprocess.run([sys.executable, "-m", "fastdet.cli", "bench", "--only", "no-such-case",
+                        "--json", "-"], capture_output=True, text=True)
+    assert r.returncode == 2 and "no case matches 'no-such-case'" in r.stderr

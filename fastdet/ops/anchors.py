@@ -6,9 +6,10 @@ image_size // feature_size per axis; base anchors are round([-w, -h, w, h] / 2) 
 h = size * sqrt(ratio), w = size / sqrt(ratio), as in torchvision.
 
 Differences from torchvision: float16 and bfloat16 anchors are computed in float32 and rounded
-once (torchvision computes them in the half type, off by several pixels at larger offsets); anchors are cached per (feature sizes, strides, dtype, device), and
-every image of a batch receives the same cached tensor, so repeated calls cost no recomputation.
-Treat them as read-only; an in-place change is detected and the anchors recomputed.
+once (torchvision computes them in the half type, off by several pixels at larger offsets).
+Anchors are cached per (feature sizes, strides, dtype, device), and every image of a batch
+receives the same cached tensor, so repeated calls cost no recomputation. Treat them as
+read-only; an in-place change is detected and the anchors recomputed.
 """
 from __future__ import annotations
 
