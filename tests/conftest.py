@@ -6,6 +6,7 @@ Reproduce a failure with the seed it reports: FASTDET_TEST_SEED=<seed> pytest <t
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -97,3 +98,29 @@ def make(rng):
 def tv():
     """torchvision (in the test extras); tests that compare with it skip where it is missing."""
     return pytest.importorskip("torchvision")
+
+
+@pytest.fixture
+def concurrently():
+    """run_concurrently, for the tests that check the kernels under several Python threads."""
+    return run_concurrently
+
+
+def run_concurrently(fn, inputs, threads=4, repeats=3):
+    """fn(*inputs[i]) for every i from `threads` threads started together (each input `repeats`
+    times): the results, to compare with sequential calls (the kernels release the GIL)."""
+    got = [None] * len(inputs)
+    barrier = threading.Barrier(threads)
+
+    def work(k):
+        barrier.wait()
+        for i in range(k, len(inputs), threads):
+            for _ in range(repeats):
+                got[i] = fn(*inputs[i])
+
+    pool = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
+    for th in pool:
+        th.start()
+    for th in pool:
+        th.join()
+    return got

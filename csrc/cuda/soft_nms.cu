@@ -52,9 +52,8 @@ template <typename T> struct Scratch {
   int bad;
 };
 
-// Block-wide best candidate and live count into sh.best / sh.alive (visible on return).
-template <typename T> __device__ void block_best(Cand<T> c, int alive, Scratch<T>& sh) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+// Warp-wide best candidate and live count, in lane 0.
+template <typename T> __device__ __forceinline__ void warp_best(Cand<T>& c, int& alive) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) {
     Cand<T> d{__shfl_down_sync(kFull, c.s, o), __shfl_down_sync(kFull, c.idx, o),
@@ -62,6 +61,12 @@ template <typename T> __device__ void block_best(Cand<T> c, int alive, Scratch<T
     alive += __shfl_down_sync(kFull, alive, o);
     if (better(d, c)) c = d;
   }
+}
+
+// Block-wide best candidate and live count into sh.best / sh.alive (visible on return).
+template <typename T> __device__ void block_best(Cand<T> c, int alive, Scratch<T>& sh) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  warp_best(c, alive);
   if (lane == 0) {
     sh.warp_best[warp] = c;
     sh.warp_alive[warp] = alive;
@@ -71,13 +76,7 @@ template <typename T> __device__ void block_best(Cand<T> c, int alive, Scratch<T
     const int nw = blockDim.x >> 5;
     c = lane < nw ? sh.warp_best[lane] : Cand<T>{T(0), -1, 0};
     alive = lane < nw ? sh.warp_alive[lane] : 0;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-      Cand<T> d{__shfl_down_sync(kFull, c.s, o), __shfl_down_sync(kFull, c.idx, o),
-                __shfl_down_sync(kFull, c.pos, o)};
-      alive += __shfl_down_sync(kFull, alive, o);
-      if (better(d, c)) c = d;
-    }
+    warp_best(c, alive);
     if (lane == 0) {
       sh.best = c;
       sh.alive = alive;

@@ -1,6 +1,5 @@
 """box_area, box_iou, generalized_box_iou against the reference and torchvision.ops."""
 import re
-import threading
 
 import numpy as np
 import pytest
@@ -274,23 +273,10 @@ def test_box_iou_compiled_with_inductor_matches_eager(make):
     assert torch.equal(compiled(a, b), ops.box_iou(a, b))
 
 
-def test_concurrent_threads_match_sequential_calls(make):
+def test_concurrent_threads_match_sequential_calls(make, concurrently):
     inputs = [(t(make.boxes(400 + 37 * i)), t(make.clustered(300 + 11 * i))) for i in range(8)]
     want = [ops.box_iou(a, b) for a, b in inputs]
-    got = [None] * len(inputs)
-    barrier = threading.Barrier(4)
-
-    def work(k):
-        barrier.wait()
-        for i in range(k, len(inputs), 4):
-            for _ in range(3):
-                got[i] = ops.box_iou(*inputs[i])
-
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    got = concurrently(ops.box_iou, inputs)
     assert all(torch.equal(g, w) for g, w in zip(got, want))
 
 

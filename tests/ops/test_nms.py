@@ -1,6 +1,5 @@
 """nms and batched_nms against the reference and torchvision.ops."""
 import re
-import threading
 
 import numpy as np
 import pytest
@@ -528,21 +527,8 @@ def test_batched_nms_compiles(make):
     assert torch.equal(compiled(b, s, c), f(b, s, c))
 
 
-def test_concurrent_threads_match_sequential_calls(make):
+def test_concurrent_threads_match_sequential_calls(make, concurrently):
     inputs = [(t(make.clustered(2000 + 100 * i)), t(make.scores(2000 + 100 * i))) for i in range(8)]
     want = [ops.nms(b, s, 0.5) for b, s in inputs]
-    got = [None] * len(inputs)
-    barrier = threading.Barrier(4)
-
-    def work(k):
-        barrier.wait()
-        for i in range(k, len(inputs), 4):
-            for _ in range(3):
-                got[i] = ops.nms(*inputs[i], 0.5)
-
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    got = concurrently(lambda b, s: ops.nms(b, s, 0.5), inputs)
     assert all(torch.equal(g, w) for g, w in zip(got, want))
