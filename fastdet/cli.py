@@ -1,5 +1,5 @@
-"""The `fastdet` command. Subcommands: info, bench (data, train, predict, evaluate and demo
-arrive with the data and model layers)."""
+"""The `fastdet` command. Subcommands: info, bench, data synth (train, predict, evaluate and demo
+arrive with the model layer)."""
 from __future__ import annotations
 
 import argparse
@@ -29,7 +29,8 @@ def _bench(args) -> int:
     from tqdm import tqdm
 
     from .bench import cases_for, run_cases, write_json
-    from .bench.runner import bandwidth_lines, copy_bandwidth, default_json_path, table
+    from .bench.runner import (bandwidth_lines, copy_bandwidth, default_json_path, table,
+                               throughput_lines)
 
     if args.device == "cuda" and not torch.cuda.is_available():
         print("fastdet bench: --device cuda but torch sees no CUDA device", file=sys.stderr)
@@ -55,10 +56,22 @@ def _bench(args) -> int:
         bar.update(1)
     bar.close()
     print(table(results))
-    if copy_gbs:
-        print("\n".join(bandwidth_lines(results, copy_gbs)))
+    extra = throughput_lines(results) + (bandwidth_lines(results, copy_gbs) if copy_gbs else [])
+    if extra:
+        print("\n".join(extra))
     if path:
         print(f"wrote {path}")
+    return 0
+
+
+def _synth(args) -> int:
+    from .data.synthetic import synth
+
+    if args.n is not None and args.n < 1:
+        print(f"fastdet data synth: --n must be >= 1, got {args.n}", file=sys.stderr)
+        return 2
+    out = synth(args.kind, args.out, n=args.n, seed=args.seed)
+    print(f"wrote a synthetic {args.kind} dataset to {out}")
     return 0
 
 
@@ -76,6 +89,13 @@ def main(argv=None) -> int:
                    help="where to write the figures as JSON (default benchmarks/results/"
                         "<device>-<UTC time>.json; - for none)")
     s.set_defaults(fn=_bench)
+    data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
+    s = data.add_parser("synth", help="write a small synthetic dataset in a real dataset's layout")
+    s.add_argument("kind", choices=["rsna", "dsb2018", "mri"])
+    s.add_argument("out", type=Path, help="output folder")
+    s.add_argument("--n", type=int, default=None, help="images (rsna, dsb2018) or subjects (mri)")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=_synth)
     args = p.parse_args(argv)
     return args.fn(args)
 

@@ -26,6 +26,7 @@ class Case:
     devices: tuple = ("cpu", "cuda")
     floor: str | None = None
     graph: bool = False  # on the GPU, also time CUDA-graph replays (device time, no overhead)
+    min_runs: int = 5  # timed runs at least (models: fewer, each takes seconds on the CPU)
     notes: dict = field(default_factory=dict)
 
 
@@ -225,6 +226,40 @@ def _coder_case(n):
     return Case(f"box_decode_{n}", "box_coder", {"n": n}, make, graph=True)
 
 
+def _seg_case(model: str, size: int, train: bool, batch: int):
+    """Segmentation model throughput (no peer: torchvision has neither model); the result's
+    params carry the batch so images per second = batch / seconds."""
+    def make(device):
+        from ..models import losses
+        from ..models.segmentation import fpn_resnet18, unet
+
+        net = (unet(1, 1) if model == "unet" else fpn_resnet18(1, 1)).to(device)
+        net.train(train)
+        opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+
+        def gen(g):
+            return {"x": torch.randn(batch, 1, size, size, generator=g),
+                    "y": (torch.rand(batch, 1, size, size, generator=g) > 0.5).float()}
+
+        def step(d):
+            opt.zero_grad(set_to_none=True)
+            loss = losses.bce_dice(net(d["x"]), d["y"])
+            loss.backward()
+            opt.step()
+            return loss
+
+        def infer(d):
+            with torch.no_grad():
+                return net(d["x"])
+
+        return _sets(device, gen), {"fastdet": step if train else infer}
+
+    what = "train_step" if train else "inference"
+    return Case(f"{model}_{size}_{what}_batch{batch}", "segmentation_model",
+                {"model": model, "size": size, "batch": batch, "train": train}, make, quick=False,
+                min_runs=3)
+
+
 CPU_FEATURES = (1, 512, 38, 50)  # VGG16 conv5 on a 600 x 800 image (stride 16)
 GPU_FEATURES = (8, 256, 200, 272)  # FPN P2 of a batch of 8 images of 800 x 1088
 
@@ -239,6 +274,8 @@ CASES: list[Case] = [
     _anchor_case(2, 800, 1344, cold=False), _anchor_case(2, 800, 1344, cold=True),
     _anchor_case(8, 800, 1344, cold=False), _anchor_case(8, 800, 1344, cold=True),
     _coder_case(200000),
+    *[_seg_case(m, size, train, 2) for m in ("unet", "fpn_resnet18") for size in (256, 512)
+      for train in (False, True)],
 ]
 
 # Which cases run where: the CPU suite is the core issue's, the GPU suite the CUDA issue's.
@@ -247,15 +284,17 @@ _CPU = {"nms_1000_uniform", "nms_6000_uniform", "nms_20000_uniform", "nms_6000_c
         "anchors_fpn5_800x1344_batch2", "anchors_fpn5_800x1344_batch2_cold", "box_decode_200000"}
 _GPU = {"nms_1000_uniform", "nms_6000_uniform", "nms_20000_uniform", "nms_100000_uniform",
         "nms_6000_clustered20", "batched_nms_100000_80cls", "box_iou_4000x4000",
-        "box_iou_20000x1000", "box_iou_10000x10000", "anchors_fpn5_800x1344_batch8", "anchors_fpn5_800x1344_batch8_cold",
-        "box_decode_200000"}
+        "box_iou_20000x1000", "box_iou_10000x10000", "anchors_fpn5_800x1344_batch8",
+        "anchors_fpn5_800x1344_batch8_cold", "box_decode_200000"}
 
 
 def cases_for(device: str, full: bool = False, only: str | None = None) -> list[Case]:
     out = []
     for c in CASES:
-        on_cpu = c.name in _CPU or (c.group == "roi_align" and c.params["input"] == list(CPU_FEATURES))
-        on_gpu = c.name in _GPU or (c.group == "roi_align" and c.params["input"] == list(GPU_FEATURES))
+        on_cpu = c.name in _CPU or (c.group == "roi_align" and c.params["input"] == list(CPU_FEATURES)) \
+            or c.group == "segmentation_model"
+        on_gpu = c.name in _GPU or (c.group == "roi_align" and c.params["input"] == list(GPU_FEATURES)) \
+            or c.group == "segmentation_model"
         if not (on_cpu if device == "cpu" else on_gpu):
             continue
         if device == "cpu" and not full and not c.quick:

@@ -79,8 +79,9 @@ def _time_graph(fn, sets, runs: int = 100):
     return times
 
 
-def run_case(case: Case, device: str, min_runs: int = 5, budget_s: float = 1.0) -> dict:
+def run_case(case: Case, device: str, min_runs: int | None = None, budget_s: float = 1.0) -> dict:
     sets, impls = case.make(device)
+    min_runs = case.min_runs if min_runs is None else min_runs
     timer = _time_cuda if device == "cuda" else _time_cpu
     res = {"name": case.name, "op": case.group, "params": case.params, "device": device, "impls": {}}
     for name, fn in impls.items():
@@ -95,6 +96,8 @@ def run_case(case: Case, device: str, min_runs: int = 5, budget_s: float = 1.0) 
             r["fastdet_speedup"] = r["median_ms"] / fd["median_ms"]
             if "graph_median_ms" in r and "graph_median_ms" in fd:
                 r["fastdet_graph_speedup"] = r["graph_median_ms"] / fd["graph_median_ms"]
+    if "batch" in case.params and case.group == "segmentation_model":
+        res["fastdet_images_per_s"] = case.params["batch"] / (fd["median_ms"] * 1e-3)
     if "output_bytes" in case.params:  # memory-bound: the rate the output is written at
         t = fd.get("graph_median_ms", fd["median_ms"])
         res["fastdet_output_gbs"] = case.params["output_bytes"] / (t * 1e-3) / 1e9
@@ -204,6 +207,11 @@ def markdown_table(results: list[dict], peer: str = "torchvision") -> str:
                     f"{pr['fastdet_graph_speedup']:.2f}x" if g else ""]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+def throughput_lines(results: list[dict]) -> list[str]:
+    return [f"{r['name']}: {r['fastdet_images_per_s']:.2f} images/s" for r in results
+            if "fastdet_images_per_s" in r]
 
 
 def bandwidth_lines(results: list[dict], copy_gbs: float) -> list[str]:

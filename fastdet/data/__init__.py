@@ -1,0 +1,1 @@
+"""Data: DICOM loading, the datasets' on-disk layouts, transforms and synthetic datasets."""

@@ -1,0 +1,103 @@
+"""Figures for reports: contour overlays of segmentations and precision-recall curves, as PNG.
+
+Overlay colours follow the field's convention: ground truth green, prediction red, and yellow
+where they agree (the two contours coincide, or, with `fill`, the regions overlap).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+GREEN, RED, YELLOW = (0, 255, 0), (255, 0, 0), (255, 255, 0)
+
+
+def _as_numpy(x, name: str, sequence: bool = False) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    if sequence and isinstance(x, (list, tuple)):
+        x = np.asarray(x, dtype=np.float64)
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}")
+    return x
+
+
+def _gray_rgb(image: np.ndarray) -> np.ndarray:
+    """[H, W] (any range) or [H, W, 3] -> uint8 RGB, min-max scaled."""
+    img = image.astype(np.float64)
+    lo, hi = np.nanmin(img), np.nanmax(img)
+    img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+    img = np.nan_to_num(img)
+    rgb = img if img.ndim == 3 else np.repeat(img[..., None], 3, axis=2)
+    return (rgb * 255 + 0.5).astype(np.uint8)
+
+
+def overlay(image, gt_mask, pred_mask, fill: float = 0.0) -> np.ndarray:
+    """uint8 RGB [H, W, 3]: image in grey with the ground-truth contour in green, the predicted
+    contour in red and their common contour pixels in yellow. fill in (0, 1] also tints the
+    regions: ground truth only green, prediction only red, both yellow, at that opacity."""
+    from skimage.segmentation import find_boundaries
+
+    image, gt, pred = (_as_numpy(v, n) for v, n in ((image, "image"), (gt_mask, "gt_mask"), (pred_mask, "pred_mask")))
+    if image.ndim not in (2, 3) or gt.shape != image.shape[:2] or pred.shape != image.shape[:2]:
+        raise ValueError(f"image {image.shape}, gt_mask {gt.shape} and pred_mask {pred.shape} must share [H, W]")
+    if not 0 <= fill <= 1:
+        raise ValueError(f"fill must be in [0, 1], got {fill}")
+    gt, pred = gt.astype(bool), pred.astype(bool)
+    out = _gray_rgb(image).astype(np.float64)
+    if fill > 0:
+        for region, colour in ((gt & ~pred, GREEN), (pred & ~gt, RED), (gt & pred, YELLOW)):
+            out[region] = (1 - fill) * out[region] + fill * np.array(colour)
+    g, p = find_boundaries(gt, mode="inner"), find_boundaries(pred, mode="inner")
+    out[g & ~p], out[p & ~g], out[g & p] = GREEN, RED, YELLOW
+    return out.round().astype(np.uint8)
+
+
+def save_overlay(path, image, gt_mask, pred_mask, fill: float = 0.0) -> Path:
+    """Writes overlay(...) as a PNG; returns the path."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(overlay(image, gt_mask, pred_mask, fill)).save(path)
+    return path
+
+
+def pr_curve(scores, is_tp, num_gt: int) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall after each detection in decreasing score: scores [D], is_tp [D]
+    (arrays, tensors or sequences; whether detection d matched a ground truth), num_gt ground
+    truths in all."""
+    scores = _as_numpy(scores, "scores", sequence=True).ravel()
+    tp = _as_numpy(is_tp, "is_tp", sequence=True).ravel().astype(bool)
+    if scores.shape != tp.shape:
+        raise ValueError(f"scores {scores.shape} and is_tp {tp.shape} must have one entry per detection")
+    if num_gt < 0:
+        raise ValueError(f"num_gt must be >= 0, got {num_gt}")
+    order = np.argsort(-scores, kind="stable")
+    ctp = np.cumsum(tp[order])
+    precision = ctp / np.arange(1, len(order) + 1)
+    recall = ctp / num_gt if num_gt else np.zeros(len(order))
+    return precision, recall
+
+
+def save_pr_curves(path, curves: dict, title: str = "Precision-recall") -> Path:
+    """curves: {name: (precision, recall)} -> one PNG with a line per name (matplotlib, Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
+    try:
+        for name, (precision, recall) in curves.items():
+            ax.plot(np.r_[0, recall], np.r_[1 if len(precision) else 0, precision], label=name)
+        ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=title)
+        if curves:
+            ax.legend(loc="lower left")
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+    return path
