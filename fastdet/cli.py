@@ -1,5 +1,5 @@
-"""The `fastdet` command. Subcommands: info, bench, data synth (train, predict, evaluate and demo
-arrive with the model layer)."""
+"""The `fastdet` command. Subcommands: info, bench, data synth, train seg, predict seg,
+evaluate seg (the det variants and demo arrive later)."""
 from __future__ import annotations
 
 import argparse
@@ -75,6 +75,228 @@ def _synth(args) -> int:
     return 0
 
 
+def _not_implemented(args) -> int:
+    print(f"fastdet {args.command} det: not implemented yet (detection training and inference "
+          "come with the detection engine); use `seg`", file=sys.stderr)
+    return 2
+
+
+def _fail(command: str, error: Exception) -> int:
+    print(f"fastdet {command}: {error}", file=sys.stderr)
+    return 2
+
+
+# ---------------------------------------------------------------------- train seg
+
+_TRAIN_FLAGS = {  # argparse dest -> TrainConfig field, for flags that map one to one
+    "model": "model", "epochs": "epochs", "device": "device", "batch_size": "batch_size",
+    "lr": "lr", "size": "size", "encoder_weights": "encoder_weights", "optimizer": "optimizer",
+    "loss": "loss", "depth": "depth", "width": "width", "seed": "seed", "workers": "num_workers",
+    "val_fraction": "val_fraction", "gan_mode": "gan_mode", "gan_lambda": "gan_lambda",
+    "d_lr": "d_lr", "init_checkpoint": "init_checkpoint", "step_size": "step_size",
+}
+
+
+def _train_config(args):
+    """A fresh run: the flags given over TrainConfig's defaults. A resumed run: the saved
+    config, with only the flags that may change (epochs, device, workers) taken from the
+    command line."""
+    from .engine import TrainConfig
+    from .engine.checkpoint import load_checkpoint
+
+    given = {f: getattr(args, a) for a, f in _TRAIN_FLAGS.items() if getattr(args, a) is not None}
+    if args.resume:
+        saved = load_checkpoint(args.out / "last.pt")["config"]
+        keep = {k: given[k] for k in ("epochs", "device", "num_workers") if k in given}
+        return TrainConfig.from_dict({**saved, **keep, "progress": not args.no_progress})
+    missing = [f"--{n}" for n in ("data", "layout", "model") if getattr(args, n) is None]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} required (unless --resume)")
+    extra = {"data": str(args.data.resolve()), "layout": args.layout, "rgb": args.rgb, "plane": args.plane}
+    return TrainConfig(**given, amp=not args.no_amp, progress=not args.no_progress, extra=extra)
+
+
+def _train_seg(args) -> int:
+    from .engine import train_segmentation
+    from .engine.data import open_seg_dataset
+
+    try:
+        config = _train_config(args)
+        x = config.extra
+        split = config.val_fraction > 0
+        kw = dict(seed=config.seed, val_fraction=config.val_fraction, rgb=x.get("rgb", False),
+                  plane=x.get("plane", "transverse"))
+        train = open_seg_dataset(x["layout"], x["data"], "train" if split else None, **kw)
+        val = open_seg_dataset(x["layout"], x["data"], "val", **kw) if split else None
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        return _fail("train seg", e)
+    print(f"training {config.model} on {len(train)} images ({len(val) if val else 0} for "
+          f"validation), {config.epochs} epochs -> {args.out}", file=sys.stderr)
+    try:
+        history = train_segmentation(config, train, val, args.out, resume=args.resume)
+    except (FileExistsError, FileNotFoundError, FloatingPointError, ValueError) as e:
+        return _fail("train seg", e)
+    for row in history:
+        print(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, val loss "
+              f"{row['val_loss']:.4f}, val IoU {row['val_iou']:.3f}, val Dice {row['val_dice']:.3f}")
+    print(f"wrote {args.out}/last.pt, best.pt, metrics.csv, metrics.png")
+    return 0
+
+
+# ---------------------------------------------------------------------- predict seg
+
+def _predict_seg(args) -> int:
+    from .engine import load_model, resolve_device
+    from .engine.inference import (input_files, predict_mask, read_input, write_png_mask,
+                                   write_volume_mask)
+
+    try:
+        device = resolve_device(args.device)
+        model, config = load_model(args.checkpoint, device)
+        tile = config.size if args.tile is None else args.tile
+        overlap = tile // 4 if args.overlap is None else args.overlap
+        if tile and not 0 <= overlap < tile:
+            raise ValueError(f"--overlap must be in [0, --tile), got {overlap} with tile {tile}")
+        files = input_files(args.inputs)
+    except (ValueError, FileNotFoundError) as e:
+        return _fail("predict seg", e)
+    opts = dict(config=config, tile=tile, overlap=overlap, device=device,
+                post_process=args.post_process, min_size=args.min_size)
+    for path in files:
+        try:
+            kind, data, meta = read_input(path)
+        except (ValueError, FileNotFoundError, OSError) as e:
+            return _fail("predict seg", e)
+        stem = path.name.split(".")[0] if path.is_file() else path.name
+        if kind == "image":
+            out = write_png_mask(args.out / f"{stem}_mask.png", predict_mask(model, data, **opts))
+        else:
+            import numpy as np
+            import torch
+            masks = np.stack([predict_mask(model, torch.from_numpy(s[None]), **opts) for s in data])
+            out = write_volume_mask(args.out / f"{stem}_mask", masks, meta.get("spacing"))
+        print(f"{path} -> {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------- evaluate seg
+
+def _json_safe(obj):
+    """NaN -> None, numpy scalars -> Python, so the output is strict JSON."""
+    import math
+
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if hasattr(obj, "item"):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _evaluate_seg(args) -> int:
+    from .engine import load_model, resolve_device
+    from .engine.data import open_seg_dataset
+    from .engine.evaluate import evaluate_segmentation, format_report
+
+    try:
+        device = resolve_device(args.device)
+        model, config = load_model(args.checkpoint, device)
+        x = config.extra
+        split = None if args.split == "all" else args.split
+        data = open_seg_dataset(args.layout, args.data, split, seed=config.seed,
+                                val_fraction=config.val_fraction, rgb=x.get("rgb", False),
+                                plane=x.get("plane", "transverse"))
+    except (ValueError, FileNotFoundError) as e:
+        return _fail("evaluate seg", e)
+    if len(data) == 0:
+        return _fail("evaluate seg", ValueError(f"no images in {args.data} ({args.split})"))
+    tile = config.size if args.tile is None else args.tile
+    overlap = tile // 4 if args.overlap is None else args.overlap
+    result = evaluate_segmentation(model, config, data, device, tile, overlap, args.post_process,
+                                   classical=not args.no_classical, figures=args.figures)
+    print(format_report(result))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(_json_safe(result), indent=1, allow_nan=False) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _add_train(sub) -> None:
+    from .engine.config import GAN_MODES, LOSSES, MODELS, OPTIMIZERS
+
+    kinds = sub.add_parser("train", help="train a model").add_subparsers(dest="kind", required=True)
+    kinds.add_parser("det", help="(not implemented yet)").set_defaults(fn=_not_implemented)
+    s = kinds.add_parser("seg", help="train a segmentation model (U-Net, FPN, U-Net+GAN)")
+    s.add_argument("--data", type=Path, help="dataset folder")
+    s.add_argument("--layout", choices=["dsb2018", "folders", "mri", "rsna"],
+                   help="on-disk layout (rsna has no masks: use train det)")
+    s.add_argument("--model", choices=MODELS)
+    s.add_argument("--out", type=Path, required=True, help="run folder")
+    s.add_argument("--resume", action="store_true", help="continue the run in --out")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--lr", type=float, help="learning rate (default 0.01)")
+    s.add_argument("--optimizer", choices=OPTIMIZERS)
+    s.add_argument("--step-size", type=int, help="epochs between lr halvings (default 10)")
+    s.add_argument("--loss", choices=LOSSES)
+    s.add_argument("--size", type=int, help="training image side (default 256)")
+    s.add_argument("--depth", type=int, help="U-Net poolings (default 4)")
+    s.add_argument("--width", type=int, help="U-Net first-level channels (default 64)")
+    s.add_argument("--encoder-weights", help="torchvision-format ResNet state_dict file (fpn_*)")
+    s.add_argument("--seed", type=int)
+    s.add_argument("--workers", type=int, help="data loader processes (default 0)")
+    s.add_argument("--val-fraction", type=float, help="share of images for validation (0.2)")
+    s.add_argument("--gan-mode", choices=GAN_MODES, help="U-Net+GAN schedule")
+    s.add_argument("--gan-lambda", type=float)
+    s.add_argument("--d-lr", type=float, help="discriminator learning rate")
+    s.add_argument("--init-checkpoint", help="U-Net checkpoint to start the generator from")
+    s.add_argument("--rgb", action="store_true", help="3 colour channels instead of grey")
+    s.add_argument("--plane", default="transverse", choices=["transverse", "coronal", "sagittal"])
+    s.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(fn=_train_seg)
+
+
+def _add_inference(sub) -> None:
+    kinds = sub.add_parser("predict", help="predict masks").add_subparsers(dest="kind", required=True)
+    kinds.add_parser("det", help="(not implemented yet)").set_defaults(fn=_not_implemented)
+    s = kinds.add_parser("seg", help="masks for PNG/TIFF/DICOM files or DICOM series folders")
+    s.add_argument("--checkpoint", type=Path, required=True)
+    s.add_argument("inputs", nargs="+", type=Path, help="files, series folders or image folders")
+    s.add_argument("--out", type=Path, required=True, help="output folder")
+    _inference_flags(s)
+    s.add_argument("--min-size", type=int, default=16, help="post-processing: smallest object")
+    s.set_defaults(fn=_predict_seg)
+    kinds = sub.add_parser("evaluate", help="score a model").add_subparsers(dest="kind", required=True)
+    kinds.add_parser("det", help="(not implemented yet)").set_defaults(fn=_not_implemented)
+    s = kinds.add_parser("seg", help="IoU, Dice, sensitivity, specificity (and DSB score) "
+                                     "beside the classical baseline")
+    s.add_argument("--checkpoint", type=Path, required=True)
+    s.add_argument("--data", type=Path, required=True)
+    s.add_argument("--layout", required=True, choices=["dsb2018", "folders", "mri"])
+    s.add_argument("--split", choices=["all", "val", "train"], default="all",
+                   help="the training run's split to score (default all images)")
+    s.add_argument("--json", type=Path, metavar="PATH", help="write the figures as JSON")
+    s.add_argument("--figures", type=Path, metavar="DIR", help="write contour overlays")
+    s.add_argument("--no-classical", action="store_true", help="skip the classical baseline")
+    _inference_flags(s)
+    s.set_defaults(fn=_evaluate_seg)
+
+
+def _inference_flags(s) -> None:
+    s.add_argument("--device", default="auto")
+    s.add_argument("--post-process", action="store_true",
+                   help="remove small objects and fill holes")
+    s.add_argument("--tile", type=int, help="sliding-window side (default: the training size; "
+                                            "0: whole image at once)")
+    s.add_argument("--overlap", type=int, help="pixels between windows (default tile // 4)")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="fastdet", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -96,6 +318,8 @@ def main(argv=None) -> int:
     s.add_argument("--n", type=int, default=None, help="images (rsna, dsb2018) or subjects (mri)")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=_synth)
+    _add_train(sub)
+    _add_inference(sub)
     args = p.parse_args(argv)
     return args.fn(args)
 

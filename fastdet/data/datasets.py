@@ -97,7 +97,7 @@ def boxes_from_instances(instances: np.ndarray) -> np.ndarray:
     return boxes
 
 
-def _image_tensor(array: np.ndarray, rgb: bool | None = None) -> torch.Tensor:
+def image_tensor(array: np.ndarray, rgb: bool | None = None) -> torch.Tensor:
     """[H, W] or [H, W, C] -> float32 [C, H, W]. rgb=False averages colour channels into one
     (alpha dropped), rgb=True makes 3 channels (grey repeated), None keeps the channels."""
     a = np.asarray(array, dtype=np.float32)
@@ -272,7 +272,7 @@ class RSNADataset(_Checked):
         if image.ndim != 2:
             raise ValueError(f"{path}: expected a single grey frame, got shape {image.shape}")
         sample = {
-            "image": _image_tensor(image),
+            "image": image_tensor(image),
             "boxes": torch.from_numpy(boxes.copy()),
             "labels": torch.ones(len(boxes), dtype=torch.int64),
             "id": pid,
@@ -364,7 +364,7 @@ class DSB2018Dataset(_Checked):
                 empty += 1
         boxes = boxes_from_instances(instances)
         sample = {
-            "image": _image_tensor(image, rgb=self.rgb),
+            "image": image_tensor(image, rgb=self.rgb),
             "boxes": torch.from_numpy(boxes),
             "labels": torch.ones(len(boxes), dtype=torch.int64),
             "mask": torch.from_numpy((instances > 0).astype(np.uint8)),
@@ -426,7 +426,7 @@ def _plane_shape(path: Path, shape) -> tuple[int, int]:
                      "(volumes: use MRISliceDataset)")
 
 
-def _read_2d(path: Path) -> np.ndarray:
+def read_image_2d(path: Path) -> np.ndarray:
     """[H, W] or [H, W, C] array of a PNG, TIFF, DICOM (load_dicom, modality units) or 2-D
     NIfTI file (NIfTI's (x, y) axes transposed to (row, column))."""
     suffix = path.name.lower()
@@ -511,12 +511,12 @@ class ImageFolderDataset(_Checked):
 
     def __getitem__(self, index: int) -> dict:
         stem, image_path, mask_path = self.items[index]
-        image = _read_2d(image_path)
-        mask = _read_2d(mask_path)
+        image = read_image_2d(image_path)
+        mask = read_image_2d(mask_path)
         if mask.ndim == 3:
             mask = mask[..., 0]  # RGB(A) masks: the first channel
         sample = {
-            "image": _image_tensor(image, rgb=self.rgb),
+            "image": image_tensor(image, rgb=self.rgb),
             "mask": torch.from_numpy(_mask_uint8(mask, self.binarize, mask_path)),
             "id": stem,
             "meta": {"path": str(image_path), "mask_path": str(mask_path),
@@ -701,7 +701,7 @@ class MRISliceDataset(_Checked):
         if spacing is not None and None not in spacing:
             spacing = tuple(s for a, s in enumerate(spacing) if a != axis)
         sample = {
-            "image": _image_tensor(image),
+            "image": image_tensor(image),
             "mask": torch.from_numpy(_mask_uint8(mask, False, info["label_path"])),
             "id": f"{subject}/{self.plane}/{i:03d}",
             "meta": {"subject": subject, "plane": self.plane, "index": i, "spacing": spacing,

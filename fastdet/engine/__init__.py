@@ -1,0 +1,20 @@
+"""fastdet.engine: training loops, checkpoints, inference and evaluation for segmentation.
+
+- `TrainConfig`, `train_segmentation(config, train_set, val_set, out_dir, resume=False)`:
+  SGD/Adam with step decay, U-Net+GAN schedules (per batch or per epoch), mixed precision on
+  CUDA, DDP under torchrun, metrics CSV and plot, atomic checkpoints, exact resume.
+- `load_model(checkpoint)`, `predict_mask(...)` / `predict_logits(...)`: inference with
+  optional sliding-window tiling.
+- `evaluate_segmentation(...)`: per-image, per-subject and overall scores beside the
+  classical baseline.
+"""
+from .checkpoint import atomic_save, load_checkpoint
+from .config import TrainConfig
+from .models import build_model, load_model, resolve_device
+from .evaluate import evaluate_segmentation
+from .inference import predict_logits, predict_mask, sliding_window
+from .seg import NonFiniteLossError, train_segmentation
+
+__all__ = ["TrainConfig", "train_segmentation", "NonFiniteLossError", "build_model", "load_model",
+           "resolve_device", "atomic_save", "load_checkpoint", "evaluate_segmentation",
+           "predict_logits", "predict_mask", "sliding_window"]

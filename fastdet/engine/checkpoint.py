@@ -1,0 +1,85 @@
+"""Checkpoints: atomic writes and the random-number-generator states a run needs to resume
+exactly.
+
+A checkpoint is written to a temporary file in the destination folder and renamed over the
+old one with os.replace, so a crash or Ctrl-C mid-write leaves the previous checkpoint whole
+(the rename is atomic on POSIX and Windows within one file system)."""
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def atomic_write(path, write) -> Path:
+    """Calls write(tmp_path) for a temporary file next to `path`, then renames it to `path`.
+    The temporary file is removed if `write` fails."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def atomic_save(obj, path) -> Path:
+    """torch.save(obj) to `path` atomically."""
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def atomic_write_text(path, text: str) -> Path:
+    """Writes a text file atomically."""
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            f.write(text)
+    return atomic_write(path, write)
+
+
+def rng_state() -> dict:
+    """The states of torch (CPU and every CUDA device), numpy's global and Python's random, as
+    tensors and plain Python values (so checkpoints load with weights_only=True)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
+             "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restores what rng_state() returned (the CUDA states only where CUDA is available)."""
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = state["cuda"][: torch.cuda.device_count()]
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """Reads a checkpoint written by the engine (tensors and plain Python values only, so with
+    weights_only=True: loading a checkpoint cannot run code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def model_state(checkpoint) -> dict:
+    """The model state_dict inside an engine checkpoint, or the checkpoint itself when it is a
+    bare state_dict (e.g. a U-Net saved with torch.save(model.state_dict()))."""
+    if isinstance(checkpoint, dict) and "model" in checkpoint and isinstance(checkpoint["model"], dict):
+        return checkpoint["model"]
+    return checkpoint

@@ -1,0 +1,136 @@
+"""`fastdet train seg`, `predict seg`, `evaluate seg` on tiny synthetic datasets."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fastdet.cli import main
+from fastdet.data.synthetic import synth, synth_mri, synth_rsna
+
+TINY = ["--depth", "2", "--width", "4", "--size", "32", "--batch-size", "2", "--device", "cpu",
+        "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A DSB-2018 folder (4 images) and a 1-epoch U-Net run on it."""
+    root = tmp_path_factory.mktemp("cli")
+    data = synth("dsb2018", root / "data", n=4)
+    out = root / "run"
+    assert main(["train", "seg", "--data", str(data), "--layout", "dsb2018", "--model", "unet",
+                 "--out", str(out), "--epochs", "1", *TINY]) == 0
+    return data, out
+
+
+def test_train_writes_run_and_resumes(run, capsys):
+    data, out = run
+    for name in ("config.json", "last.pt", "best.pt", "metrics.csv", "metrics.png"):
+        assert (out / name).is_file()
+    config = json.loads((out / "config.json").read_text())
+    assert config["extra"]["layout"] == "dsb2018" and config["size"] == 32
+    capsys.readouterr()
+    assert main(["train", "seg", "--out", str(out), "--resume", "--epochs", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "epoch 1:" in text and "epoch 2:" in text
+    assert len((out / "metrics.csv").read_text().splitlines()) == 3
+
+
+def test_train_errors(tmp_path, run, capsys):
+    data, out = run
+    assert main(["train", "seg", "--data", str(data), "--layout", "dsb2018", "--model", "unet",
+                 "--out", str(out), *TINY]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(["train", "seg", "--out", str(tmp_path / "new"), *TINY]) == 2
+    assert "--data, --layout, --model required" in capsys.readouterr().err
+    assert main(["train", "seg", "--data", str(data), "--layout", "rsna", "--model", "unet",
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "train det" in capsys.readouterr().err
+    assert main(["train", "seg", "--out", str(tmp_path / "none"), "--resume"]) == 2
+    for cmd in (["train", "det"], ["predict", "det"], ["evaluate", "det"]):
+        assert main(cmd) == 2
+        assert "not implemented yet" in capsys.readouterr().err
+
+
+def test_predict_png_tiff_dicom(tmp_path, run, capsys):
+    from PIL import Image
+    import tifffile
+    data, out = run
+    sid = sorted(p.name for p in data.iterdir())[0]
+    png = data / sid / "images" / f"{sid}.png"
+    tif = tmp_path / "big.tif"
+    grey = np.asarray(Image.open(png))[..., 0]
+    tifffile.imwrite(tif, np.tile(grey, (1, 2)))  # 128 x 256: wider than the training size
+    dcm = next((synth_rsna(tmp_path / "rsna", n=1, size=64) / "stage_2_train_images").iterdir())
+    series = synth_mri(tmp_path / "mri", n=1, shape=(8, 32, 32)) / "sub-001"
+    dest = tmp_path / "pred"
+    assert main(["predict", "seg", "--checkpoint", str(out / "best.pt"), str(png), str(tif),
+                 str(dcm), str(series), "--out", str(dest), "--post-process", "--tile", "32",
+                 "--overlap", "8", "--device", "cpu"]) == 0
+    written = {p.name for p in dest.iterdir()}
+    assert f"{sid}_mask.png" in written and "big_mask.png" in written
+    assert f"{dcm.stem}_mask.png" in written and "sub-001_mask.nii.gz" in written
+    big = np.asarray(Image.open(dest / "big_mask.png"))
+    assert big.shape == (128, 256) and set(np.unique(big)) <= {0, 255}
+    nib = pytest.importorskip("nibabel")
+    assert nib.load(dest / "sub-001_mask.nii.gz").shape == (32, 32, 8)
+    assert main(["predict", "seg", "--checkpoint", str(out / "best.pt"), str(tmp_path / "no.png"),
+                 "--out", str(dest)]) == 2
+
+
+def test_evaluate_table_json_figures(tmp_path, run, capsys):
+    data, out = run
+    js, figs = tmp_path / "e.json", tmp_path / "figs"
+    assert main(["evaluate", "seg", "--checkpoint", str(out / "best.pt"), "--data", str(data),
+                 "--layout", "dsb2018", "--json", str(js), "--figures", str(figs),
+                 "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert "model IoU" in text and "class Dice" in text and "DSB" in text
+    assert "overall model:" in text and "overall classical:" in text
+    result = json.loads(js.read_text())
+    assert len(result["images"]) == 8  # 4 images x (model, classical)
+    assert {r["method"] for r in result["images"]} == {"model", "classical"}
+    for m in ("model", "classical"):
+        o = result["overall"][m]
+        assert set(o) == {"iou", "dice", "sensitivity", "specificity", "dsb"}
+        assert 0 <= o["specificity"]["mean"] <= 1
+    assert result["overall"]["classical"]["dice"]["mean"] > 0.7  # the baseline works here
+    assert len(list(figs.glob("*.png"))) == 4
+    assert main(["evaluate", "seg", "--checkpoint", str(out / "best.pt"), "--data", str(data),
+                 "--layout", "dsb2018", "--split", "val", "--no-classical", "--device", "cpu"]) == 0
+    assert "classical" not in capsys.readouterr().out.split("overall")[-1]
+
+
+def test_mri_layout_per_subject(tmp_path, capsys):
+    data = synth_mri(tmp_path / "mri", n=3, shape=(8, 32, 32))
+    out = tmp_path / "run"
+    assert main(["train", "seg", "--data", str(data), "--layout", "mri", "--model", "unet",
+                 "--out", str(out), "--epochs", "1", "--val-fraction", "0.34", *TINY]) == 0
+    js = tmp_path / "e.json"
+    assert main(["evaluate", "seg", "--checkpoint", str(out / "last.pt"), "--data", str(data),
+                 "--layout", "mri", "--json", str(js), "--device", "cpu", "--tile", "0"]) == 0
+    text = capsys.readouterr().out
+    assert "subject" in text and "sub-002" in text
+    result = json.loads(js.read_text())
+    rows = [r for r in result["subjects"] if r["method"] == "model"]
+    assert [r["subject"] for r in rows] == ["sub-001", "sub-002", "sub-003"]
+    assert all(r["n_images"] == 8 for r in rows)
+    assert "dsb" not in result["overall"]["model"]  # no instance labels in this layout
+
+
+def test_train_unet_gan_from_unet(tmp_path, run, capsys):
+    data, out = run
+    gan = tmp_path / "gan"
+    assert main(["train", "seg", "--data", str(data), "--layout", "dsb2018", "--model",
+                 "unet_gan", "--gan-mode", "epoch", "--init-checkpoint", str(out / "best.pt"),
+                 "--out", str(gan), "--epochs", "2", *TINY]) == 0
+    header, d_row, g_row = (gan / "metrics.csv").read_text().splitlines()
+    assert header.endswith("phase,d_loss") and ",d," in d_row and ",g," in g_row
+    assert main(["predict", "seg", "--checkpoint", str(gan / "last.pt"), str(data),
+                 "--out", str(tmp_path / "p"), "--device", "cpu"]) == 2
+    assert "no PNG, TIFF or DICOM" in capsys.readouterr().err
+    sid = sorted(p.name for p in data.iterdir())[0]
+    assert main(["predict", "seg", "--checkpoint", str(gan / "last.pt"),
+                 str(data / sid / "images"), "--out", str(tmp_path / "p"), "--device", "cpu"]) == 0
+    assert (tmp_path / "p" / f"{sid}_mask.png").is_file()

@@ -1,0 +1,121 @@
+"""train_segmentation: run folder, exact resume, NaN stop, atomic checkpoints, config checks."""
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+
+from fastdet.engine import NonFiniteLossError, TrainConfig, load_model, train_segmentation
+from fastdet.engine.checkpoint import atomic_save, load_checkpoint
+from fastdet.engine.logging import read_metrics_csv
+
+from .conftest import DiscDataset
+
+
+def tiny(**kw) -> TrainConfig:
+    base = dict(model="unet", depth=2, width=4, epochs=2, batch_size=4, size=32, lr=0.01,
+                progress=False, device="cpu", seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_run_folder(tmp_path, discs):
+    hist = train_segmentation(tiny(), *discs, tmp_path)
+    assert [r["epoch"] for r in hist] == [1, 2]
+    for name in ("config.json", "last.pt", "best.pt", "metrics.csv", "metrics.png"):
+        assert (tmp_path / name).is_file(), name
+    rows = read_metrics_csv(tmp_path / "metrics.csv")
+    assert list(rows[0]) == ["epoch", "train_loss", "val_loss", "val_iou", "val_dice", "lr", "seconds"]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert all(math.isfinite(r["train_loss"]) and 0 <= r["val_dice"] <= 1 for r in rows)
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert ckpt["epoch"] == 2 and ckpt["global_step"] == 4 and ckpt["config"]["in_channels"] == 1
+    assert {"model", "optimizer", "scheduler", "scaler", "rng", "best", "history"} <= set(ckpt)
+    model, config = load_model(tmp_path / "best.pt")
+    assert config.width == 4 and not model.training
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_step_decay_lr(tmp_path, discs):
+    hist = train_segmentation(tiny(epochs=3, step_size=1, gamma=0.5), discs[0], None, tmp_path)
+    assert [r["lr"] for r in hist] == pytest.approx([0.01, 0.005, 0.0025])
+    assert all(math.isnan(r["val_dice"]) for r in hist)  # no validation set
+    assert (tmp_path / "best.pt").is_file()  # best by training loss then
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_resume_is_exact(tmp_path, discs, optimizer):
+    """2 epochs straight == 1 epoch, then resume for the 2nd: bitwise equal weights."""
+    cfg = tiny(epochs=2, optimizer=optimizer, lr=0.01 if optimizer == "sgd" else 1e-3,
+               step_size=1)
+    train_segmentation(cfg, *discs, tmp_path / "straight")
+    train_segmentation(tiny(epochs=1, optimizer=cfg.optimizer, lr=cfg.lr, step_size=1), *discs,
+                       tmp_path / "split")
+    hist = train_segmentation(cfg, *discs, tmp_path / "split", resume=True)
+    a = load_checkpoint(tmp_path / "straight" / "last.pt")
+    b = load_checkpoint(tmp_path / "split" / "last.pt")
+    assert a["model"].keys() == b["model"].keys()
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert a["global_step"] == b["global_step"] == 4
+    assert [r["epoch"] for r in hist] == [1, 2]
+    assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
+    assert len(read_metrics_csv(tmp_path / "split" / "metrics.csv")) == 2
+
+
+def test_refuses_existing_run_and_changed_resume(tmp_path, discs):
+    train_segmentation(tiny(epochs=1), *discs, tmp_path)
+    with pytest.raises(FileExistsError, match="resume"):
+        train_segmentation(tiny(epochs=1), *discs, tmp_path)
+    with pytest.raises(ValueError, match="lr"):
+        train_segmentation(tiny(epochs=2, lr=0.5), *discs, tmp_path, resume=True)
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        train_segmentation(tiny(), *discs, tmp_path / "empty", resume=True)
+
+
+def test_nan_loss_stops_with_epoch_and_step(tmp_path, discs):
+    train, val = discs
+    bad = DiscDataset(8, 32, seed=0)
+    train_segmentation(tiny(epochs=1), train, val, tmp_path)
+    before = (tmp_path / "last.pt").read_bytes()
+    for item in bad.items:  # every image NaN: the first step of epoch 2 fails
+        item["image"] = torch.full_like(item["image"], float("nan"))
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2, step 1 .*global step 3") as e:
+        train_segmentation(tiny(epochs=2), bad, val, tmp_path, resume=True)
+    assert isinstance(e.value, FloatingPointError) and e.value.epoch == 2
+    assert (tmp_path / "last.pt").read_bytes() == before  # nothing written for the bad epoch
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_nan_in_one_batch(tmp_path):
+    data = DiscDataset(8, 32, seed=0)
+    data.items[5]["image"][0, 3, 3] = float("nan")
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step \d"):
+        train_segmentation(tiny(epochs=1), data, None, tmp_path)
+    assert not (tmp_path / "last.pt").exists()
+
+
+def test_atomic_save_keeps_old_file_on_failure(tmp_path):
+    path = tmp_path / "last.pt"
+    atomic_save({"a": 1}, path)
+
+    class Boom:
+        def __reduce__(self):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_save({"a": Boom()}, path)
+    assert load_checkpoint(path) == {"a": 1}
+    assert os.listdir(tmp_path) == ["last.pt"]
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig(optimizer="rmsprop")
+    with pytest.raises(ValueError, match="unet_gan"):
+        TrainConfig(model="unet", gan_mode="batch")
+    with pytest.raises(ValueError, match="unknown"):
+        TrainConfig.from_dict({"modle": "unet"})
+    assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()
