@@ -1,5 +1,5 @@
 """The `fastdet` command. Subcommands: info, bench, data synth, train seg, predict seg,
-evaluate seg (the det variants and demo arrive later)."""
+evaluate seg, demo (the det variants arrive with the detection engine)."""
 from __future__ import annotations
 
 import argparse
@@ -181,25 +181,10 @@ def _predict_seg(args) -> int:
 
 # ---------------------------------------------------------------------- evaluate seg
 
-def _json_safe(obj):
-    """NaN -> None, numpy scalars -> Python, so the output is strict JSON."""
-    import math
-
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if hasattr(obj, "item"):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def _evaluate_seg(args) -> int:
     from .engine import load_model, resolve_device
     from .engine.data import open_seg_dataset
-    from .engine.evaluate import evaluate_segmentation, format_report
+    from .engine.evaluate import evaluate_segmentation, format_report, json_safe
 
     try:
         device = resolve_device(args.device)
@@ -220,8 +205,20 @@ def _evaluate_seg(args) -> int:
     print(format_report(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(_json_safe(result), indent=1, allow_nan=False) + "\n")
+        args.json.write_text(json.dumps(json_safe(result), indent=1, allow_nan=False) + "\n")
         print(f"wrote {args.json}")
+    return 0
+
+
+def _demo(args) -> int:
+    from .engine.demo import run_demo
+    from .engine.evaluate import format_report
+
+    if args.out.exists() and any(args.out.iterdir()):
+        return _fail("demo", FileExistsError(f"{args.out} is not empty; name a new folder"))
+    result = run_demo(args.out, quick=args.quick, progress=not args.no_progress)
+    print(format_report(result))
+    print(f"wrote {args.out / 'report.md'}")
     return 0
 
 
@@ -320,6 +317,11 @@ def main(argv=None) -> int:
     s.set_defaults(fn=_synth)
     _add_train(sub)
     _add_inference(sub)
+    s = sub.add_parser("demo", help="synthetic data -> train -> evaluate -> report (CPU, minutes)")
+    s.add_argument("--out", type=Path, default=Path("fastdet-demo"), help="output folder (new)")
+    s.add_argument("--quick", action="store_true", help="seconds instead of minutes (a smoke run)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(fn=_demo)
     args = p.parse_args(argv)
     return args.fn(args)
 

@@ -1,0 +1,29 @@
+"""`fastdet demo --quick`: the whole pipeline end to end, writing every promised file."""
+import json
+import subprocess
+import sys
+
+
+def demo(*args):
+    return subprocess.run([sys.executable, "-m", "fastdet.cli", "demo", "--no-progress", *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_quick_demo_writes_report_run_and_figures(tmp_path):
+    out = tmp_path / "demo"
+    r = demo("--out", out, "--quick")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "overall model" in r.stdout and "overall classical" in r.stdout
+    report = (out / "report.md").read_text()
+    assert "classical" in report and "![overlay" in report
+    for name in ("seg/best.pt", "seg/last.pt", "seg/metrics.csv", "seg/metrics.png", "seg/config.json"):
+        assert (out / name).is_file(), name
+    assert list((out / "figures").glob("*.png"))
+    result = json.loads((out / "evaluation.json").read_text())
+    assert set(result["overall"]) == {"model", "classical"}
+
+
+def test_demo_refuses_a_non_empty_folder(tmp_path):
+    (tmp_path / "keep.txt").write_text("x")
+    r = demo("--out", tmp_path, "--quick")
+    assert r.returncode == 2 and "is not empty" in r.stderr
