@@ -94,7 +94,9 @@ _TRAIN_FLAGS = {  # argparse dest -> TrainConfig field, for flags that map one t
     "loss": "loss", "depth": "depth", "width": "width", "seed": "seed", "workers": "num_workers",
     "val_fraction": "val_fraction", "gan_mode": "gan_mode", "gan_lambda": "gan_lambda",
     "d_lr": "d_lr", "init_checkpoint": "init_checkpoint", "step_size": "step_size",
+    "momentum": "momentum", "gamma": "gamma", "weight_decay": "weight_decay", "d_width": "d_width",
 }
+_TRAIN_SWITCHES = {"no_hflip": "hflip", "no_vflip": "vflip", "no_resize": "resize"}  # off-switches
 
 
 def _train_config(args):
@@ -113,7 +115,9 @@ def _train_config(args):
     if missing:
         raise ValueError(f"{', '.join(missing)} required (unless --resume)")
     extra = {"data": str(args.data.resolve()), "layout": args.layout, "rgb": args.rgb, "plane": args.plane}
-    return TrainConfig(**given, amp=not args.no_amp, progress=not args.no_progress, extra=extra)
+    given.update({f: False for a, f in _TRAIN_SWITCHES.items() if getattr(args, a)})
+    return TrainConfig(**given, amp=not args.no_amp, progress=not args.no_progress,
+                       deterministic=args.deterministic, extra=extra)
 
 
 def _train_seg(args) -> int:
@@ -254,6 +258,16 @@ def _add_train(sub) -> None:
     s.add_argument("--init-checkpoint", help="U-Net checkpoint to start the generator from")
     s.add_argument("--rgb", action="store_true", help="3 colour channels instead of grey")
     s.add_argument("--plane", default="transverse", choices=["transverse", "coronal", "sagittal"])
+    s.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
+    s.add_argument("--gamma", type=float, help="lr factor every --step-size epochs (default 0.5)")
+    s.add_argument("--weight-decay", type=float)
+    s.add_argument("--d-width", type=int, help="discriminator first-layer channels (unet_gan)")
+    s.add_argument("--no-hflip", action="store_true", help="no random left-right flips")
+    s.add_argument("--no-vflip", action="store_true", help="no random top-bottom flips")
+    s.add_argument("--no-resize", action="store_true",
+                   help="crop --size windows at the original scale (no shorter-side resize)")
+    s.add_argument("--deterministic", action="store_true",
+                   help="deterministic kernels (cuDNN): bit-reproducible on CUDA, slower")
     s.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(fn=_train_seg)

@@ -37,6 +37,17 @@ def test_train_writes_run_and_resumes(run, capsys):
     assert len((out / "metrics.csv").read_text().splitlines()) == 3
 
 
+def test_train_flags_reach_the_config(tmp_path, run):
+    data, _ = run
+    out = tmp_path / "flags"
+    assert main(["train", "seg", "--data", str(data), "--layout", "dsb2018", "--model", "unet",
+                 "--out", str(out), "--epochs", "1", *TINY, "--momentum", "0.8", "--gamma", "0.25",
+                 "--weight-decay", "1e-4", "--no-hflip", "--no-resize", "--deterministic"]) == 0
+    c = json.loads((out / "config.json").read_text())
+    assert (c["momentum"], c["gamma"], c["weight_decay"]) == (0.8, 0.25, 1e-4)
+    assert not c["hflip"] and c["vflip"] and not c["resize"] and c["deterministic"]
+
+
 def test_train_errors(tmp_path, run, capsys):
     data, out = run
     assert main(["train", "seg", "--data", str(data), "--layout", "dsb2018", "--model", "unet",
