@@ -1,0 +1,153 @@
+"""Backbones of the detectors, with torchvision's module names (so its checkpoints load as they
+are): a ResNet body with a feature pyramid (BackboneWithFPN: "body", "fpn") and the VGG16
+convolutional extractor ("features", torchvision's indices 0-29, stride 16).
+
+A backbone's forward takes a padded batch [B, 3, H, W] and returns an OrderedDict of feature
+maps, highest resolution first, each with `out_channels` channels.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..resnet import ResNet, load_state_dict_file, resnet
+
+
+class FrozenBatchNorm2d(nn.Module):
+    """BatchNorm2d with fixed statistics and affine parameters, all four stored as buffers
+    (weight, bias, running_mean, running_var: torchvision's names, so its checkpoints load);
+    a num_batches_tracked entry in a state_dict is dropped. y = x * scale + (bias - mean * scale)
+    with scale = weight / sqrt(var + eps), in torchvision's order of operations."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("weight", torch.ones(num_features))
+        self.register_buffer("bias", torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        state_dict.pop(prefix + "num_batches_tracked", None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = (1, -1, 1, 1)
+        scale = self.weight.reshape(shape) * (self.running_var.reshape(shape) + self.eps).rsqrt()
+        shift = self.bias.reshape(shape) - self.running_mean.reshape(shape) * scale
+        return x * scale + shift
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, eps={self.eps}"
+
+
+def freeze_batch_norm(module: nn.Module) -> nn.Module:
+    """Replaces every nn.BatchNorm2d in module (in place) by a FrozenBatchNorm2d holding its
+    current statistics and affine parameters."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, child.eps)
+            for key in ("weight", "bias", "running_mean", "running_var"):
+                getattr(frozen, key).copy_(getattr(child, key).detach())
+            setattr(module, name, frozen)
+        else:
+            freeze_batch_norm(child)
+    return module
+
+
+class FeaturePyramidNetwork(nn.Module):
+    """FPN (Lin et al., 2017) with torchvision's layout: per input level a 1x1 lateral convolution
+    (inner_blocks.i.0) and a 3x3 output convolution (layer_blocks.i.0); top-down pathway by
+    nearest upsampling to the lateral's size; plus the "pool" level, a stride-2 subsampling
+    of the coarsest output (torchvision's LastLevelMaxPool)."""
+
+    def __init__(self, in_channels_list: list[int], out_channels: int):
+        super().__init__()
+        self.inner_blocks = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(c, out_channels, 1)) for c in in_channels_list)
+        self.layer_blocks = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(out_channels, out_channels, 3, padding=1)) for _ in in_channels_list)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_uniform_(m.weight, a=1)
+                nn.init.constant_(m.bias, 0)
+
+    def forward(self, feats: list[Tensor]) -> OrderedDict:
+        """feats: C2..C5 (finest first) -> OrderedDict "0".."3", "pool"."""
+        last = self.inner_blocks[-1](feats[-1])
+        outs = [self.layer_blocks[-1](last)]
+        for i in range(len(feats) - 2, -1, -1):
+            lateral = self.inner_blocks[i](feats[i])
+            last = lateral + F.interpolate(last, size=lateral.shape[-2:], mode="nearest")
+            outs.insert(0, self.layer_blocks[i](last))
+        outs.append(F.max_pool2d(outs[-1], kernel_size=1, stride=2, padding=0))
+        names = [str(i) for i in range(len(feats))] + ["pool"]
+        return OrderedDict(zip(names, outs))
+
+
+class BackboneWithFPN(nn.Module):
+    """body: a fastdet ResNet (returns C2..C5); fpn: FeaturePyramidNetwork; out_channels: 256."""
+
+    def __init__(self, body: ResNet, out_channels: int = 256):
+        super().__init__()
+        self.body = body
+        self.fpn = FeaturePyramidNetwork(list(body.channels), out_channels)
+        self.out_channels = out_channels
+
+    def forward(self, x: Tensor) -> OrderedDict:
+        return self.fpn(self.body(x))
+
+
+_TRAINABLE_ORDER = ("layer4", "layer3", "layer2", "layer1", "conv1")
+
+
+def resnet_fpn_backbone(name: str, weights_backbone=None, trainable_layers: int = 3,
+                        frozen_bn: bool = True) -> BackboneWithFPN:
+    """ResNet + FPN as torchvision's _resnet_fpn_extractor. weights_backbone: a local torchvision
+    classification state_dict of `name` (fc dropped). trainable_layers in [0, 5] counts stages
+    from layer4 down (3: layer2-4 train, conv1 and layer1 frozen; 5: all, bn1 included).
+    frozen_bn replaces BatchNorm by FrozenBatchNorm2d (torchvision does for pretrained weights)."""
+    if not 0 <= trainable_layers <= 5:
+        raise ValueError(f"trainable_layers must be in [0, 5], got {trainable_layers}")
+    body = resnet(name)
+    if weights_backbone is not None:
+        load_state_dict_file(body, weights_backbone)
+    if frozen_bn:
+        freeze_batch_norm(body)
+    train = list(_TRAINABLE_ORDER[:trainable_layers]) + (["bn1"] if trainable_layers == 5 else [])
+    for pname, p in body.named_parameters():
+        if not pname.startswith(tuple(train)):
+            p.requires_grad_(False)
+    return BackboneWithFPN(body)
+
+
+# torchvision's vgg16 "features": 13 convolutions (channels), "M" = 2x2 max pool
+_VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
+
+
+class VGG16Backbone(nn.Module):
+    """conv1_1..conv5_3 of VGG16 with ReLUs and the first four max pools (stride 16, 512
+    channels): torchvision's vgg16.features[0:30], same indices, so "features.*" of a torchvision
+    vgg16 state_dict loads. The first `frozen_convs` convolutions do not train (4: conv1_1 to
+    conv2_2, as the original Faster R-CNN)."""
+
+    def __init__(self, frozen_convs: int = 4):
+        super().__init__()
+        layers, cin = [], 3
+        for v in _VGG16:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                layers += [nn.Conv2d(cin, v, 3, padding=1), nn.ReLU(inplace=True)]
+                cin = v
+        self.features = nn.Sequential(*layers)
+        self.out_channels = 512
+        convs = [m for m in self.features if isinstance(m, nn.Conv2d)]
+        for conv in convs[:frozen_convs]:
+            conv.requires_grad_(False)
+
+    def forward(self, x: Tensor) -> OrderedDict:
+        return OrderedDict([("0", self.features(x))])
