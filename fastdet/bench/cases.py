@@ -260,6 +260,51 @@ def _seg_case(model: str, size: int, train: bool, batch: int):
                 min_runs=3)
 
 
+def _det_case(model: str, train: bool, size: int = 600):
+    """Faster R-CNN latency on one size x size image (inference) or one training step with 3
+    boxes; beside torchvision's fasterrcnn_resnet50_fpn with the same weights where it exists."""
+    def make(device):
+        from ..models.detection import fasterrcnn_resnet18_fpn, fasterrcnn_resnet50_fpn, fasterrcnn_vgg16
+
+        torch.manual_seed(0)
+        kw = dict(min_size=size, max_size=1000)
+        build = {"resnet50_fpn": lambda: fasterrcnn_resnet50_fpn(num_classes=2, **kw),
+                 "resnet18_fpn": lambda: fasterrcnn_resnet18_fpn(2, **kw),
+                 "vgg16": lambda: fasterrcnn_vgg16(2, **kw)}[model]
+        nets = {"fastdet": build().to(device)}
+        if model == "resnet50_fpn" and _tv():
+            from torchvision.models.detection import fasterrcnn_resnet50_fpn as tv_frcnn
+
+            theirs = tv_frcnn(weights=None, weights_backbone=None, num_classes=2, **kw).to(device)
+            theirs.load_state_dict(nets["fastdet"].state_dict())
+            nets["torchvision"] = theirs
+        for net in nets.values():
+            net.train(train)
+
+        def gen(g):
+            boxes = torch.tensor([[50.0, 60, 200, 220], [300, 310, 420, 480], [100, 400, 180, 560]])
+            return {"images": [torch.rand(3, size, size, generator=g)],
+                    "targets": [{"boxes": boxes, "labels": torch.tensor([1, 1, 1])}]}
+
+        def run(net):
+            def f(d):
+                if not train:
+                    with torch.no_grad():
+                        return net(d["images"])
+                net.zero_grad(set_to_none=True)
+                loss = sum(net(d["images"], d["targets"]).values())
+                loss.backward()
+                return loss
+            return f
+
+        return _sets(device, gen), {k: run(n) for k, n in nets.items()}
+
+    what = "train_step" if train else "inference"
+    return Case(f"fasterrcnn_{model}_{size}_{what}", "detection_model",
+                {"model": model, "size": size, "batch": 1, "train": train}, make, quick=False,
+                min_runs=3)
+
+
 CPU_FEATURES = (1, 512, 38, 50)  # VGG16 conv5 on a 600 x 800 image (stride 16)
 GPU_FEATURES = (8, 256, 200, 272)  # FPN P2 of a batch of 8 images of 800 x 1088
 
@@ -276,6 +321,7 @@ CASES: list[Case] = [
     _coder_case(200000),
     *[_seg_case(m, size, train, 2) for m in ("unet", "fpn_resnet18") for size in (256, 512)
       for train in (False, True)],
+    *[_det_case(m, train) for m in ("resnet50_fpn", "resnet18_fpn", "vgg16") for train in (False, True)],
 ]
 
 # Which cases run where: the CPU suite is the core issue's, the GPU suite the CUDA issue's.
@@ -292,9 +338,9 @@ def cases_for(device: str, full: bool = False, only: str | None = None) -> list[
     out = []
     for c in CASES:
         on_cpu = c.name in _CPU or (c.group == "roi_align" and c.params["input"] == list(CPU_FEATURES)) \
-            or c.group == "segmentation_model"
+            or c.group.endswith("_model")
         on_gpu = c.name in _GPU or (c.group == "roi_align" and c.params["input"] == list(GPU_FEATURES)) \
-            or c.group == "segmentation_model"
+            or c.group.endswith("_model")
         if not (on_cpu if device == "cpu" else on_gpu):
             continue
         if device == "cpu" and not full and not c.quick:

@@ -96,7 +96,7 @@ def run_case(case: Case, device: str, min_runs: int | None = None, budget_s: flo
             r["fastdet_speedup"] = r["median_ms"] / fd["median_ms"]
             if "graph_median_ms" in r and "graph_median_ms" in fd:
                 r["fastdet_graph_speedup"] = r["graph_median_ms"] / fd["graph_median_ms"]
-    if "batch" in case.params and case.group == "segmentation_model":
+    if "batch" in case.params and case.group.endswith("_model"):
         res["fastdet_images_per_s"] = case.params["batch"] / (fd["median_ms"] * 1e-3)
     if "output_bytes" in case.params:  # memory-bound: the rate the output is written at
         t = fd.get("graph_median_ms", fd["median_ms"])
