@@ -1,5 +1,5 @@
 """The `fastdet` command. Subcommands: info, bench, data synth, train seg, predict seg,
-evaluate seg, demo (the det variants arrive with the detection engine)."""
+evaluate seg, train det, predict det, evaluate det, demo."""
 from __future__ import annotations
 
 import argparse
@@ -73,12 +73,6 @@ def _synth(args) -> int:
     out = synth(args.kind, args.out, n=args.n, seed=args.seed)
     print(f"wrote a synthetic {args.kind} dataset to {out}")
     return 0
-
-
-def _not_implemented(args) -> int:
-    print(f"fastdet {args.command} det: not implemented yet (detection training and inference "
-          "come with the detection engine); use `seg`", file=sys.stderr)
-    return 2
 
 
 def _fail(command: str, error: Exception) -> int:
@@ -226,11 +220,173 @@ def _demo(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- det
+
+_DET_FLAGS = {"model": "model", "epochs": "epochs", "device": "device", "batch_size": "batch_size",
+              "lr": "lr", "min_size": "min_size", "max_size": "max_size", "weights": "weights",
+              "weights_backbone": "weights_backbone", "seed": "seed", "optimizer": "optimizer"}
+
+
+def _det_config(args):
+    """A fresh run: the flags over DetConfig's defaults; a resumed run: the saved config with
+    epochs and device from the command line."""
+    from .engine.checkpoint import load_checkpoint
+    from .engine.det import DetConfig
+
+    given = {f: getattr(args, a) for a, f in _DET_FLAGS.items() if getattr(args, a) is not None}
+    if args.resume:
+        saved = load_checkpoint(args.out / "last.pt")["config"]
+        keep = {k: given[k] for k in ("epochs", "device") if k in given}
+        return DetConfig.from_dict({**saved, **keep, "progress": not args.no_progress})
+    missing = [f"--{n}" for n in ("data", "layout", "model") if getattr(args, n) is None]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} required (unless --resume)")
+    extra = {"data": str(args.data.resolve()), "layout": args.layout}
+    return DetConfig(**given, hist_eq=args.hist_eq, amp=not args.no_amp,
+                     progress=not args.no_progress, extra=extra)
+
+
+def _train_det(args) -> int:
+    from .engine.det import open_det_dataset, train_detection
+
+    try:
+        config = _det_config(args)
+        x = config.extra
+        split = config.val_fraction > 0
+        kw = dict(seed=config.seed, val_fraction=config.val_fraction)
+        train = open_det_dataset(x["layout"], x["data"], "train" if split else None, **kw)
+        val = open_det_dataset(x["layout"], x["data"], "val", **kw) if split else None
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        return _fail("train det", e)
+    print(f"training {config.model} on {len(train)} images ({len(val) if val else 0} for "
+          f"validation), {config.epochs} epochs -> {args.out}", file=sys.stderr)
+    try:
+        history = train_detection(config, train, val, args.out, resume=args.resume)
+    except (FileExistsError, FileNotFoundError, FloatingPointError, ValueError) as e:
+        return _fail("train det", e)
+    for r in history:
+        print(f"epoch {r['epoch']}: loss {r['loss']:.4f}, val mAP {r['val_map']:.3f}, "
+              f"val AP50 {r['val_map_50']:.3f}, val RSNA {r['val_rsna']:.3f}")
+    print(f"wrote {args.out}/last.pt, best.pt, metrics.csv, metrics.png")
+    return 0
+
+
+def _predict_det(args) -> int:
+    import csv
+
+    from .engine import resolve_device
+    from .engine.det import draw_boxes, load_detector, predict_detections, prepare_image
+    from .engine.inference import input_files, read_input
+
+    try:
+        device = resolve_device(args.device)
+        model, config = load_detector(args.checkpoint, device)
+        files = input_files(args.inputs)
+    except (ValueError, FileNotFoundError) as e:
+        return _fail("predict det", e)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        try:
+            kind, image, _ = read_input(path)
+            if kind != "image":
+                raise ValueError(f"{path}: a volume; predict det takes 2-D images")
+        except (ValueError, FileNotFoundError, OSError) as e:
+            return _fail("predict det", e)
+        pred = predict_detections(model, [prepare_image(image, config)], device)[0]
+        keep = pred["scores"] >= args.score_threshold
+        pred = {k: v[keep] for k, v in pred.items()}
+        stem = path.name.split(".")[0]
+        with open(args.out / f"{stem}_boxes.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["id", "x1", "y1", "x2", "y2", "score", "label"])
+            for b, sc, lab in zip(pred["boxes"].tolist(), pred["scores"].tolist(), pred["labels"].tolist()):
+                w.writerow([stem, *(f"{v:.1f}" for v in b), f"{sc:.4f}", lab])
+        png = draw_boxes(args.out / f"{stem}_boxes.png", image, pred)
+        print(f"{path} -> {len(pred['boxes'])} boxes, {args.out / (stem + '_boxes.csv')}, {png}")
+    return 0
+
+
+def _evaluate_det(args) -> int:
+    from .engine import resolve_device
+    from .engine.det import evaluate_detection, format_det_report, load_detector, open_det_dataset
+
+    try:
+        device = resolve_device(args.device)
+        model, config = load_detector(args.checkpoint, device)
+        split = None if args.split == "all" else args.split
+        data = open_det_dataset(args.layout, args.data, split, seed=config.seed,
+                                val_fraction=config.val_fraction)
+    except (ValueError, FileNotFoundError) as e:
+        return _fail("evaluate det", e)
+    if len(data) == 0:
+        return _fail("evaluate det", ValueError(f"no images in {args.data} ({args.split})"))
+    figures = args.figures or (args.json.parent if args.json else None)  # never the cwd unasked
+    result = evaluate_detection(model, config, data, device, args.score_threshold, figures)
+    print(format_det_report(result))
+    if result.get("pr_curve"):
+        print(f"wrote {result['pr_curve']}")
+    if args.json:
+        from .engine.evaluate import json_safe
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(json_safe(result), indent=1, allow_nan=False) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _add_train_det(kinds) -> None:
+    from .engine.det import DET_LAYOUTS, DET_MODELS
+
+    s = kinds.add_parser("det", help="train a Faster R-CNN detector")
+    s.add_argument("--data", type=Path, help="dataset folder")
+    s.add_argument("--layout", choices=DET_LAYOUTS)
+    s.add_argument("--model", choices=DET_MODELS)
+    s.add_argument("--out", type=Path, required=True, help="run folder")
+    s.add_argument("--resume", action="store_true", help="continue the run in --out")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--lr", type=float, help="learning rate (default 1e-3, / 10 every 20 epochs)")
+    s.add_argument("--optimizer", choices=["sgd", "adam"])
+    s.add_argument("--min-size", type=int, help="shorter image side in the model (default 600)")
+    s.add_argument("--max-size", type=int, help="longest image side in the model (default 1000)")
+    s.add_argument("--weights", help="detector state_dict file to start from")
+    s.add_argument("--weights-backbone", help="torchvision classification state_dict (backbone)")
+    s.add_argument("--seed", type=int)
+    s.add_argument("--hist-eq", action="store_true", help="histogram equalization of the inputs")
+    s.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(fn=_train_det)
+
+
+def _add_det_inference(predict, evaluate) -> None:
+    from .engine.det import DET_LAYOUTS
+
+    s = predict.add_parser("det", help="boxes (CSV and PNG) for PNG/TIFF/DICOM images")
+    s.add_argument("--checkpoint", type=Path, required=True)
+    s.add_argument("inputs", nargs="+", type=Path, help="image files or folders")
+    s.add_argument("--out", type=Path, required=True, help="output folder")
+    s.add_argument("--score-threshold", type=float, default=0.5)
+    s.add_argument("--device", default="auto")
+    s.set_defaults(fn=_predict_det)
+    s = evaluate.add_parser("det", help="RSNA score, COCO AP, AP50, TP/FP/FN, PR curve")
+    s.add_argument("--checkpoint", type=Path, required=True)
+    s.add_argument("--data", type=Path, required=True)
+    s.add_argument("--layout", required=True, choices=DET_LAYOUTS)
+    s.add_argument("--split", choices=["all", "val", "train"], default="all")
+    s.add_argument("--score-threshold", type=float, default=0.5,
+                   help="detections counted in TP/FP/FN (AP uses all)")
+    s.add_argument("--json", type=Path, metavar="PATH", help="write the figures as JSON")
+    s.add_argument("--figures", type=Path, metavar="DIR",
+                   help="folder for pr_curve.png (default: the --json folder; none without either)")
+    s.add_argument("--device", default="auto")
+    s.set_defaults(fn=_evaluate_det)
+
+
 def _add_train(sub) -> None:
     from .engine.config import GAN_MODES, LOSSES, MODELS, OPTIMIZERS
 
     kinds = sub.add_parser("train", help="train a model").add_subparsers(dest="kind", required=True)
-    kinds.add_parser("det", help="(not implemented yet)").set_defaults(fn=_not_implemented)
+    _add_train_det(kinds)
     s = kinds.add_parser("seg", help="train a segmentation model (U-Net, FPN, U-Net+GAN)")
     s.add_argument("--data", type=Path, help="dataset folder")
     s.add_argument("--layout", choices=["dsb2018", "folders", "mri", "rsna"],
@@ -274,8 +430,10 @@ def _add_train(sub) -> None:
 
 
 def _add_inference(sub) -> None:
-    kinds = sub.add_parser("predict", help="predict masks").add_subparsers(dest="kind", required=True)
-    kinds.add_parser("det", help="(not implemented yet)").set_defaults(fn=_not_implemented)
+    predict = sub.add_parser("predict", help="predict masks or boxes").add_subparsers(dest="kind", required=True)
+    evaluate = sub.add_parser("evaluate", help="score a model").add_subparsers(dest="kind", required=True)
+    _add_det_inference(predict, evaluate)
+    kinds = predict
     s = kinds.add_parser("seg", help="masks for PNG/TIFF/DICOM files or DICOM series folders")
     s.add_argument("--checkpoint", type=Path, required=True)
     s.add_argument("inputs", nargs="+", type=Path, help="files, series folders or image folders")
@@ -283,8 +441,7 @@ def _add_inference(sub) -> None:
     _inference_flags(s)
     s.add_argument("--min-size", type=int, default=16, help="post-processing: smallest object")
     s.set_defaults(fn=_predict_seg)
-    kinds = sub.add_parser("evaluate", help="score a model").add_subparsers(dest="kind", required=True)
-    kinds.add_parser("det", help="(not implemented yet)").set_defaults(fn=_not_implemented)
+    kinds = evaluate
     s = kinds.add_parser("seg", help="IoU, Dice, sensitivity, specificity (and DSB score) "
                                      "beside the classical baseline")
     s.add_argument("--checkpoint", type=Path, required=True)

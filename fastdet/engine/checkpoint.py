@@ -83,3 +83,17 @@ def model_state(checkpoint) -> dict:
     if isinstance(checkpoint, dict) and "model" in checkpoint and isinstance(checkpoint["model"], dict):
         return checkpoint["model"]
     return checkpoint
+
+
+def run_checkpoint(out, resume: bool) -> dict | None:
+    """The checkpoint a run starts from: out/last.pt when resuming (an error if missing), None
+    for a fresh run (an error if out already holds one, so runs are never overwritten)."""
+    last = Path(out) / "last.pt"
+    if resume:
+        if not last.is_file():
+            raise FileNotFoundError(f"{last}: nothing to resume (no last.pt in {out})")
+        return load_checkpoint(last)
+    if last.exists():
+        raise FileExistsError(f"{out} already holds a run (last.pt); resume it with "
+                              "resume=True (--resume) or choose a new folder")
+    return None

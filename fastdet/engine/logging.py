@@ -22,15 +22,19 @@ def _cell(v):
     return v
 
 
+def write_rows_csv(path, rows: list, columns) -> Path:
+    """rows (dicts) as a CSV with `columns`, rewritten whole and atomically."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: _cell(row.get(k, "")) for k in columns})
+    return atomic_write_text(path, buf.getvalue())
+
+
 def write_metrics_csv(path, history: list, gan: bool = False) -> Path:
     """history: one dict per epoch with COLUMNS (and GAN_COLUMNS for U-Net+GAN runs)."""
-    cols = COLUMNS + (GAN_COLUMNS if gan else ())
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for row in history:
-        w.writerow({k: _cell(row.get(k, "")) for k in cols})
-    return atomic_write_text(path, buf.getvalue())
+    return write_rows_csv(path, history, COLUMNS + (GAN_COLUMNS if gan else ()))
 
 
 def read_metrics_csv(path) -> list:

@@ -19,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from ..models import losses
 from ..models.segmentation import binarize
 from . import distributed as D
-from .checkpoint import atomic_save, atomic_write_text, load_checkpoint, rng_state, set_rng_state
+from .checkpoint import atomic_save, atomic_write_text, rng_state, run_checkpoint, set_rng_state
 from .config import TrainConfig
 from .data import SegTensors, standardize, train_loader, val_loader
 from .logging import plot_history, progress, write_metrics_csv
@@ -97,15 +97,7 @@ class SegTrainer:
     # ------------------------------------------------------------------ setup
 
     def _resume_checkpoint(self, resume: bool):
-        last = self.out / "last.pt"
-        if resume:
-            if not last.is_file():
-                raise FileNotFoundError(f"{last}: nothing to resume (no last.pt in {self.out})")
-            return load_checkpoint(last)
-        if last.exists():
-            raise FileExistsError(f"{self.out} already holds a run (last.pt); resume it with "
-                                  "resume=True (--resume) or choose a new folder")
-        return None
+        return run_checkpoint(self.out, resume)
 
     @staticmethod
     def _seed_everything(seed: int) -> None:

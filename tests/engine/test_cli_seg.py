@@ -59,9 +59,10 @@ def test_train_errors(tmp_path, run, capsys):
                  "--out", str(tmp_path / "r")]) == 2
     assert "train det" in capsys.readouterr().err
     assert main(["train", "seg", "--out", str(tmp_path / "none"), "--resume"]) == 2
-    for cmd in (["train", "det"], ["predict", "det"], ["evaluate", "det"]):
-        assert main(cmd) == 2
-        assert "not implemented yet" in capsys.readouterr().err
+    for cmd in (["train", "det"], ["predict", "det"], ["evaluate", "det"]):  # required options
+        with pytest.raises(SystemExit) as exit_info:
+            main(cmd)
+        assert exit_info.value.code == 2 and "required" in capsys.readouterr().err
 
 
 def test_predict_png_tiff_dicom(tmp_path, run, capsys):
