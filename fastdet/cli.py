@@ -29,8 +29,8 @@ def _bench(args) -> int:
     from tqdm import tqdm
 
     from .bench import cases_for, run_cases, write_json
-    from .bench.runner import (bandwidth_lines, copy_bandwidth, default_json_path, table,
-                               throughput_lines)
+    from .bench.runner import (bandwidth_lines, copy_bandwidth, default_json_path, machine,
+                               table, throughput_lines)
 
     if args.device == "cuda" and not torch.cuda.is_available():
         print("fastdet bench: --device cuda but torch sees no CUDA device", file=sys.stderr)
@@ -47,12 +47,13 @@ def _bench(args) -> int:
         bar.update(0)
 
     path = None if str(args.json) == "-" else args.json or default_json_path(args.device)
+    info = machine(args.device, copy_gbs) if path else None  # git, driver, build: once per run
     results = []
     for c in cases:
         progress(c)
         results += run_cases([c], args.device)
         if path:  # after every case: a crash or Ctrl-C keeps what was measured
-            write_json(path, args.device, results, copy_gbs)
+            write_json(path, args.device, results, copy_gbs, info)
         bar.update(1)
     bar.close()
     print(table(results))
@@ -118,25 +119,42 @@ def _train_seg(args) -> int:
     from .engine import train_segmentation
     from .engine.data import open_seg_dataset
 
-    try:
-        config = _train_config(args)
+    def open_sets(config):
         x = config.extra
-        split = config.val_fraction > 0
-        kw = dict(seed=config.seed, val_fraction=config.val_fraction, rgb=x.get("rgb", False),
-                  plane=x.get("plane", "transverse"))
-        train = open_seg_dataset(x["layout"], x["data"], "train" if split else None, **kw)
-        val = open_seg_dataset(x["layout"], x["data"], "val", **kw) if split else None
+        return _split_sets(open_seg_dataset, config, rgb=x.get("rgb", False),
+                           plane=x.get("plane", "transverse"))
+
+    return _train("seg", args, _train_config, open_sets, train_segmentation,
+                  lambda r: f"train loss {r['train_loss']:.4f}, val loss {r['val_loss']:.4f}, "
+                            f"val IoU {r['val_iou']:.3f}, val Dice {r['val_dice']:.3f}")
+
+
+def _split_sets(open_dataset, config, **kw):
+    """(train, val) datasets of the run's data: the split by val_fraction, or all and None."""
+    x = config.extra
+    kw.update(seed=config.seed, val_fraction=config.val_fraction)
+    if config.val_fraction <= 0:
+        return open_dataset(x["layout"], x["data"], None, **kw), None
+    return (open_dataset(x["layout"], x["data"], "train", **kw),
+            open_dataset(x["layout"], x["data"], "val", **kw))
+
+
+def _train(kind: str, args, config_of, open_sets, train_fn, epoch_line) -> int:
+    """The shared flow of `train seg` / `train det`: config, datasets, training, a line per epoch."""
+    name = f"train {kind}"
+    try:
+        config = config_of(args)
+        train, val = open_sets(config)
     except (ValueError, FileNotFoundError, KeyError) as e:
-        return _fail("train seg", e)
+        return _fail(name, e)
     print(f"training {config.model} on {len(train)} images ({len(val) if val else 0} for "
           f"validation), {config.epochs} epochs -> {args.out}", file=sys.stderr)
     try:
-        history = train_segmentation(config, train, val, args.out, resume=args.resume)
+        history = train_fn(config, train, val, args.out, resume=args.resume)
     except (FileExistsError, FileNotFoundError, FloatingPointError, ValueError) as e:
-        return _fail("train seg", e)
+        return _fail(name, e)
     for row in history:
-        print(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, val loss "
-              f"{row['val_loss']:.4f}, val IoU {row['val_iou']:.3f}, val Dice {row['val_dice']:.3f}")
+        print(f"epoch {row['epoch']}: {epoch_line(row)}")
     print(f"wrote {args.out}/last.pt, best.pt, metrics.csv, metrics.png")
     return 0
 
@@ -249,26 +267,10 @@ def _det_config(args):
 def _train_det(args) -> int:
     from .engine.det import open_det_dataset, train_detection
 
-    try:
-        config = _det_config(args)
-        x = config.extra
-        split = config.val_fraction > 0
-        kw = dict(seed=config.seed, val_fraction=config.val_fraction)
-        train = open_det_dataset(x["layout"], x["data"], "train" if split else None, **kw)
-        val = open_det_dataset(x["layout"], x["data"], "val", **kw) if split else None
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        return _fail("train det", e)
-    print(f"training {config.model} on {len(train)} images ({len(val) if val else 0} for "
-          f"validation), {config.epochs} epochs -> {args.out}", file=sys.stderr)
-    try:
-        history = train_detection(config, train, val, args.out, resume=args.resume)
-    except (FileExistsError, FileNotFoundError, FloatingPointError, ValueError) as e:
-        return _fail("train det", e)
-    for r in history:
-        print(f"epoch {r['epoch']}: loss {r['loss']:.4f}, val mAP {r['val_map']:.3f}, "
-              f"val AP50 {r['val_map_50']:.3f}, val RSNA {r['val_rsna']:.3f}")
-    print(f"wrote {args.out}/last.pt, best.pt, metrics.csv, metrics.png")
-    return 0
+    return _train("det", args, _det_config, lambda c: _split_sets(open_det_dataset, c),
+                  train_detection,
+                  lambda r: f"loss {r['loss']:.4f}, val mAP {r['val_map']:.3f}, "
+                            f"val AP50 {r['val_map_50']:.3f}, val RSNA {r['val_rsna']:.3f}")
 
 
 def _predict_det(args) -> int:

@@ -226,10 +226,14 @@ def default_json_path(device: str) -> Path:
     return Path("benchmarks") / "results" / f"{device}-{stamp}.json"
 
 
-def write_json(path, device: str, results: list[dict], copy_gbs: float | None = None) -> Path:
+def write_json(path, device: str, results: list[dict], copy_gbs: float | None = None,
+               machine_info: dict | None = None) -> Path:
+    """The results with the machine (machine_info when given: a run that rewrites the file after
+    every case measures the machine once)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps({"machine": machine(device, copy_gbs), "results": results}, indent=1))
+    info = machine_info or machine(device, copy_gbs)
+    tmp.write_text(json.dumps({"machine": info, "results": results}, indent=1))
     os.replace(tmp, path)  # never a half-written file
     return path

@@ -97,3 +97,38 @@ def run_checkpoint(out, resume: bool) -> dict | None:
         raise FileExistsError(f"{out} already holds a run (last.pt); resume it with "
                               "resume=True (--resume) or choose a new folder")
     return None
+
+
+def check_resumable(config, saved: dict, allowed) -> None:
+    """A resumed run must compute what the interrupted one would have: only the settings in
+    `allowed` may differ from the saved config (ValueError naming the changed ones)."""
+    now = config.to_dict()
+    diff = sorted(k for k in now if k not in allowed and now[k] != saved.get(k))
+    if diff:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in diff)
+        raise ValueError(f"cannot resume with changed settings ({detail}); only "
+                         f"{sorted(allowed)} may change")
+
+
+def training_state(trainer, fmt: str) -> dict:
+    """What every trainer saves: model, optimizer, scheduler, scaler, counters, best score,
+    history, config and RNG states (tensors and plain values only)."""
+    t = trainer
+    return {"format": fmt, "model": t.model.state_dict(), "optimizer": t.opt.state_dict(),
+            "scheduler": t.sched.state_dict(), "scaler": t.scaler.state_dict(), "epoch": t.epoch,
+            "global_step": t.global_step, "best": t.best, "best_epoch": t.best_epoch,
+            "history": t.history, "config": t.config.to_dict(), "rng": rng_state(),
+            "torch_version": str(torch.__version__)}
+
+
+def restore_training_state(trainer, ckpt: dict) -> None:
+    """The inverse of training_state (the RNG states last)."""
+    t = trainer
+    t.model.load_state_dict(ckpt["model"])
+    t.opt.load_state_dict(ckpt["optimizer"])
+    t.sched.load_state_dict(ckpt["scheduler"])
+    t.scaler.load_state_dict(ckpt["scaler"])
+    t.epoch, t.global_step = ckpt["epoch"], ckpt["global_step"]
+    t.best, t.best_epoch = ckpt["best"], ckpt["best_epoch"]
+    t.history = list(ckpt["history"])
+    set_rng_state(ckpt["rng"])

@@ -24,8 +24,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..data.transforms import CaffeNormalize, HistogramEqualization
-from .checkpoint import (atomic_save, atomic_write, atomic_write_text, load_checkpoint, model_state,
-                         rng_state, run_checkpoint, set_rng_state)
+from .checkpoint import (atomic_save, atomic_write, atomic_write_text, check_resumable,
+                         load_checkpoint, model_state, restore_training_state, run_checkpoint,
+                         training_state)
 from .data import EpochSampler
 from .logging import progress, write_rows_csv
 from .models import resolve_device
@@ -208,7 +209,7 @@ class DetTrainer:
         self.device = resolve_device(config.device)
         ckpt = self._resume_checkpoint(resume)
         if ckpt:
-            _check_resumable_det(config, ckpt["config"])
+            check_resumable(config, ckpt["config"], RESUMABLE_CHANGES)
         self.amp = bool(config.amp) and self.device.type == "cuda"
         random.seed(config.seed)
         np.random.seed(config.seed % 2**32)
@@ -226,7 +227,7 @@ class DetTrainer:
         self.epoch, self.global_step, self.history = 0, 0, []
         self.best, self.best_epoch = -math.inf, 0
         if ckpt:
-            self._restore(ckpt)
+            restore_training_state(self, ckpt)
         atomic_write_text(self.out / "config.json", config.to_json())
 
     def _resume_checkpoint(self, resume: bool):
@@ -234,16 +235,6 @@ class DetTrainer:
         if ckpt is not None and ckpt.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{self.out / 'last.pt'}: not a {CHECKPOINT_FORMAT} checkpoint")
         return ckpt
-
-    def _restore(self, ckpt: dict) -> None:
-        self.model.load_state_dict(ckpt["model"])
-        self.opt.load_state_dict(ckpt["optimizer"])
-        self.sched.load_state_dict(ckpt["scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
-        self.epoch, self.global_step = ckpt["epoch"], ckpt["global_step"]
-        self.best, self.best_epoch = ckpt["best"], ckpt["best_epoch"]
-        self.history = list(ckpt["history"])
-        set_rng_state(ckpt["rng"])
 
     def fit(self) -> list[dict]:
         for epoch in range(self.epoch, self.config.epochs):
@@ -305,28 +296,12 @@ class DetTrainer:
         improved = not math.isnan(score) and score > self.best
         if improved:
             self.best, self.best_epoch = score, row["epoch"]
-        ckpt = {"format": CHECKPOINT_FORMAT, "model": self.model.state_dict(),
-                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-                "scaler": self.scaler.state_dict(), "epoch": self.epoch,
-                "global_step": self.global_step, "best": self.best, "best_epoch": self.best_epoch,
-                "history": self.history, "config": self.config.to_dict(), "rng": rng_state(),
-                "torch_version": str(torch.__version__)}
+        ckpt = training_state(self, CHECKPOINT_FORMAT)
         atomic_save(ckpt, self.out / "last.pt")
         if improved:
             atomic_save(ckpt, self.out / "best.pt")
         write_det_metrics_csv(self.out / "metrics.csv", self.history)
         plot_det_history(self.out / "metrics.png", self.history)
-
-
-def _check_resumable_det(config: DetConfig, saved: dict) -> None:
-    """A resumed run must compute what the interrupted one would have; only RESUMABLE_CHANGES
-    may differ (ValueError naming the changed settings)."""
-    now = config.to_dict()
-    diff = sorted(k for k in now if k not in RESUMABLE_CHANGES and now[k] != saved.get(k))
-    if diff:
-        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in diff)
-        raise ValueError(f"cannot resume with changed settings ({detail}); only "
-                         f"{sorted(RESUMABLE_CHANGES)} may change")
 
 
 # ---------------------------------------------------------------------- files

@@ -19,7 +19,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from ..models import losses
 from ..models.segmentation import binarize
 from . import distributed as D
-from .checkpoint import atomic_save, atomic_write_text, rng_state, run_checkpoint, set_rng_state
+from .checkpoint import (atomic_save, atomic_write_text, check_resumable, restore_training_state,
+                         run_checkpoint, training_state)
 from .config import TrainConfig
 from .data import SegTensors, standardize, train_loader, val_loader
 from .logging import plot_history, progress, write_metrics_csv
@@ -80,7 +81,7 @@ class SegTrainer:
                   int(torch.as_tensor(train_set[0]["image"]).shape[0]))
             config = dataclasses.replace(config, in_channels=ch)
         if ckpt:
-            _check_resumable(config, ckpt["config"])
+            check_resumable(config, ckpt["config"], RESUMABLE_CHANGES)
         self.config = config
         self.amp = bool(config.amp) and self.device.type == "cuda"
         self._seed_everything(config.seed)
@@ -135,17 +136,10 @@ class SegTrainer:
     def _restore(self, ckpt: dict) -> None:
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{self.out / 'last.pt'}: not a {CHECKPOINT_FORMAT} checkpoint")
-        self.model.load_state_dict(ckpt["model"])
-        self.opt.load_state_dict(ckpt["optimizer"])
-        self.sched.load_state_dict(ckpt["scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
         if self.gan:
             self.d_opt.load_state_dict(ckpt["d_optimizer"])
             self.d_scaler.load_state_dict(ckpt["d_scaler"])
-        self.epoch, self.global_step = ckpt["epoch"], ckpt["global_step"]
-        self.best, self.best_epoch = ckpt["best"], ckpt["best_epoch"]
-        self.history = list(ckpt["history"])
-        set_rng_state(ckpt["rng"])
+        restore_training_state(self, ckpt)
 
     def close(self) -> None:
         D.teardown(self.dist)
@@ -306,12 +300,7 @@ class SegTrainer:
         D.barrier()
 
     def _checkpoint(self) -> dict:
-        ckpt = {"format": CHECKPOINT_FORMAT, "model": self.model.state_dict(),
-                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-                "scaler": self.scaler.state_dict(), "epoch": self.epoch,
-                "global_step": self.global_step, "best": self.best, "best_epoch": self.best_epoch,
-                "history": self.history, "config": self.config.to_dict(), "rng": rng_state(),
-                "torch_version": str(torch.__version__)}
+        ckpt = training_state(self, CHECKPOINT_FORMAT)
         if self.gan:
             ckpt["d_optimizer"] = self.d_opt.state_dict()
             ckpt["d_scaler"] = self.d_scaler.state_dict()
@@ -322,17 +311,6 @@ def _optimizer(config: TrainConfig, params, lr: float) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr, momentum=config.momentum, weight_decay=config.weight_decay)
     return torch.optim.Adam(params, lr, weight_decay=config.weight_decay)
-
-
-def _check_resumable(config: TrainConfig, saved: dict) -> None:
-    """A resumed run must compute what the interrupted one would have; only RESUMABLE_CHANGES
-    may differ."""
-    now = config.to_dict()
-    diff = sorted(k for k in now if k not in RESUMABLE_CHANGES and now[k] != saved.get(k))
-    if diff:
-        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in diff)
-        raise ValueError(f"cannot resume with changed settings ({detail}); only "
-                         f"{sorted(RESUMABLE_CHANGES)} may change")
 
 
 def _div(a: float, b: float) -> float:
