@@ -2,8 +2,11 @@
 # The one-call GPU check, for the lent GPU machine (no network there; Python 3.12, torch,
 # torchvision, cupy, pybind11, cmake, ninja preinstalled). From the repository root:
 #   bash benchmarks/gpu_check.sh        # results under $OUT (the device tool's) or benchmarks/results/
-# Builds fastdet in place for the local GPU's architecture, runs the GPU tests, then times every
-# GPU case against torchvision with CUDA events. Stays well under 8 minutes on an H100/H200.
+# Builds fastdet in place for the local GPU's architecture, runs the GPU tests (ops, the
+# segmentation and detection engines with AMP), then times every GPU case against torchvision
+# with CUDA events: the ops first, then the models (per-stage times for the detectors). Each step
+# has its own timeout and the JSON is written after every case, so a slow step loses only itself.
+# About 5 minutes on an H200.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -15,6 +18,12 @@ log machine
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv | tee "$RES/gpu.txt"
 python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 
+# Packages the GPU image lacks (pydicom) travel as wheels in .whl/ (the device tool's carry).
+if ls .whl/*.whl > /dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+
 log build
 arch=$(python3 -c "import torch; p = torch.cuda.get_device_capability(); print(f'{p[0]}{p[1]}')")
 rm -f fastdet/_C*.so
@@ -23,9 +32,20 @@ FASTDET_CUDA=ON FASTDET_CUDA_ARCHS="${FASTDET_CUDA_ARCHS:-$arch}" CMAKE_BUILD_PA
 python3 -m fastdet.cli info | tee "$RES/info.txt"
 
 log gpu tests
-timeout 200 python3 -m pytest tests -m gpu -q -p no:cacheprovider -o addopts="" -rfE 2>&1 | tee "$RES/gpu_tests.log" | tail -40
+timeout 150 python3 -m pytest tests -m gpu -q -p no:cacheprovider -o addopts="" -rfE 2>&1 | tee "$RES/gpu_tests.log" | tail -40
 
-log gpu benchmarks
-timeout 220 python3 -m fastdet.cli bench --device cuda --json "$RES/gpu_bench.json" 2>"$RES/gpu_bench.err" | tee "$RES/gpu_bench.txt"
+log gpu benchmarks: detection models
+timeout 120 python3 -m fastdet.cli bench --device cuda --kind models --only fasterrcnn \
+  --json "$RES/gpu_det.json" 2>"$RES/gpu_det.err" | tee "$RES/gpu_det.txt"
+tail -5 "$RES/gpu_det.err"
+
+log gpu benchmarks: ops
+timeout 130 python3 -m fastdet.cli bench --device cuda --kind ops --json "$RES/gpu_bench.json" \
+  2>"$RES/gpu_bench.err" | tee "$RES/gpu_bench.txt"
 tail -5 "$RES/gpu_bench.err"
+
+log gpu benchmarks: segmentation models
+timeout 70 python3 -m fastdet.cli bench --device cuda --kind models --only _batch2 \
+  --json "$RES/gpu_seg.json" 2>"$RES/gpu_seg.err" | tee "$RES/gpu_seg.txt"
+tail -5 "$RES/gpu_seg.err"
 log done

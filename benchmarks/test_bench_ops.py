@@ -51,3 +51,4 @@ def test_case(case, device, benchmark):
     for name in impls:
         if name != "fastdet":
             benchmark.extra_info[f"speedup_vs_{name}"] = benchmark.extra_info[f"{name}_median_s"] / benchmark.stats.stats.median
+

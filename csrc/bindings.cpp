@@ -167,11 +167,11 @@ void bind_cuda(py::module_& m) {
   }, nogil);
   c.def("roi_align_backward", [](int dt, ptr g, int64_t N, int64_t C, int64_t H, int64_t W,
                                  ptr rois, int64_t K, int64_t PH, int64_t PW, double scale,
-                                 int64_t sr, bool aligned, ptr gin, bool det, ptr ws, size_t wsb,
-                                 int dev, ptr st) {
+                                 int64_t sr, bool aligned, ptr gin, bool det, bool shared,
+                                 ptr ws, size_t wsb, int dev, ptr st) {
     dispatch(dt, [&](auto tag) {
       FD_T; cu::roi_align_backward(P<T>(g), N, C, H, W, P<T>(rois), K, PH, PW, scale, sr,
-                                   aligned, P<T>(gin), det, V(ws), wsb, dev, V(st));
+                                   aligned, P<T>(gin), det, shared, V(ws), wsb, dev, V(st));
     });
   }, nogil);
   c.def("grid_anchors", [](int dt, ptr base, int64_t A, int64_t gh, int64_t gw, double sh,

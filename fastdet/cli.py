@@ -35,7 +35,7 @@ def _bench(args) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("fastdet bench: --device cuda but torch sees no CUDA device", file=sys.stderr)
         return 2
-    cases = cases_for(args.device, full=args.full, only=args.only)
+    cases = cases_for(args.device, full=args.full, only=args.only, kind=args.kind)
     if not cases:
         print(f"fastdet bench: no case matches {args.only!r}", file=sys.stderr)
         return 2
@@ -228,12 +228,14 @@ def _evaluate_seg(args) -> int:
 
 def _demo(args) -> int:
     from .engine.demo import run_demo
+    from .engine.det import format_det_report
     from .engine.evaluate import format_report
 
     if args.out.exists() and any(args.out.iterdir()):
         return _fail("demo", FileExistsError(f"{args.out} is not empty; name a new folder"))
     result = run_demo(args.out, quick=args.quick, progress=not args.no_progress)
-    print(format_report(result))
+    print("segmentation\n" + format_report(result["segmentation"]))
+    print("\ndetection\n" + format_det_report(result["detection"]))
     print(f"wrote {args.out / 'report.md'}")
     return 0
 
@@ -242,7 +244,9 @@ def _demo(args) -> int:
 
 _DET_FLAGS = {"model": "model", "epochs": "epochs", "device": "device", "batch_size": "batch_size",
               "lr": "lr", "min_size": "min_size", "max_size": "max_size", "weights": "weights",
-              "weights_backbone": "weights_backbone", "seed": "seed", "optimizer": "optimizer"}
+              "weights_backbone": "weights_backbone", "seed": "seed", "optimizer": "optimizer",
+              "hflip": "hflip", "vflip": "vflip", "warmup_steps": "warmup_steps",
+              "anchor_sizes": "anchor_sizes", "rois_per_image": "rois_per_image"}
 
 
 def _det_config(args):
@@ -349,6 +353,16 @@ def _add_train_det(kinds) -> None:
     s.add_argument("--batch-size", type=int)
     s.add_argument("--lr", type=float, help="learning rate (default 1e-3, / 10 every 20 epochs)")
     s.add_argument("--optimizer", choices=["sgd", "adam"])
+    s.add_argument("--warmup-steps", type=int, metavar="N",
+                   help="linear lr warmup from lr / 1000 over the first N steps (default 0)")
+    s.add_argument("--hflip", type=float, metavar="P",
+                   help="probability of a left-right flip of each training image (default 0)")
+    s.add_argument("--anchor-sizes", type=float, nargs="+", metavar="PX",
+                   help="RPN anchor side per FPN level (5 values; vgg16: 1, scaling its 128/256/512)")
+    s.add_argument("--rois-per-image", type=int, metavar="N",
+                   help="RoIs sampled per training image (default: the model's, 128 or 512)")
+    s.add_argument("--vflip", type=float, metavar="P",
+                   help="probability of a top-bottom flip of each training image (default 0)")
     s.add_argument("--min-size", type=int, help="shorter image side in the model (default 600)")
     s.add_argument("--max-size", type=int, help="longest image side in the model (default 1000)")
     s.add_argument("--weights", help="detector state_dict file to start from")
@@ -477,6 +491,8 @@ def main(argv=None) -> int:
     s.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     s.add_argument("--full", action="store_true", help="every case, not the quick set")
     s.add_argument("--only", metavar="TEXT", help="only cases whose name contains TEXT")
+    s.add_argument("--kind", choices=["all", "ops", "models"], default="all",
+                   help="the ops' cases, the models' (segmentation, detection) or all")
     s.add_argument("--json", metavar="PATH", type=Path,
                    help="where to write the figures as JSON (default benchmarks/results/"
                         "<device>-<UTC time>.json; - for none)")

@@ -6,11 +6,16 @@ peers are torchvision.ops (when installed) and numba (when installed, CPU only).
 an implementation that is the floor the case is measured against (e.g. the output write)."""
 from __future__ import annotations
 
+import statistics
 import sys
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, record_function
 
 from .. import ops
 from .peers import numba_ops
@@ -28,6 +33,9 @@ class Case:
     graph: bool = False  # on the GPU, also time CUDA-graph replays (device time, no overhead)
     min_runs: int = 5  # timed runs at least (models: fewer, each takes seconds on the CPU)
     notes: dict = field(default_factory=dict)
+    # (impl fn, input sets, device) -> {stage: ms, "total_ms": ms}: where a model's time goes,
+    # from a profiled pass run after the timing (detection cases only)
+    stages: Callable | None = None
 
 
 def _tv():
@@ -129,10 +137,24 @@ def _rois(k, g, batch, image_h, image_w):
     return torch.cat([idx, xy, xy + wh], 1)
 
 
-def _roi_case(shape, k, mode, scale, quick=True):
-    """mode: "fwd", "fwd+bwd" (through autograd) or "bwd" (the backward kernels alone)."""
+def _roi_case(shape, k, mode, scale, quick=True, backward=None):
+    """mode: "fwd", "fwd+bwd" (through autograd) or "bwd" (the backward kernels alone);
+    backward: fastdet.ops.roi_align.CUDA_BACKWARD while fastdet is timed (None: the default)."""
     N, C, H, W = shape
     args = (scale, 7, 7, N, C, H, W, 2, True)
+
+    def switched(fn):  # fn with CUDA_BACKWARD = backward, restored after
+        if backward is None:
+            return fn
+
+        def f(d):
+            ra = sys.modules["fastdet.ops.roi_align"]  # the module (fastdet.ops.roi_align is the function)
+            old, ra.CUDA_BACKWARD = ra.CUDA_BACKWARD, backward
+            try:
+                return fn(d)
+            finally:
+                ra.CUDA_BACKWARD = old
+        return f
 
     def make(device):
         def gen(g):
@@ -152,23 +174,26 @@ def _roi_case(shape, k, mode, scale, quick=True):
             return f
 
         if mode == "bwd":
-            impls = {"fastdet": lambda d: torch.ops.fastdet.roi_align_backward(d["grad"], d["rois"], *args)}
-            if device == "cuda":
+            impls = {"fastdet": switched(
+                lambda d: torch.ops.fastdet.roi_align_backward(d["grad"], d["rois"], *args))}
+            if device == "cuda" and backward is None:
                 impls["fastdet deterministic"] = lambda d: _deterministic(
                     torch.ops.fastdet.roi_align_backward, d["grad"], d["rois"], *args)
             if _tv():
                 impls["torchvision"] = lambda d: torch.ops.torchvision._roi_align_backward(
                     d["grad"], d["rois"], *args)
             return sets, impls
-        impls = {"fastdet": run(ops.roi_align)}
+        impls = {"fastdet": switched(run(ops.roi_align))}
         if _tv():
             impls["torchvision"] = run(_tv().ops.roi_align)
         return sets, impls
 
-    return Case(f"roi_align_{'x'.join(map(str, shape))}_{k}rois_{mode}", "roi_align",
-                {"input": list(shape), "rois": k, "output": 7, "sampling_ratio": 2,
-                 "spatial_scale": scale, "aligned": True, "mode": mode}, make, quick=quick,
-                graph=mode != "fwd+bwd")
+    params = {"input": list(shape), "rois": k, "output": 7, "sampling_ratio": 2,
+              "spatial_scale": scale, "aligned": True, "mode": mode}
+    if backward:
+        params["cuda_backward"] = backward
+    return Case(f"roi_align_{'x'.join(map(str, shape))}_{k}rois_{mode}" + (f"_{backward}" if backward else ""),
+                "roi_align", params, make, quick=quick, graph=mode != "fwd+bwd")
 
 
 def _deterministic(fn, *args):
@@ -260,6 +285,90 @@ def _seg_case(model: str, size: int, train: bool, batch: int):
                 min_runs=3)
 
 
+# Profiler event names per stage, both implementations (read off key_averages on the CPU):
+# "filter_proposals" is the record_function _det_stages puts around rpn.filter_proposals; the
+# NMS and RoIAlign entries are the custom ops (under autograd the forward's kernel runs inside
+# a "GeneratedBackwardFor_..." wrapper that the op's own event encloses).
+DET_STAGES = {
+    "filter_proposals_ms": ("filter_proposals",),
+    "nms_ms": ("fastdet::nms", "fastdet::batched_nms", "torchvision::nms"),
+    "roi_align_ms": ("fastdet::roi_align", "fastdet::roi_align_backward",
+                     "torchvision::roi_align", "torchvision::_roi_align_backward"),
+}
+DET_STAGES_NOTE = ("nms_ms includes the RPN's NMS, which filter_proposals_ms also counts; torchvision's "
+                   "nms_ms is its nms kernel alone (batched_nms's Python around it is not counted)")
+
+
+def _outermost(events, names):
+    """The CPU-side events named in `names` under no other such event, so nesting counts once
+    (the device-side copy of a record_function is left out by the CPU filter)."""
+    def nested(e):
+        p = e.cpu_parent
+        while p is not None:
+            if p.name in names:
+                return True
+            p = p.cpu_parent
+        return False
+
+    return [e for e in events if e.device_type == DeviceType.CPU and e.name in names and not nested(e)]
+
+
+def _stage_ms(events, names, cuda: bool):
+    """(ms, clock): on CUDA the kernel time under the events when the profiler linked kernels
+    to them, else (and on the CPU) the events' CPU time."""
+    es = _outermost(events, names)
+    dev = sum(e.device_time_total for e in es) / 1e3 if cuda else 0.0
+    return (dev, "cuda") if dev > 0 else (sum(e.cpu_time_total for e in es) / 1e3, "cpu")
+
+
+def profile_stages(fn, d, device: str, stages: dict, passes: int = 1) -> dict:
+    """fn(d) under torch.profiler `passes` times: the median ms of each stage, the median wall
+    time of the profiled pass (total_ms) and, on CUDA, the stages that fell back to CPU time."""
+    cuda = device == "cuda"
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    runs = []
+    for _ in range(passes):
+        with torch.profiler.profile(activities=acts) as prof:
+            t0 = time.perf_counter()
+            fn(d)
+            if cuda:
+                torch.cuda.synchronize()
+            wall = (time.perf_counter() - t0) * 1e3
+        events = prof.events()
+        runs.append(({k: _stage_ms(events, names, cuda) for k, names in stages.items()}, wall))
+    out = {k: statistics.median(r[0][k][0] for r in runs) for k in stages}
+    out["total_ms"] = statistics.median(r[1] for r in runs)
+    if cuda:
+        out["cpu_clock_stages"] = sorted({k for r in runs for k, (_, c) in r[0].items() if c == "cpu"})
+    return out
+
+
+@contextmanager
+def _annotated(obj, method: str):
+    """obj.method wrapped in a record_function of its name (an instance attribute that shadows
+    the class's method), restored on exit."""
+    had, orig = method in vars(obj), getattr(obj, method)
+
+    def wrapped(*args, **kwargs):
+        with record_function(method):
+            return orig(*args, **kwargs)
+
+    setattr(obj, method, wrapped)
+    try:
+        yield
+    finally:
+        if had:
+            setattr(obj, method, orig)
+        else:
+            delattr(obj, method)
+
+
+def _det_stages(fn, sets, device: str) -> dict:
+    """Stage times of one detection impl (fn carries its model as fn.net)."""
+    with _annotated(fn.net.rpn, "filter_proposals"):
+        return profile_stages(fn, sets[0], device, DET_STAGES, passes=3)
+
+
 def _det_case(model: str, train: bool, size: int = 600):
     """Faster R-CNN latency on one size x size image (inference) or one training step with 3
     boxes; beside torchvision's fasterrcnn_resnet50_fpn with the same weights where it exists."""
@@ -295,6 +404,7 @@ def _det_case(model: str, train: bool, size: int = 600):
                 loss = sum(net(d["images"], d["targets"]).values())
                 loss.backward()
                 return loss
+            f.net = net  # for _det_stages
             return f
 
         return _sets(device, gen), {k: run(n) for k, n in nets.items()}
@@ -302,7 +412,7 @@ def _det_case(model: str, train: bool, size: int = 600):
     what = "train_step" if train else "inference"
     return Case(f"fasterrcnn_{model}_{size}_{what}", "detection_model",
                 {"model": model, "size": size, "batch": 1, "train": train}, make, quick=False,
-                min_runs=3)
+                min_runs=3, stages=_det_stages, notes={"stages": DET_STAGES_NOTE})
 
 
 CPU_FEATURES = (1, 512, 38, 50)  # VGG16 conv5 on a 600 x 800 image (stride 16)
@@ -315,7 +425,8 @@ CASES: list[Case] = [
     _iou_case(1000, 1000), _iou_case(4000, 4000), _iou_case(20000, 1000), _iou_case(10000, 10000),
     *[_roi_case(CPU_FEATURES, k, mode, 1 / 16, quick=k < 2000) for k in (128, 300, 2000)
       for mode in ("fwd", "fwd+bwd")],
-    *[_roi_case(GPU_FEATURES, k, mode, 1 / 4) for k in (1000, 5000) for mode in ("fwd", "bwd", "fwd+bwd")],
+    *[_roi_case(GPU_FEATURES, k, mode, 1 / 4, backward=b) for k in (1000, 5000)
+      for mode in ("fwd", "bwd", "fwd+bwd") for b in (None, "atomic") if b is None or mode != "fwd"],
     _anchor_case(2, 800, 1344, cold=False), _anchor_case(2, 800, 1344, cold=True),
     _anchor_case(8, 800, 1344, cold=False), _anchor_case(8, 800, 1344, cold=True),
     _coder_case(200000),
@@ -334,9 +445,15 @@ _GPU = {"nms_1000_uniform", "nms_6000_uniform", "nms_20000_uniform", "nms_100000
         "anchors_fpn5_800x1344_batch8_cold", "box_decode_200000"}
 
 
-def cases_for(device: str, full: bool = False, only: str | None = None) -> list[Case]:
+def cases_for(device: str, full: bool = False, only: str | None = None,
+              kind: str = "all") -> list[Case]:
+    """The cases of `device`'s suite; kind "ops" or "models" keeps one half."""
+    if kind not in ("all", "ops", "models"):
+        raise ValueError(f"kind must be 'all', 'ops' or 'models', got {kind!r}")
     out = []
     for c in CASES:
+        if kind != "all" and c.group.endswith("_model") != (kind == "models"):
+            continue
         on_cpu = c.name in _CPU or (c.group == "roi_align" and c.params["input"] == list(CPU_FEATURES)) \
             or c.group.endswith("_model")
         on_gpu = c.name in _GPU or (c.group == "roi_align" and c.params["input"] == list(GPU_FEATURES)) \

@@ -104,7 +104,26 @@ def run_case(case: Case, device: str, min_runs: int | None = None, budget_s: flo
     if case.floor:
         res["floor"] = case.floor
         res["fastdet_over_floor"] = fd["median_ms"] / res["impls"][case.floor]["median_ms"]
+    notes = dict(case.notes)
+    if case.stages:
+        res["stages"] = _stages(case, sets, impls, device)
+        notes["stages_clock"] = ("CUDA kernel time; CPU time for the stages in cpu_clock_stages"
+                                 if device == "cuda" else "CPU time")
+    if notes:
+        res["notes"] = notes
     return res
+
+
+def _stages(case: Case, sets, impls, device: str) -> dict:
+    """case.stages per implementation, after the timing so the profiler never slows it; a
+    profiler failure (e.g. no CUPTI on a GPU machine) is recorded, not raised."""
+    out = {}
+    for name, fn in impls.items():
+        try:
+            out[name] = case.stages(fn, sets, device)
+        except Exception as e:  # noqa: BLE001 - the timings above stand without the stages
+            out[name] = {"error": f"{type(e).__name__}: {e}"}
+    return out
 
 
 def _cpu_model() -> str:
@@ -176,8 +195,10 @@ def table(results: list[dict]) -> str:
     and, on the GPU where the case captures, the same from CUDA-graph replays (device time)."""
     graphs = any("graph_median_ms" in v for r in results for v in r["impls"].values())
     head = ("case", "impl", "ms", "vs fastdet") + (("graph ms", "graph vs fastdet") if graphs else ())
-    rows = [head]
+    rows, after = [head], {}  # after: {row index: the stages line printed below that row}
     for r in results:
+        if "stages" in r:
+            after[len(rows) + len(r["impls"]) - 1] = stages_line(r["stages"])
         for i, (k, v) in enumerate(r["impls"].items()):
             ratio = "-" if k == "fastdet" else f"{v['fastdet_speedup']:.2f}x"
             row = (r["name"] if i == 0 else "", k, f"{v['median_ms']:.3f}", ratio)
@@ -187,7 +208,29 @@ def table(results: list[dict]) -> str:
                 row += (f"{g:.3f}" if g else "", f"{gr:.2f}x" if gr else "")
             rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+    lines = []
+    for i, row in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        if i in after:
+            lines.append(after[i])
+    return "\n".join(lines)
+
+
+_STAGE_LABELS = {"filter_proposals_ms": "proposal filtering", "nms_ms": "NMS", "roi_align_ms": "RoIAlign"}
+
+
+def stages_line(stages: dict) -> str:
+    """'  stages fastdet: proposal filtering X ms, NMS Y ms, RoIAlign Z ms (profiled pass T ms) |
+    torchvision: ...', one line."""
+    parts = []
+    for impl, st in stages.items():
+        if "error" in st:
+            parts.append(f"{impl}: {st['error']}")
+            continue
+        ms = ", ".join(f"{_STAGE_LABELS.get(k, k)} {v:.1f} ms" for k, v in st.items()
+                       if k.endswith("_ms") and k != "total_ms")
+        parts.append(f"{impl}: {ms} (profiled pass {st['total_ms']:.1f} ms)")
+    return "  stages " + " | ".join(parts)
 
 
 def markdown_table(results: list[dict], peer: str = "torchvision") -> str:

@@ -1,9 +1,21 @@
 """The detection training loop: Faster R-CNN (ResNet-18/50 + FPN, or the original VGG16) with SGD
-or Adam and step decay (the original work: lr 1e-3 divided by 10 every 20 epochs), mixed precision
-on CUDA, per-epoch metrics, atomic checkpoints and exact resume. Single process (no DDP yet).
+or Adam and step decay (the original work: lr 1e-3 divided by 10 every 20 epochs), optional linear
+warmup, random flips, mixed precision on CUDA, DDP under torchrun, per-epoch metrics, atomic
+checkpoints and exact resume.
 
 Run folder (`out_dir`): config.json, last.pt (after every epoch), best.pt (best validation
 mAP@0.5; lowest training loss without a validation set), metrics.csv and metrics.png.
+
+Under torchrun (WORLD_SIZE > 1) every process runs the same call: each trains on its shard of the
+training set (DistributedSampler, `batch_size` images per process and step) with gradients
+averaged by DistributedDataParallel; the logged losses are means over all processes' batches.
+Validation is sharded too (process r predicts images r, r + world, ...), the predictions are
+gathered and every process scores the whole set, so all agree on best.pt. Only rank 0 writes
+files; a NaN/inf loss on any process stops all of them.
+
+Randomness: flips are drawn per image from a generator seeded by (seed, epoch, index), the
+shuffle from (seed, epoch), and the learning rate of a step is a function of the step count and
+epoch alone, so a resumed run computes what an uninterrupted one would have.
 
 Input pipeline (`prepare_image`, shared by training, prediction and evaluation): optional
 histogram equalization, then the image is brought to [0, 1] (divided by 255 when it fits in
@@ -21,13 +33,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from ..data.transforms import CaffeNormalize, HistogramEqualization
+from ..data.transforms import (CaffeNormalize, Compose, HistogramEqualization,
+                               RandomHorizontalFlip, RandomVerticalFlip)
+from . import distributed as D
 from .checkpoint import (atomic_save, atomic_write, atomic_write_text, check_resumable,
-                         load_checkpoint, model_state, restore_training_state, run_checkpoint,
-                         training_state)
-from .data import EpochSampler
+                         load_checkpoint, model_state, restore_training_state, rng_state,
+                         run_checkpoint, set_rng_state, training_state)
+from .data import EpochSampler, item_seed
 from .logging import progress, write_rows_csv
 from .models import resolve_device
 from .seg import NonFiniteLossError, _div, _optimizer
@@ -37,6 +53,7 @@ CHECKPOINT_FORMAT = "fastdet.det.v1"
 LOSS_KEYS = ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg")
 DET_COLUMNS = ("epoch",) + LOSS_KEYS + ("loss", "val_map", "val_map_50", "val_rsna", "lr", "seconds")
 RESUMABLE_CHANGES = {"epochs", "progress", "device", "extra", "weights", "weights_backbone"}
+WARMUP_FACTOR = 1e-3  # the warmup's first step runs at lr * WARMUP_FACTOR (torchvision's reference)
 
 
 @dataclass
@@ -53,8 +70,13 @@ class DetConfig:
     weight_decay: float = 0.0
     step_size: int = 20              # StepLR: lr *= gamma every step_size epochs
     gamma: float = 0.1
+    warmup_steps: int = 0            # lr ramps linearly from lr * 0.001 over the first steps
+    hflip: float = 0.0               # probability of a left-right flip of a training image
+    vflip: float = 0.0               # probability of a top-bottom flip of a training image
     min_size: int = 600              # the model's resize: shorter side, capped by max_size
     max_size: int = 1000
+    anchor_sizes: list | None = None  # RPN anchor side per feature level (None: the model's)
+    rois_per_image: int | None = None  # RoIs sampled per training image (None: the model's)
     hist_eq: bool = False            # histogram equalization before scaling to [0, 1]
     seed: int = 0
     device: str = "auto"
@@ -85,6 +107,19 @@ class DetConfig:
             raise ValueError(f"DetConfig.lr must be > 0, got {self.lr}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"DetConfig.val_fraction must be in [0, 1), got {self.val_fraction}")
+        for name in ("hflip", "vflip"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"DetConfig.{name} is a probability: in [0, 1], got "
+                                 f"{getattr(self, name)!r}")
+        if int(self.warmup_steps) != self.warmup_steps or self.warmup_steps < 0:
+            raise ValueError(f"DetConfig.warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
+        if self.rois_per_image is not None and int(self.rois_per_image) < 1:
+            raise ValueError(f"DetConfig.rois_per_image must be >= 1, got {self.rois_per_image!r}")
+        if self.anchor_sizes is not None:
+            levels = 1 if self.model == "vgg16" else 5
+            if len(self.anchor_sizes) != levels or not all(a > 0 for a in self.anchor_sizes):
+                raise ValueError(f"DetConfig.anchor_sizes: {levels} positive size(s) for "
+                                 f"{self.model} (one per feature level), got {self.anchor_sizes!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -111,12 +146,28 @@ def build_detector(config: DetConfig, pretrained: bool = True):
     w = config.weights if pretrained else None
     wb = config.weights_backbone if pretrained else None
     size = dict(min_size=config.min_size, max_size=config.max_size)
+    if config.rois_per_image is not None:
+        size["box_batch_size_per_image"] = int(config.rois_per_image)
+    if config.anchor_sizes is not None:  # vgg16's one level keeps the original's three sizes x
+        size["rpn_anchor_generator"] = _anchors(config)  # three ratios, scaled
     if config.model == "resnet18_fpn":
         return fasterrcnn_resnet18_fpn(config.num_classes, weights=w, weights_backbone=wb, **size)
     if config.model == "resnet50_fpn":
         return fasterrcnn_resnet50_fpn(weights=w, num_classes=config.num_classes,
                                        weights_backbone=wb, **size)
     return fasterrcnn_vgg16(config.num_classes, weights=w or wb, **size)
+
+
+def _anchors(config: DetConfig):
+    """The configured anchor sizes: one per FPN level (ratios 0.5, 1, 2), or for vgg16 the
+    original's sizes (128, 256, 512) x anchor_sizes[0] / 128."""
+    from ..ops import AnchorGenerator
+
+    ratios = (0.5, 1.0, 2.0)
+    if config.model == "vgg16":
+        f = float(config.anchor_sizes[0]) / 128
+        return AnchorGenerator(((128 * f, 256 * f, 512 * f),), (ratios,))
+    return AnchorGenerator(tuple((float(a),) for a in config.anchor_sizes), (ratios,) * 5)
 
 
 def prepare_image(image, config: DetConfig) -> torch.Tensor:
@@ -144,23 +195,55 @@ def prepare_image(image, config: DetConfig) -> torch.Tensor:
 
 class DetTensors(torch.utils.data.Dataset):
     """(image [3, H, W], target {"boxes", "labels"}) pairs of a dataset of sample dicts; an
-    image without boxes gives an empty target (a negative)."""
+    image without boxes gives an empty target (a negative).
 
-    def __init__(self, dataset, config: DetConfig):
+    augment=True applies config.hflip / config.vflip (image and boxes flipped together); call
+    set_epoch(e) before each epoch: image i of epoch e draws from a generator seeded by
+    (seed, e, i), whatever the process, worker or order that asks for it."""
+
+    def __init__(self, dataset, config: DetConfig, augment: bool = False):
         self.dataset, self.config = dataset, config
+        self.seed, self.epoch = int(config.seed), 0
+        self.generator = torch.Generator()
+        flips = []
+        if augment and config.hflip > 0:
+            flips.append(RandomHorizontalFlip(config.hflip, self.generator))
+        if augment and config.vflip > 0:
+            flips.append(RandomVerticalFlip(config.vflip, self.generator))
+        self.flips = Compose(flips) if flips else None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, i: int):
         s = self.dataset[i]
+        image = s["image"]
         boxes = torch.as_tensor(s["boxes"], dtype=torch.float32).reshape(-1, 4)
         labels = torch.as_tensor(s["labels"], dtype=torch.int64).reshape(-1)
-        return prepare_image(s["image"], self.config), {"boxes": boxes, "labels": labels}
+        if self.flips is not None:
+            image = torch.as_tensor(image, dtype=torch.float32)
+            image = image[None] if image.ndim == 2 else image
+            self.generator.manual_seed(item_seed(self.seed, self.epoch, i))
+            out = self.flips({"image": image, "boxes": boxes, "labels": labels})
+            image, boxes = out["image"], out["boxes"]
+        return prepare_image(image, self.config), {"boxes": boxes, "labels": labels}
 
 
 def _collate(batch):
     return [b[0] for b in batch], [b[1] for b in batch]
+
+
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """The multiplier of the step-decay learning rate at optimizer step `step` (0-based, counted
+    over the whole run): WARMUP_FACTOR at step 0 rising linearly to 1 at step warmup_steps, 1 from
+    there on (torchvision's detection reference: factor * (1 - a) + a, a = step / warmup_steps)."""
+    if step >= warmup_steps:
+        return 1.0
+    a = step / warmup_steps
+    return WARMUP_FACTOR * (1 - a) + a
 
 
 @torch.no_grad()
@@ -192,24 +275,39 @@ def train_detection(config: DetConfig, train_set, val_set=None, out_dir=None,
     x1y1x2y2, "labels" [K]}); val_set may be None. resume=True continues from out_dir/last.pt
     with every state restored (model, optimizer, scheduler, scaler, RNGs, history); only
     RESUMABLE_CHANGES may differ from the saved config. Without resume a folder holding last.pt
-    is refused. Raises NonFiniteLossError when the summed loss is NaN or inf."""
+    is refused. Under torchrun (WORLD_SIZE > 1) each process calls this with the same arguments;
+    rank 0 writes the files. Raises NonFiniteLossError when the summed loss is NaN or inf."""
     if out_dir is None:
         raise ValueError("train_detection: out_dir is required (the run folder)")
-    return DetTrainer(config, train_set, val_set, Path(out_dir), resume).fit()
+    trainer = DetTrainer(config, train_set, val_set, Path(out_dir), resume)
+    try:
+        return trainer.fit()
+    finally:
+        trainer.close()
 
 
 class DetTrainer:
-    """State of one detection run; `fit` runs the remaining epochs."""
+    """State of one detection run; `fit` runs the remaining epochs, `close` leaves the process
+    group it joined (under torchrun)."""
 
     def __init__(self, config: DetConfig, train_set, val_set, out_dir: Path, resume: bool):
         config.validate()
         if len(train_set) == 0:
             raise ValueError("train_detection: the training set is empty")
         self.out, self.config = out_dir, config
-        self.device = resolve_device(config.device)
+        device = resolve_device(config.device)
+        self.dist = D.setup(device)
+        try:
+            self.device = D.device_for(device, self.dist)
+            self._init(config, train_set, val_set, resume)
+        except BaseException:
+            self.close()
+            raise
+
+    def _init(self, config: DetConfig, train_set, val_set, resume: bool) -> None:
         ckpt = self._resume_checkpoint(resume)
-        if ckpt:
-            check_resumable(config, ckpt["config"], RESUMABLE_CHANGES)
+        if ckpt:  # settings added since the checkpoint was written count as their defaults
+            check_resumable(config, DetConfig.from_dict(ckpt["config"]).to_dict(), RESUMABLE_CHANGES)
         self.amp = bool(config.amp) and self.device.type == "cuda"
         random.seed(config.seed)
         np.random.seed(config.seed % 2**32)
@@ -219,16 +317,41 @@ class DetTrainer:
         self.opt = _optimizer(config, params, config.lr)
         self.sched = torch.optim.lr_scheduler.StepLR(self.opt, config.step_size, config.gamma)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
-        self.sampler = EpochSampler(len(train_set), config.seed)
-        self.train_loader = DataLoader(DetTensors(train_set, config), config.batch_size,
-                                       sampler=self.sampler, collate_fn=_collate)
-        self.val_loader = (DataLoader(DetTensors(val_set, config), config.batch_size,
-                                      collate_fn=_collate) if val_set is not None and len(val_set) else None)
+        self._data(config, train_set, val_set)
         self.epoch, self.global_step, self.history = 0, 0, []
         self.best, self.best_epoch = -math.inf, 0
         if ckpt:
             restore_training_state(self, ckpt)
-        atomic_write_text(self.out / "config.json", config.to_json())
+            ranks = ckpt.get("rng_ranks")
+            if ranks is not None and len(ranks) == self.dist.world_size:
+                set_rng_state(ranks[self.dist.rank])  # each process's own sampling stream
+        # Every trainable parameter receives a gradient at every step, even from a batch
+        # without boxes (the box losses are then sums over empty selections, still in the
+        # graph), so DDP needs no find_unused_parameters. Frozen layers have requires_grad off.
+        self.train_model = self.model
+        if self.dist.enabled:  # rank 0's weights broadcast here, gradients averaged per step
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = DDP(self.model, device_ids=ids)
+        if self.dist.is_main:
+            atomic_write_text(self.out / "config.json", config.to_json())
+
+    def _data(self, config: DetConfig, train_set, val_set) -> None:
+        pin = self.device.type == "cuda"
+        self.train_data = DetTensors(train_set, config, augment=True)
+        if self.dist.enabled:
+            self.sampler = DistributedSampler(self.train_data, self.dist.world_size,
+                                              self.dist.rank, shuffle=True, seed=config.seed)
+        else:
+            self.sampler = EpochSampler(len(train_set), config.seed)
+        self.train_loader = DataLoader(self.train_data, config.batch_size, sampler=self.sampler,
+                                       collate_fn=_collate, pin_memory=pin)
+        self.val_loader = None
+        if val_set is not None and len(val_set):
+            val = DetTensors(val_set, config)
+            if self.dist.enabled:  # process r: images r, r + world, ... (none counted twice)
+                val = Subset(val, range(self.dist.rank, len(val), self.dist.world_size))
+            self.val_loader = DataLoader(val, config.batch_size, collate_fn=_collate,
+                                         pin_memory=pin)
 
     def _resume_checkpoint(self, resume: bool):
         ckpt = run_checkpoint(self.out, resume)
@@ -236,11 +359,15 @@ class DetTrainer:
             raise ValueError(f"{self.out / 'last.pt'}: not a {CHECKPOINT_FORMAT} checkpoint")
         return ckpt
 
+    def close(self) -> None:
+        D.teardown(self.dist)
+
     def fit(self) -> list[dict]:
         for epoch in range(self.epoch, self.config.epochs):
             start = time.perf_counter()
-            lr = self.opt.param_groups[0]["lr"]
+            lr = self.opt.param_groups[0]["lr"]  # the step decay's; warmup scales early steps
             self.sampler.set_epoch(epoch)
+            self.train_data.set_epoch(epoch)
             row = {"epoch": epoch + 1, **self._train_epoch(epoch)}
             self.sched.step()
             val = self._validate()
@@ -249,59 +376,126 @@ class DetTrainer:
             self.history.append(row)
             self.epoch = epoch + 1
             self._save(row)
+        D.barrier()
         return self.history
 
     def _train_epoch(self, epoch: int) -> dict:
-        """Mean of each loss (and of their sum) over the epoch's batches."""
+        """Mean of each loss (and of their sum) over the epoch's batches (of all processes)."""
         self.model.train()
-        sums = dict.fromkeys(LOSS_KEYS + ("loss",), 0.0)
-        n = 0
+        sums = [0.0] * (len(LOSS_KEYS) + 2)  # the losses, their sum, the batch count
         bar = progress(self.train_loader, len(self.train_loader),
-                       f"epoch {epoch + 1}/{self.config.epochs}", self.config.progress)
+                       f"epoch {epoch + 1}/{self.config.epochs}",
+                       self.config.progress and self.dist.is_main)
         for step, (images, targets) in enumerate(bar, start=1):
-            images = [im.to(self.device) for im in images]
-            targets = [{k: v.to(self.device) for k, v in t.items()} for t in targets]
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-                losses = self.model(images, targets)
-            loss = sum(v.float() for v in losses.values())
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise NonFiniteLossError(epoch + 1, step, self.global_step + 1, value)
+            images = [im.to(self.device, non_blocking=True) for im in images]
+            targets = [{k: v.to(self.device, non_blocking=True) for k, v in t.items()}
+                       for t in targets]
+            losses, failure = self._forward(images, targets)
+            loss = (sum(v.float() for v in losses.values()) if losses is not None
+                    else torch.full((), math.nan, device=self.device))
+            value = self._check(loss, (epoch + 1, step, self.global_step + 1), failure)
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
-            self.scaler.step(self.opt)
-            self.scaler.update()
-            for k in LOSS_KEYS:
-                sums[k] += float(losses[k].detach())
-            sums["loss"] += value
-            n += 1
+            self._optimizer_step()
+            for i, k in enumerate(LOSS_KEYS):
+                sums[i] += float(losses[k].detach())
+            sums[-2] += value
+            sums[-1] += 1
             self.global_step += 1
             bar.set_postfix(loss=f"{value:.4f}")
         bar.close()
-        return {k: _div(v, n) for k, v in sums.items()}
+        total = D.all_reduce_sum(sums, self.device)
+        return {k: _div(v, total[-1]) for k, v in zip(LOSS_KEYS + ("loss",), total)}
+
+    def _forward(self, images, targets):
+        """(loss dict, None), or (None, the error) when diverged weights made the ops refuse a
+        NaN/inf input (e.g. box deltas before the loss): reported like a NaN loss, on every
+        process."""
+        try:
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+                return self.train_model(images, targets), None
+        except ValueError as e:
+            if "NaN or inf" not in str(e):
+                raise
+            return None, e
+
+    def _check(self, loss: torch.Tensor, where, failure=None) -> float:
+        """The loss as a float; raises on every process when any process has NaN/inf (before
+        the backward pass, so no process waits for the others' gradients)."""
+        value = float(loss.detach())
+        bad = not math.isfinite(value)
+        if self.dist.enabled:
+            bad = D.any_true(bad, self.device)
+        if bad:
+            what = f"loss (the forward pass failed: {failure})" if failure else "loss"
+            raise NonFiniteLossError(*where, value, what) from failure
+        return value
+
+    def _optimizer_step(self) -> None:
+        """One update at the step decay's rate times warmup_factor(global_step); the optimizer
+        keeps the step decay's rate between steps (so the scheduler and checkpoints hold no
+        warmup state: it is recomputed from global_step)."""
+        factor = warmup_factor(self.global_step, self.config.warmup_steps)
+        base = [g["lr"] for g in self.opt.param_groups]
+        if factor != 1.0:
+            for g, lr in zip(self.opt.param_groups, base):
+                g["lr"] = lr * factor
+        try:
+            self.scaler.step(self.opt)
+        finally:
+            for g, lr in zip(self.opt.param_groups, base):
+                g["lr"] = lr
+        self.scaler.update()
 
     def _validate(self) -> dict:
-        """mAP, mAP@0.5 and RSNA score on the validation set (NaN without one)."""
+        """mAP, mAP@0.5 and RSNA score on the validation set (NaN without one). Under DDP each
+        process predicts its shard with rank 0's BatchNorm statistics; the predictions are
+        gathered in the dataset's order and every process scores them all."""
         if self.val_loader is None:
             return {"map": math.nan, "map_50": math.nan, "rsna": math.nan}
+        if self.dist.enabled:  # BatchNorm running statistics drift apart between processes
+            for b in self.model.buffers():
+                dist.broadcast(b, 0)
         preds, targets = [], []
         for images, tgts in self.val_loader:
             preds += predict_detections(self.model, images, self.device, self.amp)
             targets += tgts
+        if self.dist.enabled:
+            preds = _gather_shards(preds, self.dist.world_size)
+            targets = _gather_shards(targets, self.dist.world_size)
         return detection_scores(preds, targets)
 
     def _save(self, row: dict) -> None:
-        """last.pt every epoch, best.pt when the score improves, the CSV and the plot."""
+        """last.pt every epoch, best.pt when the score improves, the CSV and the plot; rank 0
+        only. The checkpoint holds every process's RNG states (each samples its own anchors
+        and RoIs). The other processes wait so none runs ahead."""
         score = row["val_map_50"] if self.val_loader is not None else -row["loss"]
         improved = not math.isnan(score) and score > self.best
         if improved:
             self.best, self.best_epoch = score, row["epoch"]
-        ckpt = training_state(self, CHECKPOINT_FORMAT)
-        atomic_save(ckpt, self.out / "last.pt")
-        if improved:
-            atomic_save(ckpt, self.out / "best.pt")
-        write_det_metrics_csv(self.out / "metrics.csv", self.history)
-        plot_det_history(self.out / "metrics.png", self.history)
+        ranks = None
+        if self.dist.enabled:
+            ranks = [None] * self.dist.world_size
+            dist.all_gather_object(ranks, rng_state())
+        if self.dist.is_main:
+            ckpt = training_state(self, CHECKPOINT_FORMAT)
+            if ranks is not None:
+                ckpt["rng_ranks"] = ranks
+            atomic_save(ckpt, self.out / "last.pt")
+            if improved:
+                atomic_save(ckpt, self.out / "best.pt")
+            write_det_metrics_csv(self.out / "metrics.csv", self.history)
+            plot_det_history(self.out / "metrics.png", self.history)
+        D.barrier()
+
+
+def _gather_shards(items: list, world: int) -> list:
+    """The lists of all processes, process r holding items r, r + world, ..., merged back into
+    one list in the original order."""
+    parts = [None] * world
+    dist.all_gather_object(parts, items)
+    n = sum(len(p) for p in parts)
+    return [parts[i % world][i // world] for i in range(n)]
 
 
 # ---------------------------------------------------------------------- files

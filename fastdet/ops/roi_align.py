@@ -1,10 +1,14 @@
 """roi_align and RoIAlign (He et al., Mask R-CNN): torchvision's semantics and arguments.
 
-The CPU backward is race-free and deterministic (threads own channels). On the GPU there are two
-backwards: atomicAdd (the default, as torchvision) and a deterministic one with fixed-point sums,
-bit-identical run to run, used under torch.use_deterministic_algorithms(True) (where
-torchvision's raises) or with DETERMINISTIC_CUDA_BACKWARD = True. It costs about 2x the atomic
-one on an H200 (benchmarks/results), past the 1.5x we accept for a default.
+The CPU backward is race-free and deterministic (threads own channels). On the GPU there are
+three backwards. "shared" (the default) sums each RoI over its footprint in shared memory and
+adds each touched pixel once with an atomicAdd: 0.71x / 0.73x the time of "atomic" (one
+atomicAdd per bilinear tap, as torchvision) at 1,000 / 5,000 FPN RoIs on an H200
+(benchmarks/results); both are run-to-run variable in the last bits. Choose with
+CUDA_BACKWARD. The deterministic one (fixed-point sums, bit-identical run to run) is used under
+torch.use_deterministic_algorithms(True) (where torchvision's raises) or with
+DETERMINISTIC_CUDA_BACKWARD = True, whatever CUDA_BACKWARD says; it costs about 2x the atomic
+one, past the 1.5x we accept for a default.
 
 input [N, C, H, W]; boxes either [K, 5] (batch index, x1, y1, x2, y2) or a list of N [Ki, 4];
 output [K, C, PH, PW]. `aligned=True` shifts by half a pixel (the correct alignment);
@@ -20,6 +24,10 @@ from . import _arrays as A
 
 # True: always the deterministic CUDA backward; False: only under use_deterministic_algorithms.
 DETERMINISTIC_CUDA_BACKWARD = False
+# The non-deterministic CUDA backward: "shared" (per-RoI shared-memory sums, one atomicAdd per
+# touched pixel) or "atomic" (one atomicAdd per tap).
+CUDA_BACKWARD = "shared"
+_CUDA_BACKWARDS = ("atomic", "shared")
 
 
 def _forward(x, rois, scale, ph, pw, sr, aligned):
@@ -43,10 +51,13 @@ def _backward(g, rois, scale, ph, pw, N, C, H, W, sr, aligned):
         return gin
     extra = ()
     if A.is_cuda(g):
+        if CUDA_BACKWARD not in _CUDA_BACKWARDS:
+            raise ValueError(f"fastdet.ops.roi_align.CUDA_BACKWARD must be one of "
+                             f"{_CUDA_BACKWARDS}, got {CUDA_BACKWARD!r}")
         det = DETERMINISTIC_CUDA_BACKWARD or torch.are_deterministic_algorithms_enabled()
         nbytes = A.cuda_module().roi_align_backward_workspace_bytes(N, C, H, W, det)
         ws = A.empty(g, (max(nbytes, 1),), np.uint8)
-        extra = (det, A.ptr(ws), nbytes)
+        extra = (det, CUDA_BACKWARD == "shared", A.ptr(ws), nbytes)
     A.launch(g, "roi_align_backward", A.dtype_code(g), A.ptr(g), N, C, H, W, A.ptr(rois), K,
              ph, pw, scale, sr, aligned, A.ptr(gin), *extra)
     return gin

@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 
 def demo(*args):
@@ -19,8 +20,16 @@ def test_quick_demo_writes_report_run_and_figures(tmp_path):
     for name in ("seg/best.pt", "seg/last.pt", "seg/metrics.csv", "seg/metrics.png", "seg/config.json"):
         assert (out / name).is_file(), name
     assert list((out / "figures").glob("*.png"))
+    assert "Pneumonia detection" in report and "RSNA score" in report and "det_data/" in report
+    for name in ("det/best.pt", "det/last.pt", "det/metrics.csv", "det/metrics.png",
+                 "det/config.json", "figures/det/pr_curve.png", "det_data/stage_2_train_labels.csv"):
+        assert (out / name).is_file(), name
+    assert "detection" in r.stdout and "AP50" in r.stdout
     result = json.loads((out / "evaluation.json").read_text())
-    assert set(result["overall"]) == {"model", "classical"}
+    assert set(result["segmentation"]["overall"]) == {"model", "classical"}
+    det = result["detection"]
+    assert det["images"] >= 1 and 0 <= det["map_50"] <= 1 and 0 <= det["rsna"] <= 1
+    assert all(Path(p).is_file() and Path(p).parent == out / "figures" / "det" for p in det["figures"])
 
 
 def test_demo_refuses_a_non_empty_folder(tmp_path):

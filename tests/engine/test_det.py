@@ -1,5 +1,6 @@
 """The detection engine on a tiny synthetic RSNA dataset (4 images of 64 x 64, ResNet-18 FPN at
-min_size 64): files of a run, exact resume, NaN loss, config checks, input pipeline."""
+min_size 64): files of a run, exact resume (with flips and warmup), NaN loss, config checks, input
+pipeline, flips, the warmup schedule, gradients of a batch without boxes."""
 from __future__ import annotations
 
 import math
@@ -10,8 +11,9 @@ import torch
 from fastdet.data import RSNADataset
 from fastdet.data.synthetic import synth_rsna
 from fastdet.engine import NonFiniteLossError
-from fastdet.engine.det import (DET_COLUMNS, DetConfig, load_detector, prepare_image,
-                                train_detection)
+from fastdet.engine.det import (DET_COLUMNS, LOSS_KEYS, WARMUP_FACTOR, DetConfig, DetTensors,
+                                DetTrainer, build_detector, load_detector, prepare_image,
+                                train_detection, warmup_factor)
 from fastdet.engine.logging import read_metrics_csv
 
 
@@ -42,9 +44,11 @@ def test_run_folder(rsna, tmp_path):
 
 
 def test_resume_is_exact(rsna, tmp_path):
-    train_detection(tiny(epochs=2), rsna, None, tmp_path / "straight")
-    train_detection(tiny(epochs=1), rsna, None, tmp_path / "split")
-    train_detection(tiny(epochs=2), rsna, None, tmp_path / "split", resume=True)
+    # flips drawn per (seed, epoch, image); the warmup (3 steps, 2 per epoch) spans the resume
+    aug = dict(hflip=0.5, vflip=0.5, warmup_steps=3)
+    train_detection(tiny(epochs=2, **aug), rsna, None, tmp_path / "straight")
+    train_detection(tiny(epochs=1, **aug), rsna, None, tmp_path / "split")
+    train_detection(tiny(epochs=2, **aug), rsna, None, tmp_path / "split", resume=True)
     a = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
     assert a["model"].keys() == b["model"].keys()
@@ -52,7 +56,10 @@ def test_resume_is_exact(rsna, tmp_path):
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert a["history"][1]["loss"] == b["history"][1]["loss"]
     with pytest.raises(ValueError, match="lr"):
-        train_detection(tiny(epochs=3, lr=0.5), rsna, None, tmp_path / "split", resume=True)
+        train_detection(tiny(epochs=3, lr=0.5, **aug), rsna, None, tmp_path / "split", resume=True)
+    with pytest.raises(ValueError, match="hflip"):  # augmentation is not a resumable change
+        train_detection(tiny(epochs=3, **{**aug, "hflip": 0.0}), rsna, None, tmp_path / "split",
+                        resume=True)
 
 
 def test_nan_loss_names_epoch_and_step(rsna, tmp_path, monkeypatch):
@@ -88,8 +95,13 @@ def test_config_checks():
         DetConfig(min_size=100, max_size=50)
     with pytest.raises(ValueError, match="unknown"):
         DetConfig.from_dict({"modle": "vgg16"})
+    for bad in (dict(hflip=1.5), dict(vflip=-0.1), dict(warmup_steps=-1), dict(warmup_steps=2.5)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            DetConfig(**bad)
     c = DetConfig()
     assert (c.lr, c.momentum, c.step_size, c.gamma, c.optimizer) == (1e-3, 0.9, 20, 0.1, "sgd")
+    assert (c.hflip, c.vflip, c.warmup_steps) == (0.0, 0.0, 0)
+    assert DetConfig.from_dict(c.to_dict()) == c
 
 
 def test_prepare_image():
@@ -100,3 +112,138 @@ def test_prepare_image():
     assert 0 <= eq.min() and eq.max() <= 1
     caffe = prepare_image(torch.full((1, 2, 2), 255.0), tiny(model="vgg16"))
     assert caffe[:, 0, 0].tolist() == pytest.approx([255 - 102.9801, 255 - 115.9465, 255 - 122.7717])
+
+
+# ---------------------------------------------------------------------- flips
+
+class RectDataset(torch.utils.data.Dataset):
+    """n grey 40 x 60 images, 0 but for a 200-valued rectangle: rows 5..14, columns 10..29,
+    i.e. the box (10, 5, 30, 15) in pixel-edge coordinates."""
+
+    def __init__(self, n: int = 1):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict:
+        image = torch.zeros(1, 40, 60)
+        image[0, 5:15, 10:30] = 200
+        return {"image": image, "boxes": torch.tensor([[10.0, 5.0, 30.0, 15.0]]),
+                "labels": torch.tensor([1]), "id": f"r{i}"}
+
+
+@pytest.mark.parametrize("flips, expected", [
+    (dict(hflip=1.0), [30, 5, 50, 15]),           # x -> 60 - x
+    (dict(vflip=1.0), [10, 25, 30, 35]),           # y -> 40 - y
+    (dict(hflip=1.0, vflip=1.0), [30, 25, 50, 35]),
+])
+def test_flipped_boxes_frame_the_same_pixels(flips, expected):
+    image, target = DetTensors(RectDataset(), tiny(**flips), augment=True)[0]
+    assert target["boxes"].tolist() == [expected] and target["labels"].tolist() == [1]
+    x1, y1, x2, y2 = expected
+    bright = image[0] > 0.5
+    assert bright[y1:y2, x1:x2].all() and int(bright.sum()) == (x2 - x1) * (y2 - y1)
+    assert torch.equal(image[0], image[2])
+    # not for validation data, whatever the config says
+    image, target = DetTensors(RectDataset(), tiny(**flips), augment=False)[0]
+    assert target["boxes"].tolist() == [[10, 5, 30, 15]] and bool((image[0, 5:15, 10:30] > 0.5).all())
+
+
+def test_flips_are_drawn_per_seed_epoch_and_image():
+    data = DetTensors(RectDataset(16), tiny(hflip=0.5), augment=True)
+
+    def flipped(epoch, order=range(16)):
+        data.set_epoch(epoch)
+        out = {i: data[i][1]["boxes"][0, 0].item() == 30 for i in order}
+        return [out[i] for i in range(16)]
+
+    first = flipped(0)
+    assert 0 < sum(first) < 16
+    assert flipped(0, reversed(range(16))) == first  # the order of requests does not matter
+    assert flipped(1) != first
+    other = DetTensors(RectDataset(16), tiny(hflip=0.5, seed=1), augment=True)
+    assert [other[i][1]["boxes"][0, 0].item() == 30 for i in range(16)] != first
+
+
+# ---------------------------------------------------------------------- warmup
+
+class FakeDetector(torch.nn.Module):
+    """Stands in for Faster R-CNN where only the optimizer's schedule matters: one weight, the
+    training losses linear in it, no detections."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, images, targets=None):
+        if self.training:
+            x = torch.stack([im.mean() for im in images]).mean()
+            return {k: self.w * x * (i + 1) for i, k in enumerate(LOSS_KEYS)}
+        return [{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0),
+                 "labels": torch.zeros(0, dtype=torch.int64)} for _ in images]
+
+
+def _lrs_of_run(config, data, out, resume=False) -> list:
+    """The learning rate of each optimizer step of a run (or of its resumed part)."""
+    trainer = DetTrainer(config, data, None, out, resume)
+    lrs = []
+    trainer.opt.register_step_pre_hook(lambda opt, args, kw: lrs.append(opt.param_groups[0]["lr"]))
+    try:
+        trainer.fit()
+    finally:
+        trainer.close()
+    return lrs
+
+
+def test_warmup_learning_rate_per_step(rsna, tmp_path, monkeypatch):
+    import fastdet.engine.det as det
+
+    monkeypatch.setattr(det, "build_detector", lambda config, pretrained=True: FakeDetector())
+    config = tiny(epochs=3, batch_size=1, warmup_steps=5, step_size=2, gamma=0.1, lr=0.02)
+    lrs = _lrs_of_run(config, rsna, tmp_path / "straight")
+    assert len(lrs) == 12  # 4 steps per epoch
+    for k, lr in enumerate(lrs):
+        decay = 0.1 ** (k // 4 // 2)  # StepLR: after 2 epochs
+        ramp = WARMUP_FACTOR * (1 - k / 5) + k / 5 if k < 5 else 1.0
+        assert lr == pytest.approx(0.02 * decay * ramp, rel=1e-12), k
+    assert lrs[0] == pytest.approx(0.02 * WARMUP_FACTOR) and lrs[5] == pytest.approx(0.02)
+    assert [warmup_factor(k, 0) for k in (0, 7)] == [1.0, 1.0]
+    history = read_metrics_csv(tmp_path / "straight" / "metrics.csv")
+    assert [r["lr"] for r in history] == pytest.approx([0.02, 0.02, 0.002])  # the step decay's
+    # resumed in the middle of the warmup: the same rates (from global_step, no hidden state)
+    first = _lrs_of_run(tiny(**{**config.to_dict(), "epochs": 1}), rsna, tmp_path / "split")
+    rest = _lrs_of_run(config, rsna, tmp_path / "split", resume=True)
+    assert first + rest == lrs
+
+
+def test_resume_of_a_run_saved_before_the_new_settings(rsna, tmp_path, monkeypatch):
+    """A checkpoint whose config predates hflip / vflip / warmup_steps resumes with their
+    defaults (what that run did), and not with other values."""
+    import fastdet.engine.det as det
+
+    monkeypatch.setattr(det, "build_detector", lambda config, pretrained=True: FakeDetector())
+    train_detection(tiny(epochs=1), rsna, None, tmp_path / "old")
+    ckpt = torch.load(tmp_path / "old" / "last.pt", weights_only=True)
+    for k in ("hflip", "vflip", "warmup_steps"):
+        del ckpt["config"][k]
+    torch.save(ckpt, tmp_path / "old" / "last.pt")
+    with pytest.raises(ValueError, match="warmup_steps"):
+        train_detection(tiny(epochs=2, warmup_steps=10), rsna, None, tmp_path / "old", resume=True)
+    assert len(train_detection(tiny(epochs=2), rsna, None, tmp_path / "old", resume=True)) == 2
+
+
+# ---------------------------------------------------------------------- DDP without unused parameters
+
+def test_batch_without_boxes_reaches_every_trainable_parameter():
+    """DDP runs without find_unused_parameters: every trainable parameter must get a gradient at
+    every step, also from images without boxes (no positive anchors or RoIs)."""
+    torch.manual_seed(0)
+    model = build_detector(tiny(), pretrained=False)  # from scratch: every layer trains
+    model.train()
+    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
+    losses = model([torch.rand(3, 64, 64), torch.rand(3, 64, 64)], [empty, empty])
+    assert float(losses["loss_box_reg"].detach()) == 0 == float(losses["loss_rpn_box_reg"].detach())
+    sum(losses.values()).backward()
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and not [n for n, p in trainable if p.grad is None]

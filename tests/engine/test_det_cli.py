@@ -19,8 +19,22 @@ def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("detcli")
     data = synth_rsna(tmp / "rsna", n=5, seed=0, size=64)
     assert main(["train", "det", "--data", str(data), "--layout", "rsna", "--model",
-                 "resnet18_fpn", "--out", str(tmp / "run"), *TINY]) == 0
+                 "resnet18_fpn", "--out", str(tmp / "run"), "--hflip", "0.5", "--vflip", "0.25",
+                 "--warmup-steps", "2", *TINY]) == 0
     return data, tmp / "run"
+
+
+def test_train_det_augmentation_and_warmup_flags(run, capsys):
+    _, out = run
+    config = json.loads((out / "config.json").read_text())
+    assert (config["hflip"], config["vflip"], config["warmup_steps"]) == (0.5, 0.25, 2)
+    with pytest.raises(SystemExit):
+        main(["train", "det", "--help"])
+    text = capsys.readouterr().out
+    assert all(flag in text for flag in ("--hflip", "--vflip", "--warmup-steps"))
+    assert main(["train", "det", "--data", "x", "--layout", "rsna", "--model", "resnet18_fpn",
+                 "--out", str(out.parent / "bad"), "--hflip", "2"]) == 2
+    assert "hflip" in capsys.readouterr().err
 
 
 def test_train_det_run_folder_and_resume(run, capsys):

@@ -1,4 +1,6 @@
 """CUDA kernels against the CPU kernels and torchvision's CUDA ops (skipped without a GPU)."""
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -224,6 +226,114 @@ def test_roi_align_gradcheck_float64(g):
     x = torch.randn(1, 2, 8, 9, dtype=torch.float64, device="cuda", requires_grad=True)
     r = torch.tensor([[0, 1.3, 0.7, 6.2, 7.9], [0, -2, 3, 4.5, 12]], dtype=torch.float64, device="cuda")
     assert torch.autograd.gradcheck(lambda t: ops.roi_align(t, r, 3, 1.0, 2, True), (x,))
+
+
+_ra = sys.modules["fastdet.ops.roi_align"]  # the module (fastdet.ops.roi_align is the function)
+
+
+def _roi_backward(backward, gout, r, scale, out, shape, sr, aligned):
+    """The roi_align backward op with CUDA_BACKWARD = backward (restored after)."""
+    old, _ra.CUDA_BACKWARD = _ra.CUDA_BACKWARD, backward
+    try:
+        return torch.ops.fastdet.roi_align_backward(gout, r, scale, *out, *shape, sr, aligned)
+    finally:
+        _ra.CUDA_BACKWARD = old
+
+
+@pytest.fixture
+def shared_backward(monkeypatch):
+    monkeypatch.setattr(_ra, "CUDA_BACKWARD", "shared")
+
+
+@pytest.mark.parametrize("aligned,sr,out", [(True, 2, (7, 7)), (False, 0, (7, 5)), (True, 0, (5, 7)),
+                                            (False, 2, (3, 6))])
+def test_roi_align_shared_backward_matches_atomic_and_cpu(aligned, sr, out, g):
+    # Footprints up to the whole 260 x 300 map: past the shared tables' 24 KiB (a square of about
+    # 227 px in float32, 128 px in float64) a roi takes the per-tap fallback; wide float64 rois
+    # need several channel passes per tile (tiles of 10 channels here: 12 makes a partial one).
+    # _rois puts some partly outside the map; the last three rois span it all.
+    shape = (2, 12, 260, 300)
+    r = torch.cat([_rois(300, g, 2, 1040, 1200),
+                   torch.tensor([[0, -50, -40, 1300, 1100], [1, 0, 0, 1199, 1039], [1, 4, 900, 1196, 1100]])])
+    gout = torch.randn(len(r), 12, *out, generator=g, dtype=torch.float64)
+    for dt in (torch.float64, torch.float32):  # against the CPU in the same dtype: same taps
+        cpu = torch.ops.fastdet.roi_align_backward(gout.to(dt), r.to(dt), 0.25, *out, *shape, sr, aligned)
+        args = (gout.to(dt).cuda(), r.to(dt).cuda(), 0.25, out, shape, sr, aligned)
+        shared = _roi_backward("shared", *args)
+        assert shared.dtype == dt and shared.shape == shape
+        tol = dict(rtol=1e-10, atol=1e-10) if dt == torch.float64 else dict(rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(shared, _roi_backward("atomic", *args), **tol)
+        torch.testing.assert_close(shared.cpu(), cpu, **tol)
+
+
+@pytest.mark.parametrize("aligned,sr", [(True, 2), (False, 0), (False, 2), (True, 0)])
+def test_roi_align_shared_backward_edges(aligned, sr, g):
+    shape = (2, 3, 20, 24)
+    sets = {
+        "no rois": torch.zeros(0, 5),
+        "outside the map": torch.tensor([[0, -90, -90, -60, -50], [1, 200, 10, 260, 40], [1, 3, 30, 9, 90]]),
+        "malformed, degenerate, on the edges": torch.tensor(
+            [[0, 10, 10, 5, 4], [1, 7, 7, 7, 7], [0, 3, 4, 3.5, 90], [1, 23, 19, 23, 19],
+             [0, -1, -1, 0, 0], [1, 22.5, -3, 40, 30], [0, 0, 0, 24, 20]]),
+    }
+    for name, r in sets.items():
+        gout = torch.randn(len(r), 3, 4, 3, generator=g, dtype=torch.float64)
+        cpu = torch.ops.fastdet.roi_align_backward(gout, r.double(), 1.0, 4, 3, *shape, sr, aligned)
+        args = (gout.cuda(), r.double().cuda(), 1.0, (4, 3), shape, sr, aligned)
+        shared = _roi_backward("shared", *args)
+        torch.testing.assert_close(shared, _roi_backward("atomic", *args), rtol=1e-12, atol=1e-12, msg=name)
+        torch.testing.assert_close(shared.cpu(), cpu, rtol=1e-12, atol=1e-12, msg=name)
+    # a batch index outside [0, N) (the GPU does not check): nothing flows back, as the atomic path
+    r = torch.tensor([[2, 1, 1, 9, 9], [-1, 1, 1, 9, 9]], dtype=torch.float64, device="cuda")
+    gout = torch.randn(2, 3, 4, 3, dtype=torch.float64, device="cuda")
+    assert not _roi_backward("shared", gout, r, 1.0, (4, 3), shape, sr, aligned).any()
+
+
+def test_roi_align_shared_backward_half(g, monkeypatch):
+    for dt in (torch.float16, torch.bfloat16):
+        x = torch.randn(2, 8, 40, 52, generator=g).cuda().to(dt)
+        r = _rois(200, g, 2, 160, 208).cuda().to(dt)
+        gout = torch.randn(200, 8, 7, 7, generator=g).cuda().to(dt)
+
+        def grad(backward):
+            monkeypatch.setattr(_ra, "CUDA_BACKWARD", backward)
+            xx = x.clone().requires_grad_()
+            ops.roi_align(xx, r, 7, 0.25, 2, True).backward(gout)
+            return xx.grad
+
+        shared, atomic = grad("shared"), grad("atomic")
+        assert shared.dtype == dt
+        # both sum in float32 and round once: at most an ulp of dt apart
+        tol = dict(rtol=2e-3, atol=1e-3) if dt == torch.float16 else dict(rtol=1.6e-2, atol=1e-2)
+        torch.testing.assert_close(shared, atomic, **tol)
+
+
+def test_roi_align_shared_gradcheck_float64(shared_backward):
+    x = torch.randn(1, 2, 8, 9, dtype=torch.float64, device="cuda", requires_grad=True)
+    r = torch.tensor([[0, 1.3, 0.7, 6.2, 7.9], [0, -2, 3, 4.5, 12], [0, 5, 5, 5.2, 5.1]],
+                     dtype=torch.float64, device="cuda")
+    assert torch.autograd.gradcheck(lambda t: ops.roi_align(t, r, 3, 1.0, 2, True), (x,))
+    assert torch.autograd.gradcheck(lambda t: ops.roi_align(t, r, (2, 3), 1.0, 0, False), (x,))
+
+
+def test_roi_align_deterministic_wins_over_shared(g, monkeypatch):
+    x = torch.randn(2, 16, 50, 60, device="cuda")
+    r = _rois(1000, g, 2, 200, 240).cuda()
+    gout = torch.randn(1000, 16, 7, 7, device="cuda")
+
+    def grad(backward):
+        monkeypatch.setattr(_ra, "CUDA_BACKWARD", backward)
+        xx = x.clone().requires_grad_()
+        ops.roi_align(xx, r, 7, 0.25, 2, True).backward(gout)
+        return xx.grad
+
+    monkeypatch.setattr(_ra, "DETERMINISTIC_CUDA_BACKWARD", True)
+    first = grad("shared")
+    assert torch.equal(grad("shared"), first)
+    assert torch.equal(grad("atomic"), first)  # the same fixed-point kernel
+    monkeypatch.setattr(_ra, "DETERMINISTIC_CUDA_BACKWARD", False)
+    with pytest.raises(ValueError, match="CUDA_BACKWARD must be one of"):
+        grad("fast")
 
 
 def test_anchors_and_box_coder_on_gpu(g):

@@ -100,14 +100,17 @@ void roi_align_forward(const T* input, int64_t N, int64_t C, int64_t H, int64_t 
                        int64_t K, int64_t PH, int64_t PW, double spatial_scale,
                        int64_t sampling_ratio, bool aligned, T* out, int device, void* stream);
 // deterministic: fixed-point accumulation (bit-identical run to run) in `workspace` of
-// roi_align_backward_workspace_bytes(...); otherwise floating-point atomics, workspace unused.
+// roi_align_backward_workspace_bytes(...); otherwise floating-point atomics, workspace unused:
+// one per bilinear tap, or with `shared` one per touched pixel after summing each roi in shared
+// memory (deterministic wins).
 size_t roi_align_backward_workspace_bytes(int64_t N, int64_t C, int64_t H, int64_t W,
                                           bool deterministic);
 template <typename T>
 void roi_align_backward(const T* grad_out, int64_t N, int64_t C, int64_t H, int64_t W,
                         const T* rois, int64_t K, int64_t PH, int64_t PW, double spatial_scale,
                         int64_t sampling_ratio, bool aligned, T* grad_input, bool deterministic,
-                        void* workspace, size_t workspace_bytes, int device, void* stream);
+                        bool shared, void* workspace, size_t workspace_bytes, int device,
+                        void* stream);
 
 template <typename T>
 void grid_anchors(const T* base, int64_t A, int64_t gh, int64_t gw, double stride_h,

@@ -194,8 +194,8 @@ def fasterrcnn_vgg16(num_classes: int, weights=None, frozen_convs: int = 4, drop
     backbone = VGG16Backbone(frozen_convs)
     pool = MultiScaleRoIAlign(["0"], 7, 2)
     head = TwoMLPHead(512 * 7 * 7, 4096, dropout)
-    model = FasterRCNN(backbone, num_classes, rpn_anchor_generator=AnchorGenerator.faster_rcnn(),
-                       box_roi_pool=pool, box_head=head, **{**_VGG_DEFAULTS, **kwargs})
+    kwargs = {**_VGG_DEFAULTS, "rpn_anchor_generator": AnchorGenerator.faster_rcnn(), **kwargs}
+    model = FasterRCNN(backbone, num_classes, box_roi_pool=pool, box_head=head, **kwargs)
     if weights is None:
         return model
     state = _read_state_dict(weights)
