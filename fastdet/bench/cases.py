@@ -67,10 +67,18 @@ def clustered_boxes(n: int, objects: int, g: torch.Generator):
 ROTATIONS = {"cpu": 1, "cuda": 4}
 
 
+def _to(x, device):
+    """Tensors in x (nested lists and dicts too, e.g. detection targets) moved to device."""
+    if torch.is_tensor(x):
+        return x.to(device)
+    if isinstance(x, (list, tuple)):
+        return type(x)(_to(v, device) for v in x)
+    return {k: _to(v, device) for k, v in x.items()} if isinstance(x, dict) else x
+
+
 def _sets(device, fn):
     g = torch.Generator().manual_seed(0)
-    return [{k: v.to(device) if torch.is_tensor(v) else v for k, v in fn(g).items()}
-            for _ in range(ROTATIONS[device])]
+    return [_to(fn(g), device) for _ in range(ROTATIONS[device])]
 
 
 def _nms_case(n, cluster=None):
