@@ -249,6 +249,7 @@ def warmup_factor(step: int, warmup_steps: int) -> float:
 @torch.no_grad()
 def predict_detections(model, images, device, amp: bool = False) -> list[dict]:
     """Eval-mode detections of prepared images, as CPU tensors {"boxes", "scores", "labels"}."""
+    device = torch.device(device)
     model.eval()
     with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
         out = model([im.to(device) for im in images])
@@ -628,8 +629,9 @@ def open_det_dataset(layout: str, root, split=None, seed: int = 0, val_fraction:
     return cls(root, split=split, split_seed=seed, val_fraction=val_fraction)
 
 
-def draw_boxes(path, image, pred: dict) -> Path:
-    """A PNG of the image (grey, min-max scaled) with the detections drawn in red, scores beside."""
+def draw_boxes(path, image, pred: dict, truth=None, scale: int = 1) -> Path:
+    """A PNG of the image (grey, min-max scaled, enlarged `scale` times) with the detections in
+    red, their scores beside, and the ground-truth boxes `truth` [K, 4] (if given) in green."""
     from PIL import Image, ImageDraw
 
     x = torch.as_tensor(image, dtype=torch.float32)
@@ -637,10 +639,14 @@ def draw_boxes(path, image, pred: dict) -> Path:
     lo, hi = float(x.min()), float(x.max())
     grey = ((x - lo) / (hi - lo) * 255 if hi > lo else torch.zeros_like(x)).to(torch.uint8).numpy()
     im = Image.fromarray(grey).convert("RGB")
+    if scale > 1:
+        im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
     draw = ImageDraw.Draw(im)
+    for box in ([] if truth is None else torch.as_tensor(truth).reshape(-1, 4).tolist()):
+        draw.rectangle([v * scale for v in box], outline=(0, 255, 0), width=2)
     for box, score in zip(pred["boxes"].tolist(), pred["scores"].tolist()):
-        draw.rectangle(box, outline=(255, 0, 0), width=2)
-        draw.text((box[0] + 2, box[1] + 1), f"{score:.2f}", fill=(255, 255, 0))
+        draw.rectangle([v * scale for v in box], outline=(255, 0, 0), width=2)
+        draw.text((box[0] * scale + 2, box[1] * scale + 1), f"{score:.2f}", fill=(255, 255, 0))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     im.save(path)

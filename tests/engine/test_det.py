@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -86,6 +87,38 @@ def test_nan_loss_names_epoch_and_step(rsna, tmp_path, monkeypatch):
         train_detection(tiny(), rsna, None, tmp_path / "nan")
     assert (e.value.epoch, e.value.step, e.value.global_step) == (1, 2, 2)
     assert not (tmp_path / "nan" / "last.pt").exists()
+
+
+def test_diverged_weights_stop_like_a_nan_loss(rsna, tmp_path, monkeypatch):
+    """Box deltas gone to inf make the ops refuse them inside the forward pass (before any
+    loss): reported as a non-finite loss at that step, not as a bare ValueError."""
+    import fastdet.engine.det as det
+
+    class Diverged(FakeDetector):
+        def forward(self, images, targets=None):
+            if self.training:
+                raise ValueError("rel_codes contains NaN or inf")
+            return super().forward(images, targets)
+
+    monkeypatch.setattr(det, "build_detector", lambda config, pretrained=True: Diverged())
+    with pytest.raises(NonFiniteLossError, match="forward pass failed: rel_codes") as e:
+        train_detection(tiny(), rsna, None, tmp_path / "inf")
+    assert (e.value.epoch, e.value.step) == (1, 1)
+    assert isinstance(e.value.__cause__, ValueError)
+
+
+def test_anchor_sizes_and_rois_per_image_reach_the_model():
+    from fastdet.engine.det import build_detector
+
+    net = build_detector(DetConfig(anchor_sizes=[8, 16, 32, 64, 128], rois_per_image=32))
+    assert net.rpn.anchor_generator.sizes == ((8.0,), (16.0,), (32.0,), (64.0,), (128.0,))
+    assert net.roi_heads.batch_size_per_image == 32
+    vgg = build_detector(DetConfig(model="vgg16", anchor_sizes=[64]))
+    assert vgg.rpn.anchor_generator.sizes == ((64.0, 128.0, 256.0),)
+    with pytest.raises(ValueError, match="anchor_sizes"):
+        DetConfig(anchor_sizes=[16, 32])
+    with pytest.raises(ValueError, match="rois_per_image"):
+        DetConfig(rois_per_image=0)
 
 
 def test_config_checks():
@@ -247,3 +280,18 @@ def test_batch_without_boxes_reaches_every_trainable_parameter():
     sum(losses.values()).backward()
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and not [n for n, p in trainable if p.grad is None]
+
+
+def test_draw_boxes_enlarges_and_draws_truth(tmp_path):
+    from PIL import Image
+
+    from fastdet.engine.det import draw_boxes
+
+    pred = {"boxes": torch.tensor([[2.0, 2, 8, 8]]), "scores": torch.tensor([0.9])}
+    path = draw_boxes(tmp_path / "b.png", torch.zeros(1, 20, 30), pred,
+                      truth=torch.tensor([[10.0, 10, 15, 15]]), scale=2)
+    im = np.asarray(Image.open(path))
+    assert im.shape == (40, 60, 3)
+    assert tuple(im[20, 25]) == (0, 255, 0)  # the truth's top edge, at twice its coordinates
+    assert tuple(im[10, 4]) == (255, 0, 0)  # the detection's left edge
+    assert tuple(im[0, 0]) == (0, 0, 0)

@@ -18,17 +18,22 @@ WORKER = Path(__file__).with_name("ddp_worker.py")
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_torchrun_two_cpu_processes(tmp_path):
+def torchrun(worker: Path, *args, timeout: int = 120) -> None:
+    """worker on 2 gloo processes through torch.distributed.run; fails with its output."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{REPO}{os.pathsep}"
                f"{os.environ.get('PYTHONPATH', '')}")
     env.pop("WORLD_SIZE", None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-           str(WORKER), str(tmp_path)]
+           str(worker), *map(str, args)]
     try:
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"torchrun timed out; output:\n{e.stdout}\n{e.stderr}")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+
+def test_torchrun_two_cpu_processes(tmp_path):
+    torchrun(WORKER, tmp_path)
     shards = [json.loads((tmp_path / f"rank{k}.json").read_text()) for k in (0, 1)]
     assert [s["world"] for s in shards] == [2, 2]
     assert [s["train_batches"] for s in shards] == [2, 2]  # 8 images / 2 ranks / batch 2
@@ -54,16 +59,7 @@ def test_torchrun_detection_two_cpu_processes(tmp_path):
 
     data = synth_rsna(tmp_path / "rsna", n=6, seed=0, size=64)
     out = tmp_path / "run"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{REPO}{os.pathsep}"
-               f"{os.environ.get('PYTHONPATH', '')}")
-    env.pop("WORLD_SIZE", None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-           str(DET_WORKER), str(data), str(out)]
-    try:
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    except subprocess.TimeoutExpired as e:
-        pytest.fail(f"torchrun timed out; output:\n{e.stdout}\n{e.stderr}")
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    torchrun(DET_WORKER, data, out, timeout=240)
     shards = [json.loads((out / f"rank{k}.json").read_text()) for k in (0, 1)]
     assert [s["world"] for s in shards] == [2, 2] and [s["train_images"] for s in shards] == [4, 4]
     assert [s["train_batches"] for s in shards] == [2, 2]  # 4 images / 2 processes / batch 1
