@@ -327,7 +327,8 @@ def _evaluate_det(args) -> int:
     if len(data) == 0:
         return _fail("evaluate det", ValueError(f"no images in {args.data} ({args.split})"))
     figures = args.figures or (args.json.parent if args.json else None)  # never the cwd unasked
-    result = evaluate_detection(model, config, data, device, args.score_threshold, figures)
+    result = evaluate_detection(model, config, data, device, args.score_threshold, figures,
+                                args.max_figures)
     print(format_det_report(result))
     if result.get("pr_curve"):
         print(f"wrote {result['pr_curve']}")
@@ -393,7 +394,10 @@ def _add_det_inference(predict, evaluate) -> None:
                    help="detections counted in TP/FP/FN (AP uses all)")
     s.add_argument("--json", type=Path, metavar="PATH", help="write the figures as JSON")
     s.add_argument("--figures", type=Path, metavar="DIR",
-                   help="folder for pr_curve.png (default: the --json folder; none without either)")
+                   help="folder for pr_curve.png and boxes/<id>.png (detections red, ground truth "
+                        "green) (default: the --json folder; none without either)")
+    s.add_argument("--max-figures", type=int, default=20, metavar="N",
+                   help="images drawn into boxes/ (default 20)")
     s.add_argument("--device", default="auto")
     s.set_defaults(fn=_evaluate_det)
 

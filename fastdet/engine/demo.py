@@ -15,8 +15,8 @@ from pathlib import Path
 from .checkpoint import atomic_write_text
 from .config import TrainConfig
 from .data import open_seg_dataset
-from .det import DetConfig, draw_boxes, evaluate_detection, format_det_report, load_detector, \
-    open_det_dataset, predict_detections, prepare_image, train_detection
+from .det import DetConfig, evaluate_detection, format_det_report, load_detector, \
+    open_det_dataset, train_detection
 from .evaluate import evaluate_segmentation, format_report, json_safe
 from .models import load_model
 from .seg import train_segmentation
@@ -85,29 +85,7 @@ def _detection(out: Path, preset, seed: int, progress: bool):
                              extra={"data": str(data), "layout": "rsna"})
     history = train_detection(config, train, val, out / "det")
     model, saved = load_detector(out / "det" / "best.pt", "cpu")
-    result = evaluate_detection(model, saved, val, "cpu", figures=out / "figures" / "det")
-    result["figures"] = _draw(model, saved, val, out / "figures" / "det")
-    return result, history
-
-
-def _draw(model, config: DetConfig, dataset, folder: Path, count: int = 4) -> list[str]:
-    """Predicted boxes (score >= 0.5, red) and the ground truth (green) drawn on the first
-    `count` images that have ground truth, enlarged to about 512 px."""
-    import torch
-
-    paths = []
-    for i in range(len(dataset)):
-        s = dataset[i]
-        if len(s["boxes"]) == 0:
-            continue
-        pred = predict_detections(model, [prepare_image(s["image"], config)], torch.device("cpu"))[0]
-        keep = pred["scores"] >= 0.5
-        paths.append(str(draw_boxes(folder / f"boxes_{s.get('id', i)}.png", s["image"],
-                                    {k: v[keep] for k, v in pred.items()}, truth=s["boxes"],
-                                    scale=max(1, 512 // max(s["image"].shape[-2:])))))
-        if len(paths) == count:
-            break
-    return paths
+    return evaluate_detection(model, saved, val, "cpu", figures=out / "figures" / "det"), history
 
 
 def _report(result, seg_history, det_history, out: Path, seconds) -> str:
@@ -132,8 +110,9 @@ def _report(result, seg_history, det_history, out: Path, seconds) -> str:
               f"{best_det['val_map_50']:.3f} at epoch {best_det['epoch']}); {seconds[1]:.0f} s.", "",
               "Held-out patients:", "", "```", format_det_report(det), "```", "",
               "Training curves: `det/metrics.png`, `det/metrics.csv`; precision-recall: "
-              "`figures/det/pr_curve.png`.", ""]
-    for path in det.get("figures", [])[:2]:
+              "`figures/det/pr_curve.png`; boxes drawn: `figures/det/boxes/`.", ""]
+    drawn = [r["figure"] for r in det["per_image"] if "figure" in r and r["tp"] + r["fn"] > 0]
+    for path in drawn[:2]:  # images with opacities
         rel = Path(path).relative_to(out)
         lines += [f"![predicted boxes (score >= 0.5) red, ground truth green]({rel.as_posix()})", ""]
     return "\n".join(lines)

@@ -29,7 +29,9 @@ def test_quick_demo_writes_report_run_and_figures(tmp_path):
     assert set(result["segmentation"]["overall"]) == {"model", "classical"}
     det = result["detection"]
     assert det["images"] >= 1 and 0 <= det["map_50"] <= 1 and 0 <= det["rsna"] <= 1
-    assert all(Path(p).is_file() and Path(p).parent == out / "figures" / "det" for p in det["figures"])
+    drawn = [r["figure"] for r in det["per_image"]]
+    assert drawn and all(Path(p).is_file() and Path(p).parent == out / "figures" / "det" / "boxes"
+                         for p in drawn)
 
 
 def test_demo_refuses_a_non_empty_folder(tmp_path):

@@ -81,7 +81,7 @@ def test_evaluate_det(run, tmp_path, capsys):
     js = tmp_path / "eval" / "scores.json"
     assert main(["evaluate", "det", "--checkpoint", str(out / "best.pt"), "--data", str(data),
                  "--layout", "rsna", "--json", str(js), "--figures", str(tmp_path / "fig"),
-                 "--device", "cpu"]) == 0
+                 "--max-figures", "3", "--device", "cpu"]) == 0
     text = capsys.readouterr().out
     for word in ("RSNA score", "COCO AP", "AP50", "TP", "FP", "FN"):
         assert word in text
@@ -89,3 +89,6 @@ def test_evaluate_det(run, tmp_path, capsys):
     assert result["images"] == 5 and len(result["per_image"]) == 5
     assert 0 <= result["map_50"] <= 1
     assert (tmp_path / "fig" / "pr_curve.png").is_file()
+    drawn = [r["figure"] for r in result["per_image"] if "figure" in r]
+    assert len(drawn) == 3 and len(list((tmp_path / "fig" / "boxes").glob("*.png"))) == 3
+    assert 0 <= result["rsna_thresholded"] <= 1 and "(score >= 0.5)" in text
