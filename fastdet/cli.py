@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -147,16 +148,24 @@ def _train(kind: str, args, config_of, open_sets, train_fn, epoch_line) -> int:
         train, val = open_sets(config)
     except (ValueError, FileNotFoundError, KeyError) as e:
         return _fail(name, e)
-    print(f"training {config.model} on {len(train)} images ({len(val) if val else 0} for "
-          f"validation), {config.epochs} epochs -> {args.out}", file=sys.stderr)
+    main = _is_rank0()  # under torchrun every process runs this; one report is enough
+    if main:
+        print(f"training {config.model} on {len(train)} images ({len(val) if val else 0} for "
+              f"validation), {config.epochs} epochs -> {args.out}", file=sys.stderr)
     try:
         history = train_fn(config, train, val, args.out, resume=args.resume)
     except (FileExistsError, FileNotFoundError, FloatingPointError, ValueError) as e:
         return _fail(name, e)
-    for row in history:
-        print(f"epoch {row['epoch']}: {epoch_line(row)}")
-    print(f"wrote {args.out}/last.pt, best.pt, metrics.csv, metrics.png")
+    if main:
+        for row in history:
+            print(f"epoch {row['epoch']}: {epoch_line(row)}")
+        print(f"wrote {args.out}/last.pt, best.pt, metrics.csv, metrics.png")
     return 0
+
+
+def _is_rank0() -> bool:
+    """False in the processes torchrun started with RANK > 0 (True without torchrun)."""
+    return int(os.environ.get("RANK", "0") or 0) == 0
 
 
 # ---------------------------------------------------------------------- predict seg

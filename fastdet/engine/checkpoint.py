@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import distributed as D
+
 
 def atomic_write(path, write) -> Path:
     """Calls write(tmp_path) for a temporary file next to `path`, then renames it to `path`.
@@ -68,6 +70,22 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
+def gather_rng_states(info) -> list | None:
+    """Every process's rng_state() in rank order under DDP (a collective: every process calls
+    it), None in a single process. Processes draw differently (their own shards, anchors,
+    RoIs), so an exact DDP resume needs each one's state, not only rank 0's."""
+    return D.all_gather_object(rng_state()) if info.enabled else None
+
+
+def resume_rng_state(ckpt: dict, info) -> dict:
+    """The RNG states a process resumes with: its own from ckpt["rng_ranks"] when the checkpoint
+    was written by as many processes as now run, else rank 0's (ckpt["rng"])."""
+    ranks = ckpt.get("rng_ranks")
+    if ranks is not None and len(ranks) == info.world_size:
+        return ranks[info.rank]
+    return ckpt["rng"]
+
+
 def load_checkpoint(path, map_location="cpu") -> dict:
     """Reads a checkpoint written by the engine (tensors and plain Python values only, so with
     weights_only=True: loading a checkpoint cannot run code)."""
@@ -110,19 +128,24 @@ def check_resumable(config, saved: dict, allowed) -> None:
                          f"{sorted(allowed)} may change")
 
 
-def training_state(trainer, fmt: str) -> dict:
+def training_state(trainer, fmt: str, rng_ranks: list | None = None) -> dict:
     """What every trainer saves: model, optimizer, scheduler, scaler, counters, best score,
-    history, config and RNG states (tensors and plain values only)."""
+    history, config and RNG states (tensors and plain values only); rng_ranks: every
+    process's states, from gather_rng_states (under DDP)."""
     t = trainer
-    return {"format": fmt, "model": t.model.state_dict(), "optimizer": t.opt.state_dict(),
-            "scheduler": t.sched.state_dict(), "scaler": t.scaler.state_dict(), "epoch": t.epoch,
-            "global_step": t.global_step, "best": t.best, "best_epoch": t.best_epoch,
-            "history": t.history, "config": t.config.to_dict(), "rng": rng_state(),
-            "torch_version": str(torch.__version__)}
+    state = {"format": fmt, "model": t.model.state_dict(), "optimizer": t.opt.state_dict(),
+             "scheduler": t.sched.state_dict(), "scaler": t.scaler.state_dict(), "epoch": t.epoch,
+             "global_step": t.global_step, "best": t.best, "best_epoch": t.best_epoch,
+             "history": t.history, "config": t.config.to_dict(), "rng": rng_state(),
+             "torch_version": str(torch.__version__)}
+    if rng_ranks is not None:
+        state["rng_ranks"] = rng_ranks
+    return state
 
 
 def restore_training_state(trainer, ckpt: dict) -> None:
-    """The inverse of training_state (the RNG states last)."""
+    """The inverse of training_state (the RNG states last: this process's own when the
+    checkpoint holds every process's, see resume_rng_state)."""
     t = trainer
     t.model.load_state_dict(ckpt["model"])
     t.opt.load_state_dict(ckpt["optimizer"])
@@ -131,4 +154,4 @@ def restore_training_state(trainer, ckpt: dict) -> None:
     t.epoch, t.global_step = ckpt["epoch"], ckpt["global_step"]
     t.best, t.best_epoch = ckpt["best"], ckpt["best_epoch"]
     t.history = list(ckpt["history"])
-    set_rng_state(ckpt["rng"])
+    set_rng_state(resume_rng_state(ckpt, t.dist))

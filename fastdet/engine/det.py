@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
@@ -42,12 +41,12 @@ from ..data.transforms import (CaffeNormalize, Compose, HistogramEqualization,
                                RandomHorizontalFlip, RandomVerticalFlip)
 from . import distributed as D
 from .checkpoint import (atomic_save, atomic_write, atomic_write_text, check_resumable,
-                         load_checkpoint, model_state, restore_training_state, rng_state,
-                         run_checkpoint, set_rng_state, training_state)
+                         gather_rng_states, load_checkpoint, model_state, restore_training_state,
+                         run_checkpoint, training_state)
 from .data import EpochSampler, item_seed
 from .logging import progress, write_rows_csv
 from .models import resolve_device
-from .seg import NonFiniteLossError, _div, _optimizer
+from .seg import _div, _optimizer, check_loss
 
 DET_MODELS = ("resnet18_fpn", "resnet50_fpn", "vgg16")
 CHECKPOINT_FORMAT = "fastdet.det.v1"
@@ -322,11 +321,8 @@ class DetTrainer:
         self._data(config, train_set, val_set)
         self.epoch, self.global_step, self.history = 0, 0, []
         self.best, self.best_epoch = -math.inf, 0
-        if ckpt:
+        if ckpt:  # under DDP each process resumes its own sampling stream (anchors, RoIs)
             restore_training_state(self, ckpt)
-            ranks = ckpt.get("rng_ranks")
-            if ranks is not None and len(ranks) == self.dist.world_size:
-                set_rng_state(ranks[self.dist.rank])  # each process's own sampling stream
         # Every trainable parameter receives a gradient at every step, even from a batch
         # without boxes (the box losses are then sums over empty selections, still in the
         # graph), so DDP needs no find_unused_parameters. Frozen layers have requires_grad off.
@@ -424,14 +420,8 @@ class DetTrainer:
     def _check(self, loss: torch.Tensor, where, failure=None) -> float:
         """The loss as a float; raises on every process when any process has NaN/inf (before
         the backward pass, so no process waits for the others' gradients)."""
-        value = float(loss.detach())
-        bad = not math.isfinite(value)
-        if self.dist.enabled:
-            bad = D.any_true(bad, self.device)
-        if bad:
-            what = f"loss (the forward pass failed: {failure})" if failure else "loss"
-            raise NonFiniteLossError(*where, value, what) from failure
-        return value
+        what = f"loss (the forward pass failed: {failure})" if failure else "loss"
+        return check_loss(loss, where, what, self.dist, self.device, failure)
 
     def _optimizer_step(self) -> None:
         """One update at the step decay's rate times warmup_factor(global_step); the optimizer
@@ -456,8 +446,7 @@ class DetTrainer:
         if self.val_loader is None:
             return {"map": math.nan, "map_50": math.nan, "rsna": math.nan}
         if self.dist.enabled:  # BatchNorm running statistics drift apart between processes
-            for b in self.model.buffers():
-                dist.broadcast(b, 0)
+            D.broadcast_buffers(self.model)
         preds, targets = [], []
         for images, tgts in self.val_loader:
             preds += predict_detections(self.model, images, self.device, self.amp)
@@ -475,14 +464,9 @@ class DetTrainer:
         improved = not math.isnan(score) and score > self.best
         if improved:
             self.best, self.best_epoch = score, row["epoch"]
-        ranks = None
-        if self.dist.enabled:
-            ranks = [None] * self.dist.world_size
-            dist.all_gather_object(ranks, rng_state())
+        ranks = gather_rng_states(self.dist)
         if self.dist.is_main:
-            ckpt = training_state(self, CHECKPOINT_FORMAT)
-            if ranks is not None:
-                ckpt["rng_ranks"] = ranks
+            ckpt = training_state(self, CHECKPOINT_FORMAT, ranks)
             atomic_save(ckpt, self.out / "last.pt")
             if improved:
                 atomic_save(ckpt, self.out / "best.pt")
@@ -494,8 +478,7 @@ class DetTrainer:
 def _gather_shards(items: list, world: int) -> list:
     """The lists of all processes, process r holding items r, r + world, ..., merged back into
     one list in the original order."""
-    parts = [None] * world
-    dist.all_gather_object(parts, items)
+    parts = D.all_gather_object(items)
     n = sum(len(p) for p in parts)
     return [parts[i % world][i // world] for i in range(n)]
 

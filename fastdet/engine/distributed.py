@@ -63,6 +63,24 @@ def any_true(flag: bool, device) -> bool:
     return all_reduce_sum([1.0 if flag else 0.0], device)[0] > 0
 
 
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Copies rank `src`'s buffers (BatchNorm running statistics) to every process. DDP syncs
+    buffers only at the start of a training forward, so after the last step each process holds
+    its own statistics; call this before evaluating, on every process."""
+    if dist.is_available() and dist.is_initialized():
+        for b in module.buffers():
+            dist.broadcast(b, src)
+
+
+def all_gather_object(obj) -> list:
+    """[obj of rank 0, obj of rank 1, ...] on every process ([obj] without DDP)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

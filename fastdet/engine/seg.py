@@ -19,8 +19,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from ..models import losses
 from ..models.segmentation import binarize
 from . import distributed as D
-from .checkpoint import (atomic_save, atomic_write_text, check_resumable, restore_training_state,
-                         run_checkpoint, training_state)
+from .checkpoint import (atomic_save, atomic_write_text, check_resumable, gather_rng_states,
+                         restore_training_state, run_checkpoint, training_state)
 from .config import TrainConfig
 from .data import SegTensors, standardize, train_loader, val_loader
 from .logging import plot_history, progress, write_metrics_csv
@@ -33,14 +33,31 @@ RESUMABLE_CHANGES = {"epochs", "progress", "num_workers", "device", "extra", "in
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or inf. The step's update was not applied and no file was written
-    for the epoch, so last.pt still holds the previous epoch."""
+    for the epoch, so last.pt still holds the previous epoch. Under DDP every process raises it;
+    `value` is this process's loss, finite where another process's was not (`elsewhere`)."""
 
-    def __init__(self, epoch: int, step: int, global_step: int, value: float, what: str = "loss"):
+    def __init__(self, epoch: int, step: int, global_step: int, value: float, what: str = "loss",
+                 elsewhere: bool = False):
         self.epoch, self.step, self.global_step, self.value = epoch, step, global_step, value
-        super().__init__(f"{what} is {value} at epoch {epoch}, step {step} of the epoch (global "
+        self.elsewhere = elsewhere
+        state = (f"{what} is NaN or inf on another process (on this one it is {value})"
+                 if elsewhere else f"{what} is {value}")
+        super().__init__(f"{state} at epoch {epoch}, step {step} of the epoch (global "
                          f"step {global_step}); training stopped before this step's update. "
                          f"Lower the learning rate, check the data for NaN/inf, or turn off "
                          f"mixed precision.")
+
+
+def check_loss(loss: torch.Tensor, where, what: str, dist_info, device, failure=None) -> float:
+    """The loss as a float. Raises NonFiniteLossError (epoch, step, global step = `where`) on
+    every process when any process's loss is NaN or inf, so all stop at the same step; call it
+    before the backward pass, so no process waits for the others' gradients."""
+    value = float(loss.detach())
+    here = not math.isfinite(value)
+    anywhere = D.any_true(here, device) if dist_info.enabled else here
+    if anywhere:
+        raise NonFiniteLossError(*where, value, what, elsewhere=not here) from failure
+    return value
 
 
 def train_segmentation(config: TrainConfig, train_set, val_set=None, out_dir=None,
@@ -208,13 +225,7 @@ class SegTrainer:
 
     def _check(self, loss: torch.Tensor, where, what: str = "loss") -> float:
         """The loss as a float; raises on every process if any process has NaN/inf."""
-        value = float(loss.detach())
-        bad = not math.isfinite(value)
-        if self.dist.enabled:
-            bad = D.any_true(bad, self.device)
-        if bad:
-            raise NonFiniteLossError(*where, value, what)
-        return value
+        return check_loss(loss, where, what, self.dist, self.device)
 
     def _g_step(self, x, y, where) -> float:
         """One update of the segmenting network; with a GAN, the generator objective
@@ -258,9 +269,12 @@ class SegTrainer:
     @torch.no_grad()
     def _validate(self) -> tuple[float, float, float]:
         """Mean loss, IoU and Dice over validation images (prediction: logit > 0; an image
-        with empty target and empty prediction scores 1)."""
+        with empty target and empty prediction scores 1). Under DDP each process scores its
+        shard with rank 0's BatchNorm statistics (the model rank 0 saves)."""
         if self.val_loader is None:
             return math.nan, math.nan, math.nan
+        if self.dist.enabled:  # BatchNorm running statistics drift apart between processes
+            D.broadcast_buffers(self.model)
         self.gen.eval()
         sums = [0.0, 0.0, 0.0, 0.0]
         for x, y in self.val_loader:
@@ -285,13 +299,15 @@ class SegTrainer:
 
     def _save(self, row: dict) -> None:
         """last.pt every epoch, best.pt when the score improves, the CSV and the plot; rank 0
-        only, each file replaced atomically. Other processes wait so none runs ahead."""
+        only, each file replaced atomically. The checkpoint holds every process's RNG states.
+        Other processes wait so none runs ahead."""
         score = row["val_dice"] if self.val_loader is not None else -row["train_loss"]
         improved = not math.isnan(score) and score > self.best
         if improved:
             self.best, self.best_epoch = score, row["epoch"]
+        ranks = gather_rng_states(self.dist)
         if self.dist.is_main:
-            ckpt = self._checkpoint()
+            ckpt = self._checkpoint(ranks)
             atomic_save(ckpt, self.out / "last.pt")
             if improved:
                 atomic_save(ckpt, self.out / "best.pt")
@@ -299,8 +315,8 @@ class SegTrainer:
             plot_history(self.out / "metrics.png", self.history)
         D.barrier()
 
-    def _checkpoint(self) -> dict:
-        ckpt = training_state(self, CHECKPOINT_FORMAT)
+    def _checkpoint(self, rng_ranks=None) -> dict:
+        ckpt = training_state(self, CHECKPOINT_FORMAT, rng_ranks)
         if self.gan:
             ckpt["d_optimizer"] = self.d_opt.state_dict()
             ckpt["d_scaler"] = self.d_scaler.state_dict()
