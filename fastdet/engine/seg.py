@@ -91,7 +91,14 @@ class SegTrainer:
         self.out = out_dir
         device = resolve_device(config.device)
         self.dist = D.setup(device)
-        self.device = D.device_for(device, self.dist)
+        try:  # a failure here must not leave the process group joined
+            self.device = D.device_for(device, self.dist)
+            self._init(config, train_set, val_set, resume)
+        except BaseException:
+            self.close()
+            raise
+
+    def _init(self, config: TrainConfig, train_set, val_set, resume: bool) -> None:
         ckpt = self._resume_checkpoint(resume)
         if config.in_channels is None:
             ch = (ckpt["config"]["in_channels"] if ckpt else
