@@ -255,7 +255,8 @@ _DET_FLAGS = {"model": "model", "epochs": "epochs", "device": "device", "batch_s
               "lr": "lr", "min_size": "min_size", "max_size": "max_size", "weights": "weights",
               "weights_backbone": "weights_backbone", "seed": "seed", "optimizer": "optimizer",
               "hflip": "hflip", "vflip": "vflip", "warmup_steps": "warmup_steps",
-              "anchor_sizes": "anchor_sizes", "rois_per_image": "rois_per_image"}
+              "anchor_sizes": "anchor_sizes", "rois_per_image": "rois_per_image",
+              "box_loss": "box_loss", "cls_loss": "cls_loss"}
 
 
 def _det_config(args):
@@ -369,6 +370,10 @@ def _add_train_det(kinds) -> None:
                    help="probability of a left-right flip of each training image (default 0)")
     s.add_argument("--anchor-sizes", type=float, nargs="+", metavar="PX",
                    help="RPN anchor side per FPN level (5 values; vgg16: 1, scaling its 128/256/512)")
+    s.add_argument("--box-loss", choices=["smooth_l1", "l1"],
+                   help="box regression loss of both heads (default smooth_l1)")
+    s.add_argument("--cls-loss", choices=["ce", "focal"],
+                   help="classification loss of both heads (default ce; focal: gamma 2)")
     s.add_argument("--rois-per-image", type=int, metavar="N",
                    help="RoIs sampled per training image (default: the model's, 128 or 512)")
     s.add_argument("--vflip", type=float, metavar="P",

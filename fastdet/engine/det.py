@@ -77,6 +77,8 @@ class DetConfig:
     max_size: int = 1000
     anchor_sizes: list | None = None  # RPN anchor side per feature level (None: the model's)
     rois_per_image: int | None = None  # RoIs sampled per training image (None: the model's)
+    box_loss: str = "smooth_l1"      # both heads: "smooth_l1" (the model's sigmas) or "l1"
+    cls_loss: str = "ce"             # both heads: "ce" or "focal" (gamma 2)
     hist_eq: bool = False            # histogram equalization before scaling to [0, 1]
     seed: int = 0
     device: str = "auto"
@@ -113,6 +115,9 @@ class DetConfig:
                                  f"{getattr(self, name)!r}")
         if int(self.warmup_steps) != self.warmup_steps or self.warmup_steps < 0:
             raise ValueError(f"DetConfig.warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
+        from ..models.detection._utils import check_loss_options
+
+        check_loss_options(self.box_loss, self.cls_loss)
         if self.rois_per_image is not None and int(self.rois_per_image) < 1:
             raise ValueError(f"DetConfig.rois_per_image must be >= 1, got {self.rois_per_image!r}")
         if self.anchor_sizes is not None:
@@ -145,7 +150,8 @@ def build_detector(config: DetConfig, pretrained: bool = True):
 
     w = config.weights if pretrained else None
     wb = config.weights_backbone if pretrained else None
-    size = dict(min_size=config.min_size, max_size=config.max_size)
+    size = dict(min_size=config.min_size, max_size=config.max_size, box_loss=config.box_loss,
+                cls_loss=config.cls_loss)
     if config.rois_per_image is not None:
         size["box_batch_size_per_image"] = int(config.rois_per_image)
     if config.anchor_sizes is not None:  # vgg16's one level keeps the original's three sizes x

@@ -121,6 +121,18 @@ def test_anchor_sizes_and_rois_per_image_reach_the_model():
         DetConfig(rois_per_image=0)
 
 
+def test_loss_options_reach_both_heads(rsna, tmp_path):
+    from fastdet.engine.det import build_detector
+
+    net = build_detector(DetConfig(box_loss="l1", cls_loss="focal"))
+    assert (net.rpn.box_loss, net.rpn.cls_loss) == ("l1", "focal")
+    assert (net.roi_heads.box_loss, net.roi_heads.cls_loss) == ("l1", "focal")
+    hist = train_detection(tiny(epochs=1, box_loss="l1", cls_loss="focal"), rsna, None, tmp_path / "r")
+    assert math.isfinite(hist[0]["loss"])
+    with pytest.raises(ValueError, match="cls_loss"):
+        DetConfig(cls_loss="hinge")
+
+
 def test_config_checks():
     with pytest.raises(ValueError, match="model"):
         DetConfig(model="yolo")
