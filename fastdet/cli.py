@@ -209,7 +209,7 @@ def _predict_seg(args) -> int:
 def _evaluate_seg(args) -> int:
     from .engine import load_model, resolve_device
     from .engine.data import open_seg_dataset
-    from .engine.evaluate import evaluate_segmentation, format_report, json_safe
+    from .engine.evaluate import evaluate_segmentation, format_report
 
     try:
         device = resolve_device(args.device)
@@ -229,10 +229,17 @@ def _evaluate_seg(args) -> int:
                                    classical=not args.no_classical, figures=args.figures)
     print(format_report(result))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(json_safe(result), indent=1, allow_nan=False) + "\n")
-        print(f"wrote {args.json}")
+        _write_json(args.json, result)
     return 0
+
+
+def _write_json(path: Path, result: dict) -> None:
+    """An evaluation's figures as JSON (NaN as null), its folder made as needed."""
+    from .engine.evaluate import json_safe
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(json_safe(result), indent=1, allow_nan=False) + "\n")
+    print(f"wrote {path}")
 
 
 def _demo(args) -> int:
@@ -343,10 +350,7 @@ def _evaluate_det(args) -> int:
     if result.get("pr_curve"):
         print(f"wrote {result['pr_curve']}")
     if args.json:
-        from .engine.evaluate import json_safe
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(json_safe(result), indent=1, allow_nan=False) + "\n")
-        print(f"wrote {args.json}")
+        _write_json(args.json, result)
     return 0
 
 

@@ -15,7 +15,8 @@ from .config import TrainConfig
 from .models import build_model, load_model, resolve_device
 from .evaluate import evaluate_segmentation
 from .inference import predict_logits, predict_mask, sliding_window
-from .seg import NonFiniteLossError, train_segmentation
+from .loop import NonFiniteLossError
+from .seg import train_segmentation
 from .det import DetConfig, evaluate_detection, load_detector, train_detection
 
 __all__ = ["TrainConfig", "train_segmentation", "NonFiniteLossError", "build_model", "load_model",

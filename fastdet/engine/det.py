@@ -46,7 +46,7 @@ from .checkpoint import (atomic_save, atomic_write, atomic_write_text, check_res
 from .data import EpochSampler, item_seed
 from .logging import progress, write_rows_csv
 from .models import resolve_device
-from .seg import _div, _optimizer, check_loss
+from .loop import check_loss, make_optimizer, mean, run_to_end
 
 DET_MODELS = ("resnet18_fpn", "resnet50_fpn", "vgg16")
 CHECKPOINT_FORMAT = "fastdet.det.v1"
@@ -286,11 +286,7 @@ def train_detection(config: DetConfig, train_set, val_set=None, out_dir=None,
     rank 0 writes the files. Raises NonFiniteLossError when the summed loss is NaN or inf."""
     if out_dir is None:
         raise ValueError("train_detection: out_dir is required (the run folder)")
-    trainer = DetTrainer(config, train_set, val_set, Path(out_dir), resume)
-    try:
-        return trainer.fit()
-    finally:
-        trainer.close()
+    return run_to_end(DetTrainer(config, train_set, val_set, Path(out_dir), resume))
 
 
 class DetTrainer:
@@ -321,7 +317,7 @@ class DetTrainer:
         torch.manual_seed(config.seed)
         self.model = build_detector(config, pretrained=ckpt is None).to(self.device)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.opt = _optimizer(config, params, config.lr)
+        self.opt = make_optimizer(config, params, config.lr)
         self.sched = torch.optim.lr_scheduler.StepLR(self.opt, config.step_size, config.gamma)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
         self._data(config, train_set, val_set)
@@ -409,7 +405,7 @@ class DetTrainer:
             bar.set_postfix(loss=f"{value:.4f}")
         bar.close()
         total = D.all_reduce_sum(sums, self.device)
-        return {k: _div(v, total[-1]) for k, v in zip(LOSS_KEYS + ("loss",), total)}
+        return {k: mean(v, total[-1]) for k, v in zip(LOSS_KEYS + ("loss",), total)}
 
     def _forward(self, images, targets):
         """(loss dict, None), or (None, the error) when diverged weights made the ops refuse a
@@ -566,19 +562,19 @@ def evaluate_detection(model, config: DetConfig, dataset, device, score_threshol
     score_threshold red, ground truth green; the row's "figure")."""
     from ..metrics import coco_map, rsna_score
 
-    preds, targets, rows = [], [], []
+    preds, kept, targets, rows = [], [], [], []
     for i in range(len(dataset)):
         s = dataset[i]
         pred = predict_detections(model, [prepare_image(s["image"], config)], device)[0]
         target = {"boxes": torch.as_tensor(s["boxes"], dtype=torch.float32).reshape(-1, 4),
                   "labels": torch.as_tensor(s["labels"], dtype=torch.int64).reshape(-1)}
         preds.append(pred)
+        kept.append({k: v[pred["scores"] >= score_threshold] for k, v in pred.items()})
         targets.append(target)
-        rows.append(_image_row(s.get("id", str(i)), _above(pred, score_threshold), target))
+        rows.append(_image_row(s.get("id", str(i)), kept[-1], target))
         if figures is not None and i < max_figures:
-            rows[-1]["figure"] = str(_box_figure(Path(figures), s, _above(pred, score_threshold)))
+            rows[-1]["figure"] = str(_box_figure(Path(figures), s, kept[-1]))
     coco = coco_map(preds, targets)
-    kept = [_above(p, score_threshold) for p in preds]
     result = {"images": len(preds), "rsna": float(rsna_score(preds, targets)),
               "rsna_thresholded": float(rsna_score(kept, targets)),
               "map": float(coco["map"]), "map_50": float(coco["map_50"]),
@@ -588,10 +584,6 @@ def evaluate_detection(model, config: DetConfig, dataset, device, score_threshol
     if figures is not None:
         result["pr_curve"] = str(_pr_figure(Path(figures), preds, targets))
     return result
-
-
-def _above(pred: dict, score_threshold: float) -> dict:
-    return {k: v[pred["scores"] >= score_threshold] for k, v in pred.items()}
 
 
 def _image_row(image_id: str, kept: dict, target: dict) -> dict:

@@ -24,40 +24,12 @@ from .checkpoint import (atomic_save, atomic_write_text, check_resumable, gather
 from .config import TrainConfig
 from .data import SegTensors, standardize, train_loader, val_loader
 from .logging import plot_history, progress, write_metrics_csv
+from .loop import check_loss, make_optimizer, mean, run_to_end
 from .models import LOSS_FUNCTIONS, build_model, generator_of, load_generator_weights, resolve_device
 
 CHECKPOINT_FORMAT = "fastdet.seg.v1"
 # Settings a resumed run may change: they do not alter what is computed.
 RESUMABLE_CHANGES = {"epochs", "progress", "num_workers", "device", "extra", "init_checkpoint"}
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or inf. The step's update was not applied and no file was written
-    for the epoch, so last.pt still holds the previous epoch. Under DDP every process raises it;
-    `value` is this process's loss, finite where another process's was not (`elsewhere`)."""
-
-    def __init__(self, epoch: int, step: int, global_step: int, value: float, what: str = "loss",
-                 elsewhere: bool = False):
-        self.epoch, self.step, self.global_step, self.value = epoch, step, global_step, value
-        self.elsewhere = elsewhere
-        state = (f"{what} is NaN or inf on another process (on this one it is {value})"
-                 if elsewhere else f"{what} is {value}")
-        super().__init__(f"{state} at epoch {epoch}, step {step} of the epoch (global "
-                         f"step {global_step}); training stopped before this step's update. "
-                         f"Lower the learning rate, check the data for NaN/inf, or turn off "
-                         f"mixed precision.")
-
-
-def check_loss(loss: torch.Tensor, where, what: str, dist_info, device, failure=None) -> float:
-    """The loss as a float. Raises NonFiniteLossError (epoch, step, global step = `where`) on
-    every process when any process's loss is NaN or inf, so all stop at the same step; call it
-    before the backward pass, so no process waits for the others' gradients."""
-    value = float(loss.detach())
-    here = not math.isfinite(value)
-    anywhere = D.any_true(here, device) if dist_info.enabled else here
-    if anywhere:
-        raise NonFiniteLossError(*where, value, what, elsewhere=not here) from failure
-    return value
 
 
 def train_segmentation(config: TrainConfig, train_set, val_set=None, out_dir=None,
@@ -74,11 +46,7 @@ def train_segmentation(config: TrainConfig, train_set, val_set=None, out_dir=Non
     Raises NonFiniteLossError (a FloatingPointError) when a loss is NaN or inf."""
     if out_dir is None:
         raise ValueError("train_segmentation: out_dir is required (the run folder)")
-    trainer = SegTrainer(config, train_set, val_set, Path(out_dir), resume)
-    try:
-        return trainer.fit()
-    finally:
-        trainer.close()
+    return run_to_end(SegTrainer(config, train_set, val_set, Path(out_dir), resume))
 
 
 class SegTrainer:
@@ -137,7 +105,7 @@ class SegTrainer:
         self.model = build_model(cfg).to(dev)
         self.gan = cfg.gan_mode != "none"
         self.gen = generator_of(self.model)
-        self.opt = _optimizer(cfg, self.gen.parameters(), cfg.lr)
+        self.opt = make_optimizer(cfg, self.gen.parameters(), cfg.lr)
         self.sched = torch.optim.lr_scheduler.StepLR(self.opt, cfg.step_size, cfg.gamma)
         self.scaler = torch.amp.GradScaler(dev.type, enabled=self.amp)
         if self.gan:
@@ -223,7 +191,7 @@ class SegTrainer:
             bar.set_postfix(loss=f"{seg:.4f}")
         bar.close()
         total = D.all_reduce_sum(sums, self.device)
-        return _div(total[0], total[1]), _div(total[2], total[3])
+        return mean(total[0], total[1]), mean(total[2], total[3])
 
     # ------------------------------------------------------------------ steps
 
@@ -300,7 +268,7 @@ class SegTrainer:
             sums[3] += 1
         total = D.all_reduce_sum(sums, self.device)
         n = total[3]
-        return _div(total[0], n), _div(total[1], n), _div(total[2], n)
+        return mean(total[0], n), mean(total[1], n), mean(total[2], n)
 
     # ------------------------------------------------------------------ files
 
@@ -328,13 +296,3 @@ class SegTrainer:
             ckpt["d_optimizer"] = self.d_opt.state_dict()
             ckpt["d_scaler"] = self.d_scaler.state_dict()
         return ckpt
-
-
-def _optimizer(config: TrainConfig, params, lr: float) -> torch.optim.Optimizer:
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    return torch.optim.Adam(params, lr, weight_decay=config.weight_decay)
-
-
-def _div(a: float, b: float) -> float:
-    return a / b if b else math.nan

@@ -98,7 +98,8 @@ def test_non_finite_loss_on_another_process(monkeypatch):
 
     from fastdet.engine import distributed as D
     from fastdet.engine.det import DetTrainer
-    from fastdet.engine.seg import NonFiniteLossError, SegTrainer
+    from fastdet.engine import NonFiniteLossError
+    from fastdet.engine.seg import SegTrainer
 
     monkeypatch.setattr(D, "any_true", lambda flag, device: True)  # some process saw NaN
     stub = SimpleNamespace(dist=D.DistInfo(rank=1, world_size=2), device=torch.device("cpu"))
