@@ -5,6 +5,7 @@ Environment switches:
   FASTDET_CUDA_ARCHS="90"    CUDA architectures (CMake syntax); default follows the nvcc version
   FASTDET_BUILD_TYPE=Release CMake build type
 """
+
 import os
 import re
 import subprocess

@@ -1,5 +1,6 @@
 """Each case times fastdet and its peers on the same inputs; pytest-benchmark groups them by case,
 so its table shows the ratios side by side. Timings live here, never in tests/."""
+
 import itertools
 import statistics
 import time
@@ -35,6 +36,7 @@ def test_case(case, device, benchmark):
         def once():
             fn(next(rot))
             sync()
+
         return once
 
     # pytest-benchmark times one callable per test: fastdet; the peers are recorded in extra_info.
@@ -50,5 +52,6 @@ def test_case(case, device, benchmark):
     benchmark.pedantic(run(impls["fastdet"]), rounds=5, warmup_rounds=1)
     for name in impls:
         if name != "fastdet":
-            benchmark.extra_info[f"speedup_vs_{name}"] = benchmark.extra_info[f"{name}_median_s"] / benchmark.stats.stats.median
-
+            benchmark.extra_info[f"speedup_vs_{name}"] = (
+                benchmark.extra_info[f"{name}_median_s"] / benchmark.stats.stats.median
+            )

@@ -1,4 +1,5 @@
 """Loads the compiled core, fastdet._C, with an error that says how to rebuild it."""
+
 from ._version import __version__
 
 _REBUILD = (
@@ -15,7 +16,9 @@ import torch  # noqa: F401,E402
 try:
     from . import _C
 except ImportError as e:  # missing, or built for another Python
-    raise ImportError(f"fastdet's compiled core fastdet._C could not be loaded ({e}). {_REBUILD}") from e
+    raise ImportError(
+        f"fastdet's compiled core fastdet._C could not be loaded ({e}). {_REBUILD}"
+    ) from e
 
 if getattr(_C, "__version__", None) != __version__:
     raise ImportError(

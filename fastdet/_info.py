@@ -1,4 +1,5 @@
 """What was built and what it runs on: `fastdet.build_info()` and `fastdet info`."""
+
 from __future__ import annotations
 
 import platform
@@ -25,8 +26,14 @@ def _gpus() -> list[dict]:
         out = []
         for i in range(torch.cuda.device_count()):
             p = torch.cuda.get_device_properties(i)
-            out.append({"index": i, "name": p.name, "capability": f"{p.major}.{p.minor}",
-                        "memory_gib": round(p.total_memory / 2**30, 1)})
+            out.append(
+                {
+                    "index": i,
+                    "name": p.name,
+                    "capability": f"{p.major}.{p.minor}",
+                    "memory_gib": round(p.total_memory / 2**30, 1),
+                }
+            )
         return out
     except Exception:  # a broken driver must not break `fastdet info`
         return []
@@ -36,8 +43,12 @@ def _driver() -> str | None:
     try:
         import subprocess
 
-        r = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                           capture_output=True, text=True, timeout=10)
+        r = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return r.stdout.strip().splitlines()[0] if r.returncode == 0 and r.stdout.strip() else None
     except (OSError, subprocess.SubprocessError):
         return None

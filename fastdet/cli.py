@@ -1,5 +1,6 @@
 """The `fastdet` command. Subcommands: info, bench, data synth, train seg, predict seg,
 evaluate seg, train det, predict det, evaluate det, demo."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,10 @@ def _info(args) -> int:
     for k, v in info.items():
         if k == "gpus":
             for g in v:
-                print(f"gpu {g['index']}: {g['name']} (sm_{g['capability'].replace('.', '')}, {g['memory_gib']} GiB)")
+                print(
+                    f"gpu {g['index']}: {g['name']} "
+                    f"(sm_{g['capability'].replace('.', '')}, {g['memory_gib']} GiB)"
+                )
         else:
             print(f"{k}: {', '.join(v) if isinstance(v, list) else v}")
     return 0
@@ -30,8 +34,14 @@ def _bench(args) -> int:
     from tqdm import tqdm
 
     from .bench import cases_for, run_cases, write_json
-    from .bench.runner import (bandwidth_lines, copy_bandwidth, default_json_path, machine,
-                               table, throughput_lines)
+    from .bench.runner import (
+        bandwidth_lines,
+        copy_bandwidth,
+        default_json_path,
+        machine,
+        table,
+        throughput_lines,
+    )
 
     if args.device == "cuda" and not torch.cuda.is_available():
         print("fastdet bench: --device cuda but torch sees no CUDA device", file=sys.stderr)
@@ -85,12 +95,29 @@ def _fail(command: str, error: Exception) -> int:
 # ---------------------------------------------------------------------- train seg
 
 _TRAIN_FLAGS = {  # argparse dest -> TrainConfig field, for flags that map one to one
-    "model": "model", "epochs": "epochs", "device": "device", "batch_size": "batch_size",
-    "lr": "lr", "size": "size", "encoder_weights": "encoder_weights", "optimizer": "optimizer",
-    "loss": "loss", "depth": "depth", "width": "width", "seed": "seed", "workers": "num_workers",
-    "val_fraction": "val_fraction", "gan_mode": "gan_mode", "gan_lambda": "gan_lambda",
-    "d_lr": "d_lr", "init_checkpoint": "init_checkpoint", "step_size": "step_size",
-    "momentum": "momentum", "gamma": "gamma", "weight_decay": "weight_decay", "d_width": "d_width",
+    "model": "model",
+    "epochs": "epochs",
+    "device": "device",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "size": "size",
+    "encoder_weights": "encoder_weights",
+    "optimizer": "optimizer",
+    "loss": "loss",
+    "depth": "depth",
+    "width": "width",
+    "seed": "seed",
+    "workers": "num_workers",
+    "val_fraction": "val_fraction",
+    "gan_mode": "gan_mode",
+    "gan_lambda": "gan_lambda",
+    "d_lr": "d_lr",
+    "init_checkpoint": "init_checkpoint",
+    "step_size": "step_size",
+    "momentum": "momentum",
+    "gamma": "gamma",
+    "weight_decay": "weight_decay",
+    "d_width": "d_width",
 }
 _TRAIN_SWITCHES = {"no_hflip": "hflip", "no_vflip": "vflip", "no_resize": "resize"}  # off-switches
 
@@ -110,10 +137,20 @@ def _train_config(args):
     missing = [f"--{n}" for n in ("data", "layout", "model") if getattr(args, n) is None]
     if missing:
         raise ValueError(f"{', '.join(missing)} required (unless --resume)")
-    extra = {"data": str(args.data.resolve()), "layout": args.layout, "rgb": args.rgb, "plane": args.plane}
+    extra = {
+        "data": str(args.data.resolve()),
+        "layout": args.layout,
+        "rgb": args.rgb,
+        "plane": args.plane,
+    }
     given.update({f: False for a, f in _TRAIN_SWITCHES.items() if getattr(args, a)})
-    return TrainConfig(**given, amp=not args.no_amp, progress=not args.no_progress,
-                       deterministic=args.deterministic, extra=extra)
+    return TrainConfig(
+        **given,
+        amp=not args.no_amp,
+        progress=not args.no_progress,
+        deterministic=args.deterministic,
+        extra=extra,
+    )
 
 
 def _train_seg(args) -> int:
@@ -122,12 +159,21 @@ def _train_seg(args) -> int:
 
     def open_sets(config):
         x = config.extra
-        return _split_sets(open_seg_dataset, config, rgb=x.get("rgb", False),
-                           plane=x.get("plane", "transverse"))
+        return _split_sets(
+            open_seg_dataset, config, rgb=x.get("rgb", False), plane=x.get("plane", "transverse")
+        )
 
-    return _train("seg", args, _train_config, open_sets, train_segmentation,
-                  lambda r: f"train loss {r['train_loss']:.4f}, val loss {r['val_loss']:.4f}, "
-                            f"val IoU {r['val_iou']:.3f}, val Dice {r['val_dice']:.3f}")
+    return _train(
+        "seg",
+        args,
+        _train_config,
+        open_sets,
+        train_segmentation,
+        lambda r: (
+            f"train loss {r['train_loss']:.4f}, val loss {r['val_loss']:.4f}, "
+            f"val IoU {r['val_iou']:.3f}, val Dice {r['val_dice']:.3f}"
+        ),
+    )
 
 
 def _split_sets(open_dataset, config, **kw):
@@ -136,12 +182,15 @@ def _split_sets(open_dataset, config, **kw):
     kw.update(seed=config.seed, val_fraction=config.val_fraction)
     if config.val_fraction <= 0:
         return open_dataset(x["layout"], x["data"], None, **kw), None
-    return (open_dataset(x["layout"], x["data"], "train", **kw),
-            open_dataset(x["layout"], x["data"], "val", **kw))
+    return (
+        open_dataset(x["layout"], x["data"], "train", **kw),
+        open_dataset(x["layout"], x["data"], "val", **kw),
+    )
 
 
 def _train(kind: str, args, config_of, open_sets, train_fn, epoch_line) -> int:
-    """The shared flow of `train seg` / `train det`: config, datasets, training, a line per epoch."""
+    """The shared flow of `train seg` / `train det`: config, datasets, training, a line per
+    epoch."""
     name = f"train {kind}"
     try:
         config = config_of(args)
@@ -150,8 +199,11 @@ def _train(kind: str, args, config_of, open_sets, train_fn, epoch_line) -> int:
         return _fail(name, e)
     main = _is_rank0()  # under torchrun every process runs this; one report is enough
     if main:
-        print(f"training {config.model} on {len(train)} images ({len(val) if val else 0} for "
-              f"validation), {config.epochs} epochs -> {args.out}", file=sys.stderr)
+        print(
+            f"training {config.model} on {len(train)} images ({len(val) if val else 0} for "
+            f"validation), {config.epochs} epochs -> {args.out}",
+            file=sys.stderr,
+        )
     try:
         history = train_fn(config, train, val, args.out, resume=args.resume)
     except (FileExistsError, FileNotFoundError, FloatingPointError, ValueError) as e:
@@ -170,10 +222,16 @@ def _is_rank0() -> bool:
 
 # ---------------------------------------------------------------------- predict seg
 
+
 def _predict_seg(args) -> int:
     from .engine import load_model, resolve_device
-    from .engine.inference import (input_files, predict_mask, read_input, write_png_mask,
-                                   write_volume_mask)
+    from .engine.inference import (
+        input_files,
+        predict_mask,
+        read_input,
+        write_png_mask,
+        write_volume_mask,
+    )
 
     try:
         device = resolve_device(args.device)
@@ -185,8 +243,14 @@ def _predict_seg(args) -> int:
         files = input_files(args.inputs)
     except (ValueError, FileNotFoundError) as e:
         return _fail("predict seg", e)
-    opts = dict(config=config, tile=tile, overlap=overlap, device=device,
-                post_process=args.post_process, min_size=args.min_size)
+    opts = dict(
+        config=config,
+        tile=tile,
+        overlap=overlap,
+        device=device,
+        post_process=args.post_process,
+        min_size=args.min_size,
+    )
     for path in files:
         try:
             kind, data, meta = read_input(path)
@@ -198,6 +262,7 @@ def _predict_seg(args) -> int:
         else:
             import numpy as np
             import torch
+
             masks = np.stack([predict_mask(model, torch.from_numpy(s[None]), **opts) for s in data])
             out = write_volume_mask(args.out / f"{stem}_mask", masks, meta.get("spacing"))
         print(f"{path} -> {out}")
@@ -205,6 +270,7 @@ def _predict_seg(args) -> int:
 
 
 # ---------------------------------------------------------------------- evaluate seg
+
 
 def _evaluate_seg(args) -> int:
     from .engine import load_model, resolve_device
@@ -216,17 +282,32 @@ def _evaluate_seg(args) -> int:
         model, config = load_model(args.checkpoint, device)
         x = config.extra
         split = None if args.split == "all" else args.split
-        data = open_seg_dataset(args.layout, args.data, split, seed=config.seed,
-                                val_fraction=config.val_fraction, rgb=x.get("rgb", False),
-                                plane=x.get("plane", "transverse"))
+        data = open_seg_dataset(
+            args.layout,
+            args.data,
+            split,
+            seed=config.seed,
+            val_fraction=config.val_fraction,
+            rgb=x.get("rgb", False),
+            plane=x.get("plane", "transverse"),
+        )
     except (ValueError, FileNotFoundError) as e:
         return _fail("evaluate seg", e)
     if len(data) == 0:
         return _fail("evaluate seg", ValueError(f"no images in {args.data} ({args.split})"))
     tile = config.size if args.tile is None else args.tile
     overlap = tile // 4 if args.overlap is None else args.overlap
-    result = evaluate_segmentation(model, config, data, device, tile, overlap, args.post_process,
-                                   classical=not args.no_classical, figures=args.figures)
+    result = evaluate_segmentation(
+        model,
+        config,
+        data,
+        device,
+        tile,
+        overlap,
+        args.post_process,
+        classical=not args.no_classical,
+        figures=args.figures,
+    )
     print(format_report(result))
     if args.json:
         _write_json(args.json, result)
@@ -258,12 +339,26 @@ def _demo(args) -> int:
 
 # ---------------------------------------------------------------------- det
 
-_DET_FLAGS = {"model": "model", "epochs": "epochs", "device": "device", "batch_size": "batch_size",
-              "lr": "lr", "min_size": "min_size", "max_size": "max_size", "weights": "weights",
-              "weights_backbone": "weights_backbone", "seed": "seed", "optimizer": "optimizer",
-              "hflip": "hflip", "vflip": "vflip", "warmup_steps": "warmup_steps",
-              "anchor_sizes": "anchor_sizes", "rois_per_image": "rois_per_image",
-              "box_loss": "box_loss", "cls_loss": "cls_loss"}
+_DET_FLAGS = {
+    "model": "model",
+    "epochs": "epochs",
+    "device": "device",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "min_size": "min_size",
+    "max_size": "max_size",
+    "weights": "weights",
+    "weights_backbone": "weights_backbone",
+    "seed": "seed",
+    "optimizer": "optimizer",
+    "hflip": "hflip",
+    "vflip": "vflip",
+    "warmup_steps": "warmup_steps",
+    "anchor_sizes": "anchor_sizes",
+    "rois_per_image": "rois_per_image",
+    "box_loss": "box_loss",
+    "cls_loss": "cls_loss",
+}
 
 
 def _det_config(args):
@@ -281,17 +376,29 @@ def _det_config(args):
     if missing:
         raise ValueError(f"{', '.join(missing)} required (unless --resume)")
     extra = {"data": str(args.data.resolve()), "layout": args.layout}
-    return DetConfig(**given, hist_eq=args.hist_eq, amp=not args.no_amp,
-                     progress=not args.no_progress, extra=extra)
+    return DetConfig(
+        **given,
+        hist_eq=args.hist_eq,
+        amp=not args.no_amp,
+        progress=not args.no_progress,
+        extra=extra,
+    )
 
 
 def _train_det(args) -> int:
     from .engine.det import open_det_dataset, train_detection
 
-    return _train("det", args, _det_config, lambda c: _split_sets(open_det_dataset, c),
-                  train_detection,
-                  lambda r: f"loss {r['loss']:.4f}, val mAP {r['val_map']:.3f}, "
-                            f"val AP50 {r['val_map_50']:.3f}, val RSNA {r['val_rsna']:.3f}")
+    return _train(
+        "det",
+        args,
+        _det_config,
+        lambda c: _split_sets(open_det_dataset, c),
+        train_detection,
+        lambda r: (
+            f"loss {r['loss']:.4f}, val mAP {r['val_map']:.3f}, "
+            f"val AP50 {r['val_map_50']:.3f}, val RSNA {r['val_rsna']:.3f}"
+        ),
+    )
 
 
 def _predict_det(args) -> int:
@@ -322,7 +429,9 @@ def _predict_det(args) -> int:
         with open(args.out / f"{stem}_boxes.csv", "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["id", "x1", "y1", "x2", "y2", "score", "label"])
-            for b, sc, lab in zip(pred["boxes"].tolist(), pred["scores"].tolist(), pred["labels"].tolist()):
+            for b, sc, lab in zip(
+                pred["boxes"].tolist(), pred["scores"].tolist(), pred["labels"].tolist()
+            ):
                 w.writerow([stem, *(f"{v:.1f}" for v in b), f"{sc:.4f}", lab])
         png = draw_boxes(args.out / f"{stem}_boxes.png", image, pred)
         print(f"{path} -> {len(pred['boxes'])} boxes, {args.out / (stem + '_boxes.csv')}, {png}")
@@ -337,15 +446,17 @@ def _evaluate_det(args) -> int:
         device = resolve_device(args.device)
         model, config = load_detector(args.checkpoint, device)
         split = None if args.split == "all" else args.split
-        data = open_det_dataset(args.layout, args.data, split, seed=config.seed,
-                                val_fraction=config.val_fraction)
+        data = open_det_dataset(
+            args.layout, args.data, split, seed=config.seed, val_fraction=config.val_fraction
+        )
     except (ValueError, FileNotFoundError) as e:
         return _fail("evaluate det", e)
     if len(data) == 0:
         return _fail("evaluate det", ValueError(f"no images in {args.data} ({args.split})"))
     figures = args.figures or (args.json.parent if args.json else None)  # never the cwd unasked
-    result = evaluate_detection(model, config, data, device, args.score_threshold, figures,
-                                args.max_figures)
+    result = evaluate_detection(
+        model, config, data, device, args.score_threshold, figures, args.max_figures
+    )
     print(format_det_report(result))
     if result.get("pr_curve"):
         print(f"wrote {result['pr_curve']}")
@@ -368,20 +479,47 @@ def _add_train_det(kinds) -> None:
     s.add_argument("--batch-size", type=int)
     s.add_argument("--lr", type=float, help="learning rate (default 1e-3, / 10 every 20 epochs)")
     s.add_argument("--optimizer", choices=["sgd", "adam"])
-    s.add_argument("--warmup-steps", type=int, metavar="N",
-                   help="linear lr warmup from lr / 1000 over the first N steps (default 0)")
-    s.add_argument("--hflip", type=float, metavar="P",
-                   help="probability of a left-right flip of each training image (default 0)")
-    s.add_argument("--anchor-sizes", type=float, nargs="+", metavar="PX",
-                   help="RPN anchor side per FPN level (5 values; vgg16: 1, scaling its 128/256/512)")
-    s.add_argument("--box-loss", choices=["smooth_l1", "l1"],
-                   help="box regression loss of both heads (default smooth_l1)")
-    s.add_argument("--cls-loss", choices=["ce", "focal"],
-                   help="classification loss of both heads (default ce; focal: gamma 2)")
-    s.add_argument("--rois-per-image", type=int, metavar="N",
-                   help="RoIs sampled per training image (default: the model's, 128 or 512)")
-    s.add_argument("--vflip", type=float, metavar="P",
-                   help="probability of a top-bottom flip of each training image (default 0)")
+    s.add_argument(
+        "--warmup-steps",
+        type=int,
+        metavar="N",
+        help="linear lr warmup from lr / 1000 over the first N steps (default 0)",
+    )
+    s.add_argument(
+        "--hflip",
+        type=float,
+        metavar="P",
+        help="probability of a left-right flip of each training image (default 0)",
+    )
+    s.add_argument(
+        "--anchor-sizes",
+        type=float,
+        nargs="+",
+        metavar="PX",
+        help="RPN anchor side per FPN level (5 values; vgg16: 1, scaling its 128/256/512)",
+    )
+    s.add_argument(
+        "--box-loss",
+        choices=["smooth_l1", "l1"],
+        help="box regression loss of both heads (default smooth_l1)",
+    )
+    s.add_argument(
+        "--cls-loss",
+        choices=["ce", "focal"],
+        help="classification loss of both heads (default ce; focal: gamma 2)",
+    )
+    s.add_argument(
+        "--rois-per-image",
+        type=int,
+        metavar="N",
+        help="RoIs sampled per training image (default: the model's, 128 or 512)",
+    )
+    s.add_argument(
+        "--vflip",
+        type=float,
+        metavar="P",
+        help="probability of a top-bottom flip of each training image (default 0)",
+    )
     s.add_argument("--min-size", type=int, help="shorter image side in the model (default 600)")
     s.add_argument("--max-size", type=int, help="longest image side in the model (default 1000)")
     s.add_argument("--weights", help="detector state_dict file to start from")
@@ -408,14 +546,27 @@ def _add_det_inference(predict, evaluate) -> None:
     s.add_argument("--data", type=Path, required=True)
     s.add_argument("--layout", required=True, choices=DET_LAYOUTS)
     s.add_argument("--split", choices=["all", "val", "train"], default="all")
-    s.add_argument("--score-threshold", type=float, default=0.5,
-                   help="detections counted in TP/FP/FN (AP uses all)")
+    s.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.5,
+        help="detections counted in TP/FP/FN (AP uses all)",
+    )
     s.add_argument("--json", type=Path, metavar="PATH", help="write the figures as JSON")
-    s.add_argument("--figures", type=Path, metavar="DIR",
-                   help="folder for pr_curve.png and boxes/<id>.png (detections red, ground truth "
-                        "green) (default: the --json folder; none without either)")
-    s.add_argument("--max-figures", type=int, default=20, metavar="N",
-                   help="images drawn into boxes/ (default 20)")
+    s.add_argument(
+        "--figures",
+        type=Path,
+        metavar="DIR",
+        help="folder for pr_curve.png and boxes/<id>.png (detections red, ground truth "
+        "green) (default: the --json folder; none without either)",
+    )
+    s.add_argument(
+        "--max-figures",
+        type=int,
+        default=20,
+        metavar="N",
+        help="images drawn into boxes/ (default 20)",
+    )
     s.add_argument("--device", default="auto")
     s.set_defaults(fn=_evaluate_det)
 
@@ -427,8 +578,11 @@ def _add_train(sub) -> None:
     _add_train_det(kinds)
     s = kinds.add_parser("seg", help="train a segmentation model (U-Net, FPN, U-Net+GAN)")
     s.add_argument("--data", type=Path, help="dataset folder")
-    s.add_argument("--layout", choices=["dsb2018", "folders", "mri", "rsna"],
-                   help="on-disk layout (rsna has no masks: use train det)")
+    s.add_argument(
+        "--layout",
+        choices=["dsb2018", "folders", "mri", "rsna"],
+        help="on-disk layout (rsna has no masks: use train det)",
+    )
     s.add_argument("--model", choices=MODELS)
     s.add_argument("--out", type=Path, required=True, help="run folder")
     s.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -458,18 +612,28 @@ def _add_train(sub) -> None:
     s.add_argument("--d-width", type=int, help="discriminator first-layer channels (unet_gan)")
     s.add_argument("--no-hflip", action="store_true", help="no random left-right flips")
     s.add_argument("--no-vflip", action="store_true", help="no random top-bottom flips")
-    s.add_argument("--no-resize", action="store_true",
-                   help="crop --size windows at the original scale (no shorter-side resize)")
-    s.add_argument("--deterministic", action="store_true",
-                   help="deterministic kernels (cuDNN): bit-reproducible on CUDA, slower")
+    s.add_argument(
+        "--no-resize",
+        action="store_true",
+        help="crop --size windows at the original scale (no shorter-side resize)",
+    )
+    s.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="deterministic kernels (cuDNN): bit-reproducible on CUDA, slower",
+    )
     s.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(fn=_train_seg)
 
 
 def _add_inference(sub) -> None:
-    predict = sub.add_parser("predict", help="predict masks or boxes").add_subparsers(dest="kind", required=True)
-    evaluate = sub.add_parser("evaluate", help="score a model").add_subparsers(dest="kind", required=True)
+    predict = sub.add_parser("predict", help="predict masks or boxes").add_subparsers(
+        dest="kind", required=True
+    )
+    evaluate = sub.add_parser("evaluate", help="score a model").add_subparsers(
+        dest="kind", required=True
+    )
     _add_det_inference(predict, evaluate)
     kinds = predict
     s = kinds.add_parser("seg", help="masks for PNG/TIFF/DICOM files or DICOM series folders")
@@ -480,13 +644,19 @@ def _add_inference(sub) -> None:
     s.add_argument("--min-size", type=int, default=16, help="post-processing: smallest object")
     s.set_defaults(fn=_predict_seg)
     kinds = evaluate
-    s = kinds.add_parser("seg", help="IoU, Dice, sensitivity, specificity (and DSB score) "
-                                     "beside the classical baseline")
+    s = kinds.add_parser(
+        "seg",
+        help="IoU, Dice, sensitivity, specificity (and DSB score) beside the classical baseline",
+    )
     s.add_argument("--checkpoint", type=Path, required=True)
     s.add_argument("--data", type=Path, required=True)
     s.add_argument("--layout", required=True, choices=["dsb2018", "folders", "mri"])
-    s.add_argument("--split", choices=["all", "val", "train"], default="all",
-                   help="the training run's split to score (default all images)")
+    s.add_argument(
+        "--split",
+        choices=["all", "val", "train"],
+        default="all",
+        help="the training run's split to score (default all images)",
+    )
     s.add_argument("--json", type=Path, metavar="PATH", help="write the figures as JSON")
     s.add_argument("--figures", type=Path, metavar="DIR", help="write contour overlays")
     s.add_argument("--no-classical", action="store_true", help="skip the classical baseline")
@@ -496,10 +666,14 @@ def _add_inference(sub) -> None:
 
 def _inference_flags(s) -> None:
     s.add_argument("--device", default="auto")
-    s.add_argument("--post-process", action="store_true",
-                   help="remove small objects and fill holes")
-    s.add_argument("--tile", type=int, help="sliding-window side (default: the training size; "
-                                            "0: whole image at once)")
+    s.add_argument(
+        "--post-process", action="store_true", help="remove small objects and fill holes"
+    )
+    s.add_argument(
+        "--tile",
+        type=int,
+        help="sliding-window side (default: the training size; 0: whole image at once)",
+    )
     s.add_argument("--overlap", type=int, help="pixels between windows (default tile // 4)")
 
 
@@ -513,13 +687,23 @@ def main(argv=None) -> int:
     s.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     s.add_argument("--full", action="store_true", help="every case, not the quick set")
     s.add_argument("--only", metavar="TEXT", help="only cases whose name contains TEXT")
-    s.add_argument("--kind", choices=["all", "ops", "models"], default="all",
-                   help="the ops' cases, the models' (segmentation, detection) or all")
-    s.add_argument("--json", metavar="PATH", type=Path,
-                   help="where to write the figures as JSON (default benchmarks/results/"
-                        "<device>-<UTC time>.json; - for none)")
+    s.add_argument(
+        "--kind",
+        choices=["all", "ops", "models"],
+        default="all",
+        help="the ops' cases, the models' (segmentation, detection) or all",
+    )
+    s.add_argument(
+        "--json",
+        metavar="PATH",
+        type=Path,
+        help="where to write the figures as JSON (default benchmarks/results/"
+        "<device>-<UTC time>.json; - for none)",
+    )
     s.set_defaults(fn=_bench)
-    data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
+    data = sub.add_parser("data", help="datasets").add_subparsers(
+        dest="data_command", required=True
+    )
     s = data.add_parser("synth", help="write a small synthetic dataset in a real dataset's layout")
     s.add_argument("kind", choices=["rsna", "dsb2018", "mri"])
     s.add_argument("out", type=Path, help="output folder")

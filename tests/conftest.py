@@ -3,6 +3,7 @@ and the `gpu` marker (declared in pyproject.toml), skipped where CUDA is unavail
 
 Reproduce a failure with the seed it reports: FASTDET_TEST_SEED=<seed> pytest <test id>.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,11 @@ def pytest_runtest_makereport(item, call):
     seed = getattr(item, "_rng_seed", None)
     if seed is not None and report.failed:
         report.sections.append(
-            ("random seed", f"{item.nodeid} ran with seed {seed}; "
-                            f"rerun with FASTDET_TEST_SEED={seed}"))
+            (
+                "random seed",
+                f"{item.nodeid} ran with seed {seed}; rerun with FASTDET_TEST_SEED={seed}",
+            )
+        )
 
 
 @pytest.fixture

@@ -1,14 +1,21 @@
 """The detection benchmark's per-stage times (proposal filtering, NMS, RoIAlign): the profiler
 events are found in both implementations and fit in the profiled pass. Times nothing."""
+
 import pytest
 
 from fastdet.bench.cases import _det_case
 from fastdet.bench.runner import _stages, stages_line
 
 
-@pytest.mark.parametrize("model,impls", [
-    pytest.param("resnet18_fpn", {"fastdet"}, id="resnet18_fpn"),  # ~6 s for both modes
-    pytest.param("resnet50_fpn", {"fastdet", "torchvision"}, id="resnet50_fpn", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "model,impls",
+    [
+        pytest.param("resnet18_fpn", {"fastdet"}, id="resnet18_fpn"),  # ~6 s for both modes
+        pytest.param(
+            "resnet50_fpn", {"fastdet", "torchvision"}, id="resnet50_fpn", marks=pytest.mark.slow
+        ),
+    ],
+)
 @pytest.mark.parametrize("train", [False, True], ids=["inference", "train_step"])
 def test_detection_stages(model, impls, train):
     """The profiled pass finds all three stages in each implementation and they fit in it (a

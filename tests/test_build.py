@@ -1,4 +1,5 @@
 """The build: what fastdet._C reports, the `fastdet info` command, and the rebuild message."""
+
 import json
 import subprocess
 import sys
@@ -18,8 +19,12 @@ def test_build_info_reports_version_backends_threads():
 
 
 def test_info_command_json():
-    out = subprocess.run([sys.executable, "-m", "fastdet.cli", "info", "--json"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "fastdet.cli", "info", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert json.loads(out)["version"] == fastdet.__version__
 
 
@@ -46,8 +51,21 @@ def test_stale_core_raises_import_error_with_rebuild_hint():
 
 def test_bench_command_writes_json_and_table(tmp_path):
     out = tmp_path / "r.json"
-    r = subprocess.run([sys.executable, "-m", "fastdet.cli", "bench", "--only", "box_iou_1000",
-                        "--json", str(out)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fastdet.cli",
+            "bench",
+            "--only",
+            "box_iou_1000",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "box_iou_1000x1000" in r.stdout and "torchvision" in r.stdout
     data = json.loads(out.read_text())
@@ -57,6 +75,9 @@ def test_bench_command_writes_json_and_table(tmp_path):
 
 
 def test_bench_command_rejects_unknown_case():
-    r = subprocess.run([sys.executable, "-m", "fastdet.cli", "bench", "--only", "no-such-case",
-                        "--json", "-"], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "fastdet.cli", "bench", "--only", "no-such-case", "--json", "-"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "no case matches 'no-such-case'" in r.stderr

@@ -1,4 +1,5 @@
 """The README's Python examples run and say what they claim."""
+
 import re
 from pathlib import Path
 

@@ -31,7 +31,7 @@ void decode_boxes(const T* codes, const T* boxes, int64_t n, int64_t k, const do
                   double clip, T* out) {
   const T wx = T(weights[0]), wy = T(weights[1]), ww = T(weights[2]), wh = T(weights[3]);
   const T c = T(clip);
-#pragma omp parallel for schedule(static) num_threads(threads_for(n * k, 1 << 15))
+#pragma omp parallel for schedule(static) num_threads(threads_for(n* k, 1 << 15))
   for (int64_t i = 0; i < n; ++i) {
     const T* b = boxes + 4 * i;
     T w = b[2] - b[0], h = b[3] - b[1];
@@ -51,10 +51,9 @@ void decode_boxes(const T* codes, const T* boxes, int64_t n, int64_t k, const do
   }
 }
 
-#define FASTDET_INSTANTIATE(T)                                                            \
-  template void encode_boxes<T>(const T*, const T*, int64_t, const double*, T*);          \
-  template void decode_boxes<T>(const T*, const T*, int64_t, int64_t, const double*, double, \
-                                T*);
+#define FASTDET_INSTANTIATE(T)                                                   \
+  template void encode_boxes<T>(const T*, const T*, int64_t, const double*, T*); \
+  template void decode_boxes<T>(const T*, const T*, int64_t, int64_t, const double*, double, T*);
 FASTDET_INSTANTIATE(float)
 FASTDET_INSTANTIATE(double)
 

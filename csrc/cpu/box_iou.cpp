@@ -27,8 +27,7 @@ template <typename T> struct Soa {
 // both areas and the intersection are 0 (0 / 1 = 0), hull 0 means the union is 0 too.
 template <typename T> inline T safe(T d) { return d > T(0) ? d : T(1); }
 
-template <typename T>
-FASTDET_CLONES void iou_row(const T* a, const Soa<T>& s, int64_t m, T* out) {
+template <typename T> FASTDET_CLONES void iou_row(const T* a, const Soa<T>& s, int64_t m, T* out) {
   const T ax1 = a[0], ay1 = a[1], ax2 = a[2], ay2 = a[3], aa = fastdet::box_area(a);
   const T *x1 = s.x1.data(), *y1 = s.y1.data(), *x2 = s.x2.data(), *y2 = s.y2.data();
   const T* ar = s.area.data();
@@ -42,8 +41,7 @@ FASTDET_CLONES void iou_row(const T* a, const Soa<T>& s, int64_t m, T* out) {
   }
 }
 
-template <typename T>
-FASTDET_CLONES void giou_row(const T* a, const Soa<T>& s, int64_t m, T* out) {
+template <typename T> FASTDET_CLONES void giou_row(const T* a, const Soa<T>& s, int64_t m, T* out) {
   const T ax1 = a[0], ay1 = a[1], ax2 = a[2], ay2 = a[3], aa = fastdet::box_area(a);
   const T *x1 = s.x1.data(), *y1 = s.y1.data(), *x2 = s.x2.data(), *y2 = s.y2.data();
   const T* ar = s.area.data();
@@ -66,7 +64,7 @@ void pairwise(const T* a, int64_t n, const T* b, int64_t m, T* out, Row row) {
   if (n == 0 || m == 0) return;
   hint_huge_pages(out, size_t(n) * size_t(m) * sizeof(T));
   Soa<T> s(b, m);
-#pragma omp parallel for schedule(static) num_threads(threads_for(n * m, 1 << 16))
+#pragma omp parallel for schedule(static) num_threads(threads_for(n* m, 1 << 16))
   for (int64_t i = 0; i < n; ++i) row(a + 4 * i, s, m, out + i * m);
 }
 
@@ -85,9 +83,9 @@ void generalized_box_iou(const T* a, int64_t n, const T* b, int64_t m, T* out) {
   pairwise(a, n, b, m, out, giou_row<T>);
 }
 
-#define FASTDET_INSTANTIATE(T)                                                  \
-  template void box_area<T>(const T*, int64_t, T*);                             \
-  template void box_iou<T>(const T*, int64_t, const T*, int64_t, T*);           \
+#define FASTDET_INSTANTIATE(T)                                        \
+  template void box_area<T>(const T*, int64_t, T*);                   \
+  template void box_iou<T>(const T*, int64_t, const T*, int64_t, T*); \
   template void generalized_box_iou<T>(const T*, int64_t, const T*, int64_t, T*);
 FASTDET_INSTANTIATE(float)
 FASTDET_INSTANTIATE(double)

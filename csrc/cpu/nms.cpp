@@ -205,7 +205,8 @@ std::vector<int64_t> group_by_class(const std::vector<int64_t>& order, const int
   const auto [lo, hi] = std::minmax_element(idxs, idxs + n);
   if (double(*hi) - double(*lo) >= double(4 * n + 1024)) {
     std::vector<int64_t> out(order);
-    std::stable_sort(out.begin(), out.end(), [&](int64_t a, int64_t b) { return idxs[a] < idxs[b]; });
+    std::stable_sort(out.begin(), out.end(),
+                     [&](int64_t a, int64_t b) { return idxs[a] < idxs[b]; });
     return out;
   }
   std::vector<int64_t> pos(size_t(*hi - *lo) + 2, 0), out(n);
@@ -243,8 +244,8 @@ int64_t batched_nms(const T* boxes, const T* scores, const int64_t* idxs, int64_
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads_for(n, 2048))
   for (int64_t g = 0; g < groups; ++g) {
     int64_t s = starts[g];
-    counts[g] = greedy(boxes, by_class.data() + s, starts[g + 1] - s, iou_threshold,
-                       kept.data() + s);
+    counts[g] =
+        greedy(boxes, by_class.data() + s, starts[g + 1] - s, iou_threshold, kept.data() + s);
   }
   // Flag kept boxes by score rank, then read them back in rank order.
   std::vector<uint8_t> flag(n, 0);
@@ -256,10 +257,9 @@ int64_t batched_nms(const T* boxes, const T* scores, const int64_t* idxs, int64_
   return count;
 }
 
-#define FASTDET_INSTANTIATE(T)                                                         \
-  template int64_t nms<T>(const T*, const T*, int64_t, double, int64_t*);              \
-  template int64_t batched_nms<T>(const T*, const T*, const int64_t*, int64_t, double, \
-                                  int64_t*);
+#define FASTDET_INSTANTIATE(T)                                            \
+  template int64_t nms<T>(const T*, const T*, int64_t, double, int64_t*); \
+  template int64_t batched_nms<T>(const T*, const T*, const int64_t*, int64_t, double, int64_t*);
 FASTDET_INSTANTIATE(float)
 FASTDET_INSTANTIATE(double)
 

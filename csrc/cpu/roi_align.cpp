@@ -477,8 +477,8 @@ Share share_of(const Plan<T>& pl, const Shape& s, const Tasks& t, int64_t task) 
 
 // Packs the image's window for the task's blocks, then pools its share of the RoIs.
 template <typename T>
-void forward_packed(const T* input, const Plan<T>& pl, const Shape& s, const Share& sh,
-                    T* planes, T* tile, T* out) {
+void forward_packed(const T* input, const Plan<T>& pl, const Shape& s, const Share& sh, T* planes,
+                    T* tile, T* out) {
   constexpr int64_t L = kLanes<T>;
   const Window& w = pl.win[sh.n];
   const int64_t HW = s.H * s.W, PP = s.PH * s.PW, area = w.rows() * w.cols();
@@ -527,8 +527,8 @@ void zero_outside(const Shape& s, const Share& sh, int64_t h0, int64_t h1, int64
 // Window rows [r0, r1) of the task's blocks: every RoI of the image in order, then unpacked; the
 // part's share of rows outside them is zeroed.
 template <typename T>
-void backward_packed(const T* grad, const Plan<T>& pl, const Shape& s, const Tasks& t,
-                     int64_t task, T* planes, T* tile, T* grad_input) {
+void backward_packed(const T* grad, const Plan<T>& pl, const Shape& s, const Tasks& t, int64_t task,
+                     T* planes, T* tile, T* grad_input) {
   constexpr int64_t L = kLanes<T>;
   const Share sh = share_of(pl, s, t, task);
   const Window& w = pl.win[sh.n];
@@ -553,14 +553,14 @@ void backward_packed(const T* grad, const Plan<T>& pl, const Shape& s, const Tas
     const T* src = planes + (c - sh.c0) / L * band * L;
     T* dst = grad_input + (sh.n * s.C + c) * HW + w.c0;
     for (int64_t r = r0; r < r1; ++r)
-      transpose(src + (r - r0) * w.cols() * L, L, w.cols(), std::min(L, sh.c1 - c),
-                dst + r * s.W, HW);
+      transpose(src + (r - r0) * w.cols() * L, L, w.cols(), std::min(L, sh.c1 - c), dst + r * s.W,
+                HW);
   }
 }
 
 template <typename T>
-void backward_direct(const T* grad, const Plan<T>& pl, const Shape& s, const Tasks& t,
-                     int64_t task, T* grad_input) {
+void backward_direct(const T* grad, const Plan<T>& pl, const Shape& s, const Tasks& t, int64_t task,
+                     T* grad_input) {
   const Share sh = share_of(pl, s, t, task);
   const int64_t part = t.part(task), HW = s.H * s.W, PP = s.PH * s.PW;
   const int64_t r0 = s.H * part / t.parts, r1 = s.H * (part + 1) / t.parts;
@@ -625,8 +625,7 @@ void roi_align_backward(const T* grad_out, int64_t N, int64_t C, int64_t H, int6
   const Tasks t = make_tasks<T>(s, K, window, H);
   int64_t band = 0;  // the largest band of a packed window
   for (int64_t n = 0; n < N; ++n)
-    if (pl.packed[n])
-      band = std::max(band, ceil_div(pl.win[n].rows(), t.parts) * pl.win[n].cols());
+    if (pl.packed[n]) band = std::max(band, ceil_div(pl.win[n].rows(), t.parts) * pl.win[n].cols());
   const int64_t planes = t.G * band * L, per_thread = planes + PP * L;
   Scratch<T> buf(per_thread * t.nt);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(t.nt)
@@ -639,10 +638,10 @@ void roi_align_backward(const T* grad_out, int64_t N, int64_t C, int64_t H, int6
   }
 }
 
-#define FASTDET_INSTANTIATE(T)                                                                 \
-  template void roi_align_forward<T>(const T*, int64_t, int64_t, int64_t, int64_t, const T*,   \
-                                     int64_t, int64_t, int64_t, double, int64_t, bool, T*);    \
-  template void roi_align_backward<T>(const T*, int64_t, int64_t, int64_t, int64_t, const T*,  \
+#define FASTDET_INSTANTIATE(T)                                                                \
+  template void roi_align_forward<T>(const T*, int64_t, int64_t, int64_t, int64_t, const T*,  \
+                                     int64_t, int64_t, int64_t, double, int64_t, bool, T*);   \
+  template void roi_align_backward<T>(const T*, int64_t, int64_t, int64_t, int64_t, const T*, \
                                       int64_t, int64_t, int64_t, double, int64_t, bool, T*);
 FASTDET_INSTANTIATE(float)
 FASTDET_INSTANTIATE(double)

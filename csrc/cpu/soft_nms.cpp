@@ -40,8 +40,8 @@ int64_t soft_nms(const T* boxes, const T* scores, int64_t n, double iou_threshol
     for (int64_t k = 0; k < int64_t(live.size()); ++k) {
       if (k == b) continue;
       double o = iou(bb, boxes + 4 * live[k]);
-      double f = method == kLinear ? (o > iou_threshold ? 1.0 - o : 1.0)
-                                   : std::exp(-(o * o) / sigma);
+      double f =
+          method == kLinear ? (o > iou_threshold ? 1.0 - o : 1.0) : std::exp(-(o * o) / sigma);
       T ns = T(double(s[k]) * f);
       if (double(ns) < score_threshold) continue;
       live[w] = live[k];
@@ -53,9 +53,9 @@ int64_t soft_nms(const T* boxes, const T* scores, int64_t n, double iou_threshol
   return count;
 }
 
-#define FASTDET_INSTANTIATE(T)                                                              \
-  template int64_t soft_nms<T>(const T*, const T*, int64_t, double, double, double, int, \
-                               int64_t*, T*);
+#define FASTDET_INSTANTIATE(T)                                                                     \
+  template int64_t soft_nms<T>(const T*, const T*, int64_t, double, double, double, int, int64_t*, \
+                               T*);
 FASTDET_INSTANTIATE(float)
 FASTDET_INSTANTIATE(double)
 

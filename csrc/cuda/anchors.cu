@@ -14,8 +14,8 @@ using namespace detail;
 // Block row y of the grid (strided by gridDim.y); threads over the gw * A * 4 values of a row,
 // so each warp store is coalesced and no 64-bit division is needed.
 template <typename T>
-__global__ void grid_anchors_kernel(const T* __restrict__ base, int A, int64_t gh, int row,
-                                    T sh, T sw, T* __restrict__ out) {
+__global__ void grid_anchors_kernel(const T* __restrict__ base, int A, int64_t gh, int row, T sh,
+                                    T sw, T* __restrict__ out) {
   for (int64_t y = blockIdx.y; y < gh; y += gridDim.y) {
     const T dy = T(y) * sh;
     T* o = out + y * row;
@@ -38,8 +38,8 @@ void grid_anchors(const T* base, int64_t A, int64_t gh, int64_t gw, double strid
   const int row = int(gw * A * 4);
   const dim3 grid(unsigned(std::min<int64_t>(ceil_div(row, kThreads), 1024)),
                   unsigned(std::min<int64_t>(gh, 65535)));
-  grid_anchors_kernel<T><<<grid, kThreads, 0, as_stream(stream)>>>(
-      base, int(A), gh, row, T(stride_h), T(stride_w), out);
+  grid_anchors_kernel<T><<<grid, kThreads, 0, as_stream(stream)>>>(base, int(A), gh, row,
+                                                                   T(stride_h), T(stride_w), out);
   FASTDET_CUDA_CHECK_LAUNCH();
 }
 

@@ -18,8 +18,8 @@ template <typename T> Weights<T> to_weights(const double* w) {
 }
 
 template <typename T>
-__global__ void encode_kernel(const T* __restrict__ gt, const T* __restrict__ proposals,
-                              int64_t n, Weights<T> wt, T* __restrict__ out) {
+__global__ void encode_kernel(const T* __restrict__ gt, const T* __restrict__ proposals, int64_t n,
+                              Weights<T> wt, T* __restrict__ out) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     const T* p = proposals + 4 * i;
@@ -40,9 +40,8 @@ __global__ void encode_kernel(const T* __restrict__ gt, const T* __restrict__ pr
 template <typename T> __device__ __forceinline__ T min_std(T a, T b) { return b < a ? b : a; }
 
 template <typename T>
-__global__ void decode_kernel(const T* __restrict__ codes, const T* __restrict__ boxes,
-                              int64_t n, int64_t k, Weights<T> wt, T clip,
-                              T* __restrict__ out) {
+__global__ void decode_kernel(const T* __restrict__ codes, const T* __restrict__ boxes, int64_t n,
+                              int64_t k, Weights<T> wt, T clip, T* __restrict__ out) {
   for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < n * k;
        e += int64_t(gridDim.x) * blockDim.x) {
     const T* b = boxes + 4 * (e / k);
@@ -83,10 +82,10 @@ void decode_boxes(const T* codes, const T* boxes, int64_t n, int64_t k, const do
   FASTDET_CUDA_CHECK_LAUNCH();
 }
 
-#define FASTDET_INSTANTIATE(T)                                                               \
-  template void encode_boxes<T>(const T*, const T*, int64_t, const double*, T*, int, void*); \
-  template void decode_boxes<T>(const T*, const T*, int64_t, int64_t, const double*, double, \
-                                T*, int, void*);
+#define FASTDET_INSTANTIATE(T)                                                                   \
+  template void encode_boxes<T>(const T*, const T*, int64_t, const double*, T*, int, void*);     \
+  template void decode_boxes<T>(const T*, const T*, int64_t, int64_t, const double*, double, T*, \
+                                int, void*);
 FASTDET_INSTANTIATE(float)
 FASTDET_INSTANTIATE(double)
 

@@ -17,8 +17,8 @@ namespace fastdet::cuda {
 namespace {
 using namespace detail;
 
-constexpr int kRows = 64;       // rows of a per block at most (register path)
-constexpr int kFlatMaxM = 256;  // widest b staged whole in shared memory (flat path)
+constexpr int kRows = 64;         // rows of a per block at most (register path)
+constexpr int kFlatMaxM = 256;    // widest b staged whole in shared memory (flat path)
 constexpr int kFlatChunk = 4096;  // output elements per row group (flat path)
 
 template <typename T, int V> __device__ __forceinline__ void store_vec(T* p, const T (&v)[V]) {
@@ -80,7 +80,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-
 template <typename T> __device__ __forceinline__ void load_box(const T* p, int64_t i, T (&bx)[4]) {
 #pragma unroll
   for (int c = 0; c < 4; ++c) bx[c] = p[i * 4 + c];
@@ -100,7 +99,7 @@ __global__ void __launch_bounds__(kThreads)
     sarea[j] = fastdet::box_area(sb[j]);
   }
   __syncthreads();
-  const int group = rows * m;         // < 2^24: the float reciprocal below is off by <= 1
+  const int group = rows * m;  // < 2^24: the float reciprocal below is off by <= 1
   const float inv_m = 1.0f / float(m);
   for (int64_t i0 = int64_t(blockIdx.x) * rows; i0 < n; i0 += int64_t(gridDim.x) * rows) {
     const int64_t limit = (n - i0) * m;  // elements of this group inside the output
@@ -163,8 +162,8 @@ void pairwise(const T* a, int64_t n, const T* b, int64_t m, T* out, int device, 
   // Rows per block: enough blocks to fill the GPU, but >= 8 rows where n allows so the b tile
   // loaded into registers is reused.
   const int64_t target = int64_t(sm_count(device)) * 8;
-  const int rows = int(std::clamp<int64_t>(ceil_div(n * gx, target), std::min<int64_t>(n, 8),
-                                           kRows));
+  const int rows =
+      int(std::clamp<int64_t>(ceil_div(n * gx, target), std::min<int64_t>(n, 8), kRows));
   const dim3 grid(unsigned(gx), unsigned(std::min<int64_t>(ceil_div(n, rows), 65535)));
   if (vec)
     pairwise_kernel<T, GIOU, true><<<grid, threads, 0, s>>>(a, n, b, m, rows, out);
@@ -200,9 +199,9 @@ void generalized_box_iou(const T* a, int64_t n, const T* b, int64_t m, T* out, i
   pairwise<T, true>(a, n, b, m, out, device, stream);
 }
 
-#define FASTDET_INSTANTIATE(T)                                                               \
-  template void box_area<T>(const T*, int64_t, T*, int, void*);                              \
-  template void box_iou<T>(const T*, int64_t, const T*, int64_t, T*, int, void*);            \
+#define FASTDET_INSTANTIATE(T)                                                    \
+  template void box_area<T>(const T*, int64_t, T*, int, void*);                   \
+  template void box_iou<T>(const T*, int64_t, const T*, int64_t, T*, int, void*); \
   template void generalized_box_iou<T>(const T*, int64_t, const T*, int64_t, T*, int, void*);
 FASTDET_INSTANTIATE(float)
 FASTDET_INSTANTIATE(double)

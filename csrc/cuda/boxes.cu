@@ -27,8 +27,8 @@ void clip_boxes(const T* boxes, int64_t n, double height, double width, T* out, 
                 void* stream) {
   if (n <= 0) return;
   DeviceGuard guard(device);
-  clip_kernel<T><<<grid_1d(4 * n), kThreads, 0, as_stream(stream)>>>(boxes, 4 * n, T(height),
-                                                                      T(width), out);
+  clip_kernel<T>
+      <<<grid_1d(4 * n), kThreads, 0, as_stream(stream)>>>(boxes, 4 * n, T(height), T(width), out);
   FASTDET_CUDA_CHECK_LAUNCH();
 }
 

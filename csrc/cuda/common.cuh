@@ -11,8 +11,7 @@
 
 namespace fastdet::cuda::detail {
 
-[[noreturn]] inline void throw_cuda(cudaError_t err, const char* expr, const char* file,
-                                    int line) {
+[[noreturn]] inline void throw_cuda(cudaError_t err, const char* expr, const char* file, int line) {
   cudaGetLastError();  // clear a non-sticky error so the next op's launch check stays clean
   throw std::runtime_error(std::string("fastdet CUDA error at ") + file + ":" +
                            std::to_string(line) + " (" + expr + "): " + cudaGetErrorString(err));
@@ -20,10 +19,10 @@ namespace fastdet::cuda::detail {
 
 }  // namespace fastdet::cuda::detail
 
-#define FASTDET_CUDA_CHECK(expr)                                                 \
-  do {                                                                           \
-    cudaError_t fastdet_err_ = (expr);                                           \
-    if (fastdet_err_ != cudaSuccess)                                             \
+#define FASTDET_CUDA_CHECK(expr)                                                    \
+  do {                                                                              \
+    cudaError_t fastdet_err_ = (expr);                                              \
+    if (fastdet_err_ != cudaSuccess)                                                \
       ::fastdet::cuda::detail::throw_cuda(fastdet_err_, #expr, __FILE__, __LINE__); \
   } while (0)
 
@@ -77,8 +76,8 @@ inline unsigned grid_1d(int64_t work, int threads = kThreads) {
 // Kernels index boxes with int; the NMS family and roi counts must fit.
 inline void require_int32(int64_t v, const char* what) {
   if (v > INT_MAX)
-    throw std::invalid_argument(std::string("fastdet CUDA: ") + what + " = " +
-                                std::to_string(v) + " exceeds 2^31 - 1");
+    throw std::invalid_argument(std::string("fastdet CUDA: ") + what + " = " + std::to_string(v) +
+                                " exceeds 2^31 - 1");
 }
 
 constexpr size_t kAlign = 256;

@@ -26,11 +26,10 @@
 //         | kept flags n ; cub temp = max(score sort, class sort, select-flagged)
 // Sizes assume 8-byte keys and double boxes (the *_bytes functions do not know T) and the cub
 // temp size reported for the current device.
-#include <cub/device/device_radix_sort.cuh>
-#include <cub/device/device_select.cuh>
-
 #include <algorithm>
 #include <cmath>
+#include <cub/device/device_radix_sort.cuh>
+#include <cub/device/device_select.cuh>
 #include <type_traits>
 
 #include "common.cuh"
@@ -42,9 +41,9 @@ namespace {
 using namespace detail;
 using Word = unsigned long long;  // one mask word: 64 columns
 
-constexpr int kTile = 64;              // boxes per row / column block
-constexpr int kReduceThreads = 512;    // warp 0 resolves rows, the rest OR mask rows
-constexpr int kMaskStrides = 32;       // blocks per row block in the mask grid (they stride)
+constexpr int kTile = 64;            // boxes per row / column block
+constexpr int kReduceThreads = 512;  // warp 0 resolves rows, the rest OR mask rows
+constexpr int kMaskStrides = 32;     // blocks per row block in the mask grid (they stride)
 
 template <typename T> using Key = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
 
@@ -59,18 +58,18 @@ template <typename T> struct Buffers {
   Key<T>* key_in;
   Key<T>* key_out;
   int* iota;
-  int* order;       // sorted position -> original index (score order)
-  Word* ckey_in;    // batched: class keys in score order
-  Word* ckey_out;   // batched: class keys in (class, score) order
-  int* rank;        // batched: (class, score) position -> score position
-  int* col_end;     // batched: last column block that can share a class with the row block
-  uint8_t* flags;   // batched: kept flag per score position
+  int* order;      // sorted position -> original index (score order)
+  Word* ckey_in;   // batched: class keys in score order
+  Word* ckey_out;  // batched: class keys in (class, score) order
+  int* rank;       // batched: (class, score) position -> score position
+  int* col_end;    // batched: last column block that can share a class with the row block
+  uint8_t* flags;  // batched: kept flag per score position
   void* temp;
   size_t temp_bytes;
   Box4<T>* sorted;  // boxes in processing order
   Word* mask;
   Word* removed;
-  int* kept_rows;   // chunk-local rows kept by the chunk's greedy pass
+  int* kept_rows;  // chunk-local rows kept by the chunk's greedy pass
   int* kept_count;
 };
 
@@ -415,9 +414,8 @@ __global__ void propagate_kernel(const Word* __restrict__ mask, int nb, int rb0,
 // ---------------------------------------------------------------------------- host
 
 template <typename T, bool CLASSES>
-int64_t run(const T* boxes, const T* scores, const int64_t* idxs, int64_t n64,
-            double iou_threshold, int64_t* keep, void* workspace, size_t workspace_bytes,
-            int device, void* stream) {
+int64_t run(const T* boxes, const T* scores, const int64_t* idxs, int64_t n64, double iou_threshold,
+            int64_t* keep, void* workspace, size_t workspace_bytes, int device, void* stream) {
   if (n64 <= 0) return 0;
   require_int32(n64, "nms: n");
   DeviceGuard guard(device);
@@ -439,13 +437,12 @@ int64_t run(const T* boxes, const T* scores, const int64_t* idxs, int64_t n64,
   if (CLASSES) {
     class_key_kernel<<<g, kThreads, 0, s>>>(idxs, B.order, n, B.ckey_in);
     FASTDET_CUDA_CHECK_LAUNCH();
-    FASTDET_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(B.temp, temp, B.ckey_in, B.ckey_out,
-                                                       B.iota, B.rank, n, 0, 64, s));
+    FASTDET_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(B.temp, temp, B.ckey_in, B.ckey_out, B.iota,
+                                                       B.rank, n, 0, 64, s));
     col_end_kernel<<<grid_1d(nb), kThreads, 0, s>>>(B.ckey_out, n, nb, B.col_end);
     FASTDET_CUDA_CHECK_LAUNCH();
   }
-  gather_kernel<T><<<g, kThreads, 0, s>>>(boxes, B.order, CLASSES ? B.rank : nullptr, n,
-                                          B.sorted);
+  gather_kernel<T><<<g, kThreads, 0, s>>>(boxes, B.order, CLASSES ? B.rank : nullptr, n, B.sorted);
   FASTDET_CUDA_CHECK_LAUNCH();
 
   const T thr = threshold_as<T>(iou_threshold);
@@ -453,12 +450,12 @@ int64_t run(const T* boxes, const T* scores, const int64_t* idxs, int64_t n64,
   for (int rb0 = 0; rb0 < nb; rb0 += crb) {
     const int rb1 = std::min(nb, rb0 + crb);
     const dim3 grid(unsigned(std::min(nb - rb0, kMaskStrides)), unsigned(rb1 - rb0));
-    mask_kernel<T, CLASSES><<<grid, kTile, 0, s>>>(B.sorted, B.ckey_out, B.col_end, n, nb, rb0,
-                                                   thr, B.mask);
+    mask_kernel<T, CLASSES>
+        <<<grid, kTile, 0, s>>>(B.sorted, B.ckey_out, B.col_end, n, nb, rb0, thr, B.mask);
     FASTDET_CUDA_CHECK_LAUNCH();
     reduce_kernel<CLASSES><<<1, kReduceThreads, size_t(rb1 - rb0) * sizeof(Word), s>>>(
-        B.mask, n, nb, rb0, rb1, B.removed, B.col_end, B.order, B.rank, keep, B.flags,
-        B.kept_rows, B.kept_count, B.hdr);
+        B.mask, n, nb, rb0, rb1, B.removed, B.col_end, B.order, B.rank, keep, B.flags, B.kept_rows,
+        B.kept_count, B.hdr);
     FASTDET_CUDA_CHECK_LAUNCH();
     if (rb1 < nb) {
       const dim3 pg(unsigned(std::min<int64_t>(ceil_div(nb - rb1, kThreads), 64)),
@@ -469,8 +466,8 @@ int64_t run(const T* boxes, const T* scores, const int64_t* idxs, int64_t n64,
     }
   }
   if (CLASSES)  // kept original indices in score order; the count lands in the header
-    FASTDET_CUDA_CHECK(cub::DeviceSelect::Flagged(B.temp, temp, B.order, B.flags, keep,
-                                                  &B.hdr->count, n, s));
+    FASTDET_CUDA_CHECK(
+        cub::DeviceSelect::Flagged(B.temp, temp, B.order, B.flags, keep, &B.hdr->count, n, s));
 
   NmsHeader h{};
   FASTDET_CUDA_CHECK(cudaMemcpyAsync(&h, B.hdr, sizeof h, cudaMemcpyDeviceToHost, s));
@@ -486,23 +483,23 @@ size_t batched_nms_workspace_bytes(int64_t n) { return workspace_bytes(n, true);
 template <typename T>
 int64_t nms(const T* boxes, const T* scores, int64_t n, double iou_threshold, int64_t* keep,
             void* workspace, size_t workspace_bytes, int device, void* stream) {
-  return run<T, false>(boxes, scores, nullptr, n, iou_threshold, keep, workspace,
-                       workspace_bytes, device, stream);
+  return run<T, false>(boxes, scores, nullptr, n, iou_threshold, keep, workspace, workspace_bytes,
+                       device, stream);
 }
 
 template <typename T>
 int64_t batched_nms(const T* boxes, const T* scores, const int64_t* idxs, int64_t n,
-                    double iou_threshold, int64_t* keep, void* workspace,
-                    size_t workspace_bytes, int device, void* stream) {
+                    double iou_threshold, int64_t* keep, void* workspace, size_t workspace_bytes,
+                    int device, void* stream) {
   return run<T, true>(boxes, scores, idxs, n, iou_threshold, keep, workspace, workspace_bytes,
                       device, stream);
 }
 
-#define FASTDET_INSTANTIATE(T)                                                                \
-  template int64_t nms<T>(const T*, const T*, int64_t, double, int64_t*, void*, size_t, int,  \
-                          void*);                                                             \
-  template int64_t batched_nms<T>(const T*, const T*, const int64_t*, int64_t, double,        \
-                                  int64_t*, void*, size_t, int, void*);
+#define FASTDET_INSTANTIATE(T)                                                                   \
+  template int64_t nms<T>(const T*, const T*, int64_t, double, int64_t*, void*, size_t, int,     \
+                          void*);                                                                \
+  template int64_t batched_nms<T>(const T*, const T*, const int64_t*, int64_t, double, int64_t*, \
+                                  void*, size_t, int, void*);
 FASTDET_INSTANTIATE(float)
 FASTDET_INSTANTIATE(double)
 

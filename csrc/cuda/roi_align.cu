@@ -12,8 +12,8 @@
 // hits for the most part) and one write; backward, the same count of scattered atomic adds
 // after zeroing grad_input (N*C*H*W*sizeof(T)).
 //
-// Shared backward (the default from Python): sums each roi over its footprint in shared memory first, then one
-// atomic per touched pixel; see "shared backward" below.
+// Shared backward (the default from Python): sums each roi over its footprint in shared memory
+// first, then one atomic per touched pixel; see "shared backward" below.
 //
 // Deterministic backward: float atomics make the sum order (and bits) vary run to run, so the
 // contributions are summed as int64 fixed point instead (integer adds commute exactly):
@@ -120,8 +120,8 @@ __device__ __forceinline__ Tap<T> tap_y(const Roi<T>& r, const Tap<T>* taps, int
 }
 
 template <typename T, bool TABLE>
-__device__ __forceinline__ Tap<T> tap_x(const Roi<T>& r, const Tap<T>* taps, int PH, int pw,
-                                        int ix, int W) {
+__device__ __forceinline__ Tap<T> tap_x(const Roi<T>& r, const Tap<T>* taps, int PH, int pw, int ix,
+                                        int W) {
   return TABLE ? taps[PH * r.gh + pw * r.gw + ix] : make_tap(r.start_w, r.bin_w, pw, ix, r.gw, W);
 }
 
@@ -178,7 +178,7 @@ __device__ __forceinline__ bool fixed_scale(Acc max_bits, int64_t kpp, double* s
   const double mx = __longlong_as_double(static_cast<long long>(max_bits));
   if (!(mx > 0.0) || !isfinite(mx)) return false;
   int e1;
-  frexp(mx, &e1);                                                    // mx < 2^e1
+  frexp(mx, &e1);                                                             // mx < 2^e1
   const int b = kpp > 1 ? 64 - __clzll(static_cast<long long>(kpp - 1)) : 0;  // kpp <= 2^b
   *scale = ldexp(1.0, min(62 - e1 - b, 1023));  // a smaller scale is only coarser, never unsafe
   return true;
@@ -308,8 +308,8 @@ __device__ __forceinline__ void touch(int2& range, int p) {
 // range[line] widens to every bin touching the line. The clamp only guards shared memory: the
 // taps are the ones footprint() measured.
 template <typename T>
-__device__ void axis_weights(T start, T bin, int p, int grid, int size, int origin, int lines,
-                             T* w, int2* range) {
+__device__ void axis_weights(T start, T bin, int p, int grid, int size, int origin, int lines, T* w,
+                             int2* range) {
   for (int i = 0; i < grid; ++i) {
     const Tap<T> t = make_tap(start, bin, p, i, grid, size);
     if (t.lo < 0) continue;
@@ -395,8 +395,7 @@ __global__ void __launch_bounds__(kRoiThreads)
     for (int i = threadIdx.x; i < n * ny * nx; i += blockDim.x) {
       const int j = i % nx, cy = i / nx, y = rows[cy % ny], c = cy / ny;
       T s = T(0);
-      for (int ph = yr[y].x; ph <= yr[y].y; ++ph)
-        s += wy[ph * fh + y] * tm[(c * PH + ph) * nx + j];
+      for (int ph = yr[y].x; ph <= yr[y].y; ++ph) s += wy[ph * fh + y] * tm[(c * PH + ph) * nx + j];
       s /= count;
       if (s != T(0)) atomicAdd(gin + (int64_t(c) * H + y) * W + cols[j], s);  // zeros: no-ops
     }
@@ -467,9 +466,9 @@ void roi_align_forward(const T* input, int64_t N, int64_t C, int64_t H, int64_t 
   }
   const Launch l = plan<T>(K, C, PH, PW);
   const int sr = int(std::clamp<int64_t>(sampling_ratio, -1, INT_MAX));
-  forward_kernel<T><<<l.grid, kRoiThreads, l.smem, s>>>(input, int(N), int(C), int(H), int(W),
-                                                        rois, T(spatial_scale), int(PH), int(PW),
-                                                        sr, aligned, l.ctile, out);
+  forward_kernel<T><<<l.grid, kRoiThreads, l.smem, s>>>(input, int(N), int(C), int(H), int(W), rois,
+                                                        T(spatial_scale), int(PH), int(PW), sr,
+                                                        aligned, l.ctile, out);
   FASTDET_CUDA_CHECK_LAUNCH();
 }
 
@@ -505,8 +504,8 @@ void roi_align_backward(const T* grad_out, int64_t N, int64_t C, int64_t H, int6
           l.ctile, grad_input);
     else
       backward_kernel<T, false><<<l.grid, kRoiThreads, l.smem, s>>>(
-          grad_out, int(N), int(C), int(H), int(W), rois, K, scale, int(PH), int(PW), sr,
-          aligned, l.ctile, grad_input, nullptr, nullptr);
+          grad_out, int(N), int(C), int(H), int(W), rois, K, scale, int(PH), int(PW), sr, aligned,
+          l.ctile, grad_input, nullptr, nullptr);
     FASTDET_CUDA_CHECK_LAUNCH();
     return;
   }
@@ -514,8 +513,8 @@ void roi_align_backward(const T* grad_out, int64_t N, int64_t C, int64_t H, int6
   if (!workspace || workspace_bytes < need || reinterpret_cast<uintptr_t>(workspace) % 8)
     throw std::invalid_argument(
         "fastdet CUDA roi_align_backward: deterministic mode needs an 8-byte aligned workspace "
-        "of roi_align_backward_workspace_bytes(N, C, H, W, true) = " + std::to_string(need) +
-        " bytes, got " + std::to_string(workspace_bytes));
+        "of roi_align_backward_workspace_bytes(N, C, H, W, true) = " +
+        std::to_string(need) + " bytes, got " + std::to_string(workspace_bytes));
   Acc* gmax = static_cast<Acc*>(workspace);
   Acc* acc = reinterpret_cast<Acc*>(static_cast<char*>(workspace) + kAccOffset);
   FASTDET_CUDA_CHECK(cudaMemsetAsync(workspace, 0, need, s));
@@ -526,18 +525,18 @@ void roi_align_backward(const T* grad_out, int64_t N, int64_t C, int64_t H, int6
       grad_out, int(N), int(C), int(H), int(W), rois, K, scale, int(PH), int(PW), sr, aligned,
       l.ctile, nullptr, acc, gmax);
   FASTDET_CUDA_CHECK_LAUNCH();
-  from_fixed_kernel<T><<<grid_1d(numel), kThreads, 0, s>>>(acc, numel, gmax, K * PH * PW,
-                                                           grad_input);
+  from_fixed_kernel<T>
+      <<<grid_1d(numel), kThreads, 0, s>>>(acc, numel, gmax, K * PH * PW, grad_input);
   FASTDET_CUDA_CHECK_LAUNCH();
 }
 
-#define FASTDET_INSTANTIATE(T)                                                                 \
-  template void roi_align_forward<T>(const T*, int64_t, int64_t, int64_t, int64_t, const T*,   \
-                                     int64_t, int64_t, int64_t, double, int64_t, bool, T*, int, \
-                                     void*);                                                   \
-  template void roi_align_backward<T>(const T*, int64_t, int64_t, int64_t, int64_t, const T*,  \
-                                      int64_t, int64_t, int64_t, double, int64_t, bool, T*,    \
-                                      bool, bool, void*, size_t, int, void*);
+#define FASTDET_INSTANTIATE(T)                                                                    \
+  template void roi_align_forward<T>(const T*, int64_t, int64_t, int64_t, int64_t, const T*,      \
+                                     int64_t, int64_t, int64_t, double, int64_t, bool, T*, int,   \
+                                     void*);                                                      \
+  template void roi_align_backward<T>(const T*, int64_t, int64_t, int64_t, int64_t, const T*,     \
+                                      int64_t, int64_t, int64_t, double, int64_t, bool, T*, bool, \
+                                      bool, void*, size_t, int, void*);
 FASTDET_INSTANTIATE(float)
 FASTDET_INSTANTIATE(double)
 

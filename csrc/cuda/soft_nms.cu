@@ -255,8 +255,8 @@ size_t soft_nms_workspace_bytes(int64_t n) {
 
 template <typename T>
 int64_t soft_nms(const T* boxes, const T* scores, int64_t n, double iou_threshold, double sigma,
-                 double score_threshold, int method, int64_t* keep, T* out_scores,
-                 void* workspace, size_t workspace_bytes, int device, void* stream) {
+                 double score_threshold, int method, int64_t* keep, T* out_scores, void* workspace,
+                 size_t workspace_bytes, int device, void* stream) {
   if (n <= 0) return 0;
   require_int32(n, "soft_nms: n");
   DeviceGuard guard(device);
@@ -275,9 +275,9 @@ int64_t soft_nms(const T* boxes, const T* scores, int64_t n, double iou_threshol
   return h.nonfinite ? int64_t(kNonFinite) : int64_t(h.count);
 }
 
-#define FASTDET_INSTANTIATE(T)                                                                 \
-  template int64_t soft_nms<T>(const T*, const T*, int64_t, double, double, double, int,       \
-                               int64_t*, T*, void*, size_t, int, void*);
+#define FASTDET_INSTANTIATE(T)                                                                     \
+  template int64_t soft_nms<T>(const T*, const T*, int64_t, double, double, double, int, int64_t*, \
+                               T*, void*, size_t, int, void*);
 FASTDET_INSTANTIATE(float)
 FASTDET_INSTANTIATE(double)
 

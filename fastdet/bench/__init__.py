@@ -1,4 +1,5 @@
 """Benchmark cases and runner behind `fastdet bench` and benchmarks/ (pytest-benchmark)."""
+
 from .cases import CASES, Case, cases_for
 from .runner import run_cases, write_json
 

@@ -4,14 +4,15 @@ A case's `make(device)` returns a list of input sets (rotated between runs so GP
 sit in L2) and the implementations to time, {name: fn(inputs)}; "fastdet" is always one, the
 peers are torchvision.ops (when installed) and numba (when installed, CPU only). `floor` names
 an implementation that is the floor the case is measured against (e.g. the output write)."""
+
 from __future__ import annotations
 
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch.autograd import DeviceType
@@ -55,7 +56,8 @@ def uniform_boxes(n: int, g: torch.Generator, image: float = 1000.0):
 
 
 def clustered_boxes(n: int, objects: int, g: torch.Generator):
-    """RPN-like proposals: n boxes jittered around `objects` objects (centre +-15%, size x0.75-1.25)."""
+    """RPN-like proposals: n boxes jittered around `objects` objects (centre +-15%, size
+    x0.75-1.25)."""
     c = torch.rand(objects, 2, generator=g) * 800 + 100
     wh = torch.rand(objects, 2, generator=g) * 150 + 30
     k = torch.randint(0, objects, (n,), generator=g)
@@ -88,19 +90,28 @@ def _nms_case(n, cluster=None):
             return {"boxes": b, "scores": s}
 
         sets = _sets(device, gen)
-        impls = {"fastdet": lambda d: ops.nms(d["boxes"], d["scores"], 0.7),
-                 "sort (floor)": lambda d: torch.sort(d["scores"], stable=True, descending=True)}
+        impls = {
+            "fastdet": lambda d: ops.nms(d["boxes"], d["scores"], 0.7),
+            "sort (floor)": lambda d: torch.sort(d["scores"], stable=True, descending=True),
+        }
         if _tv():
             impls["torchvision"] = lambda d: _tv().ops.nms(d["boxes"], d["scores"], 0.7)
         nb = numba_ops() if device == "cpu" else None
         if nb:
-            sets = [dict(d, np_boxes=d["boxes"].numpy(), np_scores=d["scores"].numpy()) for d in sets]
+            sets = [
+                dict(d, np_boxes=d["boxes"].numpy(), np_scores=d["scores"].numpy()) for d in sets
+            ]
             impls["numba"] = lambda d: nb[0](d["np_boxes"], d["np_scores"], 0.7)
         return sets, impls
 
     name = f"nms_{n}_clustered{cluster}" if cluster else f"nms_{n}_uniform"
-    return Case(name, "nms", {"n": n, "iou_threshold": 0.7, "clustered_objects": cluster}, make,
-                floor="sort (floor)")
+    return Case(
+        name,
+        "nms",
+        {"n": n, "iou_threshold": 0.7, "clustered_objects": cluster},
+        make,
+        floor="sort (floor)",
+    )
 
 
 def _batched_case(n, classes):
@@ -112,7 +123,9 @@ def _batched_case(n, classes):
         sets = _sets(device, gen)
         impls = {"fastdet": lambda d: ops.batched_nms(d["boxes"], d["scores"], d["idxs"], 0.7)}
         if _tv():
-            impls["torchvision"] = lambda d: _tv().ops.batched_nms(d["boxes"], d["scores"], d["idxs"], 0.7)
+            impls["torchvision"] = lambda d: _tv().ops.batched_nms(
+                d["boxes"], d["scores"], d["idxs"], 0.7
+            )
         return sets, impls
 
     return Case(f"batched_nms_{n}_{classes}cls", "batched_nms", {"n": n, "classes": classes}, make)
@@ -124,8 +137,10 @@ def _iou_case(n, m):
             return {"a": uniform_boxes(n, g)[0], "b": uniform_boxes(m, g)[0]}
 
         sets = _sets(device, gen)
-        impls = {"fastdet": lambda d: ops.box_iou(d["a"], d["b"]),
-                 "write output (floor)": lambda d: torch.empty((n, m), device=device).fill_(0.5)}
+        impls = {
+            "fastdet": lambda d: ops.box_iou(d["a"], d["b"]),
+            "write output (floor)": lambda d: torch.empty((n, m), device=device).fill_(0.5),
+        }
         if _tv():
             impls["torchvision"] = lambda d: _tv().ops.box_iou(d["a"], d["b"])
         nb = numba_ops() if device == "cpu" else None
@@ -134,8 +149,14 @@ def _iou_case(n, m):
             impls["numba"] = lambda d: nb[1](d["np_a"], d["np_b"])
         return sets, impls
 
-    return Case(f"box_iou_{n}x{m}", "box_iou", {"n": n, "m": m, "output_bytes": 4 * n * m}, make,
-                floor="write output (floor)", graph=True)
+    return Case(
+        f"box_iou_{n}x{m}",
+        "box_iou",
+        {"n": n, "m": m, "output_bytes": 4 * n * m},
+        make,
+        floor="write output (floor)",
+        graph=True,
+    )
 
 
 def _rois(k, g, batch, image_h, image_w):
@@ -156,19 +177,25 @@ def _roi_case(shape, k, mode, scale, quick=True, backward=None):
             return fn
 
         def f(d):
-            ra = sys.modules["fastdet.ops.roi_align"]  # the module (fastdet.ops.roi_align is the function)
+            ra = sys.modules[
+                "fastdet.ops.roi_align"
+            ]  # the module (fastdet.ops.roi_align is the function)
             old, ra.CUDA_BACKWARD = ra.CUDA_BACKWARD, backward
             try:
                 return fn(d)
             finally:
                 ra.CUDA_BACKWARD = old
+
         return f
 
     def make(device):
         def gen(g):
             x = torch.randn(shape, generator=g)
-            return {"x": x, "rois": _rois(k, g, N, H / scale, W / scale),
-                    "grad": torch.randn(k, C, 7, 7, generator=g)}
+            return {
+                "x": x,
+                "rois": _rois(k, g, N, H / scale, W / scale),
+                "grad": torch.randn(k, C, 7, 7, generator=g),
+            }
 
         sets = _sets(device, gen)
 
@@ -179,29 +206,49 @@ def _roi_case(shape, k, mode, scale, quick=True, backward=None):
                 x = d["x"].detach().requires_grad_()
                 fn(x, d["rois"], 7, scale, 2, True).backward(d["grad"])
                 return x.grad
+
             return f
 
         if mode == "bwd":
-            impls = {"fastdet": switched(
-                lambda d: torch.ops.fastdet.roi_align_backward(d["grad"], d["rois"], *args))}
+            impls = {
+                "fastdet": switched(
+                    lambda d: torch.ops.fastdet.roi_align_backward(d["grad"], d["rois"], *args)
+                )
+            }
             if device == "cuda" and backward is None:
                 impls["fastdet deterministic"] = lambda d: _deterministic(
-                    torch.ops.fastdet.roi_align_backward, d["grad"], d["rois"], *args)
+                    torch.ops.fastdet.roi_align_backward, d["grad"], d["rois"], *args
+                )
             if _tv():
                 impls["torchvision"] = lambda d: torch.ops.torchvision._roi_align_backward(
-                    d["grad"], d["rois"], *args)
+                    d["grad"], d["rois"], *args
+                )
             return sets, impls
         impls = {"fastdet": switched(run(ops.roi_align))}
         if _tv():
             impls["torchvision"] = run(_tv().ops.roi_align)
         return sets, impls
 
-    params = {"input": list(shape), "rois": k, "output": 7, "sampling_ratio": 2,
-              "spatial_scale": scale, "aligned": True, "mode": mode}
+    params = {
+        "input": list(shape),
+        "rois": k,
+        "output": 7,
+        "sampling_ratio": 2,
+        "spatial_scale": scale,
+        "aligned": True,
+        "mode": mode,
+    }
     if backward:
         params["cuda_backward"] = backward
-    return Case(f"roi_align_{'x'.join(map(str, shape))}_{k}rois_{mode}" + (f"_{backward}" if backward else ""),
-                "roi_align", params, make, quick=quick, graph=mode != "fwd+bwd")
+    return Case(
+        f"roi_align_{'x'.join(map(str, shape))}_{k}rois_{mode}"
+        + (f"_{backward}" if backward else ""),
+        "roi_align",
+        params,
+        make,
+        quick=quick,
+        graph=mode != "fwd+bwd",
+    )
 
 
 def _deterministic(fn, *args):
@@ -227,8 +274,11 @@ def _anchor_case(batch, h, w, cold):
         images = _Images(torch.zeros(batch, 3, h, w, device=device))
         feats = [torch.zeros(batch, 1, h // s, w // s, device=device) for s in (4, 8, 16, 32, 64)]
         fd = ops.AnchorGenerator(sizes, ratios)
-        impls = {"fastdet": (lambda d: (fd._cache.clear(), fd(images, feats))) if cold
-                 else (lambda d: fd(images, feats))}
+        impls = {
+            "fastdet": (lambda d: (fd._cache.clear(), fd(images, feats)))
+            if cold
+            else (lambda d: fd(images, feats))
+        }
         if _tv():
             from torchvision.models.detection.anchor_utils import AnchorGenerator
 
@@ -236,8 +286,12 @@ def _anchor_case(batch, h, w, cold):
             impls["torchvision"] = lambda d: tv(images, feats)
         return [{}], impls
 
-    return Case(f"anchors_fpn5_{h}x{w}_batch{batch}" + ("_cold" if cold else ""), "anchors",
-                {"levels": 5, "image": [h, w], "batch": batch, "cached": not cold}, make)
+    return Case(
+        f"anchors_fpn5_{h}x{w}_batch{batch}" + ("_cold" if cold else ""),
+        "anchors",
+        {"levels": 5, "image": [h, w], "batch": batch, "cached": not cold},
+        make,
+    )
 
 
 def _coder_case(n):
@@ -262,6 +316,7 @@ def _coder_case(n):
 def _seg_case(model: str, size: int, train: bool, batch: int):
     """Segmentation model throughput (no peer: torchvision has neither model); the result's
     params carry the batch so images per second = batch / seconds."""
+
     def make(device):
         from ..models import losses
         from ..models.segmentation import fpn_resnet18, unet
@@ -271,8 +326,10 @@ def _seg_case(model: str, size: int, train: bool, batch: int):
         opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
 
         def gen(g):
-            return {"x": torch.randn(batch, 1, size, size, generator=g),
-                    "y": (torch.rand(batch, 1, size, size, generator=g) > 0.5).float()}
+            return {
+                "x": torch.randn(batch, 1, size, size, generator=g),
+                "y": (torch.rand(batch, 1, size, size, generator=g) > 0.5).float(),
+            }
 
         def step(d):
             opt.zero_grad(set_to_none=True)
@@ -288,9 +345,14 @@ def _seg_case(model: str, size: int, train: bool, batch: int):
         return _sets(device, gen), {"fastdet": step if train else infer}
 
     what = "train_step" if train else "inference"
-    return Case(f"{model}_{size}_{what}_batch{batch}", "segmentation_model",
-                {"model": model, "size": size, "batch": batch, "train": train}, make, quick=False,
-                min_runs=3)
+    return Case(
+        f"{model}_{size}_{what}_batch{batch}",
+        "segmentation_model",
+        {"model": model, "size": size, "batch": batch, "train": train},
+        make,
+        quick=False,
+        min_runs=3,
+    )
 
 
 # Profiler event names per stage, both implementations (read off key_averages on the CPU):
@@ -300,16 +362,23 @@ def _seg_case(model: str, size: int, train: bool, batch: int):
 DET_STAGES = {
     "filter_proposals_ms": ("filter_proposals",),
     "nms_ms": ("fastdet::nms", "fastdet::batched_nms", "torchvision::nms"),
-    "roi_align_ms": ("fastdet::roi_align", "fastdet::roi_align_backward",
-                     "torchvision::roi_align", "torchvision::_roi_align_backward"),
+    "roi_align_ms": (
+        "fastdet::roi_align",
+        "fastdet::roi_align_backward",
+        "torchvision::roi_align",
+        "torchvision::_roi_align_backward",
+    ),
 }
-DET_STAGES_NOTE = ("nms_ms includes the RPN's NMS, which filter_proposals_ms also counts; torchvision's "
-                   "nms_ms is its nms kernel alone (batched_nms's Python around it is not counted)")
+DET_STAGES_NOTE = (
+    "nms_ms includes the RPN's NMS, which filter_proposals_ms also counts; torchvision's "
+    "nms_ms is its nms kernel alone (batched_nms's Python around it is not counted)"
+)
 
 
 def _outermost(events, names):
     """The CPU-side events named in `names` under no other such event, so nesting counts once
     (the device-side copy of a record_function is left out by the CPU filter)."""
+
     def nested(e):
         p = e.cpu_parent
         while p is not None:
@@ -318,7 +387,9 @@ def _outermost(events, names):
             p = p.cpu_parent
         return False
 
-    return [e for e in events if e.device_type == DeviceType.CPU and e.name in names and not nested(e)]
+    return [
+        e for e in events if e.device_type == DeviceType.CPU and e.name in names and not nested(e)
+    ]
 
 
 def _stage_ms(events, names, cuda: bool):
@@ -347,7 +418,9 @@ def profile_stages(fn, d, device: str, stages: dict, passes: int = 1) -> dict:
     out = {k: statistics.median(r[0][k][0] for r in runs) for k in stages}
     out["total_ms"] = statistics.median(r[1] for r in runs)
     if cuda:
-        out["cpu_clock_stages"] = sorted({k for r in runs for k, (_, c) in r[0].items() if c == "cpu"})
+        out["cpu_clock_stages"] = sorted(
+            {k for r in runs for k, (_, c) in r[0].items() if c == "cpu"}
+        )
     return out
 
 
@@ -380,14 +453,21 @@ def _det_stages(fn, sets, device: str) -> dict:
 def _det_case(model: str, train: bool, size: int = 600):
     """Faster R-CNN latency on one size x size image (inference) or one training step with 3
     boxes; beside torchvision's fasterrcnn_resnet50_fpn with the same weights where it exists."""
+
     def make(device):
-        from ..models.detection import fasterrcnn_resnet18_fpn, fasterrcnn_resnet50_fpn, fasterrcnn_vgg16
+        from ..models.detection import (
+            fasterrcnn_resnet18_fpn,
+            fasterrcnn_resnet50_fpn,
+            fasterrcnn_vgg16,
+        )
 
         torch.manual_seed(0)
         kw = dict(min_size=size, max_size=1000)
-        build = {"resnet50_fpn": lambda: fasterrcnn_resnet50_fpn(num_classes=2, **kw),
-                 "resnet18_fpn": lambda: fasterrcnn_resnet18_fpn(2, **kw),
-                 "vgg16": lambda: fasterrcnn_vgg16(2, **kw)}[model]
+        build = {
+            "resnet50_fpn": lambda: fasterrcnn_resnet50_fpn(num_classes=2, **kw),
+            "resnet18_fpn": lambda: fasterrcnn_resnet18_fpn(2, **kw),
+            "vgg16": lambda: fasterrcnn_vgg16(2, **kw),
+        }[model]
         nets = {"fastdet": build().to(device)}
         if model == "resnet50_fpn" and _tv():
             from torchvision.models.detection import fasterrcnn_resnet50_fpn as tv_frcnn
@@ -400,8 +480,10 @@ def _det_case(model: str, train: bool, size: int = 600):
 
         def gen(g):
             boxes = torch.tensor([[50.0, 60, 200, 220], [300, 310, 420, 480], [100, 400, 180, 560]])
-            return {"images": [torch.rand(3, size, size, generator=g)],
-                    "targets": [{"boxes": boxes, "labels": torch.tensor([1, 1, 1])}]}
+            return {
+                "images": [torch.rand(3, size, size, generator=g)],
+                "targets": [{"boxes": boxes, "labels": torch.tensor([1, 1, 1])}],
+            }
 
         def run(net):
             def f(d):
@@ -412,49 +494,102 @@ def _det_case(model: str, train: bool, size: int = 600):
                 loss = sum(net(d["images"], d["targets"]).values())
                 loss.backward()
                 return loss
+
             f.net = net  # for _det_stages
             return f
 
         return _sets(device, gen), {k: run(n) for k, n in nets.items()}
 
     what = "train_step" if train else "inference"
-    return Case(f"fasterrcnn_{model}_{size}_{what}", "detection_model",
-                {"model": model, "size": size, "batch": 1, "train": train}, make, quick=False,
-                min_runs=3, stages=_det_stages, notes={"stages": DET_STAGES_NOTE})
+    return Case(
+        f"fasterrcnn_{model}_{size}_{what}",
+        "detection_model",
+        {"model": model, "size": size, "batch": 1, "train": train},
+        make,
+        quick=False,
+        min_runs=3,
+        stages=_det_stages,
+        notes={"stages": DET_STAGES_NOTE},
+    )
 
 
 CPU_FEATURES = (1, 512, 38, 50)  # VGG16 conv5 on a 600 x 800 image (stride 16)
 GPU_FEATURES = (8, 256, 200, 272)  # FPN P2 of a batch of 8 images of 800 x 1088
 
 CASES: list[Case] = [
-    _nms_case(1000), _nms_case(6000), _nms_case(20000), _nms_case(6000, cluster=20),
+    _nms_case(1000),
+    _nms_case(6000),
+    _nms_case(20000),
+    _nms_case(6000, cluster=20),
     _nms_case(100000),
-    _batched_case(20000, 80), _batched_case(100000, 80),
-    _iou_case(1000, 1000), _iou_case(4000, 4000), _iou_case(20000, 1000), _iou_case(10000, 10000),
-    *[_roi_case(CPU_FEATURES, k, mode, 1 / 16, quick=k < 2000) for k in (128, 300, 2000)
-      for mode in ("fwd", "fwd+bwd")],
-    *[_roi_case(GPU_FEATURES, k, mode, 1 / 4, backward=b) for k in (1000, 5000)
-      for mode in ("fwd", "bwd", "fwd+bwd") for b in (None, "atomic") if b is None or mode != "fwd"],
-    _anchor_case(2, 800, 1344, cold=False), _anchor_case(2, 800, 1344, cold=True),
-    _anchor_case(8, 800, 1344, cold=False), _anchor_case(8, 800, 1344, cold=True),
+    _batched_case(20000, 80),
+    _batched_case(100000, 80),
+    _iou_case(1000, 1000),
+    _iou_case(4000, 4000),
+    _iou_case(20000, 1000),
+    _iou_case(10000, 10000),
+    *[
+        _roi_case(CPU_FEATURES, k, mode, 1 / 16, quick=k < 2000)
+        for k in (128, 300, 2000)
+        for mode in ("fwd", "fwd+bwd")
+    ],
+    *[
+        _roi_case(GPU_FEATURES, k, mode, 1 / 4, backward=b)
+        for k in (1000, 5000)
+        for mode in ("fwd", "bwd", "fwd+bwd")
+        for b in (None, "atomic")
+        if b is None or mode != "fwd"
+    ],
+    _anchor_case(2, 800, 1344, cold=False),
+    _anchor_case(2, 800, 1344, cold=True),
+    _anchor_case(8, 800, 1344, cold=False),
+    _anchor_case(8, 800, 1344, cold=True),
     _coder_case(200000),
-    *[_seg_case(m, size, train, 2) for m in ("unet", "fpn_resnet18") for size in (256, 512)
-      for train in (False, True)],
-    *[_det_case(m, train) for m in ("resnet50_fpn", "resnet18_fpn", "vgg16") for train in (False, True)],
+    *[
+        _seg_case(m, size, train, 2)
+        for m in ("unet", "fpn_resnet18")
+        for size in (256, 512)
+        for train in (False, True)
+    ],
+    *[
+        _det_case(m, train)
+        for m in ("resnet50_fpn", "resnet18_fpn", "vgg16")
+        for train in (False, True)
+    ],
 ]
 
 # Which cases run where: the CPU suite is the core issue's, the GPU suite the CUDA issue's.
-_CPU = {"nms_1000_uniform", "nms_6000_uniform", "nms_20000_uniform", "nms_6000_clustered20",
-        "batched_nms_20000_80cls", "box_iou_1000x1000", "box_iou_4000x4000",
-        "anchors_fpn5_800x1344_batch2", "anchors_fpn5_800x1344_batch2_cold", "box_decode_200000"}
-_GPU = {"nms_1000_uniform", "nms_6000_uniform", "nms_20000_uniform", "nms_100000_uniform",
-        "nms_6000_clustered20", "batched_nms_100000_80cls", "box_iou_4000x4000",
-        "box_iou_20000x1000", "box_iou_10000x10000", "anchors_fpn5_800x1344_batch8",
-        "anchors_fpn5_800x1344_batch8_cold", "box_decode_200000"}
+_CPU = {
+    "nms_1000_uniform",
+    "nms_6000_uniform",
+    "nms_20000_uniform",
+    "nms_6000_clustered20",
+    "batched_nms_20000_80cls",
+    "box_iou_1000x1000",
+    "box_iou_4000x4000",
+    "anchors_fpn5_800x1344_batch2",
+    "anchors_fpn5_800x1344_batch2_cold",
+    "box_decode_200000",
+}
+_GPU = {
+    "nms_1000_uniform",
+    "nms_6000_uniform",
+    "nms_20000_uniform",
+    "nms_100000_uniform",
+    "nms_6000_clustered20",
+    "batched_nms_100000_80cls",
+    "box_iou_4000x4000",
+    "box_iou_20000x1000",
+    "box_iou_10000x10000",
+    "anchors_fpn5_800x1344_batch8",
+    "anchors_fpn5_800x1344_batch8_cold",
+    "box_decode_200000",
+}
 
 
-def cases_for(device: str, full: bool = False, only: str | None = None,
-              kind: str = "all") -> list[Case]:
+def cases_for(
+    device: str, full: bool = False, only: str | None = None, kind: str = "all"
+) -> list[Case]:
     """The cases of `device`'s suite; kind "ops" or "models" keeps one half."""
     if kind not in ("all", "ops", "models"):
         raise ValueError(f"kind must be 'all', 'ops' or 'models', got {kind!r}")
@@ -462,10 +597,16 @@ def cases_for(device: str, full: bool = False, only: str | None = None,
     for c in CASES:
         if kind != "all" and c.group.endswith("_model") != (kind == "models"):
             continue
-        on_cpu = c.name in _CPU or (c.group == "roi_align" and c.params["input"] == list(CPU_FEATURES)) \
+        on_cpu = (
+            c.name in _CPU
+            or (c.group == "roi_align" and c.params["input"] == list(CPU_FEATURES))
             or c.group.endswith("_model")
-        on_gpu = c.name in _GPU or (c.group == "roi_align" and c.params["input"] == list(GPU_FEATURES)) \
+        )
+        on_gpu = (
+            c.name in _GPU
+            or (c.group == "roi_align" and c.params["input"] == list(GPU_FEATURES))
             or c.group.endswith("_model")
+        )
         if not (on_cpu if device == "cpu" else on_gpu):
             continue
         if device == "cpu" and not full and not c.quick:

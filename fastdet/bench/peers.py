@@ -1,5 +1,6 @@
 """What a user would write instead of fastdet's kernels: numba versions of nms and box_iou.
 Benchmark peers only; imported lazily so numba stays optional."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,6 @@
 """Times benchmark cases: warm-up, then the median of repeated runs (at least 5) per
 implementation, side by side in one process; records the machine, versions and git commit."""
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -35,7 +36,9 @@ def _time_cuda(fn, sets, min_runs, budget_s):
     torch.cuda.synchronize()
     times = []
     start = time.perf_counter()
-    while len(times) < max(min_runs, 20) or (time.perf_counter() - start < budget_s and len(times) < 500):
+    while len(times) < max(min_runs, 20) or (
+        time.perf_counter() - start < budget_s and len(times) < 500
+    ):
         d = sets[len(times) % len(sets)]
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         a.record()
@@ -83,10 +86,20 @@ def run_case(case: Case, device: str, min_runs: int | None = None, budget_s: flo
     sets, impls = case.make(device)
     min_runs = case.min_runs if min_runs is None else min_runs
     timer = _time_cuda if device == "cuda" else _time_cpu
-    res = {"name": case.name, "op": case.group, "params": case.params, "device": device, "impls": {}}
+    res = {
+        "name": case.name,
+        "op": case.group,
+        "params": case.params,
+        "device": device,
+        "impls": {},
+    }
     for name, fn in impls.items():
         ts = timer(fn, sets, min_runs, budget_s)
-        res["impls"][name] = r = {"median_ms": statistics.median(ts), "min_ms": min(ts), "runs": len(ts)}
+        res["impls"][name] = r = {
+            "median_ms": statistics.median(ts),
+            "min_ms": min(ts),
+            "runs": len(ts),
+        }
         gs = _time_graph(fn, sets) if device == "cuda" and case.graph else None
         if gs:
             r["graph_median_ms"] = statistics.median(gs)
@@ -107,8 +120,11 @@ def run_case(case: Case, device: str, min_runs: int | None = None, budget_s: flo
     notes = dict(case.notes)
     if case.stages:
         res["stages"] = _stages(case, sets, impls, device)
-        notes["stages_clock"] = ("CUDA kernel time; CPU time for the stages in cpu_clock_stages"
-                                 if device == "cuda" else "CPU time")
+        notes["stages_clock"] = (
+            "CUDA kernel time; CPU time for the stages in cpu_clock_stages"
+            if device == "cuda"
+            else "CPU time"
+        )
     if notes:
         res["notes"] = notes
     return res
@@ -140,17 +156,28 @@ def _git_commit() -> str | None:
     if os.environ.get("FASTDET_GIT_COMMIT"):  # a copied tree without .git (the GPU machine)
         return os.environ["FASTDET_GIT_COMMIT"]
     try:
-        r = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                           cwd=Path(__file__).resolve().parent)
+        r = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
         return r.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
 
 
 def machine(device: str, copy_gbs: float | None = None) -> dict:
-    info = {"cpu": _cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "git_commit": _git_commit(), "build": build_info()}
+    info = {
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": _git_commit(),
+        "build": build_info(),
+    }
     try:
         import torchvision
 
@@ -194,7 +221,9 @@ def table(results: list[dict]) -> str:
     """One row per implementation: eager median, its ratio to fastdet's (> 1: fastdet is faster)
     and, on the GPU where the case captures, the same from CUDA-graph replays (device time)."""
     graphs = any("graph_median_ms" in v for r in results for v in r["impls"].values())
-    head = ("case", "impl", "ms", "vs fastdet") + (("graph ms", "graph vs fastdet") if graphs else ())
+    head = ("case", "impl", "ms", "vs fastdet") + (
+        ("graph ms", "graph vs fastdet") if graphs else ()
+    )
     rows, after = [head], {}  # after: {row index: the stages line printed below that row}
     for r in results:
         if "stages" in r:
@@ -216,7 +245,11 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-_STAGE_LABELS = {"filter_proposals_ms": "proposal filtering", "nms_ms": "NMS", "roi_align_ms": "RoIAlign"}
+_STAGE_LABELS = {
+    "filter_proposals_ms": "proposal filtering",
+    "nms_ms": "NMS",
+    "roi_align_ms": "RoIAlign",
+}
 
 
 def stages_line(stages: dict) -> str:
@@ -227,8 +260,11 @@ def stages_line(stages: dict) -> str:
         if "error" in st:
             parts.append(f"{impl}: {st['error']}")
             continue
-        ms = ", ".join(f"{_STAGE_LABELS.get(k, k)} {v:.1f} ms" for k, v in st.items()
-                       if k.endswith("_ms") and k != "total_ms")
+        ms = ", ".join(
+            f"{_STAGE_LABELS.get(k, k)} {v:.1f} ms"
+            for k, v in st.items()
+            if k.endswith("_ms") and k != "total_ms"
+        )
         parts.append(f"{impl}: {ms} (profiled pass {st['total_ms']:.1f} ms)")
     return "  stages " + " | ".join(parts)
 
@@ -243,25 +279,40 @@ def markdown_table(results: list[dict], peer: str = "torchvision") -> str:
         fd, pr = r["impls"]["fastdet"], r["impls"].get(peer)
         if pr is None:
             continue
-        row = [r["name"], f"{fd['median_ms']:.3f}", f"{pr['median_ms']:.3f}", f"{pr['fastdet_speedup']:.1f}x"]
+        row = [
+            r["name"],
+            f"{fd['median_ms']:.3f}",
+            f"{pr['median_ms']:.3f}",
+            f"{pr['fastdet_speedup']:.1f}x",
+        ]
         if graphs:
             g = "fastdet_graph_speedup" in pr
-            row += [f"{fd['graph_median_ms']:.3f}" if g else "", f"{pr['graph_median_ms']:.3f}" if g else "",
-                    f"{pr['fastdet_graph_speedup']:.2f}x" if g else ""]
+            row += [
+                f"{fd['graph_median_ms']:.3f}" if g else "",
+                f"{pr['graph_median_ms']:.3f}" if g else "",
+                f"{pr['fastdet_graph_speedup']:.2f}x" if g else "",
+            ]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
 def throughput_lines(results: list[dict]) -> list[str]:
-    return [f"{r['name']}: {r['fastdet_images_per_s']:.2f} images/s" for r in results
-            if "fastdet_images_per_s" in r]
+    return [
+        f"{r['name']}: {r['fastdet_images_per_s']:.2f} images/s"
+        for r in results
+        if "fastdet_images_per_s" in r
+    ]
 
 
 def bandwidth_lines(results: list[dict], copy_gbs: float) -> list[str]:
     """For memory-bound cases: the output write rate against the measured copy bandwidth."""
-    return [f"{r['name']}: output written at {r['fastdet_output_gbs']:.0f} GB/s, "
-            f"{100 * r['fastdet_output_gbs'] / copy_gbs:.0f}% of the copy bandwidth ({copy_gbs:.0f} GB/s)"
-            for r in results if "fastdet_output_gbs" in r]
+    return [
+        f"{r['name']}: output written at {r['fastdet_output_gbs']:.0f} GB/s, "
+        f"{100 * r['fastdet_output_gbs'] / copy_gbs:.0f}% of the copy bandwidth "
+        f"({copy_gbs:.0f} GB/s)"
+        for r in results
+        if "fastdet_output_gbs" in r
+    ]
 
 
 def default_json_path(device: str) -> Path:
@@ -269,8 +320,13 @@ def default_json_path(device: str) -> Path:
     return Path("benchmarks") / "results" / f"{device}-{stamp}.json"
 
 
-def write_json(path, device: str, results: list[dict], copy_gbs: float | None = None,
-               machine_info: dict | None = None) -> Path:
+def write_json(
+    path,
+    device: str,
+    results: list[dict],
+    copy_gbs: float | None = None,
+    machine_info: dict | None = None,
+) -> Path:
     """The results with the machine (machine_info when given: a run that rewrites the file after
     every case measures the machine once)."""
     path = Path(path)

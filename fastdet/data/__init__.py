@@ -7,12 +7,31 @@
 - transforms: Resize, RandomCrop, flips, HistogramEqualization, Window, CaffeNormalize, Compose.
 - synthetic: synth("rsna" | "dsb2018" | "mri", out) writes a small dataset in the real layout.
 """
+
 from . import transforms
-from .datasets import (DSB2018Dataset, ImageFolderDataset, MRISliceDataset, RSNADataset,
-                       boxes_from_instances, split_ids)
+from .datasets import (
+    DSB2018Dataset,
+    ImageFolderDataset,
+    MRISliceDataset,
+    RSNADataset,
+    boxes_from_instances,
+    split_ids,
+)
 from .dicom import load_dicom, load_dicom_series
 from .synthetic import synth, synth_dsb2018, synth_mri, synth_rsna
 
-__all__ = ["load_dicom", "load_dicom_series", "RSNADataset", "DSB2018Dataset", "ImageFolderDataset",
-           "MRISliceDataset", "split_ids", "boxes_from_instances", "transforms", "synth",
-           "synth_rsna", "synth_dsb2018", "synth_mri"]
+__all__ = [
+    "load_dicom",
+    "load_dicom_series",
+    "RSNADataset",
+    "DSB2018Dataset",
+    "ImageFolderDataset",
+    "MRISliceDataset",
+    "split_ids",
+    "boxes_from_instances",
+    "transforms",
+    "synth",
+    "synth_rsna",
+    "synth_dsb2018",
+    "synth_mri",
+]

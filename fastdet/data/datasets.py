@@ -22,6 +22,7 @@ in both.
 
 Each dataset calls `transform(sample)` last when a transform is given.
 """
+
 from __future__ import annotations
 
 import csv
@@ -44,6 +45,7 @@ _FOLDER_EXTS = (".png", ".tif", ".tiff", ".dcm") + _NIFTI
 
 
 # ----------------------------------------------------------------------------- shared helpers
+
 
 def split_ids(ids, split=None, seed: int = 0, val_fraction: float = 0.2, strata=None) -> list:
     """The ids of one split, in their order in `ids`.
@@ -91,6 +93,7 @@ def boxes_from_instances(instances: np.ndarray) -> np.ndarray:
     k = int(instances.max()) if instances.size else 0
     boxes = np.zeros((k, 4), np.float32)
     from scipy import ndimage
+
     for i, sl in enumerate(ndimage.find_objects(instances.astype(np.int32), k)):
         if sl is not None:
             boxes[i] = (sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)
@@ -131,14 +134,18 @@ class _Checked(Dataset):
         if self.skipped:
             counts = Counter(reason.split(":", 1)[0] for _, reason in self.skipped)
             why = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
-            warnings.warn(f"{type(self).__name__}: skipped {len(self.skipped)} of {total} "
-                          f"item(s) ({why}); see .skipped", stacklevel=3)
+            warnings.warn(
+                f"{type(self).__name__}: skipped {len(self.skipped)} of {total} "
+                f"item(s) ({why}); see .skipped",
+                stacklevel=3,
+            )
 
     def _finish(self, sample: dict) -> dict:
         return self.transform(sample) if self.transform is not None else sample
 
 
 # ----------------------------------------------------------------------------- RSNA
+
 
 def _read_rsna_labels(path: Path):
     """stage_2_train_labels.csv -> ({patientId: [(x, y, w, h)]}, {patientId: error or None})
@@ -151,8 +158,9 @@ def _read_rsna_labels(path: Path):
         columns = {"patientId", "x", "y", "width", "height", "Target"}
         missing = columns - set(reader.fieldnames or [])
         if missing:
-            raise ValueError(f"{path}: missing column(s) {sorted(missing)}; "
-                             f"found {reader.fieldnames}")
+            raise ValueError(
+                f"{path}: missing column(s) {sorted(missing)}; found {reader.fieldnames}"
+            )
         boxes, errors, targets = {}, {}, {}
         for line, row in enumerate(reader, start=2):
             pid = (row["patientId"] or "").strip()
@@ -199,6 +207,7 @@ def _read_rsna_classes(path: Path) -> dict:
 def _dicom_size(path: Path) -> tuple[int, int]:
     """(rows, columns) from the DICOM header, without reading the pixels."""
     import pydicom
+
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
         return int(ds.Rows), int(ds.Columns)
@@ -222,8 +231,15 @@ class RSNADataset(_Checked):
     (FileNotFoundError), boxes not inside the image (ValueError naming patientId and box).
     """
 
-    def __init__(self, root, split=None, split_seed: int = 0, val_fraction: float = 0.2,
-                 skip_bad: bool = False, transform=None):
+    def __init__(
+        self,
+        root,
+        split=None,
+        split_seed: int = 0,
+        val_fraction: float = 0.2,
+        skip_bad: bool = False,
+        transform=None,
+    ):
         super().__init__(skip_bad, transform)
         self.root = Path(root)
         labels = self.root / RSNA_LABELS
@@ -245,8 +261,12 @@ class RSNADataset(_Checked):
             return self._bad(pid, "bad CSV row", error)
         path = self.root / RSNA_IMAGES / f"{pid}.dcm"
         if not path.is_file():
-            return self._bad(pid, "missing image", f"{path}: DICOM not found for patientId "
-                             f"{pid} named in {labels}", FileNotFoundError)
+            return self._bad(
+                pid,
+                "missing image",
+                f"{path}: DICOM not found for patientId {pid} named in {labels}",
+                FileNotFoundError,
+            )
         xyxy = np.array([(x, y, x + w, y + h) for x, y, w, h in boxes], np.float32).reshape(-1, 4)
         if len(boxes):
             try:
@@ -254,12 +274,23 @@ class RSNADataset(_Checked):
             except ValueError as e:
                 return self._bad(pid, "unreadable image", str(e))
             for (x, y, w, h), b in zip(boxes, xyxy):
-                inside = np.isfinite(b).all() and w > 0 and h > 0 and b[0] >= 0 and b[1] >= 0 \
-                    and b[2] <= width and b[3] <= height
+                inside = (
+                    np.isfinite(b).all()
+                    and w > 0
+                    and h > 0
+                    and b[0] >= 0
+                    and b[1] >= 0
+                    and b[2] <= width
+                    and b[3] <= height
+                )
                 if not inside:
-                    return self._bad(pid, "box outside the image", f"{labels}: patientId {pid}: "
-                                     f"box (x={x:g}, y={y:g}, width={w:g}, height={h:g}) is "
-                                     f"not inside the {width}x{height} image {path}")
+                    return self._bad(
+                        pid,
+                        "box outside the image",
+                        f"{labels}: patientId {pid}: "
+                        f"box (x={x:g}, y={y:g}, width={w:g}, height={h:g}) is "
+                        f"not inside the {width}x{height} image {path}",
+                    )
         return pid, path, xyxy
 
     def __len__(self) -> int:
@@ -267,6 +298,7 @@ class RSNADataset(_Checked):
 
     def __getitem__(self, index: int) -> dict:
         from fastdet.data.dicom import load_dicom
+
         pid, path, boxes, cls = self.items[index]
         image, dmeta = load_dicom(path, return_meta=True)
         if image.ndim != 2:
@@ -276,23 +308,31 @@ class RSNADataset(_Checked):
             "boxes": torch.from_numpy(boxes.copy()),
             "labels": torch.ones(len(boxes), dtype=torch.int64),
             "id": pid,
-            "meta": {"path": str(path), "target": int(len(boxes) > 0), "class": cls,
-                     "size": tuple(image.shape), "pixel_spacing": dmeta.get("pixel_spacing")},
+            "meta": {
+                "path": str(path),
+                "target": int(len(boxes) > 0),
+                "class": cls,
+                "size": tuple(image.shape),
+                "pixel_spacing": dmeta.get("pixel_spacing"),
+            },
         }
         return self._finish(sample)
 
 
 # ----------------------------------------------------------------------------- DSB-2018
 
+
 def _png_size(path: Path) -> tuple[int, int]:
     """(height, width) from the image header."""
     from PIL import Image
+
     with Image.open(path) as im:
         return im.size[1], im.size[0]
 
 
 def _read_png(path: Path) -> np.ndarray:
     from PIL import Image
+
     with Image.open(path) as im:
         if im.mode in ("P", "PA"):  # palette: expand to the colours it means
             im = im.convert("RGBA" if "transparency" in im.info or im.mode == "PA" else "RGB")
@@ -315,8 +355,16 @@ class DSB2018Dataset(_Checked):
     image's size (ValueError naming the mask file). An image without masks is kept (K = 0).
     """
 
-    def __init__(self, root, rgb: bool = False, split=None, split_seed: int = 0,
-                 val_fraction: float = 0.2, skip_bad: bool = False, transform=None):
+    def __init__(
+        self,
+        root,
+        rgb: bool = False,
+        split=None,
+        split_seed: int = 0,
+        val_fraction: float = 0.2,
+        skip_bad: bool = False,
+        transform=None,
+    ):
         super().__init__(skip_bad, transform)
         self.root = Path(root)
         self.rgb = bool(rgb)
@@ -335,14 +383,19 @@ class DSB2018Dataset(_Checked):
         if not image.is_file():
             return self._bad(sid, "missing image", f"{image}: image not found", FileNotFoundError)
         if not masks_dir.is_dir():
-            return self._bad(sid, "missing masks", f"{masks_dir}: masks folder not found",
-                             FileNotFoundError)
+            return self._bad(
+                sid, "missing masks", f"{masks_dir}: masks folder not found", FileNotFoundError
+            )
         masks = sorted(masks_dir.glob("*.png"))
         size = _png_size(image)
         for mask in masks:
             if _png_size(mask) != size:
-                return self._bad(sid, "size mismatch", f"{mask}: mask size (H, W) = "
-                                 f"{_png_size(mask)} differs from image {image} {size}")
+                return self._bad(
+                    sid,
+                    "size mismatch",
+                    f"{mask}: mask size (H, W) = "
+                    f"{_png_size(mask)} differs from image {image} {size}",
+                )
         return sid, image, masks
 
     def __len__(self) -> int:
@@ -370,13 +423,19 @@ class DSB2018Dataset(_Checked):
             "mask": torch.from_numpy((instances > 0).astype(np.uint8)),
             "instances": torch.from_numpy(instances),
             "id": sid,
-            "meta": {"path": str(image_path), "size": instances.shape, "n_masks": len(mask_paths),
-                     "overlap_pixels": overlap, "empty_masks": empty},
+            "meta": {
+                "path": str(image_path),
+                "size": instances.shape,
+                "n_masks": len(mask_paths),
+                "overlap_pixels": overlap,
+                "empty_masks": empty,
+            },
         }
         return self._finish(sample)
 
 
 # ----------------------------------------------------------------------------- image folders
+
 
 def _stem(path: Path) -> str | None:
     """The name without a supported extension, or None when the file is not supported."""
@@ -406,6 +465,7 @@ def _shape_2d(path: Path) -> tuple[int, int]:
         return _dicom_size(path)
     if suffix.endswith((".tif", ".tiff")):
         import tifffile
+
         with tifffile.TiffFile(path) as tif:
             shape = tif.series[0].shape
         return _plane_shape(path, shape)
@@ -422,8 +482,9 @@ def _plane_shape(path: Path, shape) -> tuple[int, int]:
         shape = shape[:-1]
     if len(shape) == 2 or (len(shape) == 3 and shape[-1] <= 4):
         return shape[0], shape[1]
-    raise ValueError(f"{path}: expected a 2-D image, got shape {shape} "
-                     "(volumes: use MRISliceDataset)")
+    raise ValueError(
+        f"{path}: expected a 2-D image, got shape {shape} (volumes: use MRISliceDataset)"
+    )
 
 
 def read_image_2d(path: Path) -> np.ndarray:
@@ -432,9 +493,11 @@ def read_image_2d(path: Path) -> np.ndarray:
     suffix = path.name.lower()
     if suffix.endswith(".dcm"):
         from fastdet.data.dicom import load_dicom
+
         return load_dicom(path)
     if suffix.endswith((".tif", ".tiff")):
         import tifffile
+
         a = tifffile.imread(path)
     elif _is_nifti(path):
         a = np.asarray(_nibabel(path).load(path).dataobj)
@@ -460,9 +523,19 @@ class ImageFolderDataset(_Checked):
     stem appears once per folder, image and mask sizes match (ValueError naming the mask).
     """
 
-    def __init__(self, root, images: str = "images", masks: str = "masks", rgb: bool | None = False,
-                 binarize: bool = True, split=None, split_seed: int = 0,
-                 val_fraction: float = 0.2, skip_bad: bool = False, transform=None):
+    def __init__(
+        self,
+        root,
+        images: str = "images",
+        masks: str = "masks",
+        rgb: bool | None = False,
+        binarize: bool = True,
+        split=None,
+        split_seed: int = 0,
+        val_fraction: float = 0.2,
+        skip_bad: bool = False,
+        transform=None,
+    ):
         super().__init__(skip_bad, transform)
         self.root = Path(root)
         self.rgb, self.binarize = rgb, bool(binarize)
@@ -492,18 +565,29 @@ class ImageFolderDataset(_Checked):
         masks = self._masks.get(stem, [])
         for kind, paths in (("image", images), ("mask", masks)):
             if len(paths) > 1:
-                return self._bad(stem, "ambiguous stem", f"{paths[0]}: several {kind} files "
-                                 f"share the stem {stem!r}: {[p.name for p in paths]}")
+                return self._bad(
+                    stem,
+                    "ambiguous stem",
+                    f"{paths[0]}: several {kind} files "
+                    f"share the stem {stem!r}: {[p.name for p in paths]}",
+                )
         if not masks:
-            return self._bad(stem, "missing mask", f"{images[0]}: no mask with stem {stem!r} in "
-                             f"{self.masks_dir}", FileNotFoundError)
+            return self._bad(
+                stem,
+                "missing mask",
+                f"{images[0]}: no mask with stem {stem!r} in {self.masks_dir}",
+                FileNotFoundError,
+            )
         try:
             size, mask_size = _shape_2d(images[0]), _shape_2d(masks[0])
         except (ValueError, ImportError) as e:
             return self._bad(stem, "unreadable file", str(e), type(e))
         if size != mask_size:
-            return self._bad(stem, "size mismatch", f"{masks[0]}: mask size (H, W) = {mask_size} "
-                             f"differs from image {images[0]} {size}")
+            return self._bad(
+                stem,
+                "size mismatch",
+                f"{masks[0]}: mask size (H, W) = {mask_size} differs from image {images[0]} {size}",
+            )
         return stem, images[0], masks[0]
 
     def __len__(self) -> int:
@@ -519,8 +603,11 @@ class ImageFolderDataset(_Checked):
             "image": image_tensor(image, rgb=self.rgb),
             "mask": torch.from_numpy(_mask_uint8(mask, self.binarize, mask_path)),
             "id": stem,
-            "meta": {"path": str(image_path), "mask_path": str(mask_path),
-                     "size": tuple(mask.shape)},
+            "meta": {
+                "path": str(image_path),
+                "mask_path": str(mask_path),
+                "size": tuple(mask.shape),
+            },
         }
         return self._finish(sample)
 
@@ -531,8 +618,9 @@ def _mask_uint8(mask: np.ndarray, binarize: bool, path) -> np.ndarray:
         return (mask > 0).astype(np.uint8)
     m = np.asarray(mask)
     if m.size and (m.min() < 0 or m.max() > 255 or not np.array_equal(m, np.round(m))):
-        raise ValueError(f"{path}: mask labels must be integers in 0..255, got values "
-                         f"{m.min()!r}..{m.max()!r}")
+        raise ValueError(
+            f"{path}: mask labels must be integers in 0..255, got values {m.min()!r}..{m.max()!r}"
+        )
     return m.astype(np.uint8)
 
 
@@ -593,6 +681,7 @@ def _load_subject(folder: Path):
         spacing = tuple(float(s) for s in img.header.get_zooms()[:3][::-1])
     else:
         from fastdet.data.dicom import load_dicom_series
+
         volume, dmeta = load_dicom_series(folder)
         spacing = dmeta.get("spacing")
         ori = dmeta.get("image_orientation")
@@ -603,11 +692,21 @@ def _load_subject(folder: Path):
         image_path = folder
     label = _load_label(label_path, codes_xyz)
     if label.shape != volume.shape:
-        raise ValueError(f"{label_path}: label shape {label.shape} (Z, Y, X) differs from the "
-                         f"image volume {image_path} {volume.shape}")
+        raise ValueError(
+            f"{label_path}: label shape {label.shape} (Z, Y, X) differs from the "
+            f"image volume {image_path} {volume.shape}"
+        )
     codes = None if codes_xyz is None else tuple(codes_xyz[::-1])
-    return volume, label, {"spacing": spacing, "codes": codes, "label_path": str(label_path),
-                           "image_path": str(image_path)}
+    return (
+        volume,
+        label,
+        {
+            "spacing": spacing,
+            "codes": codes,
+            "label_path": str(label_path),
+            "image_path": str(image_path),
+        },
+    )
 
 
 def _plane_axis(plane: str, codes) -> int:
@@ -637,9 +736,18 @@ class MRISliceDataset(_Checked):
     `cache_size` are kept in memory.
     """
 
-    def __init__(self, root, plane: str = "transverse", split=None, split_seed: int = 0,
-                 val_fraction: float = 0.25, subjects=None, skip_bad: bool = False,
-                 transform=None, cache_size: int = 4):
+    def __init__(
+        self,
+        root,
+        plane: str = "transverse",
+        split=None,
+        split_seed: int = 0,
+        val_fraction: float = 0.25,
+        subjects=None,
+        skip_bad: bool = False,
+        transform=None,
+        cache_size: int = 4,
+    ):
         super().__init__(skip_bad, transform)
         if plane not in PLANES:
             raise ValueError(f"plane must be one of {PLANES}, got {plane!r}")
@@ -704,7 +812,13 @@ class MRISliceDataset(_Checked):
             "image": image_tensor(image),
             "mask": torch.from_numpy(_mask_uint8(mask, False, info["label_path"])),
             "id": f"{subject}/{self.plane}/{i:03d}",
-            "meta": {"subject": subject, "plane": self.plane, "index": i, "spacing": spacing,
-                     "path": info["image_path"], "label_path": info["label_path"]},
+            "meta": {
+                "subject": subject,
+                "plane": self.plane,
+                "index": i,
+                "spacing": spacing,
+                "path": info["image_path"],
+                "label_path": info["label_path"],
+            },
         }
         return self._finish(sample)

@@ -20,6 +20,7 @@ Conventions
 - Spacing is in mm: pixel_spacing is (row spacing, column spacing) = (y, x), as DICOM's
   PixelSpacing; a series' spacing is (z, y, x).
 """
+
 from __future__ import annotations
 
 import os
@@ -31,13 +32,19 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, apply_windowing
-from pydicom.pixels import get_decoder
+from pydicom.pixels import (
+    apply_color_lut,
+    apply_modality_lut,
+    apply_voi,
+    apply_windowing,
+    get_decoder,
+)
 
 __all__ = ["load_dicom", "load_dicom_series"]
 
-_INSTALL_HINT = ("pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg "
-                 "(or pip install python-gdcm)")
+_INSTALL_HINT = (
+    "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg (or pip install python-gdcm)"
+)
 _MONO = ("MONOCHROME1", "MONOCHROME2")
 
 
@@ -92,8 +99,9 @@ def _check_window(window):
     try:
         center, width = (float(v) for v in window)
     except (TypeError, ValueError):
-        raise ValueError(f"window: expected None, 'voi' or a (center, width) pair of numbers, "
-                         f"got {window!r}") from None
+        raise ValueError(
+            f"window: expected None, 'voi' or a (center, width) pair of numbers, got {window!r}"
+        ) from None
     if not (np.isfinite(center) and np.isfinite(width)):
         raise ValueError(f"window: center and width must be finite, got {window!r}")
     if width <= 0:
@@ -117,8 +125,10 @@ def _read(path: str) -> Dataset:
 def _decode(ds: Dataset, path: str) -> np.ndarray:
     """The stored values (ds.pixel_array), colour converted to RGB by pydicom."""
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        raise ValueError(f"{path}: not a readable DICOM file (no pixel data; "
-                         f"SOP class {ds.get('SOPClassUID', '?')})")
+        raise ValueError(
+            f"{path}: not a readable DICOM file (no pixel data; "
+            f"SOP class {ds.get('SOPClassUID', '?')})"
+        )
     file_meta = getattr(ds, "file_meta", None)
     tsyntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
     if tsyntax is not None and tsyntax.is_compressed:
@@ -128,8 +138,9 @@ def _decode(ds: Dataset, path: str) -> np.ndarray:
     except RuntimeError as e:
         # a plugin that is present but fails at import time still ends up here
         if "missing" in str(e) or "plugin" in str(e):
-            raise RuntimeError(f"{path}: cannot decode {_syntax(tsyntax)} pixel data ({e}); "
-                               f"{_INSTALL_HINT}") from e
+            raise RuntimeError(
+                f"{path}: cannot decode {_syntax(tsyntax)} pixel data ({e}); {_INSTALL_HINT}"
+            ) from e
         raise ValueError(f"{path}: not a readable DICOM file ({e})") from e
     except (ValueError, AttributeError, KeyError, TypeError, EOFError) as e:
         # truncated pixel data, missing Rows/BitsAllocated, ...
@@ -141,12 +152,16 @@ def _require_decoder(tsyntax, path: str) -> None:
     try:
         decoder = get_decoder(tsyntax)
     except NotImplementedError:
-        raise RuntimeError(f"{path}: pydicom has no decoder for {_syntax(tsyntax)} pixel data "
-                           f"(try python-gdcm: pip install python-gdcm)") from None
+        raise RuntimeError(
+            f"{path}: pydicom has no decoder for {_syntax(tsyntax)} pixel data "
+            f"(try python-gdcm: pip install python-gdcm)"
+        ) from None
     if not decoder.is_available:
         missing = "; ".join(decoder.missing_dependencies) or "no plugin"
-        raise RuntimeError(f"{path}: cannot decode {_syntax(tsyntax)} pixel data, no installed "
-                           f"plugin handles it ({missing}); {_INSTALL_HINT}")
+        raise RuntimeError(
+            f"{path}: cannot decode {_syntax(tsyntax)} pixel data, no installed "
+            f"plugin handles it ({missing}); {_INSTALL_HINT}"
+        )
 
 
 def _syntax(tsyntax) -> str:
@@ -158,8 +173,9 @@ def _to_float(ds: Dataset, stored: np.ndarray, window, path: str):
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric not in _MONO:
         if window is not None:
-            raise ValueError(f"window: windowing applies to MONOCHROME1/2 images, "
-                             f"{path} is {photometric}")
+            raise ValueError(
+                f"window: windowing applies to MONOCHROME1/2 images, {path} is {photometric}"
+            )
         if photometric == "PALETTE COLOR":
             stored = apply_color_lut(stored, ds)
         return stored.astype(np.float32), False, None
@@ -192,8 +208,10 @@ def _rescale(ds: Dataset, frame: int = 0):
 def _functional(ds: Dataset, sequence: str, frame: int = 0):
     """The first item of `sequence` in the frame's per-frame functional group, else in the
     shared functional group (enhanced multi-frame IODs keep plane and rescale data there)."""
-    for group, index in (("PerFrameFunctionalGroupsSequence", frame),
-                         ("SharedFunctionalGroupsSequence", 0)):
+    for group, index in (
+        ("PerFrameFunctionalGroupsSequence", frame),
+        ("SharedFunctionalGroupsSequence", 0),
+    ):
         items = ds.get(group)
         if items and index < len(items) and items[index].get(sequence):
             return items[index].get(sequence)[0]
@@ -221,7 +239,8 @@ def _modality(ds: Dataset, stored: np.ndarray) -> np.ndarray:
 def _top_level_modality_lut(ds: Dataset) -> bool:
     """Whether pydicom's apply_modality_lut finds a modality LUT or rescale on `ds` itself."""
     return bool(ds.get("ModalityLUTSequence")) or (
-        "RescaleSlope" in ds and "RescaleIntercept" in ds)
+        "RescaleSlope" in ds and "RescaleIntercept" in ds
+    )
 
 
 def _modality_range(ds: Dataset, values: np.ndarray):
@@ -232,7 +251,7 @@ def _modality_range(ds: Dataset, values: np.ndarray):
     if int(ds.get("PixelRepresentation", 0)) == 1:
         ends = np.array([-(2 ** (bits - 1)), 2 ** (bits - 1) - 1], dtype=np.int64)
     else:
-        ends = np.array([0, 2 ** bits - 1], dtype=np.int64)
+        ends = np.array([0, 2**bits - 1], dtype=np.int64)
     if _top_level_modality_lut(ds):
         mapped = apply_modality_lut(ends, ds)
     else:  # no rescale, or an enhanced file's (first frame's) functional-group rescale
@@ -249,12 +268,12 @@ def _voi(ds: Dataset, values: np.ndarray, window):
             # apply_voi_lut would take the same path (it prefers the LUT); the LUT's output
             # range is 0 .. 2**bits - 1 by definition (PS3.3 C.11.2.1.1)
             entries, first, bits = (int(v) for v in lut[0].LUTDescriptor)
-            entries = entries or 2 ** 16
+            entries = entries or 2**16
             # pydicom indexes the LUT with integers and, for 8-bit LUTs, stores the index in
             # uint8 before clipping it (inputs past 255 wrap): clip to the LUT's input range
             # first, as PS3.3 C.11.2.1.1 maps out-of-range inputs to the first/last entry
             index = np.clip(np.floor(values), first, first + entries - 1).astype(np.int64)
-            return apply_voi(index, ds) / float(2 ** bits - 1), None
+            return apply_voi(index, ds) / float(2**bits - 1), None
         if "WindowCenter" in ds and "WindowWidth" in ds:
             center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
             function = str(ds.get("VOILUTFunction", "LINEAR")).upper()
@@ -398,8 +417,10 @@ def load_dicom_series(folder, series_uid=None):
         for path, _ in members:
             image, meta = load_dicom(path, return_meta=True)
             if image.ndim != 2:
-                raise ValueError(f"{path}: expected a single-frame grey image in a series, "
-                                 f"got shape {image.shape}")
+                raise ValueError(
+                    f"{path}: expected a single-frame grey image in a series, "
+                    f"got shape {image.shape}"
+                )
             first = first or meta
             slices.append(image)
         volume = np.stack(slices)
@@ -447,15 +468,19 @@ def _choose_series(folder, headers, series_uid, skipped):
     elif str(series_uid) in groups:
         uid = str(series_uid)
     else:
-        raise ValueError(f"{folder}: no image of series {series_uid!r} "
-                         f"(series found: {sorted(groups)})")
+        raise ValueError(
+            f"{folder}: no image of series {series_uid!r} (series found: {sorted(groups)})"
+        )
     others = {u: g for u, g in groups.items() if u != uid}
     for u, group in others.items():
         skipped.extend((path, f"other series {u!r}") for path, _ in group)
     if others and series_uid is None:
         listed = ", ".join(f"{u!r} ({len(g)} files)" for u, g in sorted(others.items()))
-        warnings.warn(f"{folder}: several series; loaded {uid!r} ({len(groups[uid])} files), "
-                      f"skipped {listed}", stacklevel=3)
+        warnings.warn(
+            f"{folder}: several series; loaded {uid!r} ({len(groups[uid])} files), "
+            f"skipped {listed}",
+            stacklevel=3,
+        )
     return uid, groups[uid]
 
 
@@ -495,8 +520,9 @@ def _check_shapes(members) -> None:
     for path, (ds, _) in members[1:]:
         shape = (ds.get("Rows"), ds.get("Columns"))
         if shape != shape0:
-            raise ValueError(f"{path}: Rows/Columns {shape} differ from {shape0} of {path0} "
-                             f"in the same series")
+            raise ValueError(
+                f"{path}: Rows/Columns {shape} differ from {shape0} of {path0} in the same series"
+            )
 
 
 def _series_spacing(folder, members, first):
@@ -508,13 +534,18 @@ def _series_spacing(folder, members, first):
         steps = np.diff(zs)
         dz = float(np.median(steps))
         if dz == 0:
-            warnings.warn(f"{folder}: slices share one position; z spacing taken from the "
-                          f"header", stacklevel=3)
+            warnings.warn(
+                f"{folder}: slices share one position; z spacing taken from the header",
+                stacklevel=3,
+            )
             dz = None
         elif np.max(np.abs(steps - dz)) > 0.01 * abs(dz) + 1e-4:
             # a gap (missing file) or mixed acquisitions: the median still holds for most
-            warnings.warn(f"{folder}: uneven slice spacing ({steps.min():g} to "
-                          f"{steps.max():g} mm); using the median {dz:g} mm", stacklevel=3)
+            warnings.warn(
+                f"{folder}: uneven slice spacing ({steps.min():g} to "
+                f"{steps.max():g} mm); using the median {dz:g} mm",
+                stacklevel=3,
+            )
     if dz is None:
         ds0 = members[0][1][0]
         measures = _functional(ds0, "PixelMeasuresSequence") or Dataset()

@@ -39,13 +39,15 @@ dataset stores them, so the same loaders, commands and tests run on both:
 
 Determinism: the content depends only on the arguments. Every item draws from its own stream
 ``default_rng([seed, kind, index])`` (so DSB samples and MRI subjects do not depend on `n`; which
-RSNA patients are positive is drawn once for all `n` of them); UIDs come from ``generate_uid(entropy_srcs=...)``, never from
-the clock; PNG, DICOM and gzip outputs carry no timestamps, so a rerun gives byte-identical files.
+RSNA patients are positive is drawn once for all `n` of them); UIDs come from
+``generate_uid(entropy_srcs=...)``, never from the clock; PNG, DICOM and gzip outputs carry no
+timestamps, so a rerun gives byte-identical files.
 
 Interrupted runs: each DSB sample and each MRI subject is written into a hidden temporary folder
 and renamed into place when complete; the RSNA CSVs are written last, by rename. The output folder
 must be empty or absent, so a rerun never mixes with an older dataset.
 """
+
 from __future__ import annotations
 
 import csv
@@ -73,6 +75,7 @@ _KIND_CODE = {"rsna": 1, "dsb2018": 2, "mri": 3}  # separates the random streams
 
 # ----------------------------------------------------------------------------- shared helpers
 
+
 def _rng(seed: int, kind: str, *index: int) -> np.random.Generator:
     """The stream of one item: independent of how many items are written."""
     if int(seed) < 0:
@@ -83,6 +86,7 @@ def _rng(seed: int, kind: str, *index: int) -> np.random.Generator:
 def _uid(seed: int, *parts) -> str:
     """A DICOM UID derived from the seed and the parts (no clock, no randomness)."""
     from pydicom.uid import generate_uid
+
     return str(generate_uid(entropy_srcs=["fastdet.synthetic", str(seed), *map(str, parts)]))
 
 
@@ -90,8 +94,9 @@ def _prepare_out(out) -> Path:
     """Creates `out`; refuses a non-empty folder so old and new files never mix."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"synthetic data: output folder {out} is not empty; "
-                              "choose a new folder or remove it")
+        raise FileExistsError(
+            f"synthetic data: output folder {out} is not empty; choose a new folder or remove it"
+        )
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -115,8 +120,9 @@ def _smooth_noise(rng, shape, sigma) -> np.ndarray:
     return (f - f.mean()) / (f.std() + 1e-12)
 
 
-def _write_dicom(path: Path, fields: dict, pixels: np.ndarray, sop_class: str, sop_uid: str,
-                 bits_stored: int) -> Path:
+def _write_dicom(
+    path: Path, fields: dict, pixels: np.ndarray, sop_class: str, sop_uid: str, bits_stored: int
+) -> Path:
     """Writes a single-frame uncompressed DICOM file (with preamble and file meta) by rename."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian
@@ -129,8 +135,9 @@ def _write_dicom(path: Path, fields: dict, pixels: np.ndarray, sop_class: str, s
     for key, value in fields.items():
         setattr(ds, key, value)
     # set_pixel_data would otherwise replace our seed-derived SOPInstanceUID by a random one
-    ds.set_pixel_data(np.ascontiguousarray(pixels), "MONOCHROME2", bits_stored,
-                      generate_instance_uid=False)
+    ds.set_pixel_data(
+        np.ascontiguousarray(pixels), "MONOCHROME2", bits_stored, generate_instance_uid=False
+    )
     tmp = path.with_name(path.name + ".tmp")
     ds.save_as(tmp, enforce_file_format=True)
     return _replace(tmp, path)
@@ -138,6 +145,7 @@ def _write_dicom(path: Path, fields: dict, pixels: np.ndarray, sop_class: str, s
 
 def _write_png(path: Path, array: np.ndarray) -> None:
     from PIL import Image
+
     # uint8 [H, W] -> L, [H, W, 3] -> RGB, [H, W, 4] -> RGBA
     Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(path, format="PNG")
 
@@ -151,6 +159,7 @@ def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
 
 # ----------------------------------------------------------------------------- RSNA
 
+
 def _chest_anatomy(rng, size: int):
     """A chest-like radiograph without opacities, float in ~[0, 1], and its lung masks.
 
@@ -160,10 +169,23 @@ def _chest_anatomy(rng, size: int):
     cx = 0.5 + rng.normal(0, 0.015)
     width = rng.uniform(0.9, 1.05)  # patient habitus
     body = _ellipse(yy, xx, 0.58, cx, 0.56, 0.43 * width)
-    lungs = np.stack([
-        _ellipse(yy, xx, 0.44 + rng.normal(0, 0.01), cx + side * 0.17 * width,
-                 rng.uniform(0.25, 0.29), rng.uniform(0.11, 0.135) * width, side * 0.12)
-        for side in (-1, 1)]) & body
+    lungs = (
+        np.stack(
+            [
+                _ellipse(
+                    yy,
+                    xx,
+                    0.44 + rng.normal(0, 0.01),
+                    cx + side * 0.17 * width,
+                    rng.uniform(0.25, 0.29),
+                    rng.uniform(0.11, 0.135) * width,
+                    side * 0.12,
+                )
+                for side in (-1, 1)
+            ]
+        )
+        & body
+    )
     heart = _ellipse(yy, xx, 0.6, cx + 0.06, 0.14, rng.uniform(0.11, 0.15))
     mediastinum = (np.abs(xx - cx) < 0.045) & (yy > 0.12) & body
     lungs &= ~heart & ~mediastinum
@@ -194,8 +216,18 @@ def _opacities(rng, lungs: np.ndarray, count: int, size: int):
         lung = lungs[rng.integers(2)]
         ys, xs = np.nonzero(lung)
         k = rng.integers(len(ys))
-        region = _ellipse(yy, xx, ys[k], xs[k], rng.uniform(0.05, 0.11) * size,
-                          rng.uniform(0.04, 0.08) * size, rng.uniform(0, np.pi)) & lung
+        region = (
+            _ellipse(
+                yy,
+                xx,
+                ys[k],
+                xs[k],
+                rng.uniform(0.05, 0.11) * size,
+                rng.uniform(0.04, 0.08) * size,
+                rng.uniform(0, np.pi),
+            )
+            & lung
+        )
         if region.sum() < (0.03 * size) ** 2 or (region & (label > 0)).any():
             continue
         label[region] = len(boxes) + 1
@@ -235,16 +267,26 @@ def _rsna_patient(seed: int, i: int, positive: bool, size: int):
     spacing = round(0.143 * 1024 / size, 6)  # Kaggle's field of view at any size
     tags = {
         "SpecificCharacterSet": "ISO_IR 100",
-        "StudyDate": "19010101", "StudyTime": "000000.00", "AccessionNumber": "",
-        "Modality": "CR", "ConversionType": "WSD", "ReferringPhysicianName": "",
+        "StudyDate": "19010101",
+        "StudyTime": "000000.00",
+        "AccessionNumber": "",
+        "Modality": "CR",
+        "ConversionType": "WSD",
+        "ReferringPhysicianName": "",
         "SeriesDescription": f"view: {view}",
-        "PatientName": pid, "PatientID": pid, "PatientBirthDate": "",
+        "PatientName": pid,
+        "PatientID": pid,
+        "PatientBirthDate": "",
         "PatientSex": "M" if rng.random() < 0.55 else "F",
         "PatientAge": f"{int(rng.integers(18, 85)):03d}Y",  # Kaggle's "51" is not a valid AS
-        "BodyPartExamined": "CHEST", "ViewPosition": view,
+        "BodyPartExamined": "CHEST",
+        "ViewPosition": view,
         "StudyInstanceUID": _uid(seed, "rsna", pid, "study"),
         "SeriesInstanceUID": _uid(seed, "rsna", pid, "series"),
-        "StudyID": "", "SeriesNumber": 1, "InstanceNumber": 1, "PatientOrientation": "",
+        "StudyID": "",
+        "SeriesNumber": 1,
+        "InstanceNumber": 1,
+        "PatientOrientation": "",
         "PixelSpacing": [spacing, spacing],
     }
     return pid, image, boxes, cls, tags
@@ -265,8 +307,14 @@ def synth_rsna(out, n: int = 16, seed: int = 0, size: int = 256) -> Path:
     label_rows, class_rows = [], []
     for i in range(n):
         pid, image, boxes, cls, tags = _rsna_patient(seed, i, bool(positive[i]), size)
-        _write_dicom(images / f"{pid}.dcm", tags, image, _CR_STORAGE,
-                     _uid(seed, "rsna", pid, "image"), bits_stored=8)
+        _write_dicom(
+            images / f"{pid}.dcm",
+            tags,
+            image,
+            _CR_STORAGE,
+            _uid(seed, "rsna", pid, "image"),
+            bits_stored=8,
+        )
         # Kaggle writes the coordinates as floats ("264.0") and leaves them empty for Target 0.
         rows = [[pid, f"{x:.1f}", f"{y:.1f}", f"{w:.1f}", f"{h:.1f}", 1] for x, y, w, h in boxes]
         rows = rows or [[pid, "", "", "", "", 0]]
@@ -289,6 +337,7 @@ def _write_csv(path: Path, header, rows) -> None:
 
 # ----------------------------------------------------------------------------- DSB-2018
 
+
 def _place_nucleus(rng, label, centre, radii, angle, partner: int = 0) -> bool:
     """Paints the next instance id into `label` at the free pixels of an ellipse.
 
@@ -296,6 +345,7 @@ def _place_nucleus(rng, label, centre, radii, angle, partner: int = 0) -> bool:
     pair may touch only its partner, whose pixels it does not take. Keeps the largest connected
     piece; refuses (returns False) when fewer than 12 pixels remain."""
     from skimage.draw import ellipse
+
     rr, cc = ellipse(centre[0], centre[1], radii[0], radii[1], shape=label.shape, rotation=angle)
     new = np.zeros(label.shape, bool)
     new[rr, cc] = True
@@ -340,6 +390,7 @@ def _fluorescence(rng, label: np.ndarray) -> np.ndarray:
     """A fluorescence-like grey image uint8 [S, S] of the nuclei in `label`: textured bright
     nuclei with dimmer rims (so touching ones are separable), on a dark uneven background."""
     from skimage.segmentation import find_boundaries
+
     brightness = np.concatenate([[0.0], rng.uniform(0.35, 1.0, int(label.max()))])
     img = brightness[label] * (1 + 0.15 * _smooth_noise(rng, label.shape, 1.2))
     img *= np.where(find_boundaries(label, mode="inner"), 0.6, 1.0)
@@ -360,8 +411,10 @@ def _dsb_sample(out: Path, seed: int, i: int, size: int) -> Path:
     (tmp / "masks").mkdir()
     _write_png(tmp / "images" / f"{sid}.png", rgba)
     for k in range(1, int(label.max()) + 1):
-        _write_png(tmp / "masks" / f"{rng.bytes(32).hex()}.png",
-                   np.where(label == k, 255, 0).astype(np.uint8))
+        _write_png(
+            tmp / "masks" / f"{rng.bytes(32).hex()}.png",
+            np.where(label == k, 255, 0).astype(np.uint8),
+        )
     return _replace(tmp, out / sid)
 
 
@@ -392,9 +445,11 @@ def _mri_phantom(rng, shape):
     multiplicative bias field and Rician noise. Returns (signal float64 [Z, Y, X] in ~[0, 1],
     label uint8 [Z, Y, X], spacing (z, y, x) mm)."""
     from scipy.spatial.transform import Rotation
+
     spacing = np.array(_MRI_FOV) / np.array(shape)
-    grids = np.meshgrid(*[(np.arange(n) + 0.5 - n / 2) * s for n, s in zip(shape, spacing)],
-                        indexing="ij")
+    grids = np.meshgrid(
+        *[(np.arange(n) + 0.5 - n / 2) * s for n, s in zip(shape, spacing)], indexing="ij"
+    )
     pts = np.stack(grids, -1)
     eye = np.eye(3)
     body = _ellipsoid(pts, 0, [1e4, 112, 116], eye)  # a cylinder along z: air at the corners
@@ -415,8 +470,10 @@ def _mri_phantom(rng, shape):
         v = centre + rot @ np.array([0, 0, side * 0.22 * brain_axes[2]])
         img[_ellipsoid(pts, v, brain_axes * [0.45, 0.4, 0.12], rot)] = 0.9
     img = ndimage.gaussian_filter(img, 0.6)
-    bias = np.exp(0.25 * (pts / np.array(_MRI_FOV)) @ rng.uniform(-1, 1, 3)
-                  + 0.2 * _smooth_noise(rng, shape, np.array(shape) / 4))
+    bias = np.exp(
+        0.25 * (pts / np.array(_MRI_FOV)) @ rng.uniform(-1, 1, 3)
+        + 0.2 * _smooth_noise(rng, shape, np.array(shape) / 4)
+    )
     sigma = 0.03
     img = np.hypot(img * bias + rng.normal(0, sigma, shape), rng.normal(0, sigma, shape))
     return img, brain.astype(np.uint8), tuple(float(s) for s in spacing)
@@ -426,20 +483,35 @@ def _mri_slice_tags(seed, subject, k, z, spacing, origin) -> dict:
     dz, dy, dx = spacing
     return {
         "SpecificCharacterSet": "ISO_IR 100",
-        "StudyDate": "20000101", "StudyTime": "000000", "Modality": "MR",
-        "Manufacturer": "fastdet synthetic", "SeriesDescription": "T2 SSFSE (synthetic)",
-        "PatientName": subject, "PatientID": subject, "BodyPartExamined": "ABDOMEN",
-        "ScanningSequence": "SE", "SequenceVariant": "SK", "MRAcquisitionType": "2D",
-        "MagneticFieldStrength": 1.5, "EchoTime": 90.0, "RepetitionTime": 1200.0,
-        "SliceThickness": dz, "SpacingBetweenSlices": dz,
+        "StudyDate": "20000101",
+        "StudyTime": "000000",
+        "Modality": "MR",
+        "Manufacturer": "fastdet synthetic",
+        "SeriesDescription": "T2 SSFSE (synthetic)",
+        "PatientName": subject,
+        "PatientID": subject,
+        "BodyPartExamined": "ABDOMEN",
+        "ScanningSequence": "SE",
+        "SequenceVariant": "SK",
+        "MRAcquisitionType": "2D",
+        "MagneticFieldStrength": 1.5,
+        "EchoTime": 90.0,
+        "RepetitionTime": 1200.0,
+        "SliceThickness": dz,
+        "SpacingBetweenSlices": dz,
         "StudyInstanceUID": _uid(seed, "mri", subject, "study"),
         "SeriesInstanceUID": _uid(seed, "mri", subject, "series"),
         "FrameOfReferenceUID": _uid(seed, "mri", subject, "frame"),
-        "SeriesNumber": 1, "InstanceNumber": k + 1,
+        "SeriesNumber": 1,
+        "InstanceNumber": k + 1,
         "ImagePositionPatient": [origin[0], origin[1], round(z, 4)],
         "ImageOrientationPatient": [1, 0, 0, 0, 1, 0],
-        "SliceLocation": round(z, 4), "PixelSpacing": [dy, dx],
-        "RescaleIntercept": -100, "RescaleSlope": 0.25, "WindowCenter": 400, "WindowWidth": 800,
+        "SliceLocation": round(z, 4),
+        "PixelSpacing": [dy, dx],
+        "RescaleIntercept": -100,
+        "RescaleSlope": 0.25,
+        "WindowCenter": 400,
+        "WindowWidth": 800,
     }
 
 
@@ -452,8 +524,10 @@ def _write_label(folder: Path, label: np.ndarray, spacing, origin) -> Path:
         return _write_npz(folder / "label.npz", label=label, spacing=np.asarray(spacing))
     dz, dy, dx = spacing
     # DICOM LPS position of voxel (i, j, k) is origin + (i dx, j dy, k dz); RAS negates x, y.
-    affine = np.array([[-dx, 0, 0, -origin[0]], [0, -dy, 0, -origin[1]],
-                       [0, 0, dz, origin[2]], [0, 0, 0, 1]], float)
+    affine = np.array(
+        [[-dx, 0, 0, -origin[0]], [0, -dy, 0, -origin[1]], [0, 0, dz, origin[2]], [0, 0, 0, 1]],
+        float,
+    )
     img = nib.Nifti1Image(np.ascontiguousarray(label.transpose(2, 1, 0)), affine)
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
@@ -487,8 +561,14 @@ def _mri_subject(out: Path, seed: int, i: int, shape) -> Path:
     names = rng.permutation(shape[0])  # file names deliberately out of slice order
     for k in range(shape[0]):
         tags = _mri_slice_tags(seed, subject, k, origin[2] + k * dz, spacing, origin)
-        _write_dicom(tmp / f"IM_{names[k]:04d}.dcm", tags, stored[k], _MR_STORAGE,
-                     _uid(seed, "mri", subject, "slice", k), bits_stored=16)
+        _write_dicom(
+            tmp / f"IM_{names[k]:04d}.dcm",
+            tags,
+            stored[k],
+            _MR_STORAGE,
+            _uid(seed, "mri", subject, "slice", k),
+            bits_stored=16,
+        )
     _write_label(tmp, label, spacing, origin)
     return _replace(tmp, out / subject)
 
@@ -498,8 +578,9 @@ def synth_mri(out, n: int = 4, seed: int = 0, shape=(32, 64, 64)) -> Path:
     folder. `shape` is (slices, rows, columns); the field of view is 160 x 240 x 240 mm."""
     shape = tuple(int(s) for s in shape)
     if n < 1 or len(shape) != 3 or min(shape) < 8:
-        raise ValueError(f"synth_mri: need n >= 1 and a 3-D shape with sides >= 8, "
-                         f"got n={n}, shape={shape}")
+        raise ValueError(
+            f"synth_mri: need n >= 1 and a 3-D shape with sides >= 8, got n={n}, shape={shape}"
+        )
     out = _prepare_out(out)
     for i in range(n):
         _mri_subject(out, seed, i, shape)
@@ -507,6 +588,7 @@ def synth_mri(out, n: int = 4, seed: int = 0, shape=(32, 64, 64)) -> Path:
 
 
 # ----------------------------------------------------------------------------- dispatch
+
 
 def synth(kind: str, out, n: int | None = None, seed: int = 0) -> Path:
     """Writes the synthetic dataset `kind` ("rsna", "dsb2018" or "mri") into `out` with `n`

@@ -6,6 +6,7 @@ A sample is the datasets' dict: "image" float32 [C, H, W]; optional "boxes" floa
 ones record what they did in sample["meta"] (e.g. "scale") so predictions can be mapped back.
 Random transforms draw from a torch.Generator when given one, so pipelines are reproducible.
 """
+
 from __future__ import annotations
 
 import math
@@ -59,7 +60,9 @@ class Resize:
 
     def __init__(self, min_size: int = 600, max_size: int = 1000):
         if min_size <= 0 or max_size < min_size:
-            raise ValueError(f"need 0 < min_size <= max_size, got min_size={min_size}, max_size={max_size}")
+            raise ValueError(
+                f"need 0 < min_size <= max_size, got min_size={min_size}, max_size={max_size}"
+            )
         self.min_size, self.max_size = int(min_size), int(max_size)
 
     def size_for(self, h: int, w: int) -> tuple[int, int]:
@@ -71,15 +74,24 @@ class Resize:
         h, w = img.shape[-2:]
         nh, nw = self.size_for(h, w)
         out = _copy(sample)
-        out["image"] = F.interpolate(img[None], size=(nh, nw), mode="bilinear", align_corners=False,
-                                     antialias=nh < h or nw < w)[0]
+        out["image"] = F.interpolate(
+            img[None],
+            size=(nh, nw),
+            mode="bilinear",
+            align_corners=False,
+            antialias=nh < h or nw < w,
+        )[0]
         for k in _MASKS:
             if k in sample:
                 m = torch.as_tensor(sample[k])
-                out[k] = F.interpolate(m[None, None].float(), size=(nh, nw), mode="nearest-exact")[0, 0].to(m.dtype)
+                out[k] = F.interpolate(m[None, None].float(), size=(nh, nw), mode="nearest-exact")[
+                    0, 0
+                ].to(m.dtype)
         sy, sx = nh / h, nw / w
         if "boxes" in sample:
-            out["boxes"] = torch.as_tensor(sample["boxes"], dtype=torch.float32) * torch.tensor([sx, sy, sx, sy])
+            out["boxes"] = torch.as_tensor(sample["boxes"], dtype=torch.float32) * torch.tensor(
+                [sx, sy, sx, sy]
+            )
         out["meta"]["scale"] = (sy, sx)
         return out
 
@@ -101,12 +113,14 @@ class RandomCrop:
         y0 = int(_random(self.generator) * (h - ch + 1))
         x0 = int(_random(self.generator) * (w - cw + 1))
         out = _copy(sample)
-        out["image"] = img[:, y0:y0 + ch, x0:x0 + cw]
+        out["image"] = img[:, y0 : y0 + ch, x0 : x0 + cw]
         for k in _MASKS:
             if k in sample:
-                out[k] = torch.as_tensor(sample[k])[y0:y0 + ch, x0:x0 + cw]
+                out[k] = torch.as_tensor(sample[k])[y0 : y0 + ch, x0 : x0 + cw]
         if "boxes" in sample:
-            b = torch.as_tensor(sample["boxes"], dtype=torch.float32) - torch.tensor([x0, y0, x0, y0])
+            b = torch.as_tensor(sample["boxes"], dtype=torch.float32) - torch.tensor(
+                [x0, y0, x0, y0]
+            )
             b[:, 0::2] = b[:, 0::2].clamp(0, cw)
             b[:, 1::2] = b[:, 1::2].clamp(0, ch)
             keep = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
@@ -186,8 +200,10 @@ class Window:
 
     def __init__(self, center: float, width: float):
         if not (width > 0 and math.isfinite(width) and math.isfinite(center)):
-            raise ValueError(f"window width must be a finite number > 0 and center finite, got "
-                             f"center={center}, width={width}")
+            raise ValueError(
+                f"window width must be a finite number > 0 and center finite, got "
+                f"center={center}, width={width}"
+            )
         self.center, self.width = float(center), float(width)
 
     def __call__(self, sample: dict) -> dict:
@@ -201,7 +217,8 @@ class Window:
 class CaffeNormalize:
     """The original Faster R-CNN input: 3 channels in BGR order, 0..255, minus the Caffe BGR means
     (102.9801, 115.9465, 122.7717), no division by a std. A 1-channel image is replicated; an RGB
-    image is reordered. `input_max`: the value that means 255 in the input (1.0 for [0, 1] images)."""
+    image is reordered. `input_max`: the value that means 255 in the input (1.0 for [0, 1]
+    images)."""
 
     def __init__(self, input_max: float = 255.0):
         if not input_max > 0:

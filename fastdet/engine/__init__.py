@@ -10,16 +10,31 @@
 - `evaluate_segmentation(...)`: per-image, per-subject and overall scores beside the
   classical baseline.
 """
+
 from .checkpoint import atomic_save, load_checkpoint
 from .config import TrainConfig
-from .models import build_model, load_model, resolve_device
+from .det import DetConfig, evaluate_detection, load_detector, train_detection
 from .evaluate import evaluate_segmentation
 from .inference import predict_logits, predict_mask, sliding_window
 from .loop import NonFiniteLossError
+from .models import build_model, load_model, resolve_device
 from .seg import train_segmentation
-from .det import DetConfig, evaluate_detection, load_detector, train_detection
 
-__all__ = ["TrainConfig", "train_segmentation", "NonFiniteLossError", "build_model", "load_model",
-           "resolve_device", "atomic_save", "load_checkpoint", "evaluate_segmentation",
-           "predict_logits", "predict_mask", "sliding_window", "DetConfig", "train_detection",
-           "load_detector", "evaluate_detection"]
+__all__ = [
+    "TrainConfig",
+    "train_segmentation",
+    "NonFiniteLossError",
+    "build_model",
+    "load_model",
+    "resolve_device",
+    "atomic_save",
+    "load_checkpoint",
+    "evaluate_segmentation",
+    "predict_logits",
+    "predict_mask",
+    "sliding_window",
+    "DetConfig",
+    "train_detection",
+    "load_detector",
+    "evaluate_detection",
+]

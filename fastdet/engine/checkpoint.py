@@ -4,6 +4,7 @@ exactly.
 A checkpoint is written to a temporary file in the destination folder and renamed over the
 old one with os.replace, so a crash or Ctrl-C mid-write leaves the previous checkpoint whole
 (the rename is atomic on POSIX and Windows within one file system)."""
+
 from __future__ import annotations
 
 import os
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import distributed as D
+from . import distributed
 
 
 def atomic_write(path, write) -> Path:
@@ -41,9 +42,11 @@ def atomic_save(obj, path) -> Path:
 
 def atomic_write_text(path, text: str) -> Path:
     """Writes a text file atomically."""
+
     def write(tmp):
         with open(tmp, "w", newline="") as f:
             f.write(text)
+
     return atomic_write(path, write)
 
 
@@ -51,9 +54,11 @@ def rng_state() -> dict:
     """The states of torch (CPU and every CUDA device), numpy's global and Python's random, as
     tensors and plain Python values (so checkpoints load with weights_only=True)."""
     name, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {"torch": torch.get_rng_state(),
-             "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
-             "python": random.getstate()}
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
+        "python": random.getstate(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -74,7 +79,7 @@ def gather_rng_states(info) -> list | None:
     """Every process's rng_state() in rank order under DDP (a collective: every process calls
     it), None in a single process. Processes draw differently (their own shards, anchors,
     RoIs), so an exact DDP resume needs each one's state, not only rank 0's."""
-    return D.all_gather_object(rng_state()) if info.enabled else None
+    return distributed.all_gather_object(rng_state()) if info.enabled else None
 
 
 def resume_rng_state(ckpt: dict, info) -> dict:
@@ -98,7 +103,11 @@ def load_checkpoint(path, map_location="cpu") -> dict:
 def model_state(checkpoint) -> dict:
     """The model state_dict inside an engine checkpoint, or the checkpoint itself when it is a
     bare state_dict (e.g. a U-Net saved with torch.save(model.state_dict()))."""
-    if isinstance(checkpoint, dict) and "model" in checkpoint and isinstance(checkpoint["model"], dict):
+    if (
+        isinstance(checkpoint, dict)
+        and "model" in checkpoint
+        and isinstance(checkpoint["model"], dict)
+    ):
         return checkpoint["model"]
     return checkpoint
 
@@ -112,8 +121,10 @@ def run_checkpoint(out, resume: bool) -> dict | None:
             raise FileNotFoundError(f"{last}: nothing to resume (no last.pt in {out})")
         return load_checkpoint(last)
     if last.exists():
-        raise FileExistsError(f"{out} already holds a run (last.pt); resume it with "
-                              "resume=True (--resume) or choose a new folder")
+        raise FileExistsError(
+            f"{out} already holds a run (last.pt); resume it with "
+            "resume=True (--resume) or choose a new folder"
+        )
     return None
 
 
@@ -124,8 +135,9 @@ def check_resumable(config, saved: dict, allowed) -> None:
     diff = sorted(k for k in now if k not in allowed and now[k] != saved.get(k))
     if diff:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in diff)
-        raise ValueError(f"cannot resume with changed settings ({detail}); only "
-                         f"{sorted(allowed)} may change")
+        raise ValueError(
+            f"cannot resume with changed settings ({detail}); only {sorted(allowed)} may change"
+        )
 
 
 def training_state(trainer, fmt: str, rng_ranks: list | None = None) -> dict:
@@ -133,11 +145,21 @@ def training_state(trainer, fmt: str, rng_ranks: list | None = None) -> dict:
     history, config and RNG states (tensors and plain values only); rng_ranks: every
     process's states, from gather_rng_states (under DDP)."""
     t = trainer
-    state = {"format": fmt, "model": t.model.state_dict(), "optimizer": t.opt.state_dict(),
-             "scheduler": t.sched.state_dict(), "scaler": t.scaler.state_dict(), "epoch": t.epoch,
-             "global_step": t.global_step, "best": t.best, "best_epoch": t.best_epoch,
-             "history": t.history, "config": t.config.to_dict(), "rng": rng_state(),
-             "torch_version": str(torch.__version__)}
+    state = {
+        "format": fmt,
+        "model": t.model.state_dict(),
+        "optimizer": t.opt.state_dict(),
+        "scheduler": t.sched.state_dict(),
+        "scaler": t.scaler.state_dict(),
+        "epoch": t.epoch,
+        "global_step": t.global_step,
+        "best": t.best,
+        "best_epoch": t.best_epoch,
+        "history": t.history,
+        "config": t.config.to_dict(),
+        "rng": rng_state(),
+        "torch_version": str(torch.__version__),
+    }
     if rng_ranks is not None:
         state["rng_ranks"] = rng_ranks
     return state

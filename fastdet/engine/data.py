@@ -2,6 +2,7 @@
 only on (seed, epoch, index), channel matching, per-image standardization and samplers whose
 order depends only on (seed, epoch). With all randomness a function of those numbers, a resumed
 run sees exactly the batches an uninterrupted one would, whatever the number of workers."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,7 +24,8 @@ def standardize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 
 
 def match_channels(image: torch.Tensor, channels: int | None) -> torch.Tensor:
-    """[C, H, W] -> [channels, H, W]: grey repeated, colour averaged (as the datasets' rgb=False)."""
+    """[C, H, W] -> [channels, H, W]: grey repeated, colour averaged (as the datasets'
+    rgb=False)."""
     c = image.shape[0]
     if channels is None or c == channels:
         return image
@@ -66,7 +68,9 @@ class SegTensors(Dataset):
         self.base, self.channels = base, config.in_channels
         self.seed, self.epoch = int(config.seed), 0
         self.generator = torch.Generator() if augment else None
-        self.transform = train_transform(config, self.generator) if augment else eval_transform(config)
+        self.transform = (
+            train_transform(config, self.generator) if augment else eval_transform(config)
+        )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -77,10 +81,15 @@ class SegTensors(Dataset):
     def __getitem__(self, index: int):
         s = self.base[index]
         if "mask" not in s:
-            raise ValueError(f"sample {s.get('id', index)!r} has no 'mask': segmentation needs "
-                             "a dataset with masks")
-        sample = {"image": torch.as_tensor(s["image"]).float(), "mask": torch.as_tensor(s["mask"]),
-                  "meta": {}}  # boxes/instances dropped: not needed, and cheaper to transform
+            raise ValueError(
+                f"sample {s.get('id', index)!r} has no 'mask': segmentation needs "
+                "a dataset with masks"
+            )
+        sample = {
+            "image": torch.as_tensor(s["image"]).float(),
+            "mask": torch.as_tensor(s["mask"]),
+            "meta": {},
+        }  # boxes/instances dropped: not needed, and cheaper to transform
         if self.generator is not None:
             self.generator.manual_seed(item_seed(self.seed, self.epoch, index))
         sample = self.transform(sample)
@@ -111,14 +120,21 @@ def train_loader(data: SegTensors, config, dist_info, pin: bool) -> DataLoader:
     """Shuffled batches; under DDP each process gets its shard. The last batch is dropped only
     when it would hold a single image (batch norm cannot train on one value per channel)."""
     if dist_info.enabled:
-        sampler = DistributedSampler(data, dist_info.world_size, dist_info.rank, shuffle=True,
-                                     seed=config.seed)
+        sampler = DistributedSampler(
+            data, dist_info.world_size, dist_info.rank, shuffle=True, seed=config.seed
+        )
     else:
         sampler = EpochSampler(len(data), config.seed)
     per_rank = len(sampler)
     drop = per_rank > config.batch_size and per_rank % config.batch_size == 1
-    return DataLoader(data, config.batch_size, sampler=sampler, num_workers=config.num_workers,
-                      drop_last=drop, pin_memory=pin)
+    return DataLoader(
+        data,
+        config.batch_size,
+        sampler=sampler,
+        num_workers=config.num_workers,
+        drop_last=drop,
+        pin_memory=pin,
+    )
 
 
 def val_loader(data: SegTensors, config, dist_info, pin: bool) -> DataLoader:
@@ -132,8 +148,15 @@ def val_loader(data: SegTensors, config, dist_info, pin: bool) -> DataLoader:
 SEG_LAYOUTS = ("dsb2018", "folders", "mri")
 
 
-def open_seg_dataset(layout: str, root, split=None, seed: int = 0, val_fraction: float = 0.2,
-                     rgb: bool = False, plane: str = "transverse"):
+def open_seg_dataset(
+    layout: str,
+    root,
+    split=None,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    rgb: bool = False,
+    plane: str = "transverse",
+):
     """The dataset of one on-disk layout with masks: "dsb2018" (DSB2018Dataset), "folders"
     (ImageFolderDataset: root/images, root/masks) or "mri" (MRISliceDataset). split None/"train"/
     "val" as the datasets define it (by subject for MRI), with split_seed=seed."""

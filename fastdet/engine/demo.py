@@ -6,6 +6,7 @@ the classical baseline (smoothing, Otsu, morphology, watershed), with contour ov
 Detection: a synthetic RSNA Pneumonia folder (chest DICOMs and the labels CSV, negatives
 included), Faster R-CNN (ResNet-18 + FPN, from scratch) trained briefly, scored on the held-out
 patients (RSNA score, COCO AP, AP50) with the predicted boxes drawn."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,14 @@ from pathlib import Path
 from .checkpoint import atomic_write_text
 from .config import TrainConfig
 from .data import open_seg_dataset
-from .det import DetConfig, evaluate_detection, format_det_report, load_detector, \
-    open_det_dataset, train_detection
+from .det import (
+    DetConfig,
+    evaluate_detection,
+    format_det_report,
+    load_detector,
+    open_det_dataset,
+    train_detection,
+)
 from .evaluate import evaluate_segmentation, format_report, json_safe
 from .models import load_model
 from .seg import train_segmentation
@@ -40,10 +47,13 @@ def run_demo(out, quick: bool = False, seed: int = 0, progress: bool = True) -> 
     det, det_history = _detection(out, DET_PRESETS[preset], seed, progress)
     det_seconds = time.perf_counter() - started - seg_seconds
     result = {"segmentation": seg, "detection": det}
-    atomic_write_text(out / "report.md", _report(result, seg_history, det_history, out,
-                                                 (seg_seconds, det_seconds)))
-    atomic_write_text(out / "evaluation.json",
-                      json.dumps(json_safe(result), indent=1, allow_nan=False) + "\n")
+    atomic_write_text(
+        out / "report.md",
+        _report(result, seg_history, det_history, out, (seg_seconds, det_seconds)),
+    )
+    atomic_write_text(
+        out / "evaluation.json", json.dumps(json_safe(result), indent=1, allow_nan=False) + "\n"
+    )
     return result
 
 
@@ -54,23 +64,50 @@ def _segmentation(out: Path, preset, seed: int, progress: bool):
     data = synth_dsb2018(out / "data", n=n, seed=seed, size=side)
     train = open_seg_dataset("dsb2018", data, "train", seed=seed, val_fraction=0.25)
     val = open_seg_dataset("dsb2018", data, "val", seed=seed, val_fraction=0.25)
-    config = TrainConfig(model="unet", depth=depth, width=width, epochs=epochs, batch_size=4,
-                         optimizer="adam", lr=3e-3, loss="bce_dice", size=crop, seed=seed,
-                         device="cpu", step_size=max(epochs, 1), progress=progress,
-                         extra={"data": str(data), "layout": "dsb2018"})
+    config = TrainConfig(
+        model="unet",
+        depth=depth,
+        width=width,
+        epochs=epochs,
+        batch_size=4,
+        optimizer="adam",
+        lr=3e-3,
+        loss="bce_dice",
+        size=crop,
+        seed=seed,
+        device="cpu",
+        step_size=max(epochs, 1),
+        progress=progress,
+        extra={"data": str(data), "layout": "dsb2018"},
+    )
     history = train_segmentation(config, train, val, out / "seg")
     model, saved = load_model(out / "seg" / "best.pt", "cpu")
     return evaluate_segmentation(model, saved, val, "cpu", tile=0, figures=out / "figures"), history
 
 
-def demo_det_config(side: int, epochs: int, seed: int = 0, progress: bool = False, **kw) -> DetConfig:
+def demo_det_config(
+    side: int, epochs: int, seed: int = 0, progress: bool = False, **kw
+) -> DetConfig:
     """The demo's (and the learning test's) detector settings: ResNet-18 + FPN from scratch on
     side x side images, anchors scaled to the synthetic opacities (side / 256 of the usual
     32..512), 64 RoIs per image, SGD at lr 0.01 after a 20-step warmup, horizontal flips."""
-    base = dict(model="resnet18_fpn", epochs=epochs, batch_size=4, lr=0.01, weight_decay=1e-4,
-                step_size=max(epochs, 1), min_size=side, max_size=side, seed=seed, device="cpu",
-                progress=progress, anchor_sizes=[s * side // 256 for s in (32, 64, 128, 256, 512)],
-                rois_per_image=64, hflip=0.5, warmup_steps=20)
+    base = dict(
+        model="resnet18_fpn",
+        epochs=epochs,
+        batch_size=4,
+        lr=0.01,
+        weight_decay=1e-4,
+        step_size=max(epochs, 1),
+        min_size=side,
+        max_size=side,
+        seed=seed,
+        device="cpu",
+        progress=progress,
+        anchor_sizes=[s * side // 256 for s in (32, 64, 128, 256, 512)],
+        rois_per_image=64,
+        hflip=0.5,
+        warmup_steps=20,
+    )
     return DetConfig(**{**base, **kw})
 
 
@@ -81,8 +118,9 @@ def _detection(out: Path, preset, seed: int, progress: bool):
     data = synth_rsna(out / "det_data", n=n, seed=seed, size=side)
     train = open_det_dataset("rsna", data, "train", seed=seed, val_fraction=0.25)
     val = open_det_dataset("rsna", data, "val", seed=seed, val_fraction=0.25)
-    config = demo_det_config(side, epochs, seed, progress,
-                             extra={"data": str(data), "layout": "rsna"})
+    config = demo_det_config(
+        side, epochs, seed, progress, extra={"data": str(data), "layout": "rsna"}
+    )
     history = train_detection(config, train, val, out / "det")
     model, saved = load_detector(out / "det" / "best.pt", "cpu")
     return evaluate_detection(model, saved, val, "cpu", figures=out / "figures" / "det"), history
@@ -92,27 +130,56 @@ def _report(result, seg_history, det_history, out: Path, seconds) -> str:
     seg, det = result["segmentation"], result["detection"]
     overlays = sorted((out / "figures").glob("*.png"))
     best = max(seg_history, key=lambda r: r["val_dice"])
-    best_det = max(det_history, key=lambda r: r["val_map_50"] if r["val_map_50"] == r["val_map_50"] else -1)
-    lines = ["# fastdet demo", "", "## Nuclei segmentation", "",
-             f"Synthetic DSB-2018 layout in `data/`; U-Net trained for {len(seg_history)} epochs on "
-             f"the CPU (best validation Dice {best['val_dice']:.3f} at epoch {best['epoch']}); "
-             f"{seconds[0]:.0f} s.", "",
-             "Held-out images, the U-Net beside the classical baseline:", "", "```",
-             format_report(seg), "```", "",
-             "Training curves: `seg/metrics.png`, `seg/metrics.csv`.", ""]
+    best_det = max(
+        det_history, key=lambda r: r["val_map_50"] if r["val_map_50"] == r["val_map_50"] else -1
+    )
+    lines = [
+        "# fastdet demo",
+        "",
+        "## Nuclei segmentation",
+        "",
+        f"Synthetic DSB-2018 layout in `data/`; U-Net trained for {len(seg_history)} epochs on "
+        f"the CPU (best validation Dice {best['val_dice']:.3f} at epoch {best['epoch']}); "
+        f"{seconds[0]:.0f} s.",
+        "",
+        "Held-out images, the U-Net beside the classical baseline:",
+        "",
+        "```",
+        format_report(seg),
+        "```",
+        "",
+        "Training curves: `seg/metrics.png`, `seg/metrics.csv`.",
+        "",
+    ]
     if overlays:
         rel = overlays[0].relative_to(out)
-        lines += [f"![overlay: ground truth green, prediction red, both yellow]({rel.as_posix()})", ""]
-    lines += ["## Pneumonia detection", "",
-              f"Synthetic RSNA Pneumonia layout in `det_data/` (chest DICOMs, labels CSV, negatives "
-              f"included); Faster R-CNN (ResNet-18 + FPN, from scratch) trained for "
-              f"{len(det_history)} epochs on the CPU (best validation AP50 "
-              f"{best_det['val_map_50']:.3f} at epoch {best_det['epoch']}); {seconds[1]:.0f} s.", "",
-              "Held-out patients:", "", "```", format_det_report(det), "```", "",
-              "Training curves: `det/metrics.png`, `det/metrics.csv`; precision-recall: "
-              "`figures/det/pr_curve.png`; boxes drawn: `figures/det/boxes/`.", ""]
+        lines += [
+            f"![overlay: ground truth green, prediction red, both yellow]({rel.as_posix()})",
+            "",
+        ]
+    lines += [
+        "## Pneumonia detection",
+        "",
+        f"Synthetic RSNA Pneumonia layout in `det_data/` (chest DICOMs, labels CSV, negatives "
+        f"included); Faster R-CNN (ResNet-18 + FPN, from scratch) trained for "
+        f"{len(det_history)} epochs on the CPU (best validation AP50 "
+        f"{best_det['val_map_50']:.3f} at epoch {best_det['epoch']}); {seconds[1]:.0f} s.",
+        "",
+        "Held-out patients:",
+        "",
+        "```",
+        format_det_report(det),
+        "```",
+        "",
+        "Training curves: `det/metrics.png`, `det/metrics.csv`; precision-recall: "
+        "`figures/det/pr_curve.png`; boxes drawn: `figures/det/boxes/`.",
+        "",
+    ]
     drawn = [r["figure"] for r in det["per_image"] if "figure" in r and r["tp"] + r["fn"] > 0]
     for path in drawn[:2]:  # images with opacities
         rel = Path(path).relative_to(out)
-        lines += [f"![predicted boxes (score >= 0.5) red, ground truth green]({rel.as_posix()})", ""]
+        lines += [
+            f"![predicted boxes (score >= 0.5) red, ground truth green]({rel.as_posix()})",
+            "",
+        ]
     return "\n".join(lines)

@@ -21,6 +21,7 @@ Input pipeline (`prepare_image`, shared by training, prediction and evaluation):
 histogram equalization, then the image is brought to [0, 1] (divided by 255 when it fits in
 0..255, else min-max scaled), grey repeated to 3 channels; the ResNet models normalize with
 ImageNet's mean and std inside the model, vgg16 gets Caffe normalization here."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,21 +38,37 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from ..data.transforms import (CaffeNormalize, Compose, HistogramEqualization,
-                               RandomHorizontalFlip, RandomVerticalFlip)
-from . import distributed as D
-from .checkpoint import (atomic_save, atomic_write, atomic_write_text, check_resumable,
-                         gather_rng_states, load_checkpoint, model_state, restore_training_state,
-                         run_checkpoint, training_state)
+from ..data.transforms import (
+    CaffeNormalize,
+    Compose,
+    HistogramEqualization,
+    RandomHorizontalFlip,
+    RandomVerticalFlip,
+)
+from . import distributed
+from .checkpoint import (
+    atomic_save,
+    atomic_write,
+    atomic_write_text,
+    check_resumable,
+    gather_rng_states,
+    load_checkpoint,
+    model_state,
+    restore_training_state,
+    run_checkpoint,
+    training_state,
+)
 from .data import EpochSampler, item_seed
 from .logging import progress, write_rows_csv
-from .models import resolve_device
 from .loop import check_loss, make_optimizer, mean, run_to_end
+from .models import resolve_device
 
 DET_MODELS = ("resnet18_fpn", "resnet50_fpn", "vgg16")
 CHECKPOINT_FORMAT = "fastdet.det.v1"
 LOSS_KEYS = ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg")
-DET_COLUMNS = ("epoch",) + LOSS_KEYS + ("loss", "val_map", "val_map_50", "val_rsna", "lr", "seconds")
+DET_COLUMNS = (
+    ("epoch",) + LOSS_KEYS + ("loss", "val_map", "val_map_50", "val_rsna", "lr", "seconds")
+)
 RESUMABLE_CHANGES = {"epochs", "progress", "device", "extra", "weights", "weights_backbone"}
 WARMUP_FACTOR = 1e-3  # the warmup's first step runs at lr * WARMUP_FACTOR (torchvision's reference)
 
@@ -61,31 +78,31 @@ class DetConfig:
     """Settings of `train_detection`, saved in config.json and in every checkpoint."""
 
     model: str = "resnet18_fpn"
-    num_classes: int = 2             # background included (RSNA: background + opacity)
+    num_classes: int = 2  # background included (RSNA: background + opacity)
     epochs: int = 40
     batch_size: int = 2
     lr: float = 1e-3
     optimizer: str = "sgd"
     momentum: float = 0.9
     weight_decay: float = 0.0
-    step_size: int = 20              # StepLR: lr *= gamma every step_size epochs
+    step_size: int = 20  # StepLR: lr *= gamma every step_size epochs
     gamma: float = 0.1
-    warmup_steps: int = 0            # lr ramps linearly from lr * 0.001 over the first steps
-    hflip: float = 0.0               # probability of a left-right flip of a training image
-    vflip: float = 0.0               # probability of a top-bottom flip of a training image
-    min_size: int = 600              # the model's resize: shorter side, capped by max_size
+    warmup_steps: int = 0  # lr ramps linearly from lr * 0.001 over the first steps
+    hflip: float = 0.0  # probability of a left-right flip of a training image
+    vflip: float = 0.0  # probability of a top-bottom flip of a training image
+    min_size: int = 600  # the model's resize: shorter side, capped by max_size
     max_size: int = 1000
     anchor_sizes: list | None = None  # RPN anchor side per feature level (None: the model's)
     rois_per_image: int | None = None  # RoIs sampled per training image (None: the model's)
-    box_loss: str = "smooth_l1"      # both heads: "smooth_l1" (the model's sigmas) or "l1"
-    cls_loss: str = "ce"             # both heads: "ce" or "focal" (gamma 2)
-    hist_eq: bool = False            # histogram equalization before scaling to [0, 1]
+    box_loss: str = "smooth_l1"  # both heads: "smooth_l1" (the model's sigmas) or "l1"
+    cls_loss: str = "ce"  # both heads: "ce" or "focal" (gamma 2)
+    hist_eq: bool = False  # histogram equalization before scaling to [0, 1]
     seed: int = 0
     device: str = "auto"
-    amp: bool = True                 # mixed precision; only ever used on CUDA
+    amp: bool = True  # mixed precision; only ever used on CUDA
     progress: bool = True
-    val_fraction: float = 0.2        # used by the command line to split the data
-    weights: str | None = None       # detector state_dict file to start from
+    val_fraction: float = 0.2  # used by the command line to split the data
+    weights: str | None = None  # detector state_dict file to start from
     weights_backbone: str | None = None  # torchvision classification state_dict (backbone)
     extra: dict = field(default_factory=dict)  # free-form notes (layout, data folder, ...)
 
@@ -102,7 +119,9 @@ class DetConfig:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"DetConfig.{name} must be >= 1, got {getattr(self, name)!r}")
         if self.num_classes < 2:
-            raise ValueError(f"DetConfig.num_classes counts the background: >= 2, got {self.num_classes}")
+            raise ValueError(
+                f"DetConfig.num_classes counts the background: >= 2, got {self.num_classes}"
+            )
         if self.max_size < self.min_size:
             raise ValueError(f"DetConfig.max_size ({self.max_size}) < min_size ({self.min_size})")
         if not self.lr > 0:
@@ -111,10 +130,13 @@ class DetConfig:
             raise ValueError(f"DetConfig.val_fraction must be in [0, 1), got {self.val_fraction}")
         for name in ("hflip", "vflip"):
             if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"DetConfig.{name} is a probability: in [0, 1], got "
-                                 f"{getattr(self, name)!r}")
+                raise ValueError(
+                    f"DetConfig.{name} is a probability: in [0, 1], got {getattr(self, name)!r}"
+                )
         if int(self.warmup_steps) != self.warmup_steps or self.warmup_steps < 0:
-            raise ValueError(f"DetConfig.warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
+            raise ValueError(
+                f"DetConfig.warmup_steps must be an integer >= 0, got {self.warmup_steps!r}"
+            )
         from ..models.detection._utils import check_loss_options
 
         check_loss_options(self.box_loss, self.cls_loss)
@@ -123,14 +145,16 @@ class DetConfig:
         if self.anchor_sizes is not None:
             levels = 1 if self.model == "vgg16" else 5
             if len(self.anchor_sizes) != levels or not all(a > 0 for a in self.anchor_sizes):
-                raise ValueError(f"DetConfig.anchor_sizes: {levels} positive size(s) for "
-                                 f"{self.model} (one per feature level), got {self.anchor_sizes!r}")
+                raise ValueError(
+                    f"DetConfig.anchor_sizes: {levels} positive size(s) for "
+                    f"{self.model} (one per feature level), got {self.anchor_sizes!r}"
+                )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "DetConfig":
+    def from_dict(cls, d: dict) -> DetConfig:
         """Inverse of to_dict; unknown keys raise."""
         unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
@@ -143,15 +167,24 @@ class DetConfig:
 
 # ---------------------------------------------------------------------- model and inputs
 
+
 def build_detector(config: DetConfig, pretrained: bool = True):
     """The Faster R-CNN named by config.model; pretrained=False ignores the weight files (the
     state comes from a checkpoint)."""
-    from ..models.detection import fasterrcnn_resnet18_fpn, fasterrcnn_resnet50_fpn, fasterrcnn_vgg16
+    from ..models.detection import (
+        fasterrcnn_resnet18_fpn,
+        fasterrcnn_resnet50_fpn,
+        fasterrcnn_vgg16,
+    )
 
     w = config.weights if pretrained else None
     wb = config.weights_backbone if pretrained else None
-    size = dict(min_size=config.min_size, max_size=config.max_size, box_loss=config.box_loss,
-                cls_loss=config.cls_loss)
+    size = dict(
+        min_size=config.min_size,
+        max_size=config.max_size,
+        box_loss=config.box_loss,
+        cls_loss=config.cls_loss,
+    )
     if config.rois_per_image is not None:
         size["box_batch_size_per_image"] = int(config.rois_per_image)
     if config.anchor_sizes is not None:  # vgg16's one level keeps the original's three sizes x
@@ -159,8 +192,9 @@ def build_detector(config: DetConfig, pretrained: bool = True):
     if config.model == "resnet18_fpn":
         return fasterrcnn_resnet18_fpn(config.num_classes, weights=w, weights_backbone=wb, **size)
     if config.model == "resnet50_fpn":
-        return fasterrcnn_resnet50_fpn(weights=w, num_classes=config.num_classes,
-                                       weights_backbone=wb, **size)
+        return fasterrcnn_resnet50_fpn(
+            weights=w, num_classes=config.num_classes, weights_backbone=wb, **size
+        )
     return fasterrcnn_vgg16(config.num_classes, weights=w or wb, **size)
 
 
@@ -259,8 +293,10 @@ def predict_detections(model, images, device, amp: bool = False) -> list[dict]:
     model.eval()
     with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
         out = model([im.to(device) for im in images])
-    return [{k: v.detach().float().cpu() if k != "labels" else v.cpu() for k, v in o.items()}
-            for o in out]
+    return [
+        {k: v.detach().float().cpu() if k != "labels" else v.cpu() for k, v in o.items()}
+        for o in out
+    ]
 
 
 def detection_scores(preds: list[dict], targets: list[dict]) -> dict:
@@ -268,14 +304,19 @@ def detection_scores(preds: list[dict], targets: list[dict]) -> dict:
     from ..metrics import coco_map, rsna_score
 
     coco = coco_map(preds, targets)
-    return {"map": float(coco["map"]), "map_50": float(coco["map_50"]),
-            "rsna": float(rsna_score(preds, targets))}
+    return {
+        "map": float(coco["map"]),
+        "map_50": float(coco["map_50"]),
+        "rsna": float(rsna_score(preds, targets)),
+    }
 
 
 # ---------------------------------------------------------------------- training
 
-def train_detection(config: DetConfig, train_set, val_set=None, out_dir=None,
-                    resume: bool = False) -> list[dict]:
+
+def train_detection(
+    config: DetConfig, train_set, val_set=None, out_dir=None, resume: bool = False
+) -> list[dict]:
     """Trains a detector; returns the history (one dict per epoch, DET_COLUMNS).
 
     train_set, val_set: datasets of sample dicts ({"image" [C, H, W] file units, "boxes" [K, 4]
@@ -299,9 +340,9 @@ class DetTrainer:
             raise ValueError("train_detection: the training set is empty")
         self.out, self.config = out_dir, config
         device = resolve_device(config.device)
-        self.dist = D.setup(device)
+        self.dist = distributed.setup(device)
         try:
-            self.device = D.device_for(device, self.dist)
+            self.device = distributed.device_for(device, self.dist)
             self._init(config, train_set, val_set, resume)
         except BaseException:
             self.close()
@@ -310,7 +351,9 @@ class DetTrainer:
     def _init(self, config: DetConfig, train_set, val_set, resume: bool) -> None:
         ckpt = self._resume_checkpoint(resume)
         if ckpt:  # settings added since the checkpoint was written count as their defaults
-            check_resumable(config, DetConfig.from_dict(ckpt["config"]).to_dict(), RESUMABLE_CHANGES)
+            check_resumable(
+                config, DetConfig.from_dict(ckpt["config"]).to_dict(), RESUMABLE_CHANGES
+            )
         self.amp = bool(config.amp) and self.device.type == "cuda"
         random.seed(config.seed)
         np.random.seed(config.seed % 2**32)
@@ -339,19 +382,30 @@ class DetTrainer:
         pin = self.device.type == "cuda"
         self.train_data = DetTensors(train_set, config, augment=True)
         if self.dist.enabled:
-            self.sampler = DistributedSampler(self.train_data, self.dist.world_size,
-                                              self.dist.rank, shuffle=True, seed=config.seed)
+            self.sampler = DistributedSampler(
+                self.train_data,
+                self.dist.world_size,
+                self.dist.rank,
+                shuffle=True,
+                seed=config.seed,
+            )
         else:
             self.sampler = EpochSampler(len(train_set), config.seed)
-        self.train_loader = DataLoader(self.train_data, config.batch_size, sampler=self.sampler,
-                                       collate_fn=_collate, pin_memory=pin)
+        self.train_loader = DataLoader(
+            self.train_data,
+            config.batch_size,
+            sampler=self.sampler,
+            collate_fn=_collate,
+            pin_memory=pin,
+        )
         self.val_loader = None
         if val_set is not None and len(val_set):
             val = DetTensors(val_set, config)
             if self.dist.enabled:  # process r: images r, r + world, ... (none counted twice)
                 val = Subset(val, range(self.dist.rank, len(val), self.dist.world_size))
-            self.val_loader = DataLoader(val, config.batch_size, collate_fn=_collate,
-                                         pin_memory=pin)
+            self.val_loader = DataLoader(
+                val, config.batch_size, collate_fn=_collate, pin_memory=pin
+            )
 
     def _resume_checkpoint(self, resume: bool):
         ckpt = run_checkpoint(self.out, resume)
@@ -360,7 +414,7 @@ class DetTrainer:
         return ckpt
 
     def close(self) -> None:
-        D.teardown(self.dist)
+        distributed.teardown(self.dist)
 
     def fit(self) -> list[dict]:
         for epoch in range(self.epoch, self.config.epochs):
@@ -371,28 +425,40 @@ class DetTrainer:
             row = {"epoch": epoch + 1, **self._train_epoch(epoch)}
             self.sched.step()
             val = self._validate()
-            row.update(val_map=val["map"], val_map_50=val["map_50"], val_rsna=val["rsna"],
-                       lr=lr, seconds=time.perf_counter() - start)
+            row.update(
+                val_map=val["map"],
+                val_map_50=val["map_50"],
+                val_rsna=val["rsna"],
+                lr=lr,
+                seconds=time.perf_counter() - start,
+            )
             self.history.append(row)
             self.epoch = epoch + 1
             self._save(row)
-        D.barrier()
+        distributed.barrier()
         return self.history
 
     def _train_epoch(self, epoch: int) -> dict:
         """Mean of each loss (and of their sum) over the epoch's batches (of all processes)."""
         self.model.train()
         sums = [0.0] * (len(LOSS_KEYS) + 2)  # the losses, their sum, the batch count
-        bar = progress(self.train_loader, len(self.train_loader),
-                       f"epoch {epoch + 1}/{self.config.epochs}",
-                       self.config.progress and self.dist.is_main)
+        bar = progress(
+            self.train_loader,
+            len(self.train_loader),
+            f"epoch {epoch + 1}/{self.config.epochs}",
+            self.config.progress and self.dist.is_main,
+        )
         for step, (images, targets) in enumerate(bar, start=1):
             images = [im.to(self.device, non_blocking=True) for im in images]
-            targets = [{k: v.to(self.device, non_blocking=True) for k, v in t.items()}
-                       for t in targets]
+            targets = [
+                {k: v.to(self.device, non_blocking=True) for k, v in t.items()} for t in targets
+            ]
             losses, failure = self._forward(images, targets)
-            loss = (sum(v.float() for v in losses.values()) if losses is not None
-                    else torch.full((), math.nan, device=self.device))
+            loss = (
+                sum(v.float() for v in losses.values())
+                if losses is not None
+                else torch.full((), math.nan, device=self.device)
+            )
             value = self._check(loss, (epoch + 1, step, self.global_step + 1), failure)
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -404,7 +470,7 @@ class DetTrainer:
             self.global_step += 1
             bar.set_postfix(loss=f"{value:.4f}")
         bar.close()
-        total = D.all_reduce_sum(sums, self.device)
+        total = distributed.all_reduce_sum(sums, self.device)
         return {k: mean(v, total[-1]) for k, v in zip(LOSS_KEYS + ("loss",), total)}
 
     def _forward(self, images, targets):
@@ -448,7 +514,7 @@ class DetTrainer:
         if self.val_loader is None:
             return {"map": math.nan, "map_50": math.nan, "rsna": math.nan}
         if self.dist.enabled:  # BatchNorm running statistics drift apart between processes
-            D.broadcast_buffers(self.model)
+            distributed.broadcast_buffers(self.model)
         preds, targets = [], []
         for images, tgts in self.val_loader:
             preds += predict_detections(self.model, images, self.device, self.amp)
@@ -474,18 +540,19 @@ class DetTrainer:
                 atomic_save(ckpt, self.out / "best.pt")
             write_det_metrics_csv(self.out / "metrics.csv", self.history)
             plot_det_history(self.out / "metrics.png", self.history)
-        D.barrier()
+        distributed.barrier()
 
 
 def _gather_shards(items: list, world: int) -> list:
     """The lists of all processes, process r holding items r, r + world, ..., merged back into
     one list in the original order."""
-    parts = D.all_gather_object(items)
+    parts = distributed.all_gather_object(items)
     n = sum(len(p) for p in parts)
     return [parts[i % world][i // world] for i in range(n)]
 
 
 # ---------------------------------------------------------------------- files
+
 
 def write_det_metrics_csv(path, history: list) -> Path:
     """The per-epoch CSV (DET_COLUMNS), rewritten whole and atomically."""
@@ -532,6 +599,7 @@ def load_detector(checkpoint, device="cpu"):
 
 # ---------------------------------------------------------------------- evaluation
 
+
 def match_at(pred: dict, target: dict, iou: float = 0.5) -> np.ndarray:
     """is_tp [D] of one image's detections taken by decreasing score, each matched greedily to
     the free ground-truth box of highest IoU >= `iou`."""
@@ -553,8 +621,15 @@ def match_at(pred: dict, target: dict, iou: float = 0.5) -> np.ndarray:
     return tp
 
 
-def evaluate_detection(model, config: DetConfig, dataset, device, score_threshold: float = 0.5,
-                       figures=None, max_figures: int = 20) -> dict:
+def evaluate_detection(
+    model,
+    config: DetConfig,
+    dataset,
+    device,
+    score_threshold: float = 0.5,
+    figures=None,
+    max_figures: int = 20,
+) -> dict:
     """RSNA score (of all detections, and of those scoring >= score_threshold, as a thresholded
     submission would be scored), COCO mAP / AP50 / AP75 over `dataset`, and per image the TP / FP
     / FN at IoU 0.5 among detections scoring >= score_threshold. figures: a folder for
@@ -566,8 +641,10 @@ def evaluate_detection(model, config: DetConfig, dataset, device, score_threshol
     for i in range(len(dataset)):
         s = dataset[i]
         pred = predict_detections(model, [prepare_image(s["image"], config)], device)[0]
-        target = {"boxes": torch.as_tensor(s["boxes"], dtype=torch.float32).reshape(-1, 4),
-                  "labels": torch.as_tensor(s["labels"], dtype=torch.int64).reshape(-1)}
+        target = {
+            "boxes": torch.as_tensor(s["boxes"], dtype=torch.float32).reshape(-1, 4),
+            "labels": torch.as_tensor(s["labels"], dtype=torch.int64).reshape(-1),
+        }
         preds.append(pred)
         kept.append({k: v[pred["scores"] >= score_threshold] for k, v in pred.items()})
         targets.append(target)
@@ -575,12 +652,19 @@ def evaluate_detection(model, config: DetConfig, dataset, device, score_threshol
         if figures is not None and i < max_figures:
             rows[-1]["figure"] = str(_box_figure(Path(figures), s, kept[-1]))
     coco = coco_map(preds, targets)
-    result = {"images": len(preds), "rsna": float(rsna_score(preds, targets)),
-              "rsna_thresholded": float(rsna_score(kept, targets)),
-              "map": float(coco["map"]), "map_50": float(coco["map_50"]),
-              "map_75": float(coco["map_75"]), "score_threshold": score_threshold,
-              "tp": sum(r["tp"] for r in rows), "fp": sum(r["fp"] for r in rows),
-              "fn": sum(r["fn"] for r in rows), "per_image": rows}
+    result = {
+        "images": len(preds),
+        "rsna": float(rsna_score(preds, targets)),
+        "rsna_thresholded": float(rsna_score(kept, targets)),
+        "map": float(coco["map"]),
+        "map_50": float(coco["map_50"]),
+        "map_75": float(coco["map_75"]),
+        "score_threshold": score_threshold,
+        "tp": sum(r["tp"] for r in rows),
+        "fp": sum(r["fp"] for r in rows),
+        "fn": sum(r["fn"] for r in rows),
+        "per_image": rows,
+    }
     if figures is not None:
         result["pr_curve"] = str(_pr_figure(Path(figures), preds, targets))
     return result
@@ -588,16 +672,25 @@ def evaluate_detection(model, config: DetConfig, dataset, device, score_threshol
 
 def _image_row(image_id: str, kept: dict, target: dict) -> dict:
     tp = match_at(kept, target)
-    return {"id": image_id, "tp": int(tp.sum()), "fp": int((~tp).sum()),
-            "fn": int(len(target["boxes"]) - tp.sum())}
+    return {
+        "id": image_id,
+        "tp": int(tp.sum()),
+        "fp": int((~tp).sum()),
+        "fn": int(len(target["boxes"]) - tp.sum()),
+    }
 
 
 def _box_figure(folder: Path, sample: dict, kept: dict) -> Path:
     """boxes/<id>.png, enlarged to about 512 px when the image is smaller."""
     name = re.sub(r"[^\w.-]", "_", str(sample.get("id", "image")))
     side = max(torch.as_tensor(sample["image"]).shape[-2:])
-    return draw_boxes(folder / "boxes" / f"{name}.png", sample["image"], kept,
-                      truth=sample["boxes"], scale=max(1, 512 // int(side)))
+    return draw_boxes(
+        folder / "boxes" / f"{name}.png",
+        sample["image"],
+        kept,
+        truth=sample["boxes"],
+        scale=max(1, 512 // int(side)),
+    )
 
 
 def _pr_figure(folder: Path, preds: list, targets: list) -> Path:
@@ -606,21 +699,27 @@ def _pr_figure(folder: Path, preds: list, targets: list) -> Path:
 
     scores = [p["scores"].numpy() for p in preds]
     tps = [match_at(p, t) for p, t in zip(preds, targets)]
-    curve = pr_curve(np.concatenate(scores) if scores else np.zeros(0),
-                     np.concatenate(tps) if tps else np.zeros(0, bool),
-                     sum(len(t["boxes"]) for t in targets))
+    curve = pr_curve(
+        np.concatenate(scores) if scores else np.zeros(0),
+        np.concatenate(tps) if tps else np.zeros(0, bool),
+        sum(len(t["boxes"]) for t in targets),
+    )
     return save_pr_curves(folder / "pr_curve.png", {"IoU 0.5": curve}, "Precision-recall (IoU 0.5)")
 
 
 def format_det_report(result: dict) -> str:
     """The figures of evaluate_detection as text lines."""
-    lines = [f"images: {result['images']}",
-             f"RSNA score: {result['rsna']:.4f} (all detections), "
-             f"{result['rsna_thresholded']:.4f} (score >= {result['score_threshold']:g})",
-             f"COCO AP: {result['map']:.4f}", f"AP50: {result['map_50']:.4f}",
-             f"AP75: {result['map_75']:.4f}",
-             f"at IoU 0.5, score >= {result['score_threshold']:g}: TP {result['tp']}, "
-             f"FP {result['fp']}, FN {result['fn']}", "id\tTP\tFP\tFN"]
+    lines = [
+        f"images: {result['images']}",
+        f"RSNA score: {result['rsna']:.4f} (all detections), "
+        f"{result['rsna_thresholded']:.4f} (score >= {result['score_threshold']:g})",
+        f"COCO AP: {result['map']:.4f}",
+        f"AP50: {result['map_50']:.4f}",
+        f"AP75: {result['map_75']:.4f}",
+        f"at IoU 0.5, score >= {result['score_threshold']:g}: TP {result['tp']}, "
+        f"FP {result['fp']}, FN {result['fn']}",
+        "id\tTP\tFP\tFN",
+    ]
     lines += [f"{r['id']}\t{r['tp']}\t{r['fp']}\t{r['fn']}" for r in result["per_image"]]
     return "\n".join(lines)
 
@@ -652,7 +751,7 @@ def draw_boxes(path, image, pred: dict, truth=None, scale: int = 1) -> Path:
     if scale > 1:
         im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
     draw = ImageDraw.Draw(im)
-    for box in ([] if truth is None else torch.as_tensor(truth).reshape(-1, 4).tolist()):
+    for box in [] if truth is None else torch.as_tensor(truth).reshape(-1, 4).tolist():
         draw.rectangle([v * scale for v in box], outline=(0, 255, 0), width=2)
     for box, score in zip(pred["boxes"].tolist(), pred["scores"].tolist()):
         draw.rectangle([v * scale for v in box], outline=(255, 0, 0), width=2)

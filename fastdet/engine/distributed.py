@@ -1,6 +1,7 @@
 """torchrun / DDP support. torchrun sets WORLD_SIZE, RANK and LOCAL_RANK; when WORLD_SIZE > 1
 the engine joins the process group (gloo on CPU, nccl on CUDA), shards the data with a
 DistributedSampler and wraps the model in DistributedDataParallel. Only rank 0 writes files."""
+
 from __future__ import annotations
 
 import os

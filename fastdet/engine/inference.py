@@ -4,6 +4,7 @@ than a tile (logits averaged where windows overlap), and reading/writing of imag
 
 Inputs: PNG, TIFF, DICOM files (2-D), NIfTI, and folders holding a DICOM series (a volume,
 predicted slice by slice). Outputs: 0/255 PNG masks; NIfTI (nibabel) for volumes."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,24 +32,27 @@ def sliding_window(model, x: torch.Tensor, tile: int, overlap: int) -> torch.Ten
     `overlap` pixels between neighbours, averaged where windows overlap (a window near an edge
     is shifted inward rather than padded, so every window is full size)."""
     if tile < 1 or not 0 <= overlap < tile:
-        raise ValueError(f"need tile >= 1 and 0 <= overlap < tile, got tile={tile}, overlap={overlap}")
+        raise ValueError(
+            f"need tile >= 1 and 0 <= overlap < tile, got tile={tile}, overlap={overlap}"
+        )
     h, w = x.shape[-2:]
     stride = tile - overlap
     out = counts = None
     for y0 in _starts(h, tile, stride):
         for x0 in _starts(w, tile, stride):
-            logits = model(x[..., y0:y0 + tile, x0:x0 + tile]).float()
+            logits = model(x[..., y0 : y0 + tile, x0 : x0 + tile]).float()
             if out is None:
                 out = x.new_zeros((x.shape[0], logits.shape[1], h, w), dtype=torch.float32)
                 counts = x.new_zeros((1, 1, h, w), dtype=torch.float32)
-            out[..., y0:y0 + tile, x0:x0 + tile] += logits
-            counts[..., y0:y0 + tile, x0:x0 + tile] += 1
+            out[..., y0 : y0 + tile, x0 : x0 + tile] += logits
+            counts[..., y0 : y0 + tile, x0 : x0 + tile] += 1
     return out / counts
 
 
 @torch.no_grad()
-def predict_logits(model, image, config, tile: int | None = None, overlap: int = 0,
-                   device="cpu") -> torch.Tensor:
+def predict_logits(
+    model, image, config, tile: int | None = None, overlap: int = 0, device="cpu"
+) -> torch.Tensor:
     """Foreground logits [H, W] (CPU, float32) of one image [C, H, W] at its own size.
 
     As in training: channels matched to config.in_channels, per-image standardization, and
@@ -72,17 +76,20 @@ def predict_logits(model, image, config, tile: int | None = None, overlap: int =
     return logits[0, 0].cpu()
 
 
-def predict_mask(model, image, config, tile=None, overlap=0, device="cpu", post_process=False,
-                 min_size: int = 16) -> np.ndarray:
+def predict_mask(
+    model, image, config, tile=None, overlap=0, device="cpu", post_process=False, min_size: int = 16
+) -> np.ndarray:
     """bool [H, W]: logits > 0, cleaned (small objects removed, holes filled) with post_process."""
     mask = (predict_logits(model, image, config, tile, overlap, device) > 0).numpy()
     if post_process:
         from ..metrics import clean_mask
+
         mask = clean_mask(mask, min_size=min_size, fill=True)
     return mask
 
 
 # ---------------------------------------------------------------------- files
+
 
 def read_input(path) -> tuple[str, torch.Tensor | np.ndarray, dict]:
     """(kind, data, meta): kind "image" with a float32 [C, H, W] tensor (PNG, TIFF, DICOM,
@@ -93,12 +100,14 @@ def read_input(path) -> tuple[str, torch.Tensor | np.ndarray, dict]:
     path = Path(path)
     if path.is_dir():
         from ..data.dicom import load_dicom_series
+
         volume, meta = load_dicom_series(path)
         return "volume", volume, {"spacing": meta.get("spacing")}
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file or folder")
     if path.name.lower().endswith(".dcm"):
         from ..data.dicom import load_dicom
+
         a = load_dicom(path)
         if a.ndim == 3 and a.shape[-1] not in (3, 4):
             return "volume", a, {"spacing": None}
@@ -149,8 +158,9 @@ def write_volume_mask(path_stem, mask: np.ndarray, spacing=None) -> Path:
         np.save(path, mask.astype(np.uint8))
         return path
     z, y, x = (float(s) for s in spacing) if spacing and None not in spacing else (1.0, 1.0, 1.0)
-    img = nib.Nifti1Image(np.ascontiguousarray(mask.astype(np.uint8).transpose(2, 1, 0)),
-                          np.diag([x, y, z, 1.0]))
+    img = nib.Nifti1Image(
+        np.ascontiguousarray(mask.astype(np.uint8).transpose(2, 1, 0)), np.diag([x, y, z, 1.0])
+    )
     path = path_stem.with_name(path_stem.name + ".nii.gz")
     nib.save(img, path)
     return path

@@ -2,6 +2,7 @@
 
 The CSV is rewritten whole (atomically) from the history after every epoch, so after a resume
 it holds exactly the epochs of the checkpoint it resumed from, never a half-written row."""
+
 from __future__ import annotations
 
 import csv
@@ -39,6 +40,7 @@ def write_metrics_csv(path, history: list, gan: bool = False) -> Path:
 
 def read_metrics_csv(path) -> list:
     """Rows of a metrics CSV, numbers as floats (epoch as int)."""
+
     def num(k, v):
         if k == "phase":
             return v
@@ -46,6 +48,7 @@ def read_metrics_csv(path) -> list:
             return int(v) if k == "epoch" else float(v)
         except ValueError:
             return v
+
     with open(path, newline="") as f:
         return [{k: num(k, v) for k, v in r.items()} for r in csv.DictReader(f)]
 
@@ -82,5 +85,13 @@ def progress(iterable, total: int, desc: str, enabled: bool):
     from tqdm import tqdm
 
     show = enabled and hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
-    return tqdm(iterable, total=total, desc=desc, unit="batch", leave=False, disable=not show,
-                file=sys.stderr, dynamic_ncols=True)
+    return tqdm(
+        iterable,
+        total=total,
+        desc=desc,
+        unit="batch",
+        leave=False,
+        disable=not show,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )

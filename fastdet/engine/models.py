@@ -1,4 +1,5 @@
 """Model construction from a TrainConfig, and models back from checkpoints."""
+
 from __future__ import annotations
 
 import torch
@@ -10,12 +11,16 @@ from .checkpoint import load_checkpoint, model_state
 from .config import TrainConfig
 
 _FPN = {"fpn_resnet18": fpn_resnet18, "fpn_resnet34": fpn_resnet34, "fpn_resnet50": fpn_resnet50}
-LOSS_FUNCTIONS = {"bce": losses.bce, "focal": losses.focal, "dice": losses.dice,
-                  "bce_dice": losses.bce_dice}
+LOSS_FUNCTIONS = {
+    "bce": losses.bce,
+    "focal": losses.focal,
+    "dice": losses.dice,
+    "bce_dice": losses.bce_dice,
+}
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """"auto" is CUDA when available, else CPU; a CUDA device that is absent is an error."""
+    """ "auto" is CUDA when available, else CPU; a CUDA device that is absent is an error."""
     if name in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -44,13 +49,15 @@ def load_generator_weights(model: nn.Module, path) -> None:
     checkpoint of a unet or unet_gan run, or a bare U-Net state_dict."""
     state = model_state(load_checkpoint(path))
     if any(k.startswith("generator.") for k in state):
-        state = {k[len("generator."):]: v for k, v in state.items() if k.startswith("generator.")}
+        state = {k[len("generator.") :]: v for k, v in state.items() if k.startswith("generator.")}
     target = generator_of(model)
     try:
         target.load_state_dict(state)
     except RuntimeError as e:
-        raise ValueError(f"{path}: does not fit the {type(target).__name__} of this config "
-                         f"(depth, width and in_channels must match): {e}") from e
+        raise ValueError(
+            f"{path}: does not fit the {type(target).__name__} of this config "
+            f"(depth, width and in_channels must match): {e}"
+        ) from e
 
 
 def load_model(path, device="cpu") -> tuple[nn.Module, TrainConfig]:

@@ -4,6 +4,7 @@ metrics, atomic checkpoints and exact resume.
 
 Run folder (`out_dir`): config.json, last.pt (after every epoch), best.pt (best validation Dice;
 lowest training loss without a validation set), metrics.csv and metrics.png."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,22 +19,36 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..models import losses
 from ..models.segmentation import binarize
-from . import distributed as D
-from .checkpoint import (atomic_save, atomic_write_text, check_resumable, gather_rng_states,
-                         restore_training_state, run_checkpoint, training_state)
+from . import distributed
+from .checkpoint import (
+    atomic_save,
+    atomic_write_text,
+    check_resumable,
+    gather_rng_states,
+    restore_training_state,
+    run_checkpoint,
+    training_state,
+)
 from .config import TrainConfig
 from .data import SegTensors, standardize, train_loader, val_loader
 from .logging import plot_history, progress, write_metrics_csv
 from .loop import check_loss, make_optimizer, mean, run_to_end
-from .models import LOSS_FUNCTIONS, build_model, generator_of, load_generator_weights, resolve_device
+from .models import (
+    LOSS_FUNCTIONS,
+    build_model,
+    generator_of,
+    load_generator_weights,
+    resolve_device,
+)
 
 CHECKPOINT_FORMAT = "fastdet.seg.v1"
 # Settings a resumed run may change: they do not alter what is computed.
 RESUMABLE_CHANGES = {"epochs", "progress", "num_workers", "device", "extra", "init_checkpoint"}
 
 
-def train_segmentation(config: TrainConfig, train_set, val_set=None, out_dir=None,
-                       resume: bool = False) -> list[dict]:
+def train_segmentation(
+    config: TrainConfig, train_set, val_set=None, out_dir=None, resume: bool = False
+) -> list[dict]:
     """Trains a segmentation model; returns the history (one dict per epoch, CSV columns).
 
     train_set, val_set: datasets of sample dicts ({"image" [C, H, W], "mask" [H, W], ...}),
@@ -58,9 +73,9 @@ class SegTrainer:
             raise ValueError("train_segmentation: the training set is empty")
         self.out = out_dir
         device = resolve_device(config.device)
-        self.dist = D.setup(device)
+        self.dist = distributed.setup(device)
         try:  # a failure here must not leave the process group joined
-            self.device = D.device_for(device, self.dist)
+            self.device = distributed.device_for(device, self.dist)
             self._init(config, train_set, val_set, resume)
         except BaseException:
             self.close()
@@ -69,8 +84,11 @@ class SegTrainer:
     def _init(self, config: TrainConfig, train_set, val_set, resume: bool) -> None:
         ckpt = self._resume_checkpoint(resume)
         if config.in_channels is None:
-            ch = (ckpt["config"]["in_channels"] if ckpt else
-                  int(torch.as_tensor(train_set[0]["image"]).shape[0]))
+            ch = (
+                ckpt["config"]["in_channels"]
+                if ckpt
+                else int(torch.as_tensor(train_set[0]["image"]).shape[0])
+            )
             config = dataclasses.replace(config, in_channels=ch)
         if ckpt:
             check_resumable(config, ckpt["config"], RESUMABLE_CHANGES)
@@ -122,8 +140,11 @@ class SegTrainer:
         pin = dev.type == "cuda"
         self.train_data = SegTensors(train_set, cfg, augment=True)
         self.train_loader = train_loader(self.train_data, cfg, self.dist, pin)
-        self.val_loader = (val_loader(SegTensors(val_set, cfg, augment=False), cfg, self.dist, pin)
-                           if val_set is not None and len(val_set) else None)
+        self.val_loader = (
+            val_loader(SegTensors(val_set, cfg, augment=False), cfg, self.dist, pin)
+            if val_set is not None and len(val_set)
+            else None
+        )
 
     def _restore(self, ckpt: dict) -> None:
         if ckpt.get("format") != CHECKPOINT_FORMAT:
@@ -134,7 +155,7 @@ class SegTrainer:
         restore_training_state(self, ckpt)
 
     def close(self) -> None:
-        D.teardown(self.dist)
+        distributed.teardown(self.dist)
 
     # ------------------------------------------------------------------ epochs
 
@@ -149,9 +170,15 @@ class SegTrainer:
             val_loss, val_iou, val_dice = self._validate()
             if phase != "d":  # the step decay counts the epochs that trained G
                 self.sched.step()
-            row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
-                   "val_iou": val_iou, "val_dice": val_dice, "lr": lr,
-                   "seconds": time.perf_counter() - start}
+            row = {
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "val_iou": val_iou,
+                "val_dice": val_dice,
+                "lr": lr,
+                "seconds": time.perf_counter() - start,
+            }
             if self.gan:
                 row.update(phase=phase, d_loss=d_loss)
             self.history.append(row)
@@ -160,7 +187,7 @@ class SegTrainer:
         return self.history
 
     def _phase(self, epoch: int) -> str:
-        """"seg" (no GAN), "gan" (D then G each batch), or "d" / "g" (alternating epochs,
+        """ "seg" (no GAN), "gan" (D then G each batch), or "d" / "g" (alternating epochs,
         starting with D as the original did, from a trained U-Net)."""
         mode = self.config.gan_mode
         if mode == "none":
@@ -172,9 +199,12 @@ class SegTrainer:
     def _train_epoch(self, epoch: int, phase: str) -> tuple[float, float]:
         """Mean segmentation loss and mean discriminator loss (NaN when D did not train)."""
         sums = [0.0, 0.0, 0.0, 0.0]  # seg loss, batches, D loss, D batches
-        bar = progress(self.train_loader, len(self.train_loader),
-                       f"epoch {epoch + 1}/{self.config.epochs}",
-                       self.config.progress and self.dist.is_main)
+        bar = progress(
+            self.train_loader,
+            len(self.train_loader),
+            f"epoch {epoch + 1}/{self.config.epochs}",
+            self.config.progress and self.dist.is_main,
+        )
         for step, (x, y) in enumerate(bar, start=1):
             x = standardize(x.to(self.device, non_blocking=True))
             y = y.to(self.device, non_blocking=True)
@@ -190,7 +220,7 @@ class SegTrainer:
             self.global_step += 1
             bar.set_postfix(loss=f"{seg:.4f}")
         bar.close()
-        total = D.all_reduce_sum(sums, self.device)
+        total = distributed.all_reduce_sum(sums, self.device)
         return mean(total[0], total[1]), mean(total[2], total[3])
 
     # ------------------------------------------------------------------ steps
@@ -233,7 +263,7 @@ class SegTrainer:
         fake = binarize(torch.sigmoid(logits))
         with self._autocast():  # one forward for both halves (one DDP reduction per step)
             d = self.disc_train(torch.cat([x, x]), torch.cat([y, fake])).float()
-        loss = losses.discriminator_adversarial(d[: len(x)], d[len(x):])
+        loss = losses.discriminator_adversarial(d[: len(x)], d[len(x) :])
         value = self._check(loss, where, "discriminator loss")
         self.d_opt.zero_grad(set_to_none=True)
         self.d_scaler.scale(loss).backward()
@@ -249,7 +279,7 @@ class SegTrainer:
         if self.val_loader is None:
             return math.nan, math.nan, math.nan
         if self.dist.enabled:  # BatchNorm running statistics drift apart between processes
-            D.broadcast_buffers(self.model)
+            distributed.broadcast_buffers(self.model)
         self.gen.eval()
         sums = [0.0, 0.0, 0.0, 0.0]
         for x, y in self.val_loader:
@@ -266,7 +296,7 @@ class SegTrainer:
             sums[1] += tp / (tp + fp + fn) if tp + fp + fn else 1.0
             sums[2] += 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
             sums[3] += 1
-        total = D.all_reduce_sum(sums, self.device)
+        total = distributed.all_reduce_sum(sums, self.device)
         n = total[3]
         return mean(total[0], n), mean(total[1], n), mean(total[2], n)
 
@@ -288,7 +318,7 @@ class SegTrainer:
                 atomic_save(ckpt, self.out / "best.pt")
             write_metrics_csv(self.out / "metrics.csv", self.history, self.gan)
             plot_history(self.out / "metrics.png", self.history)
-        D.barrier()
+        distributed.barrier()
 
     def _checkpoint(self, rng_ranks=None) -> dict:
         ckpt = training_state(self, CHECKPOINT_FORMAT, rng_ranks)

@@ -16,24 +16,86 @@ segmenter. Numpy arrays in (torch tensors accepted), numpy or Python floats out.
 Runtime dependencies beyond numpy: scipy (imported here) and scikit-image (imported inside
 split_instances and classical_segment only). pycocotools is needed only by the tests.
 """
-from .detection import (COCO_IOU_THRESHOLDS, DSB_THRESHOLDS, RSNA_THRESHOLDS, coco_map,
-                        dsb_image_score, dsb_score, label_iou, rsna_image_score, rsna_score)
-from .segmentation import (METRICS, confusion_counts, confusion_matrix, dice, iou,
-                           metric_from_counts, precision, sensitivity, specificity, summarize)
+
 from .classical import classical_segment
+from .detection import (
+    COCO_IOU_THRESHOLDS,
+    DSB_THRESHOLDS,
+    RSNA_THRESHOLDS,
+    coco_map,
+    dsb_image_score,
+    dsb_score,
+    label_iou,
+    rsna_image_score,
+    rsna_score,
+)
 from .figures import overlay, pr_curve, save_overlay, save_pr_curves
-from .postprocess import (clean_mask, fill_holes, keep_largest_component, label_components,
-                          remove_small_objects, split_instances)
-from .tables import (format_mean_std, method_summary, read_csv, subject_table,
-                     subject_table_from_rows, wide_table, write_csv)
+from .postprocess import (
+    clean_mask,
+    fill_holes,
+    keep_largest_component,
+    label_components,
+    remove_small_objects,
+    split_instances,
+)
+from .segmentation import (
+    METRICS,
+    confusion_counts,
+    confusion_matrix,
+    dice,
+    iou,
+    metric_from_counts,
+    precision,
+    sensitivity,
+    specificity,
+    summarize,
+)
+from .tables import (
+    format_mean_std,
+    method_summary,
+    read_csv,
+    subject_table,
+    subject_table_from_rows,
+    wide_table,
+    write_csv,
+)
 
 __all__ = [
-    "COCO_IOU_THRESHOLDS", "DSB_THRESHOLDS", "METRICS", "RSNA_THRESHOLDS", "classical_segment",
-    "clean_mask", "coco_map", "confusion_counts", "confusion_matrix", "dice", "dsb_image_score",
-    "dsb_score", "fill_holes", "format_mean_std", "iou", "keep_largest_component", "label_iou",
-    "label_components", "method_summary", "metric_from_counts", "overlay", "pr_curve", "precision",
-    "read_csv", "save_overlay", "save_pr_curves",
-    "remove_small_objects", "rsna_image_score", "rsna_score", "sensitivity", "specificity",
-    "split_instances", "subject_table", "subject_table_from_rows", "summarize", "wide_table",
+    "COCO_IOU_THRESHOLDS",
+    "DSB_THRESHOLDS",
+    "METRICS",
+    "RSNA_THRESHOLDS",
+    "classical_segment",
+    "clean_mask",
+    "coco_map",
+    "confusion_counts",
+    "confusion_matrix",
+    "dice",
+    "dsb_image_score",
+    "dsb_score",
+    "fill_holes",
+    "format_mean_std",
+    "iou",
+    "keep_largest_component",
+    "label_iou",
+    "label_components",
+    "method_summary",
+    "metric_from_counts",
+    "overlay",
+    "pr_curve",
+    "precision",
+    "read_csv",
+    "save_overlay",
+    "save_pr_curves",
+    "remove_small_objects",
+    "rsna_image_score",
+    "rsna_score",
+    "sensitivity",
+    "specificity",
+    "split_instances",
+    "subject_table",
+    "subject_table_from_rows",
+    "summarize",
+    "wide_table",
     "write_csv",
 ]

@@ -1,5 +1,6 @@
 """Input plumbing for the metrics: numpy arrays or torch tensors in, numpy out, with the
 validation every metric shares (types, shapes, binary values, label images, box lists)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -48,8 +49,10 @@ def labels(x, name: str) -> np.ndarray:
 
 def same_shape(a: np.ndarray, b: np.ndarray, na: str, nb: str) -> None:
     if a.shape != b.shape:
-        raise ValueError(f"{na} and {nb} must have the same shape, got {na} {tuple(a.shape)} "
-                         f"and {nb} {tuple(b.shape)}")
+        raise ValueError(
+            f"{na} and {nb} must have the same shape, got {na} {tuple(a.shape)} "
+            f"and {nb} {tuple(b.shape)}"
+        )
 
 
 def same_length(a, b, na: str, nb: str) -> None:
@@ -88,8 +91,9 @@ def detections(items, name: str, with_scores: bool) -> list[dict]:
     Missing "labels" means one class (all 0). Returns dicts with "boxes" [N, 4] float64,
     "labels" [N] int64 and, if `with_scores`, "scores" [N] float64."""
     if not is_sequence(items):
-        raise TypeError(f"{name} must be a list of dicts, one per image, "
-                        f"got {type(items).__name__}")
+        raise TypeError(
+            f"{name} must be a list of dicts, one per image, got {type(items).__name__}"
+        )
     out = []
     for i, d in enumerate(items):
         where = f"{name}[{i}]"
@@ -100,8 +104,9 @@ def detections(items, name: str, with_scores: bool) -> list[dict]:
         b = boxes(d["boxes"], f"{where}['boxes']")
         n = b.shape[0]
         lab = d.get("labels")
-        lab = (np.zeros(n, np.int64) if lab is None
-               else vector(lab, f"{where}['labels']", n, np.int64))
+        lab = (
+            np.zeros(n, np.int64) if lab is None else vector(lab, f"{where}['labels']", n, np.int64)
+        )
         row = {"boxes": b, "labels": lab}
         if with_scores:
             if "scores" not in d:

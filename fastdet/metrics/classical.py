@@ -1,12 +1,13 @@
 """A classical segmenter to set beside the deep models: Gaussian smoothing, Otsu's threshold,
 morphological opening and closing, hole filling, small-object removal and a watershed split of
 touching objects. No training, a handful of parameters, 2-D images and 3-D volumes."""
+
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
 
-from . import _inputs as I
+from . import _inputs as inputs
 from .postprocess import fill_holes, remove_small_objects, split_instances
 
 POLARITIES = ("bright", "dark", "auto")
@@ -29,24 +30,34 @@ def _morph(op, mask: np.ndarray, radius: int) -> np.ndarray:
 
 
 def _gray(image, channel_axis) -> np.ndarray:
-    a = I.to_numpy(image, "image")
+    a = inputs.to_numpy(image, "image")
     if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
         raise TypeError(f"image must be a numeric array, got dtype {a.dtype}")
     a = a.astype(np.float64)
     if channel_axis is not None:
         a = a.mean(axis=channel_axis)
     if a.ndim not in (2, 3):
-        raise ValueError(f"image must be 2-D or 3-D (after averaging channels), got shape "
-                         f"{tuple(a.shape)}")
+        raise ValueError(
+            f"image must be 2-D or 3-D (after averaging channels), got shape {tuple(a.shape)}"
+        )
     if not np.isfinite(a).all():
         raise ValueError("image must be finite, found NaN or inf")
     return a
 
 
-def classical_segment(image, *, sigma: float = 1.0, polarity: str = "auto",
-                      opening_radius: int = 1, closing_radius: int = 1, min_size: int = 16,
-                      fill: bool = True, split: bool = True, min_distance: int = 5,
-                      channel_axis=None):
+def classical_segment(
+    image,
+    *,
+    sigma: float = 1.0,
+    polarity: str = "auto",
+    opening_radius: int = 1,
+    closing_radius: int = 1,
+    min_size: int = 16,
+    fill: bool = True,
+    split: bool = True,
+    min_distance: int = 5,
+    channel_axis=None,
+):
     """Segment the foreground of a grayscale image or volume without learning.
 
     Steps: Gaussian smoothing (`sigma` pixels; 0 skips it), Otsu's threshold, opening then

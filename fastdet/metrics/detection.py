@@ -6,11 +6,12 @@ Box inputs follow torchmetrics' MeanAveragePrecision: one dict per image, predic
 (x1, y1, x2, y2) in pixels, numpy arrays or torch tensors. "labels" may be left out (one class).
 Boxes must be finite with x2 >= x1 and y2 >= y1 (ValueError otherwise).
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-from . import _inputs as I
+from . import _inputs as inputs
 
 # Thresholds written as literals (not arange) so "IoU > 0.55" compares with the double nearest
 # 0.55, exactly as the competitions' own code did.
@@ -23,6 +24,7 @@ COCO_RECALL_THRESHOLDS = np.linspace(0.0, 1.0, int(np.round(1.0 / 0.01)) + 1)
 
 # ---------------------------------------------------------------- label images (DSB 2018)
 
+
 def label_iou(pred_labels, gt_labels):
     """IoU of every predicted instance with every ground-truth instance.
 
@@ -30,8 +32,8 @@ def label_iou(pred_labels, gt_labels):
     positive ids (not necessarily consecutive). Returns (iou [P, G] float64, pred_ids [P],
     gt_ids [G]) with ids sorted. One pass over the pixels: the joint histogram of (pred, gt) label
     pairs (np.unique + np.bincount) gives every intersection at once."""
-    p, g = I.labels(pred_labels, "pred_labels"), I.labels(gt_labels, "gt_labels")
-    I.same_shape(p, g, "pred_labels", "gt_labels")
+    p, g = inputs.labels(pred_labels, "pred_labels"), inputs.labels(gt_labels, "gt_labels")
+    inputs.same_shape(p, g, "pred_labels", "gt_labels")
     pu, pi = np.unique(p.ravel(), return_inverse=True)
     gu, gi = np.unique(g.ravel(), return_inverse=True)
     joint = np.bincount(pi.ravel() * gu.size + gi.ravel(), minlength=pu.size * gu.size)
@@ -46,8 +48,9 @@ def label_iou(pred_labels, gt_labels):
 def _check_thresholds(thresholds, lo: float, name: str) -> np.ndarray:
     t = np.asarray(thresholds, np.float64).ravel()
     if t.size == 0 or not np.all((t >= lo) & (t < 1)):
-        raise ValueError(f"{name} must be a non-empty list of values in [{lo}, 1), "
-                         f"got {thresholds}")
+        raise ValueError(
+            f"{name} must be a non-empty list of values in [{lo}, 1), got {thresholds}"
+        )
     return t
 
 
@@ -73,13 +76,16 @@ def dsb_score(pred_labels, gt_labels, *, thresholds=DSB_THRESHOLDS, return_per_i
 
     pred_labels, gt_labels: one pair of label images, or two lists of them (one per image).
     Returns the mean as a float, or (mean, per-image scores [N]) with return_per_image=True."""
-    if I.is_sequence(pred_labels) or I.is_sequence(gt_labels):
-        if not (I.is_sequence(pred_labels) and I.is_sequence(gt_labels)):
-            raise TypeError("pred_labels and gt_labels must both be arrays or both be lists, got "
-                            f"{type(pred_labels).__name__} and {type(gt_labels).__name__}")
-        I.same_length(pred_labels, gt_labels, "pred_labels", "gt_labels")
-        scores = np.array([dsb_image_score(p, g, thresholds)
-                           for p, g in zip(pred_labels, gt_labels)], np.float64)
+    if inputs.is_sequence(pred_labels) or inputs.is_sequence(gt_labels):
+        if not (inputs.is_sequence(pred_labels) and inputs.is_sequence(gt_labels)):
+            raise TypeError(
+                "pred_labels and gt_labels must both be arrays or both be lists, got "
+                f"{type(pred_labels).__name__} and {type(gt_labels).__name__}"
+            )
+        inputs.same_length(pred_labels, gt_labels, "pred_labels", "gt_labels")
+        scores = np.array(
+            [dsb_image_score(p, g, thresholds) for p, g in zip(pred_labels, gt_labels)], np.float64
+        )
     else:
         scores = np.array([dsb_image_score(pred_labels, gt_labels, thresholds)])
     mean = float(scores.mean()) if scores.size else float("nan")
@@ -88,16 +94,19 @@ def dsb_score(pred_labels, gt_labels, *, thresholds=DSB_THRESHOLDS, return_per_i
 
 # ---------------------------------------------------------------- boxes
 
+
 def _detections(preds, targets):
-    p = I.detections(preds, "preds", with_scores=True)
-    t = I.detections(targets, "targets", with_scores=False)
-    I.same_length(p, t, "preds", "targets")
+    p = inputs.detections(preds, "preds", with_scores=True)
+    t = inputs.detections(targets, "targets", with_scores=False)
+    inputs.same_length(p, t, "preds", "targets")
     for name, items in (("preds", p), ("targets", t)):
         for i, d in enumerate(items):
             b = d["boxes"]
             if np.any(b[:, 2] < b[:, 0]) or np.any(b[:, 3] < b[:, 1]):
-                raise ValueError(f"{name}[{i}]['boxes'] must be (x1, y1, x2, y2) with x2 >= x1 "
-                                 "and y2 >= y1, found an inverted box")
+                raise ValueError(
+                    f"{name}[{i}]['boxes'] must be (x1, y1, x2, y2) with x2 >= x1 "
+                    "and y2 >= y1, found an inverted box"
+                )
     return p, t
 
 
@@ -107,6 +116,7 @@ def _confidence_order(scores: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- RSNA pneumonia
+
 
 def _rsna_matches(iou: np.ndarray, t: float, match: str) -> int:
     """True positives at threshold t; iou is [P, G] with predictions by decreasing confidence."""
@@ -129,8 +139,9 @@ def _rsna_matches(iou: np.ndarray, t: float, match: str) -> int:
     return int(n_p - free.sum())
 
 
-def rsna_image_score(pred_boxes, scores, gt_boxes, *, thresholds=RSNA_THRESHOLDS,
-                     match="confidence"):
+def rsna_image_score(
+    pred_boxes, scores, gt_boxes, *, thresholds=RSNA_THRESHOLDS, match="confidence"
+):
     """RSNA Pneumonia Detection Challenge score of one image, or None when the image has neither
     ground truth nor predictions (such images are left out of the mean).
 
@@ -153,14 +164,19 @@ def rsna_image_score(pred_boxes, scores, gt_boxes, *, thresholds=RSNA_THRESHOLDS
     if n_g == 0:
         return None if n_p == 0 else 0.0
     order = _confidence_order(np.asarray(scores, np.float64))
-    iou = np.asarray(box_iou(np.asarray(pred_boxes, np.float64)[order].reshape(-1, 4),
-                             np.asarray(gt_boxes, np.float64).reshape(-1, 4)))
+    iou = np.asarray(
+        box_iou(
+            np.asarray(pred_boxes, np.float64)[order].reshape(-1, 4),
+            np.asarray(gt_boxes, np.float64).reshape(-1, 4),
+        )
+    )
     tp = np.array([_rsna_matches(iou, float(x), match) for x in t], np.float64)
     return float(np.mean(tp / (n_p + n_g - tp)))
 
 
-def rsna_score(preds, targets, *, thresholds=RSNA_THRESHOLDS, match="confidence",
-               return_per_image=False):
+def rsna_score(
+    preds, targets, *, thresholds=RSNA_THRESHOLDS, match="confidence", return_per_image=False
+):
     """Mean RSNA Pneumonia Detection Challenge score over images (rules: `rsna_image_score`).
 
     preds: list of {"boxes", "scores"[, "labels"]}; targets: list of {"boxes"[, "labels"]}, one
@@ -168,15 +184,25 @@ def rsna_score(preds, targets, *, thresholds=RSNA_THRESHOLDS, match="confidence"
     predictions are skipped; the mean is NaN when every image is skipped. With
     return_per_image=True returns (mean, per-image scores [N], NaN for skipped images)."""
     p, t = _detections(preds, targets)
-    per = np.array([np.nan if s is None else s for s in (
-        rsna_image_score(a["boxes"], a["scores"], b["boxes"], thresholds=thresholds, match=match)
-        for a, b in zip(p, t))], np.float64)
+    per = np.array(
+        [
+            np.nan if s is None else s
+            for s in (
+                rsna_image_score(
+                    a["boxes"], a["scores"], b["boxes"], thresholds=thresholds, match=match
+                )
+                for a, b in zip(p, t)
+            )
+        ],
+        np.float64,
+    )
     kept = per[~np.isnan(per)]
     mean = float(kept.mean()) if kept.size else float("nan")
     return (mean, per) if return_per_image else mean
 
 
 # ---------------------------------------------------------------- COCO mAP
+
 
 def _coco_iou(dt: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """[D, G] box IoU computed as pycocotools' maskUtils.iou does: boxes as (x, y, w, h) in
@@ -280,8 +306,14 @@ def coco_map(preds, targets, *, max_detections=100):
         prec[:, :, k], rec[:, k] = _precision_recall(s, m, n_gt)
     if classes.size == 0:
         none = -1.0
-        return {"map": none, "map_50": none, "map_75": none, "mar_100": none,
-                "classes": classes, "map_per_class": np.zeros(0)}
+        return {
+            "map": none,
+            "map_50": none,
+            "map_75": none,
+            "mar_100": none,
+            "classes": classes,
+            "map_per_class": np.zeros(0),
+        }
     i50, i75 = int(np.argmin(abs(thr - 0.5))), int(np.argmin(abs(thr - 0.75)))
     return {
         "map": float(prec.mean()),

@@ -3,6 +3,7 @@
 Overlay colours follow the field's convention: ground truth green, prediction red, and yellow
 where they agree (the two contours coincide, or, with `fill`, the regions overlap).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -38,9 +39,14 @@ def overlay(image, gt_mask, pred_mask, fill: float = 0.0) -> np.ndarray:
     regions: ground truth only green, prediction only red, both yellow, at that opacity."""
     from skimage.segmentation import find_boundaries
 
-    image, gt, pred = (_as_numpy(v, n) for v, n in ((image, "image"), (gt_mask, "gt_mask"), (pred_mask, "pred_mask")))
+    image, gt, pred = (
+        _as_numpy(v, n)
+        for v, n in ((image, "image"), (gt_mask, "gt_mask"), (pred_mask, "pred_mask"))
+    )
     if image.ndim not in (2, 3) or gt.shape != image.shape[:2] or pred.shape != image.shape[:2]:
-        raise ValueError(f"image {image.shape}, gt_mask {gt.shape} and pred_mask {pred.shape} must share [H, W]")
+        raise ValueError(
+            f"image {image.shape}, gt_mask {gt.shape} and pred_mask {pred.shape} must share [H, W]"
+        )
     if not 0 <= fill <= 1:
         raise ValueError(f"fill must be in [0, 1], got {fill}")
     gt, pred = gt.astype(bool), pred.astype(bool)
@@ -70,7 +76,9 @@ def pr_curve(scores, is_tp, num_gt: int) -> tuple[np.ndarray, np.ndarray]:
     scores = _as_numpy(scores, "scores", sequence=True).ravel()
     tp = _as_numpy(is_tp, "is_tp", sequence=True).ravel().astype(bool)
     if scores.shape != tp.shape:
-        raise ValueError(f"scores {scores.shape} and is_tp {tp.shape} must have one entry per detection")
+        raise ValueError(
+            f"scores {scores.shape} and is_tp {tp.shape} must have one entry per detection"
+        )
     if num_gt < 0:
         raise ValueError(f"num_gt must be >= 0, got {num_gt}")
     order = np.argsort(-scores, kind="stable")

@@ -6,16 +6,17 @@ bool masks or int32 label images (0 = background). `connectivity` is scipy/sciki
 joins pixels sharing a face (4-neighbourhood in 2-D, 6 in 3-D), ndim joins any touching pixels
 (8 in 2-D, 26 in 3-D). Built on scipy.ndimage and scikit-image.
 """
+
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
 
-from . import _inputs as I
+from . import _inputs as inputs
 
 
 def _mask(mask, name: str = "mask") -> np.ndarray:
-    m = I.binary(mask, name)
+    m = inputs.binary(mask, name)
     if m.ndim not in (2, 3):
         raise ValueError(f"{name} must be 2-D or 3-D, got shape {tuple(m.shape)}")
     return m
@@ -78,8 +79,9 @@ def fill_holes(mask, *, max_size=None, per_slice: bool = False) -> np.ndarray:
     return m | small[holes]
 
 
-def split_instances(mask, *, min_distance: int = 5, connectivity: int = 1,
-                    sigma: float = 0.0) -> np.ndarray:
+def split_instances(
+    mask, *, min_distance: int = 5, connectivity: int = 1, sigma: float = 0.0
+) -> np.ndarray:
     """Split touching objects: watershed of the negated Euclidean distance transform, seeded at
     its local maxima (peaks at least `min_distance` pixels apart, found per component).
 
@@ -98,8 +100,7 @@ def split_instances(mask, *, min_distance: int = 5, connectivity: int = 1,
     dist = ndi.distance_transform_edt(m)
     if sigma > 0:
         dist = ndi.gaussian_filter(dist, sigma) * m
-    peaks = peak_local_max(dist, min_distance=int(min_distance), labels=comps,
-                           exclude_border=False)
+    peaks = peak_local_max(dist, min_distance=int(min_distance), labels=comps, exclude_border=False)
     markers = np.zeros(m.shape, np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     lab = watershed(-dist, markers, mask=m, connectivity=connectivity)
@@ -111,13 +112,20 @@ def split_instances(mask, *, min_distance: int = 5, connectivity: int = 1,
     return relabel_sequential(lab.astype(np.int32))[0]
 
 
-def clean_mask(mask, *, threshold=None, min_size: int = 64, fill: bool = True,
-               keep_largest: bool = False, connectivity: int = 1) -> np.ndarray:
+def clean_mask(
+    mask,
+    *,
+    threshold=None,
+    min_size: int = 64,
+    fill: bool = True,
+    keep_largest: bool = False,
+    connectivity: int = 1,
+) -> np.ndarray:
     """The usual clean-up of a U-Net's output: threshold probabilities (if `threshold` is given,
     `mask > threshold`), remove components under `min_size` pixels, fill holes, and optionally
     keep only the largest component (one organ per image, e.g. a lung field or the prostate)."""
     if threshold is not None:
-        a = I.to_numpy(mask, "mask")
+        a = inputs.to_numpy(mask, "mask")
         mask = np.asarray(a, np.float64) > float(threshold)
     m = remove_small_objects(mask, min_size, connectivity=connectivity)
     if fill:

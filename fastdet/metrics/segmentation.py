@@ -36,17 +36,19 @@ Aggregates
   for iou/dice, the pooled target) is empty.
 `summarize` gives mean, std, pooled and counts for several metrics at once.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-from . import _inputs as I
+from . import _inputs as inputs
 
 METRICS = ("iou", "dice", "sensitivity", "specificity", "precision")
 REDUCTIONS = ("none", "mean", "pooled")
 
 
 # ---------------------------------------------------------------- confusion counts
+
 
 def _counts_array(pred: np.ndarray, target: np.ndarray, sample_ndim):
     """(tp, fp, fn, tn) int64 arrays of the batch shape for one pair of bool arrays."""
@@ -56,8 +58,10 @@ def _counts_array(pred: np.ndarray, target: np.ndarray, sample_ndim):
         if not isinstance(sample_ndim, (int, np.integer)) or isinstance(sample_ndim, bool):
             raise TypeError(f"sample_ndim must be an int or None, got {type(sample_ndim).__name__}")
         if not 1 <= sample_ndim <= pred.ndim:
-            raise ValueError(f"sample_ndim must be in [1, {pred.ndim}] for masks of shape "
-                             f"{tuple(pred.shape)}, got {sample_ndim}")
+            raise ValueError(
+                f"sample_ndim must be in [1, {pred.ndim}] for masks of shape "
+                f"{tuple(pred.shape)}, got {sample_ndim}"
+            )
         axes = tuple(range(pred.ndim - sample_ndim, pred.ndim))
     tp = np.count_nonzero(pred & target, axis=axes)
     p = np.count_nonzero(pred, axis=axes)
@@ -72,26 +76,33 @@ def confusion_counts(pred, target, *, sample_ndim=None) -> dict:
 
     Shapes follow `sample_ndim` (module docstring): 0-d for one sample, the leading shape
     otherwise, [N] (or the concatenated samples) for a list of N masks."""
-    if I.is_sequence(pred) or I.is_sequence(target):
-        if not (I.is_sequence(pred) and I.is_sequence(target)):
-            raise TypeError("pred and target must both be arrays or both be lists of arrays, got "
-                            f"{type(pred).__name__} and {type(target).__name__}")
-        I.same_length(pred, target, "pred", "target")
-        parts = [_pair_counts(p, t, sample_ndim, f"pred[{i}]", f"target[{i}]")
-                 for i, (p, t) in enumerate(zip(pred, target))]
-        return {k: np.array([v for d in parts for v in np.ravel(d[k])], np.int64)
-                for k in ("tp", "fp", "fn", "tn")}
+    if inputs.is_sequence(pred) or inputs.is_sequence(target):
+        if not (inputs.is_sequence(pred) and inputs.is_sequence(target)):
+            raise TypeError(
+                "pred and target must both be arrays or both be lists of arrays, got "
+                f"{type(pred).__name__} and {type(target).__name__}"
+            )
+        inputs.same_length(pred, target, "pred", "target")
+        parts = [
+            _pair_counts(p, t, sample_ndim, f"pred[{i}]", f"target[{i}]")
+            for i, (p, t) in enumerate(zip(pred, target))
+        ]
+        return {
+            k: np.array([v for d in parts for v in np.ravel(d[k])], np.int64)
+            for k in ("tp", "fp", "fn", "tn")
+        }
     return _pair_counts(pred, target, sample_ndim, "pred", "target")
 
 
 def _pair_counts(pred, target, sample_ndim, np_: str, nt: str) -> dict:
-    p, t = I.binary(pred, np_), I.binary(target, nt)
-    I.same_shape(p, t, np_, nt)
+    p, t = inputs.binary(pred, np_), inputs.binary(target, nt)
+    inputs.same_shape(p, t, np_, nt)
     tp, fp, fn, tn = _counts_array(p, t, sample_ndim)
     return {"tp": tp, "fp": fp, "fn": fn, "tn": tn}
 
 
 # ---------------------------------------------------------------- ratios
+
 
 def _ratio(num, den) -> np.ndarray:
     """num / den, NaN where den == 0 (no warning)."""
@@ -153,11 +164,12 @@ def _reduce(name, c, reduction, ignore_empty, single):
 
 def _metric(name, pred, target, sample_ndim, reduction, ignore_empty=True):
     c = confusion_counts(pred, target, sample_ndim=sample_ndim)
-    single = sample_ndim is None and not I.is_sequence(pred)
+    single = sample_ndim is None and not inputs.is_sequence(pred)
     return _reduce(name, c, reduction, ignore_empty, single)
 
 
 # ---------------------------------------------------------------- public metrics
+
 
 def iou(pred, target, *, sample_ndim=None, reduction="none", ignore_empty=True):
     """Intersection over union (Jaccard) TP / (TP + FP + FN) of binary masks.
@@ -201,17 +213,20 @@ def summarize(pred, target, *, sample_ndim=None, metrics=METRICS, ignore_empty=T
         v = np.ravel(metric_from_counts(name, c, ignore_empty=ignore_empty))
         nan = int(np.isnan(v).sum())
         out[name] = {
-            "mean": nanmean(v), "std": nanstd(v, ddof),
+            "mean": nanmean(v),
+            "std": nanstd(v, ddof),
             "pooled": _reduce(name, c, "pooled", ignore_empty, True),
-            "n": int(v.size - nan), "n_nan": nan,
+            "n": int(v.size - nan),
+            "n_nan": nan,
         }
     return out
 
 
 # ---------------------------------------------------------------- confusion matrix
 
+
 def _class_map(x, name: str) -> np.ndarray:
-    a = I.to_numpy(x, name)
+    a = inputs.to_numpy(x, name)
     if a.dtype == bool:
         return a.astype(np.int64)
     if np.issubdtype(a.dtype, np.floating):
@@ -231,16 +246,18 @@ def confusion_matrix(pred, target, *, num_classes=None) -> np.ndarray:
 
     pred, target: class-index maps of one shape (bool, or integer-valued), or lists of them
     (summed). num_classes: K; by default max(2, largest index + 1)."""
-    if I.is_sequence(pred) or I.is_sequence(target):
-        if not (I.is_sequence(pred) and I.is_sequence(target)):
-            raise TypeError("pred and target must both be arrays or both be lists of arrays, got "
-                            f"{type(pred).__name__} and {type(target).__name__}")
-        I.same_length(pred, target, "pred", "target")
+    if inputs.is_sequence(pred) or inputs.is_sequence(target):
+        if not (inputs.is_sequence(pred) and inputs.is_sequence(target)):
+            raise TypeError(
+                "pred and target must both be arrays or both be lists of arrays, got "
+                f"{type(pred).__name__} and {type(target).__name__}"
+            )
+        inputs.same_length(pred, target, "pred", "target")
         pairs = [(_class_map(p, "pred"), _class_map(t, "target")) for p, t in zip(pred, target)]
     else:
         pairs = [(_class_map(pred, "pred"), _class_map(target, "target"))]
     for p, t in pairs:
-        I.same_shape(p, t, "pred", "target")
+        inputs.same_shape(p, t, "pred", "target")
     top = max([0] + [int(a.max()) + 1 for pair in pairs for a in pair if a.size])
     k = max(2, top) if num_classes is None else int(num_classes)
     if k < 1:

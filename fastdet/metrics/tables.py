@@ -5,6 +5,7 @@ Long rows are {"subject", "method", "iou", "dice", "n_images"}; `wide_table` tur
 row per subject with "<method> iou" / "<method> dice" columns; `method_summary` gives mean ± std
 over subjects per method. Groups keep the order in which they first appear.
 """
+
 from __future__ import annotations
 
 import csv
@@ -37,8 +38,9 @@ def subject_table(samples, *, reduction: str = "pooled", ignore_empty: bool = Tr
     rows = []
     for i, s in enumerate(samples):
         if len(s) != 4:
-            raise ValueError(f"samples[{i}] must be (subject, method, pred, target), "
-                             f"got {len(s)} items")
+            raise ValueError(
+                f"samples[{i}] must be (subject, method, pred, target), got {len(s)} items"
+            )
         c = confusion_counts(s[2], s[3])
         rows.append((s[0], s[1], {k: int(v) for k, v in c.items()}))
     table = []
@@ -50,8 +52,9 @@ def subject_table(samples, *, reduction: str = "pooled", ignore_empty: bool = Tr
                 pooled = {k: sum(c[k] for c in counts) for k in counts[0]}
                 row[name] = float(metric_from_counts(name, pooled, ignore_empty=ignore_empty))
             else:
-                row[name] = nanmean([metric_from_counts(name, c, ignore_empty=ignore_empty)
-                                     for c in counts])
+                row[name] = nanmean(
+                    [metric_from_counts(name, c, ignore_empty=ignore_empty) for c in counts]
+                )
         row["n_images"] = len(grp)
         table.append(row)
     return table
@@ -116,6 +119,7 @@ def write_csv(rows, path) -> Path:
 def read_csv(path) -> list:
     """Rows of a CSV written by `write_csv`: "subject" and "method" stay strings, other
     numeric-looking cells become floats (NaN included)."""
+
     def cell(k, v):
         if k in ("subject", "method"):
             return v
@@ -123,12 +127,13 @@ def read_csv(path) -> list:
             return float(v)
         except ValueError:
             return v
+
     with Path(path).open(newline="") as f:
         return [{k: cell(k, v) for k, v in r.items()} for r in csv.DictReader(f)]
 
 
 def format_mean_std(mean: float, std: float, digits: int = 3) -> str:
-    """"0.812 ± 0.051" as tables in papers print it."""
+    """ "0.812 ± 0.051" as tables in papers print it."""
     if np.isnan(mean):
         return "nan"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"

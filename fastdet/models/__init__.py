@@ -1,5 +1,6 @@
 """Models on fastdet's ops: detection (Faster R-CNN), segmentation (U-Net, FPN, U-Net+GAN),
 losses."""
+
 from . import detection, losses, segmentation
 from .resnet import ResNet, load_state_dict_file, resnet
 

@@ -4,6 +4,7 @@ Segmentation: BCE, focal (Lin et al., 2017), soft Dice, BCE + Dice; adversarial 
 U-Net+GAN; detection: smooth L1 with sigma (Girshick's Fast R-CNN form: sigma 3 for the RPN, 1 for
 the RoI head). `reduction` is "mean" (default), "sum" or "none" where a loss is per element.
 """
+
 from __future__ import annotations
 
 import torch
@@ -20,7 +21,10 @@ def _reduce(x: torch.Tensor, reduction: str) -> torch.Tensor:
 
 def _check(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if logits.shape != target.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} must have the same shape")
+        raise ValueError(
+            f"logits {tuple(logits.shape)} and target {tuple(target.shape)} must have the "
+            "same shape"
+        )
     return target.to(logits.dtype)
 
 
@@ -67,8 +71,9 @@ def generator_adversarial(d_fake_logits):
 
 def discriminator_adversarial(d_real_logits, d_fake_logits):
     """-log D(real) - log(1 - D(fake)), each averaged."""
-    return (F.binary_cross_entropy_with_logits(d_real_logits, torch.ones_like(d_real_logits)) +
-            F.binary_cross_entropy_with_logits(d_fake_logits, torch.zeros_like(d_fake_logits)))
+    return F.binary_cross_entropy_with_logits(
+        d_real_logits, torch.ones_like(d_real_logits)
+    ) + F.binary_cross_entropy_with_logits(d_fake_logits, torch.zeros_like(d_fake_logits))
 
 
 def gan_generator_loss(seg_loss, d_fake_logits, lam: float = 0.1):
@@ -80,7 +85,9 @@ def smooth_l1(pred, target, sigma: float = 1.0, reduction: str = "sum"):
     """Fast R-CNN's smooth L1: 0.5 (sigma x)^2 where |x| < 1 / sigma^2, else |x| - 0.5 / sigma^2.
     Sum by default: detection heads divide by their own sample count."""
     if pred.shape != target.shape:
-        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must have the same shape")
+        raise ValueError(
+            f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must have the same shape"
+        )
     if sigma <= 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
     s2 = sigma * sigma

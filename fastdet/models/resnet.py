@@ -1,6 +1,7 @@
 """ResNet encoders (He et al., 2016) written in fastdet, with torchvision's module names, so a
 torchvision-format state_dict file loads as it is. Nothing is downloaded: weights come from a
 local file the user names. forward returns the stage outputs C2..C5 (strides 4, 8, 16, 32)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -69,8 +70,10 @@ class ResNet(nn.Module):
     def _stage(self, block, width, blocks, stride):
         down = None
         if stride != 1 or self._cin != width * block.expansion:
-            down = nn.Sequential(nn.Conv2d(self._cin, width * block.expansion, 1, stride, bias=False),
-                                 nn.BatchNorm2d(width * block.expansion))
+            down = nn.Sequential(
+                nn.Conv2d(self._cin, width * block.expansion, 1, stride, bias=False),
+                nn.BatchNorm2d(width * block.expansion),
+            )
         mods = [block(self._cin, width, stride, down)]
         self._cin = width * block.expansion
         mods += [block(self._cin, width) for _ in range(blocks - 1)]
@@ -86,24 +89,32 @@ class ResNet(nn.Module):
 
 def load_state_dict_file(model: nn.Module, path, ignore_prefixes=("fc.",)) -> nn.Module:
     """Loads a local torchvision-format state_dict (a .pth of tensors) into model. Keys under
-    ignore_prefixes (the classifier) are dropped; any other missing or unexpected key is an error."""
+    ignore_prefixes (the classifier) are dropped; any other missing or unexpected key is an
+    error."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist (fastdet never downloads weights)")
+        raise FileNotFoundError(
+            f"weights file {path} does not exist (fastdet never downloads weights)"
+        )
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     state = {k: v for k, v in state.items() if not k.startswith(tuple(ignore_prefixes))}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(f"{path}: not a state_dict for this model: missing {missing[:5]}"
-                         f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
-                         f"{'...' if len(unexpected) > 5 else ''}")
+        raise ValueError(
+            f"{path}: not a state_dict for this model: missing {missing[:5]}"
+            f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+            f"{'...' if len(unexpected) > 5 else ''}"
+        )
     return model
 
 
-_SPECS = {"resnet18": (BasicBlock, (2, 2, 2, 2)), "resnet34": (BasicBlock, (3, 4, 6, 3)),
-          "resnet50": (Bottleneck, (3, 4, 6, 3))}
+_SPECS = {
+    "resnet18": (BasicBlock, (2, 2, 2, 2)),
+    "resnet34": (BasicBlock, (3, 4, 6, 3)),
+    "resnet50": (Bottleneck, (3, 4, 6, 3)),
+}
 
 
 def resnet(name: str, weights=None, in_channels: int = 3) -> ResNet:

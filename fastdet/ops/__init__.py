@@ -1,6 +1,7 @@
 """fastdet.ops: a drop-in for torchvision.ops' box ops, NMS and RoIAlign, plus soft_nms,
 AnchorGenerator and BoxCoder. Torch tensors (CPU/CUDA), numpy arrays and cupy arrays in; the
 same kind out. Every op is also a torch custom op (torch.ops.fastdet.*) for torch.compile."""
+
 from .anchors import AnchorGenerator, cell_anchors
 from .box_coder import BoxCoder
 from .box_iou import box_area, box_iou, generalized_box_iou
@@ -10,7 +11,17 @@ from .roi_align import RoIAlign, roi_align
 from .soft_nms import soft_nms
 
 __all__ = [
-    "AnchorGenerator", "BoxCoder", "RoIAlign", "batched_nms", "box_area", "box_iou",
-    "cell_anchors", "clip_boxes_to_image", "generalized_box_iou", "nms", "remove_small_boxes",
-    "roi_align", "soft_nms",
+    "AnchorGenerator",
+    "BoxCoder",
+    "RoIAlign",
+    "batched_nms",
+    "box_area",
+    "box_iou",
+    "cell_anchors",
+    "clip_boxes_to_image",
+    "generalized_box_iou",
+    "nms",
+    "remove_small_boxes",
+    "roi_align",
+    "soft_nms",
 ]

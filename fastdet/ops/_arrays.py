@@ -1,5 +1,6 @@
 """Array plumbing shared by the ops: torch tensors, numpy arrays and cupy arrays in, the same
 kind out. Kernels receive raw pointers; outputs are allocated by the input's own framework."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,7 +19,9 @@ def kind(x, name: str) -> str:
         return "numpy"
     if type(x).__module__.split(".")[0] == "cupy":
         return "cupy"
-    raise TypeError(f"{name} must be a torch.Tensor, numpy.ndarray or cupy.ndarray, got {type(x).__name__}")
+    raise TypeError(
+        f"{name} must be a torch.Tensor, numpy.ndarray or cupy.ndarray, got {type(x).__name__}"
+    )
 
 
 def same_kind(**arrays) -> str:
@@ -27,7 +30,9 @@ def same_kind(**arrays) -> str:
     first = next(iter(kinds))
     for n, k in kinds.items():
         if k != kinds[first]:
-            raise TypeError(f"{n} is a {k} array but {first} is a {kinds[first]} array; pass one kind")
+            raise TypeError(
+                f"{n} is a {k} array but {first} is a {kinds[first]} array; pass one kind"
+            )
     devs = {n: device_of(a) for n, a in arrays.items()}
     for n, d in devs.items():
         if d != devs[first]:
@@ -104,7 +109,9 @@ def ptr(x) -> int:
 def empty(like, shape, dtype=None):
     """An uninitialised array of like's kind and device (like's dtype unless given)."""
     if isinstance(like, torch.Tensor):
-        dt = dtype if dtype is None or isinstance(dtype, torch.dtype) else _TORCH_OF[np.dtype(dtype)]
+        dt = (
+            dtype if dtype is None or isinstance(dtype, torch.dtype) else _TORCH_OF[np.dtype(dtype)]
+        )
         return torch.empty(shape, dtype=dt or like.dtype, device=like.device)
     dt = dtype if dtype is not None else like.dtype
     if isinstance(dt, torch.dtype):
@@ -116,8 +123,12 @@ def empty(like, shape, dtype=None):
         return cp.empty(shape, dtype=dt)
 
 
-_TORCH_OF = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64,
-             np.dtype(np.int64): torch.int64, np.dtype(np.uint8): torch.uint8}
+_TORCH_OF = {
+    np.dtype(np.float32): torch.float32,
+    np.dtype(np.float64): torch.float64,
+    np.dtype(np.int64): torch.int64,
+    np.dtype(np.uint8): torch.uint8,
+}
 _NP_OF = {v: k for k, v in _TORCH_OF.items()}
 
 
@@ -137,7 +148,8 @@ def cuda_module():
 
 
 def launch(like, name: str, *args):
-    """Runs kernel `name` for like's device: _C.cpu.name(*args) or _C.cuda.name(*args, dev, stream)."""
+    """Runs kernel `name` for like's device: _C.cpu.name(*args) or _C.cuda.name(*args, dev,
+    stream)."""
     if not is_cuda(like):
         return getattr(_C.cpu, name)(*args)
     mod = cuda_module()

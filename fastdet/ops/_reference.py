@@ -9,6 +9,7 @@ every box (never NaN); ties in score keep the lower index first; batched_nms kee
 Arithmetic happens in the input dtype where fastdet promises bit-identical decisions (nms,
 soft_nms); pass float32 or float64 arrays (fastdet computes float16/bfloat16 in float32).
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,12 @@ def box_area(boxes):
 
 def _inter_union(a, b):
     zero = a.dtype.type(0)
-    w = np.maximum(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), zero)
-    h = np.maximum(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), zero)
+    w = np.maximum(
+        np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), zero
+    )
+    h = np.maximum(
+        np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), zero
+    )
     inter = w * h
     union = box_area(a)[:, None] + box_area(b)[None, :] - inter
     return inter, union
@@ -50,11 +55,17 @@ def generalized_box_iou(boxes1, boxes2):
     inter, union = _inter_union(a, b)
     iou = box_iou(a, b)
     zero = a.dtype.type(0)
-    hw = np.maximum(np.maximum(a[:, None, 2], b[None, :, 2]) - np.minimum(a[:, None, 0], b[None, :, 0]), zero)
-    hh = np.maximum(np.maximum(a[:, None, 3], b[None, :, 3]) - np.minimum(a[:, None, 1], b[None, :, 1]), zero)
+    hw = np.maximum(
+        np.maximum(a[:, None, 2], b[None, :, 2]) - np.minimum(a[:, None, 0], b[None, :, 0]), zero
+    )
+    hh = np.maximum(
+        np.maximum(a[:, None, 3], b[None, :, 3]) - np.minimum(a[:, None, 1], b[None, :, 1]), zero
+    )
     hull = hw * hh
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(hull > 0, iou - (hull - union) / np.where(hull > 0, hull, 1), iou).astype(a.dtype)
+        return np.where(hull > 0, iou - (hull - union) / np.where(hull > 0, hull, 1), iou).astype(
+            a.dtype
+        )
 
 
 def ious_with(kept, cand):
@@ -144,11 +155,16 @@ def encode(reference_boxes, proposals, weights=(1.0, 1.0, 1.0, 1.0)):
     px, py, pw, ph = _centres(proposals)
     wx, wy, ww, wh = weights
     with np.errstate(all="ignore"):
-        return np.stack([wx * (gx - px) / pw, wy * (gy - py) / ph,
-                         ww * np.log(gw / pw), wh * np.log(gh / ph)], axis=1)
+        return np.stack(
+            [wx * (gx - px) / pw, wy * (gy - py) / ph, ww * np.log(gw / pw), wh * np.log(gh / ph)],
+            axis=1,
+        )
 
 
-def decode(rel_codes, boxes, weights=(1.0, 1.0, 1.0, 1.0), clip=math.log(1000.0 / 16)):
+DEFAULT_CLIP = math.log(1000.0 / 16)
+
+
+def decode(rel_codes, boxes, weights=(1.0, 1.0, 1.0, 1.0), clip=DEFAULT_CLIP):
     """BoxCoder.decode_single in float64: codes [N, 4k] against boxes [N, 4] -> [N, 4k],
     with dw, dh (after dividing by their weights) clamped above at `clip`."""
     codes = np.asarray(rel_codes, dtype=np.float64)
@@ -157,11 +173,16 @@ def decode(rel_codes, boxes, weights=(1.0, 1.0, 1.0, 1.0), clip=math.log(1000.0 
     out = np.empty_like(codes)
     for i in range(codes.shape[0]):
         for j in range(codes.shape[1] // 4):
-            dx, dy, dw, dh = codes[i, 4 * j:4 * j + 4]
+            dx, dy, dw, dh = codes[i, 4 * j : 4 * j + 4]
             dw, dh = min(dw / ww, clip), min(dh / wh, clip)
             pcx, pcy = dx / wx * w[i] + cx[i], dy / wy * h[i] + cy[i]
             pw, ph = math.exp(dw) * w[i], math.exp(dh) * h[i]
-            out[i, 4 * j:4 * j + 4] = (pcx - 0.5 * pw, pcy - 0.5 * ph, pcx + 0.5 * pw, pcy + 0.5 * ph)
+            out[i, 4 * j : 4 * j + 4] = (
+                pcx - 0.5 * pw,
+                pcy - 0.5 * ph,
+                pcx + 0.5 * pw,
+                pcy + 0.5 * ph,
+            )
     return out
 
 
@@ -204,5 +225,9 @@ def remove_small_boxes(boxes, min_size):
     """Increasing int64 indices of the boxes with width >= min_size and height >= min_size."""
     b = _f(boxes)
     t = b.dtype.type
-    keep = [i for i in range(len(b)) if b[i, 2] - b[i, 0] >= t(min_size) and b[i, 3] - b[i, 1] >= t(min_size)]
+    keep = [
+        i
+        for i in range(len(b))
+        if b[i, 2] - b[i, 0] >= t(min_size) and b[i, 3] - b[i, 1] >= t(min_size)
+    ]
     return np.array(keep, dtype=np.int64)

@@ -11,6 +11,7 @@ Anchors are cached per (feature sizes, strides, dtype, device), and every image 
 receives the same cached tensor, so repeated calls cost no recomputation. Treat them as
 read-only; an in-place change is detected and the anchors recomputed.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -18,7 +19,7 @@ from collections import OrderedDict
 import torch
 from torch import Tensor, nn
 
-from . import _arrays as A
+from . import _arrays as arrays
 
 
 def cell_anchors(sizes, aspect_ratios, dtype=torch.float32, device="cpu") -> Tensor:
@@ -39,9 +40,19 @@ def _grid(base, grid_sizes, strides):
     for b, (gh, gw), (sh, sw) in zip(base, grid_sizes, strides):
         n = int(gh) * int(gw) * b.shape[0]
         if n:
-            part = out[start:start + n]
-            A.launch(b, "grid_anchors", A.dtype_code(b), A.ptr(b), b.shape[0], int(gh), int(gw),
-                     float(sh), float(sw), A.ptr(part))
+            part = out[start : start + n]
+            arrays.launch(
+                b,
+                "grid_anchors",
+                arrays.dtype_code(b),
+                arrays.ptr(b),
+                b.shape[0],
+                int(gh),
+                int(gw),
+                float(sh),
+                float(sw),
+                arrays.ptr(part),
+            )
         start += n
     return out
 
@@ -62,14 +73,18 @@ class AnchorGenerator(nn.Module):
     """torchvision.models.detection.anchor_utils.AnchorGenerator with the same arguments:
     sizes and aspect_ratios are tuples with one entry per feature map."""
 
-    def __init__(self, sizes=((128, 256, 512),), aspect_ratios=((0.5, 1.0, 2.0),), cache_size: int = 8):
+    def __init__(
+        self, sizes=((128, 256, 512),), aspect_ratios=((0.5, 1.0, 2.0),), cache_size: int = 8
+    ):
         super().__init__()
         if not isinstance(sizes[0], (list, tuple)):
             sizes = tuple((s,) for s in sizes)
         if not isinstance(aspect_ratios[0], (list, tuple)):
             aspect_ratios = (aspect_ratios,) * len(sizes)
         if len(sizes) != len(aspect_ratios):
-            raise ValueError(f"sizes has {len(sizes)} levels but aspect_ratios has {len(aspect_ratios)}")
+            raise ValueError(
+                f"sizes has {len(sizes)} levels but aspect_ratios has {len(aspect_ratios)}"
+            )
         for s, r in zip(sizes, aspect_ratios):
             if not all(x > 0 for x in s) or not all(x > 0 for x in r):
                 raise ValueError(f"sizes and aspect_ratios must be positive, got {s} and {r}")
@@ -79,7 +94,7 @@ class AnchorGenerator(nn.Module):
         self._cache_size = cache_size
 
     @classmethod
-    def faster_rcnn(cls) -> "AnchorGenerator":
+    def faster_rcnn(cls) -> AnchorGenerator:
         """The original Faster R-CNN preset (Ren et al.): one stride-16 map, sizes 128, 256, 512,
         ratios 1:2, 1:1, 2:1, 9 anchors per position."""
         return cls(((128, 256, 512),), ((0.5, 1.0, 2.0),))
@@ -90,9 +105,13 @@ class AnchorGenerator(nn.Module):
     def grid_anchors(self, grid_sizes, strides, dtype=torch.float32, device="cpu") -> Tensor:
         """Anchors of all levels, concatenated: [sum(h * w * A), 4]."""
         if len(grid_sizes) != len(self.cell_anchors):
-            raise ValueError(f"got {len(grid_sizes)} feature maps but the generator has "
-                             f"{len(self.cell_anchors)} levels of sizes and aspect ratios")
-        work = torch.float64 if dtype == torch.float64 else torch.float32  # half: computed in float32
+            raise ValueError(
+                f"got {len(grid_sizes)} feature maps but the generator has "
+                f"{len(self.cell_anchors)} levels of sizes and aspect ratios"
+            )
+        work = (
+            torch.float64 if dtype == torch.float64 else torch.float32
+        )  # half: computed in float32
         base = [b.to(dtype=work, device=device) for b in self.cell_anchors]
         flat = lambda v: [int(x) for p in v for x in p]  # noqa: E731
         return _grid_op(base, flat(grid_sizes), flat(strides)).to(dtype)

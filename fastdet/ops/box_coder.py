@@ -5,6 +5,7 @@ of ground-truth boxes g against proposals/anchors p (centres and sizes); decode 
 dw, dh clamped at bbox_xform_clip. The kernels have no autograd: Faster R-CNN encodes targets
 and decodes detached deltas, as torchvision's models do.
 """
+
 from __future__ import annotations
 
 import math
@@ -12,27 +13,45 @@ import math
 import torch
 from torch import Tensor
 
-from . import _arrays as A
+from . import _arrays as arrays
 
 
 def _encode(gt, proposals, weights):
-    A.check_finite(gt, "reference_boxes")
-    A.check_finite(proposals, "proposals")
-    out = A.empty(gt, (gt.shape[0], 4))
+    arrays.check_finite(gt, "reference_boxes")
+    arrays.check_finite(proposals, "proposals")
+    out = arrays.empty(gt, (gt.shape[0], 4))
     if gt.shape[0]:
-        A.launch(gt, "encode_boxes", A.dtype_code(gt), A.ptr(gt), A.ptr(proposals), gt.shape[0],
-                 weights, A.ptr(out))
+        arrays.launch(
+            gt,
+            "encode_boxes",
+            arrays.dtype_code(gt),
+            arrays.ptr(gt),
+            arrays.ptr(proposals),
+            gt.shape[0],
+            weights,
+            arrays.ptr(out),
+        )
     return out
 
 
 def _decode(codes, boxes, weights, clip):
-    A.check_finite(codes, "rel_codes")
-    A.check_finite(boxes, "boxes")
+    arrays.check_finite(codes, "rel_codes")
+    arrays.check_finite(boxes, "boxes")
     n, k = codes.shape[0], codes.shape[1] // 4
-    out = A.empty(codes, tuple(codes.shape))
+    out = arrays.empty(codes, tuple(codes.shape))
     if n and k:
-        A.launch(codes, "decode_boxes", A.dtype_code(codes), A.ptr(codes), A.ptr(boxes), n, k,
-                 weights, clip, A.ptr(out))
+        arrays.launch(
+            codes,
+            "decode_boxes",
+            arrays.dtype_code(codes),
+            arrays.ptr(codes),
+            arrays.ptr(boxes),
+            n,
+            k,
+            weights,
+            clip,
+            arrays.ptr(out),
+        )
     return out
 
 
@@ -59,7 +78,9 @@ def _(codes, boxes, weights, clip):
 class BoxCoder:
     """torchvision.models.detection._utils.BoxCoder with fused kernels; same arguments."""
 
-    def __init__(self, weights=(1.0, 1.0, 1.0, 1.0), bbox_xform_clip: float = math.log(1000.0 / 16)):
+    def __init__(
+        self, weights=(1.0, 1.0, 1.0, 1.0), bbox_xform_clip: float = math.log(1000.0 / 16)
+    ):
         weights = tuple(float(w) for w in weights)
         if len(weights) != 4 or not all(math.isfinite(w) and w != 0 for w in weights):
             raise ValueError(f"weights must be 4 finite non-zero numbers, got {weights}")
@@ -67,36 +88,43 @@ class BoxCoder:
         self.bbox_xform_clip = float(bbox_xform_clip)
 
     def encode_single(self, reference_boxes, proposals):
-        """Regression targets [N, 4] of reference (ground-truth) boxes [N, 4] w.r.t. proposals [N, 4]."""
-        A.same_kind(reference_boxes=reference_boxes, proposals=proposals)
-        A.check_boxes(reference_boxes, "reference_boxes")
-        A.check_boxes(proposals, "proposals")
+        """Regression targets [N, 4] of reference (ground-truth) boxes [N, 4] w.r.t. proposals
+        [N, 4]."""
+        arrays.same_kind(reference_boxes=reference_boxes, proposals=proposals)
+        arrays.check_boxes(reference_boxes, "reference_boxes")
+        arrays.check_boxes(proposals, "proposals")
         if reference_boxes.shape[0] != proposals.shape[0]:
-            raise ValueError(f"reference_boxes has {reference_boxes.shape[0]} boxes but proposals "
-                             f"has {proposals.shape[0]}; expected one per proposal")
-        dt = A.compute_dtype(reference_boxes, proposals)
-        g, p = A.prepare(reference_boxes, dt), A.prepare(proposals, dt)
+            raise ValueError(
+                f"reference_boxes has {reference_boxes.shape[0]} boxes but proposals "
+                f"has {proposals.shape[0]}; expected one per proposal"
+            )
+        dt = arrays.compute_dtype(reference_boxes, proposals)
+        g, p = arrays.prepare(reference_boxes, dt), arrays.prepare(proposals, dt)
         if isinstance(g, Tensor):
             out = _encode_op(g, p, list(self.weights))
         else:
             out = _encode(g, p, self.weights)
-        return A.cast(out, reference_boxes) if reference_boxes.dtype == proposals.dtype else out
+        return (
+            arrays.cast(out, reference_boxes) if reference_boxes.dtype == proposals.dtype else out
+        )
 
     def decode_single(self, rel_codes, boxes):
         """Boxes [N, 4k] from codes [N, 4k] applied to boxes [N, 4] (k classes per box)."""
-        A.same_kind(rel_codes=rel_codes, boxes=boxes)
-        A.check_float(rel_codes, "rel_codes")
-        A.check_boxes(boxes, "boxes")
+        arrays.same_kind(rel_codes=rel_codes, boxes=boxes)
+        arrays.check_float(rel_codes, "rel_codes")
+        arrays.check_boxes(boxes, "boxes")
         if rel_codes.ndim != 2 or rel_codes.shape[1] % 4 or rel_codes.shape[0] != boxes.shape[0]:
-            raise ValueError(f"rel_codes must have shape [N, 4k] with N = {boxes.shape[0]} (boxes), "
-                             f"got {tuple(rel_codes.shape)}")
-        dt = A.compute_dtype(rel_codes)
-        c, b = A.prepare(rel_codes, dt), A.prepare(boxes, dt)
+            raise ValueError(
+                f"rel_codes must have shape [N, 4k] with N = {boxes.shape[0]} (boxes), "
+                f"got {tuple(rel_codes.shape)}"
+            )
+        dt = arrays.compute_dtype(rel_codes)
+        c, b = arrays.prepare(rel_codes, dt), arrays.prepare(boxes, dt)
         if isinstance(c, Tensor):
             out = _decode_op(c, b, list(self.weights), self.bbox_xform_clip)
         else:
             out = _decode(c, b, self.weights, self.bbox_xform_clip)
-        return A.cast(out, rel_codes)
+        return arrays.cast(out, rel_codes)
 
     def encode(self, reference_boxes: list, proposals: list):
         """Per-image lists of [Ni, 4] boxes -> a tuple of per-image [Ni, 4] targets."""
@@ -119,13 +147,13 @@ class BoxCoder:
 def _cat(xs):
     if isinstance(xs[0], Tensor):
         return torch.cat(list(xs), 0)
-    mod = A.np if A.kind(xs[0], "boxes") == "numpy" else A._cupy()
+    mod = arrays.np if arrays.kind(xs[0], "boxes") == "numpy" else arrays._cupy()
     return mod.concatenate(list(xs), 0)
 
 
 def _split(x, sizes):
     if isinstance(x, Tensor):
         return x.split(sizes, 0)
-    bounds = A.np.cumsum(sizes)[:-1]
-    mod = A.np if A.kind(x, "x") == "numpy" else A._cupy()
+    bounds = arrays.np.cumsum(sizes)[:-1]
+    mod = arrays.np if arrays.kind(x, "x") == "numpy" else arrays._cupy()
     return mod.split(x, bounds, 0)

@@ -8,21 +8,24 @@ and IoU 0 with every box (torchvision gives NaN for two empty boxes, and treats 
 signed area as real); GIoU of two empty boxes is 0 (or -1 when their hull has area). NaN or inf
 coordinates raise ValueError on the CPU; on the GPU they propagate (a check would cost a sync).
 """
+
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from . import _arrays as A
+from . import _arrays as arrays
 
 
 def _pairwise(name: str, a, b):
     n, m = a.shape[0], b.shape[0]
-    A.check_finite(a, "boxes1")
-    A.check_finite(b, "boxes2")
-    out = A.empty(a, (n, m))
+    arrays.check_finite(a, "boxes1")
+    arrays.check_finite(b, "boxes2")
+    out = arrays.empty(a, (n, m))
     if n and m:
-        A.launch(a, name, A.dtype_code(a), A.ptr(a), n, A.ptr(b), m, A.ptr(out))
+        arrays.launch(
+            a, name, arrays.dtype_code(a), arrays.ptr(a), n, arrays.ptr(b), m, arrays.ptr(out)
+        )
     return out
 
 
@@ -53,21 +56,23 @@ def _(boxes):
 
 
 def _area(b):
-    A.check_finite(b, "boxes")
-    out = A.empty(b, (b.shape[0],))
+    arrays.check_finite(b, "boxes")
+    out = arrays.empty(b, (b.shape[0],))
     if b.shape[0]:
-        A.launch(b, "box_area", A.dtype_code(b), A.ptr(b), b.shape[0], A.ptr(out))
+        arrays.launch(
+            b, "box_area", arrays.dtype_code(b), arrays.ptr(b), b.shape[0], arrays.ptr(out)
+        )
     return out
 
 
 def _two(op, name, boxes1, boxes2):
-    A.same_kind(boxes1=boxes1, boxes2=boxes2)
-    A.check_boxes(boxes1, "boxes1")
-    A.check_boxes(boxes2, "boxes2")
-    dt = A.compute_dtype(boxes1, boxes2)
-    a, b = A.prepare(boxes1, dt), A.prepare(boxes2, dt)
+    arrays.same_kind(boxes1=boxes1, boxes2=boxes2)
+    arrays.check_boxes(boxes1, "boxes1")
+    arrays.check_boxes(boxes2, "boxes2")
+    dt = arrays.compute_dtype(boxes1, boxes2)
+    a, b = arrays.prepare(boxes1, dt), arrays.prepare(boxes2, dt)
     out = op(a, b) if isinstance(a, Tensor) else _pairwise(name, a, b)
-    return A.cast(out, boxes1) if boxes1.dtype == boxes2.dtype else out
+    return arrays.cast(out, boxes1) if boxes1.dtype == boxes2.dtype else out
 
 
 def box_iou(boxes1, boxes2):
@@ -82,8 +87,8 @@ def generalized_box_iou(boxes1, boxes2):
 
 def box_area(boxes):
     """Area of each [N, 4] box -> [N]; inverted boxes have area 0 (torchvision: negative)."""
-    A.kind(boxes, "boxes")
-    A.check_boxes(boxes, "boxes")
-    b = A.prepare(boxes, A.compute_dtype(boxes))
+    arrays.kind(boxes, "boxes")
+    arrays.check_boxes(boxes, "boxes")
+    b = arrays.prepare(boxes, arrays.compute_dtype(boxes))
     out = _box_area_op(b) if isinstance(b, Tensor) else _area(b)
-    return A.cast(out, boxes)
+    return arrays.cast(out, boxes)

@@ -1,19 +1,22 @@
 """clip_boxes_to_image and remove_small_boxes, as torchvision.ops, on torch/numpy/cupy."""
+
 from __future__ import annotations
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from . import _arrays as A
+from . import _arrays as arrays
 
 
 def _clip(b, h: float, w: float):
-    A.check_finite(b, "boxes")
-    out = A.empty(b, tuple(b.shape))
-    n = A.numel(b) // 4
+    arrays.check_finite(b, "boxes")
+    out = arrays.empty(b, tuple(b.shape))
+    n = arrays.numel(b) // 4
     if n:
-        A.launch(b, "clip_boxes", A.dtype_code(b), A.ptr(b), n, h, w, A.ptr(out))
+        arrays.launch(
+            b, "clip_boxes", arrays.dtype_code(b), arrays.ptr(b), n, h, w, arrays.ptr(out)
+        )
     return out
 
 
@@ -28,29 +31,39 @@ def _(boxes, height, width):
 
 
 def clip_boxes_to_image(boxes, size):
-    """Clip [..., 4] boxes to an image of size (height, width): x in [0, width], y in [0, height]."""
-    A.kind(boxes, "boxes")
-    A.check_float(boxes, "boxes")
+    """Clip [..., 4] boxes to an image of size (height, width): x in [0, width], y in
+    [0, height]."""
+    arrays.kind(boxes, "boxes")
+    arrays.check_float(boxes, "boxes")
     if boxes.ndim < 1 or boxes.shape[-1] != 4:
         raise ValueError(f"boxes must have shape [..., 4], got {tuple(boxes.shape)}")
     if len(size) != 2:
         raise ValueError(f"size must be (height, width), got {size!r}")
     h, w = float(size[0]), float(size[1])
-    b = A.prepare(boxes, A.compute_dtype(boxes))
+    b = arrays.prepare(boxes, arrays.compute_dtype(boxes))
     out = _clip_op(b, h, w) if isinstance(b, Tensor) else _clip(b, h, w)
-    return A.cast(out, boxes)
+    return arrays.cast(out, boxes)
 
 
 def _small(b, min_size: float):
-    A.check_finite(b, "boxes")
-    if A.is_cuda(b):  # a data-dependent count: the framework's nonzero (one sync, as torchvision)
+    arrays.check_finite(b, "boxes")
+    if arrays.is_cuda(
+        b
+    ):  # a data-dependent count: the framework's nonzero (one sync, as torchvision)
         ws, hs = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
         mask = (ws >= min_size) & (hs >= min_size)
         idx = mask.nonzero()[:, 0] if isinstance(b, Tensor) else mask.nonzero()[0]
         return idx.to(torch.int64) if isinstance(b, Tensor) else idx.astype(np.int64)
-    keep = A.empty(b, (b.shape[0],), np.int64)
-    count = A.launch(b, "remove_small_boxes", A.dtype_code(b), A.ptr(b), b.shape[0], min_size,
-                     A.ptr(keep))
+    keep = arrays.empty(b, (b.shape[0],), np.int64)
+    count = arrays.launch(
+        b,
+        "remove_small_boxes",
+        arrays.dtype_code(b),
+        arrays.ptr(b),
+        b.shape[0],
+        min_size,
+        arrays.ptr(keep),
+    )
     return keep[:count].clone() if isinstance(keep, Tensor) else keep[:count].copy()
 
 
@@ -67,8 +80,8 @@ def _(boxes, min_size):
 
 def remove_small_boxes(boxes, min_size: float):
     """Indices (int64, increasing) of the [N, 4] boxes whose width and height are >= min_size."""
-    A.kind(boxes, "boxes")
-    A.check_boxes(boxes, "boxes")
-    b = A.prepare(boxes, A.compute_dtype(boxes))
+    arrays.kind(boxes, "boxes")
+    arrays.check_boxes(boxes, "boxes")
+    b = arrays.prepare(boxes, arrays.compute_dtype(boxes))
     m = float(min_size)
     return _small_op(b, m) if isinstance(b, Tensor) else _small(b, m)

@@ -8,6 +8,7 @@ Differences from torchvision.ops: ties in score keep the lower index first (a st
 batched_nms keeps classes apart for any coordinates (torchvision's offset trick mixes classes
 when coordinates are negative); NaN or inf in boxes or scores raise ValueError.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import _arrays as A
+from . import _arrays as arrays
 
 
 def _check_threshold(iou_threshold) -> float:
@@ -27,9 +28,12 @@ def _check_threshold(iou_threshold) -> float:
 
 
 def _check_scores(boxes, scores, name="scores"):
-    A.check_float(scores, name)
+    arrays.check_float(scores, name)
     if scores.ndim != 1 or scores.shape[0] != boxes.shape[0]:
-        raise ValueError(f"{name} must have shape [N] with N = {boxes.shape[0]} (boxes), got {tuple(scores.shape)}")
+        raise ValueError(
+            f"{name} must have shape [N] with N = {boxes.shape[0]} (boxes), "
+            f"got {tuple(scores.shape)}"
+        )
 
 
 def _finish(like, keep, count, what="nms"):
@@ -43,36 +47,55 @@ def _finish(like, keep, count, what="nms"):
 
 def _workspace(like, fn: str, n: int):
     """(extra kernel arguments, buffer to keep alive): the GPU kernels' scratch memory."""
-    if not A.is_cuda(like):
+    if not arrays.is_cuda(like):
         return (), None
-    nbytes = getattr(A.cuda_module(), fn)(n)
-    ws = A.empty(like, (max(nbytes, 1),), np.uint8)
-    return (A.ptr(ws), nbytes), ws
+    nbytes = getattr(arrays.cuda_module(), fn)(n)
+    ws = arrays.empty(like, (max(nbytes, 1),), np.uint8)
+    return (arrays.ptr(ws), nbytes), ws
 
 
 def _nms(boxes, scores, iou_threshold: float):
     n = boxes.shape[0]
-    A.check_finite(boxes, "boxes")
-    A.check_finite(scores, "scores")
-    keep = A.empty(boxes, (n,), np.int64)
+    arrays.check_finite(boxes, "boxes")
+    arrays.check_finite(scores, "scores")
+    keep = arrays.empty(boxes, (n,), np.int64)
     if n == 0:
         return keep
     ws_args, _ws = _workspace(boxes, "nms_workspace_bytes", n)
-    count = A.launch(boxes, "nms", A.dtype_code(boxes), A.ptr(boxes), A.ptr(scores), n,
-                     iou_threshold, A.ptr(keep), *ws_args)
+    count = arrays.launch(
+        boxes,
+        "nms",
+        arrays.dtype_code(boxes),
+        arrays.ptr(boxes),
+        arrays.ptr(scores),
+        n,
+        iou_threshold,
+        arrays.ptr(keep),
+        *ws_args,
+    )
     return _finish(boxes, keep, count)
 
 
 def _batched(boxes, scores, idxs, iou_threshold: float):
     n = boxes.shape[0]
-    A.check_finite(boxes, "boxes")
-    A.check_finite(scores, "scores")
-    keep = A.empty(boxes, (n,), np.int64)
+    arrays.check_finite(boxes, "boxes")
+    arrays.check_finite(scores, "scores")
+    keep = arrays.empty(boxes, (n,), np.int64)
     if n == 0:
         return keep
     ws_args, _ws = _workspace(boxes, "batched_nms_workspace_bytes", n)
-    count = A.launch(boxes, "batched_nms", A.dtype_code(boxes), A.ptr(boxes), A.ptr(scores),
-                     A.ptr(idxs), n, iou_threshold, A.ptr(keep), *ws_args)
+    count = arrays.launch(
+        boxes,
+        "batched_nms",
+        arrays.dtype_code(boxes),
+        arrays.ptr(boxes),
+        arrays.ptr(scores),
+        arrays.ptr(idxs),
+        n,
+        iou_threshold,
+        arrays.ptr(keep),
+        *ws_args,
+    )
     return _finish(boxes, keep, count, "batched_nms")
 
 
@@ -102,11 +125,11 @@ def _(boxes, scores, idxs, iou_threshold):
 
 
 def _prepare(boxes, scores, **more):
-    A.same_kind(boxes=boxes, scores=scores, **more)
-    A.check_boxes(boxes, "boxes")
+    arrays.same_kind(boxes=boxes, scores=scores, **more)
+    arrays.check_boxes(boxes, "boxes")
     _check_scores(boxes, scores)
-    dt = A.compute_dtype(boxes, scores)
-    return A.prepare(boxes, dt), A.prepare(scores, dt)
+    dt = arrays.compute_dtype(boxes, scores)
+    return arrays.prepare(boxes, dt), arrays.prepare(scores, dt)
 
 
 def nms(boxes, scores, iou_threshold: float):
@@ -126,7 +149,7 @@ def _prepare_idxs(idxs, n):
         raise TypeError(f"idxs must be an integer array, got {idxs.dtype}")
     if idxs.ndim != 1 or idxs.shape[0] != n:
         raise ValueError(f"idxs must have shape [N] with N = {n} (boxes), got {tuple(idxs.shape)}")
-    return A.prepare(idxs, torch.int64 if isinstance(idxs, Tensor) else np.int64)
+    return arrays.prepare(idxs, torch.int64 if isinstance(idxs, Tensor) else np.int64)
 
 
 def batched_nms(boxes, scores, idxs, iou_threshold: float):

@@ -14,13 +14,14 @@ input [N, C, H, W]; boxes either [K, 5] (batch index, x1, y1, x2, y2) or a list 
 output [K, C, PH, PW]. `aligned=True` shifts by half a pixel (the correct alignment);
 sampling_ratio <= 0 samples ceil(roi size / output size) points per bin, > 0 that many.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import _arrays as A
+from . import _arrays as arrays
 
 # True: always the deterministic CUDA backward; False: only under use_deterministic_algorithms.
 DETERMINISTIC_CUDA_BACKWARD = False
@@ -34,10 +35,26 @@ def _forward(x, rois, scale, ph, pw, sr, aligned):
     N, C, H, W = x.shape
     K = rois.shape[0]
     _check_rois(rois, N)
-    out = A.empty(x, (K, C, ph, pw))
-    if K and A.numel(x):
-        A.launch(x, "roi_align_forward", A.dtype_code(x), A.ptr(x), N, C, H, W, A.ptr(rois), K,
-                 ph, pw, scale, sr, aligned, A.ptr(out))
+    out = arrays.empty(x, (K, C, ph, pw))
+    if K and arrays.numel(x):
+        arrays.launch(
+            x,
+            "roi_align_forward",
+            arrays.dtype_code(x),
+            arrays.ptr(x),
+            N,
+            C,
+            H,
+            W,
+            arrays.ptr(rois),
+            K,
+            ph,
+            pw,
+            scale,
+            sr,
+            aligned,
+            arrays.ptr(out),
+        )
     elif K:
         out[...] = 0
     return out
@@ -45,40 +62,72 @@ def _forward(x, rois, scale, ph, pw, sr, aligned):
 
 def _backward(g, rois, scale, ph, pw, N, C, H, W, sr, aligned):
     K = rois.shape[0]
-    gin = A.empty(g, (N, C, H, W))
+    gin = arrays.empty(g, (N, C, H, W))
     if not (K and N * C * H * W):
         gin[...] = 0
         return gin
     extra = ()
-    if A.is_cuda(g):
+    if arrays.is_cuda(g):
         if CUDA_BACKWARD not in _CUDA_BACKWARDS:
-            raise ValueError(f"fastdet.ops.roi_align.CUDA_BACKWARD must be one of "
-                             f"{_CUDA_BACKWARDS}, got {CUDA_BACKWARD!r}")
+            raise ValueError(
+                f"fastdet.ops.roi_align.CUDA_BACKWARD must be one of "
+                f"{_CUDA_BACKWARDS}, got {CUDA_BACKWARD!r}"
+            )
         det = DETERMINISTIC_CUDA_BACKWARD or torch.are_deterministic_algorithms_enabled()
-        nbytes = A.cuda_module().roi_align_backward_workspace_bytes(N, C, H, W, det)
-        ws = A.empty(g, (max(nbytes, 1),), np.uint8)
-        extra = (det, CUDA_BACKWARD == "shared", A.ptr(ws), nbytes)
-    A.launch(g, "roi_align_backward", A.dtype_code(g), A.ptr(g), N, C, H, W, A.ptr(rois), K,
-             ph, pw, scale, sr, aligned, A.ptr(gin), *extra)
+        nbytes = arrays.cuda_module().roi_align_backward_workspace_bytes(N, C, H, W, det)
+        ws = arrays.empty(g, (max(nbytes, 1),), np.uint8)
+        extra = (det, CUDA_BACKWARD == "shared", arrays.ptr(ws), nbytes)
+    arrays.launch(
+        g,
+        "roi_align_backward",
+        arrays.dtype_code(g),
+        arrays.ptr(g),
+        N,
+        C,
+        H,
+        W,
+        arrays.ptr(rois),
+        K,
+        ph,
+        pw,
+        scale,
+        sr,
+        aligned,
+        arrays.ptr(gin),
+        *extra,
+    )
     return gin
 
 
 def _check_rois(rois, N):
     """Batch indices must name an image: checked on the CPU (on the GPU it would need a sync)."""
-    if A.is_cuda(rois) or rois.shape[0] == 0:
+    if arrays.is_cuda(rois) or rois.shape[0] == 0:
         return
-    A.check_finite(rois, "boxes")
-    idx = (rois.numpy() if isinstance(rois, Tensor) else rois)[:, 0]  # numpy: less per-call overhead
+    arrays.check_finite(rois, "boxes")
+    idx = (rois.numpy() if isinstance(rois, Tensor) else rois)[
+        :, 0
+    ]  # numpy: less per-call overhead
     lo, hi = idx.min(), idx.max()
     if lo < 0 or hi >= N or not (np.floor(idx) == idx).all():
-        raise ValueError(f"boxes[:, 0] must hold integer batch indices in [0, {N}), "
-                         f"got values in [{float(lo)}, {float(hi)}]")
+        raise ValueError(
+            f"boxes[:, 0] must hold integer batch indices in [0, {N}), "
+            f"got values in [{float(lo)}, {float(hi)}]"
+        )
 
 
 @torch.library.custom_op("fastdet::roi_align", mutates_args=())
-def _roi_align_op(input: Tensor, rois: Tensor, spatial_scale: float, pooled_height: int,
-                  pooled_width: int, sampling_ratio: int, aligned: bool) -> Tensor:
-    return _forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)
+def _roi_align_op(
+    input: Tensor,
+    rois: Tensor,
+    spatial_scale: float,
+    pooled_height: int,
+    pooled_width: int,
+    sampling_ratio: int,
+    aligned: bool,
+) -> Tensor:
+    return _forward(
+        input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
+    )
 
 
 @_roi_align_op.register_fake
@@ -87,16 +136,48 @@ def _(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, a
 
 
 @torch.library.custom_op("fastdet::roi_align_backward", mutates_args=())
-def _roi_align_backward_op(grad: Tensor, rois: Tensor, spatial_scale: float, pooled_height: int,
-                           pooled_width: int, batch_size: int, channels: int, height: int,
-                           width: int, sampling_ratio: int, aligned: bool) -> Tensor:
-    return _backward(grad.contiguous(), rois, spatial_scale, pooled_height, pooled_width,
-                     batch_size, channels, height, width, sampling_ratio, aligned)
+def _roi_align_backward_op(
+    grad: Tensor,
+    rois: Tensor,
+    spatial_scale: float,
+    pooled_height: int,
+    pooled_width: int,
+    batch_size: int,
+    channels: int,
+    height: int,
+    width: int,
+    sampling_ratio: int,
+    aligned: bool,
+) -> Tensor:
+    return _backward(
+        grad.contiguous(),
+        rois,
+        spatial_scale,
+        pooled_height,
+        pooled_width,
+        batch_size,
+        channels,
+        height,
+        width,
+        sampling_ratio,
+        aligned,
+    )
 
 
 @_roi_align_backward_op.register_fake
-def _(grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height,
-      width, sampling_ratio, aligned):
+def _(
+    grad,
+    rois,
+    spatial_scale,
+    pooled_height,
+    pooled_width,
+    batch_size,
+    channels,
+    height,
+    width,
+    sampling_ratio,
+    aligned,
+):
     return grad.new_empty((batch_size, channels, height, width))
 
 
@@ -120,21 +201,27 @@ def _to_rois(boxes, dtype, like):
     """[K, 5] rois of `dtype` from a [K, 5] array or a list of per-image [Ki, 4] arrays."""
     if isinstance(boxes, (list, tuple)):
         for i, b in enumerate(boxes):
-            A.same_kind(input=like, **{f"boxes[{i}]": b})
-            A.check_float(b, f"boxes[{i}]")
-            A.check_shape(b, f"boxes[{i}]", 4, 2, "[Ki, 4]")
+            arrays.same_kind(input=like, **{f"boxes[{i}]": b})
+            arrays.check_float(b, f"boxes[{i}]")
+            arrays.check_shape(b, f"boxes[{i}]", 4, 2, "[Ki, 4]")
         if isinstance(like, Tensor):
-            parts = [torch.cat([torch.full_like(b[:, :1], i, dtype=dtype), b.to(dtype)], 1)
-                     for i, b in enumerate(boxes)]
+            parts = [
+                torch.cat([torch.full_like(b[:, :1], i, dtype=dtype), b.to(dtype)], 1)
+                for i, b in enumerate(boxes)
+            ]
             return torch.cat(parts, 0) if parts else like.new_zeros((0, 5), dtype=dtype)
-        mod = np if isinstance(like, np.ndarray) else A._cupy()
-        parts = [mod.concatenate([mod.full((len(b), 1), i, dtype=dtype), b.astype(dtype)], 1)
-                 for i, b in enumerate(boxes)]
+        mod = np if isinstance(like, np.ndarray) else arrays._cupy()
+        parts = [
+            mod.concatenate([mod.full((len(b), 1), i, dtype=dtype), b.astype(dtype)], 1)
+            for i, b in enumerate(boxes)
+        ]
         return mod.concatenate(parts, 0) if parts else mod.zeros((0, 5), dtype=dtype)
-    A.same_kind(input=like, boxes=boxes)
-    A.check_float(boxes, "boxes")
-    A.check_shape(boxes, "boxes", 5, 2, "[K, 5] (batch index, x1, y1, x2, y2) or a list of [Ki, 4]")
-    return A.prepare(boxes, dtype)
+    arrays.same_kind(input=like, boxes=boxes)
+    arrays.check_float(boxes, "boxes")
+    arrays.check_shape(
+        boxes, "boxes", 5, 2, "[K, 5] (batch index, x1, y1, x2, y2) or a list of [Ki, 4]"
+    )
+    return arrays.prepare(boxes, dtype)
 
 
 def _pair(output_size):
@@ -146,26 +233,34 @@ def _pair(output_size):
     return ph, pw
 
 
-def roi_align(input, boxes, output_size, spatial_scale: float = 1.0, sampling_ratio: int = -1,
-              aligned: bool = False):
+def roi_align(
+    input,
+    boxes,
+    output_size,
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = -1,
+    aligned: bool = False,
+):
     """RoIAlign: [N, C, H, W] features and boxes -> [K, C, PH, PW] (torchvision.ops.roi_align)."""
-    A.kind(input, "input")
-    A.check_float(input, "input")
+    arrays.kind(input, "input")
+    arrays.check_float(input, "input")
     if input.ndim != 4:
         raise ValueError(f"input must have shape [N, C, H, W], got {tuple(input.shape)}")
     ph, pw = _pair(output_size)
-    dt = A.compute_dtype(input)
-    x = A.prepare(input, dt)
+    dt = arrays.compute_dtype(input)
+    x = arrays.prepare(input, dt)
     rois = _to_rois(boxes, dt, input)
     args = (float(spatial_scale), ph, pw, int(sampling_ratio), bool(aligned))
     out = _roi_align_op(x, rois, *args) if isinstance(x, Tensor) else _forward(x, rois, *args)
-    return A.cast(out, input)
+    return arrays.cast(out, input)
 
 
 class RoIAlign(nn.Module):
     """Module form of roi_align, as torchvision.ops.RoIAlign."""
 
-    def __init__(self, output_size, spatial_scale: float, sampling_ratio: int, aligned: bool = False):
+    def __init__(
+        self, output_size, spatial_scale: float, sampling_ratio: int, aligned: bool = False
+    ):
         super().__init__()
         self.output_size = output_size
         self.spatial_scale = spatial_scale
@@ -173,9 +268,12 @@ class RoIAlign(nn.Module):
         self.aligned = aligned
 
     def forward(self, input, rois):
-        return roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio,
-                         self.aligned)
+        return roi_align(
+            input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned
+        )
 
     def extra_repr(self) -> str:
-        return (f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
-                f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}")
+        return (
+            f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
+            f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}"
+        )

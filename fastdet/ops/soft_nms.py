@@ -5,6 +5,7 @@ Each step selects the remaining box with the highest current score (ties: lower 
 decays every other remaining box by its IoU o with it: linear: s *= 1 - o when o > iou_threshold;
 gaussian: s *= exp(-o^2 / sigma). Boxes whose score falls below score_threshold are dropped.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import _arrays as A
+from . import _arrays as arrays
 from .nms import _check_threshold, _prepare, _workspace
 
 _METHODS = {"linear": 0, "gaussian": 1}
@@ -21,16 +22,28 @@ _METHODS = {"linear": 0, "gaussian": 1}
 
 def _soft(boxes, scores, iou_threshold, sigma, score_threshold, method: int):
     n = boxes.shape[0]
-    A.check_finite(boxes, "boxes")
-    A.check_finite(scores, "scores")
-    keep = A.empty(boxes, (n,), np.int64)
-    out = A.empty(scores, (n,))
+    arrays.check_finite(boxes, "boxes")
+    arrays.check_finite(scores, "scores")
+    keep = arrays.empty(boxes, (n,), np.int64)
+    out = arrays.empty(scores, (n,))
     if n == 0:
         return keep, out
     ws_args, _ws = _workspace(boxes, "soft_nms_workspace_bytes", n)
-    count = A.launch(boxes, "soft_nms", A.dtype_code(boxes), A.ptr(boxes), A.ptr(scores), n,
-                     iou_threshold, sigma, score_threshold, method, A.ptr(keep), A.ptr(out),
-                     *ws_args)
+    count = arrays.launch(
+        boxes,
+        "soft_nms",
+        arrays.dtype_code(boxes),
+        arrays.ptr(boxes),
+        arrays.ptr(scores),
+        n,
+        iou_threshold,
+        sigma,
+        score_threshold,
+        method,
+        arrays.ptr(keep),
+        arrays.ptr(out),
+        *ws_args,
+    )
     if count == -1:
         raise ValueError("boxes and scores must be finite: found NaN or inf")
     if count < 0:
@@ -40,8 +53,14 @@ def _soft(boxes, scores, iou_threshold, sigma, score_threshold, method: int):
 
 
 @torch.library.custom_op("fastdet::soft_nms", mutates_args=())
-def _soft_op(boxes: Tensor, scores: Tensor, iou_threshold: float, sigma: float,
-             score_threshold: float, method: int) -> tuple[Tensor, Tensor]:
+def _soft_op(
+    boxes: Tensor,
+    scores: Tensor,
+    iou_threshold: float,
+    sigma: float,
+    score_threshold: float,
+    method: int,
+) -> tuple[Tensor, Tensor]:
     return _soft(boxes, scores, iou_threshold, sigma, score_threshold, method)
 
 
@@ -51,8 +70,14 @@ def _(boxes, scores, iou_threshold, sigma, score_threshold, method):
     return boxes.new_empty((k,), dtype=torch.int64), scores.new_empty((k,))
 
 
-def soft_nms(boxes, scores, iou_threshold: float = 0.3, sigma: float = 0.5,
-             score_threshold: float = 0.001, method: str = "gaussian"):
+def soft_nms(
+    boxes,
+    scores,
+    iou_threshold: float = 0.3,
+    sigma: float = 0.5,
+    score_threshold: float = 0.001,
+    method: str = "gaussian",
+):
     """Soft-NMS. boxes [N, 4] (x1, y1, x2, y2), scores [N] -> (keep int64 [K], scores [K]):
     the selected boxes in selection order (decreasing decayed score) and their decayed scores.
     method "linear" uses iou_threshold; "gaussian" uses sigma (> 0)."""
@@ -68,4 +93,4 @@ def soft_nms(boxes, scores, iou_threshold: float = 0.3, sigma: float = 0.5,
     b, s = _prepare(boxes, scores)
     args = (t, sigma, sthr, _METHODS[method])
     keep, out = _soft_op(b, s, *args) if isinstance(b, Tensor) else _soft(b, s, *args)
-    return keep, A.cast(out, scores)
+    return keep, arrays.cast(out, scores)

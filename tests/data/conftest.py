@@ -1,5 +1,6 @@
 """Small synthetic datasets, written once per test session; tests that damage a dataset take a
 private copy (`copy_of`)."""
+
 from __future__ import annotations
 
 import shutil
@@ -17,8 +18,14 @@ MRI_N, MRI_SHAPE = 4, (24, 48, 40)  # distinct sides, so a swapped axis cannot g
 @pytest.fixture(scope="session")
 def sizes():
     """The sizes the session's datasets were written with (tests/ has no packages to import)."""
-    return SimpleNamespace(RSNA_N=RSNA_N, RSNA_SIZE=RSNA_SIZE, DSB_N=DSB_N, DSB_SIZE=DSB_SIZE,
-                           MRI_N=MRI_N, MRI_SHAPE=MRI_SHAPE)
+    return SimpleNamespace(
+        RSNA_N=RSNA_N,
+        RSNA_SIZE=RSNA_SIZE,
+        DSB_N=DSB_N,
+        DSB_SIZE=DSB_SIZE,
+        MRI_N=MRI_N,
+        MRI_SHAPE=MRI_SHAPE,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +46,8 @@ def mri_dir(tmp_path_factory):
 @pytest.fixture
 def copy_of(tmp_path):
     """copy_of(folder) -> a private copy under this test's tmp_path, safe to modify."""
+
     def copy(folder):
         return shutil.copytree(folder, tmp_path / "copy")
+
     return copy

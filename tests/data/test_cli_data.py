@@ -1,4 +1,5 @@
 """`fastdet data synth` writes the real layouts through the command line."""
+
 import subprocess
 import sys
 
@@ -8,12 +9,17 @@ from fastdet.data import DSB2018Dataset, MRISliceDataset, RSNADataset
 
 
 def synth(*args):
-    return subprocess.run([sys.executable, "-m", "fastdet.cli", "data", "synth", *map(str, args)],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "fastdet.cli", "data", "synth", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
-@pytest.mark.parametrize("kind,dataset", [("rsna", RSNADataset), ("dsb2018", DSB2018Dataset),
-                                          ("mri", MRISliceDataset)])
+@pytest.mark.parametrize(
+    "kind,dataset", [("rsna", RSNADataset), ("dsb2018", DSB2018Dataset), ("mri", MRISliceDataset)]
+)
 def test_synth_command_writes_a_loadable_dataset(tmp_path, kind, dataset):
     r = synth(kind, tmp_path / kind, "--n", 2, "--seed", 3)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -1,6 +1,7 @@
 """fastdet.data.datasets on synthetic data in the real layouts: the sample format, splits by
 patient / subject, negatives kept, and bad data raising errors that name the file (or, with
 skip_bad, counted in .skipped with a warning)."""
+
 from __future__ import annotations
 
 import csv
@@ -14,8 +15,14 @@ import tifffile
 import torch
 from PIL import Image
 
-from fastdet.data.datasets import (DSB2018Dataset, ImageFolderDataset, MRISliceDataset,
-                                   RSNADataset, boxes_from_instances, split_ids)
+from fastdet.data.datasets import (
+    DSB2018Dataset,
+    ImageFolderDataset,
+    MRISliceDataset,
+    RSNADataset,
+    boxes_from_instances,
+    split_ids,
+)
 
 
 def read_rows(path):
@@ -38,6 +45,7 @@ def check_disjoint_cover(everything, train, val):
 
 # ----------------------------------------------------------------------------- split_ids
 
+
 def test_split_ids_is_deterministic_order_free_and_stratified():
     ids = [f"p{i:02d}" for i in range(20)]
     strata = {i: int(i[1:]) < 5 for i in ids}
@@ -52,8 +60,10 @@ def test_split_ids_is_deterministic_order_free_and_stratified():
     assert split_ids(["a", "b"], "train", val_fraction=0.9) != []  # ... on each side
 
 
-@pytest.mark.parametrize("kw, match", [({"split": "test"}, "split must be"),
-                                       ({"split": "val", "val_fraction": 1.0}, "val_fraction")])
+@pytest.mark.parametrize(
+    "kw, match",
+    [({"split": "test"}, "split must be"), ({"split": "val", "val_fraction": 1.0}, "val_fraction")],
+)
 def test_split_ids_rejects_bad_arguments(kw, match):
     with pytest.raises(ValueError, match=match):
         split_ids(["a", "b"], **kw)
@@ -69,6 +79,7 @@ def test_boxes_from_instances_are_pixel_edge_boxes():
 
 # ----------------------------------------------------------------------------- RSNA
 
+
 def test_rsna_samples_match_the_files(rsna_dir, sizes):
     ds = RSNADataset(rsna_dir)
     rows = read_rows(rsna_dir / "stage_2_train_labels.csv")
@@ -81,8 +92,16 @@ def test_rsna_samples_match_the_files(rsna_dir, sizes):
         assert img.dtype == torch.float32 and img.shape == (1, sizes.RSNA_SIZE, sizes.RSNA_SIZE)
         px = pydicom.dcmread(rsna_dir / "stage_2_train_images" / f"{pid}.dcm").pixel_array
         assert np.array_equal(img[0].numpy(), px)
-        expect = [[float(r["x"]), float(r["y"]), float(r["x"]) + float(r["width"]),
-                   float(r["y"]) + float(r["height"])] for r in mine if r["Target"] == "1"]
+        expect = [
+            [
+                float(r["x"]),
+                float(r["y"]),
+                float(r["x"]) + float(r["width"]),
+                float(r["y"]) + float(r["height"]),
+            ]
+            for r in mine
+            if r["Target"] == "1"
+        ]
         boxes, labels = sample["boxes"], sample["labels"]
         assert boxes.dtype == torch.float32 and boxes.shape == (len(expect), 4)
         assert boxes.tolist() == expect
@@ -159,11 +178,13 @@ def test_rsna_missing_csv_or_column(tmp_path):
 def test_transform_is_applied(rsna_dir):
     def transform(sample):
         return dict(sample, image=sample["image"] / 255, seen=True)
+
     sample = RSNADataset(rsna_dir, transform=transform)[0]
     assert sample["seen"] and sample["image"].max() <= 1
 
 
 # ----------------------------------------------------------------------------- DSB-2018
+
 
 def test_dsb_samples_match_the_masks(dsb_dir, sizes):
     ds = DSB2018Dataset(dsb_dir)
@@ -189,14 +210,20 @@ def test_dsb_samples_match_the_masks(dsb_dir, sizes):
 
 
 def test_dsb_rgb_keeps_three_channels(dsb_dir, sizes):
-    assert DSB2018Dataset(dsb_dir, rgb=True)[0]["image"].shape == (3, sizes.DSB_SIZE,
-                                                                    sizes.DSB_SIZE)
+    assert DSB2018Dataset(dsb_dir, rgb=True)[0]["image"].shape == (
+        3,
+        sizes.DSB_SIZE,
+        sizes.DSB_SIZE,
+    )
 
 
 def test_dsb_splits_by_image(dsb_dir):
     everything = DSB2018Dataset(dsb_dir).ids
-    check_disjoint_cover(everything, DSB2018Dataset(dsb_dir, split="train").ids,
-                         DSB2018Dataset(dsb_dir, split="val").ids)
+    check_disjoint_cover(
+        everything,
+        DSB2018Dataset(dsb_dir, split="train").ids,
+        DSB2018Dataset(dsb_dir, split="val").ids,
+    )
 
 
 def test_dsb_mask_size_mismatch_names_the_mask(dsb_dir, copy_of, sizes):
@@ -231,6 +258,7 @@ def test_dsb_overlapping_masks_are_counted(dsb_dir, copy_of):
 
 
 # ----------------------------------------------------------------------------- image folders
+
 
 @pytest.fixture
 def folder(tmp_path, rng, rsna_dir):
@@ -301,11 +329,15 @@ def test_image_folder_size_mismatch_names_the_mask(folder):
 
 def test_image_folder_splits_by_stem(folder):
     root = folder[0]
-    check_disjoint_cover("abcd", ImageFolderDataset(root, split="train", val_fraction=0.5).ids,
-                         ImageFolderDataset(root, split="val", val_fraction=0.5).ids)
+    check_disjoint_cover(
+        "abcd",
+        ImageFolderDataset(root, split="train", val_fraction=0.5).ids,
+        ImageFolderDataset(root, split="val", val_fraction=0.5).ids,
+    )
 
 
 # ----------------------------------------------------------------------------- MRI
+
 
 def mri_label(subject_dir):
     nib = pytest.importorskip("nibabel")
@@ -315,6 +347,7 @@ def mri_label(subject_dir):
 @pytest.mark.parametrize("plane, axis", [("transverse", 0), ("coronal", 1), ("sagittal", 2)])
 def test_mri_slices_along_each_plane(mri_dir, sizes, plane, axis):
     from fastdet.data.dicom import load_dicom_series
+
     ds = MRISliceDataset(mri_dir, plane=plane)
     shape = sizes.MRI_SHAPE
     assert len(ds) == sizes.MRI_N * shape[axis]

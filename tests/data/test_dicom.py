@@ -2,6 +2,7 @@
 
 Pixel data is drawn fresh per test from the `rng` fixture (tests/conftest.py reports the seed).
 """
+
 from __future__ import annotations
 
 import os
@@ -13,19 +14,40 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import apply_modality_lut, get_decoder
-from pydicom.uid import (CTImageStorage, DigitalXRayImageStorageForPresentation,
-                         ExplicitVRLittleEndian, JPEGLSLossless, RLELossless,
-                         MultiFrameGrayscaleWordSecondaryCaptureImageStorage, generate_uid)
+from pydicom.uid import (
+    CTImageStorage,
+    DigitalXRayImageStorageForPresentation,
+    ExplicitVRLittleEndian,
+    JPEGLSLossless,
+    MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
+    RLELossless,
+    generate_uid,
+)
 
 from fastdet.data.dicom import load_dicom, load_dicom_series
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
 
-def write_dicom(path, pixels, *, photometric="MONOCHROME2", slope=None, intercept=None,
-                bits_stored=None, series_uid=None, position=None, orientation=AXIAL,
-                spacing=(0.7, 0.8), thickness=None, instance=None, window=None,
-                sop_class=CTImageStorage, modality="CT", extra=None):
+def write_dicom(
+    path,
+    pixels,
+    *,
+    photometric="MONOCHROME2",
+    slope=None,
+    intercept=None,
+    bits_stored=None,
+    series_uid=None,
+    position=None,
+    orientation=AXIAL,
+    spacing=(0.7, 0.8),
+    thickness=None,
+    instance=None,
+    window=None,
+    sop_class=CTImageStorage,
+    modality="CT",
+    extra=None,
+):
     """Write `pixels` ([H, W] or [F, H, W] uint16/int16) as an uncompressed DICOM file.
 
     position=None leaves ImagePositionPatient out; slope/intercept None leave the rescale out;
@@ -138,10 +160,18 @@ def test_mr_small_meta():
 
 
 @pytest.mark.filterwarnings("ignore:The pixel data is .* excess padding")
-@pytest.mark.parametrize("name", ["MR_small_RLE.dcm", "MR_small_jp2klossless.dcm",
-                                  "MR_small_jpeg_ls_lossless.dcm", "MR_small_bigendian.dcm",
-                                  "MR_small_expb.dcm", "MR_small_implicit.dcm",
-                                  "MR_small_padded.dcm"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "MR_small_RLE.dcm",
+        "MR_small_jp2klossless.dcm",
+        "MR_small_jpeg_ls_lossless.dcm",
+        "MR_small_bigendian.dcm",
+        "MR_small_expb.dcm",
+        "MR_small_implicit.dcm",
+        "MR_small_padded.dcm",
+    ],
+)
 def test_mr_small_variants_equal_uncompressed(name):
     path = bundled(name)
     if not decodable(path):
@@ -179,8 +209,15 @@ def test_bundled_colour_gives_rgb_and_refuses_a_window():
 def test_written_ct_hu_and_meta(tmp_path, rng):
     stored = rng.integers(-2000, 3000, (24, 20)).astype(np.int16)
     slope, intercept = float(rng.choice([0.5, 1.0, 2.0])), float(rng.integers(-1024, 0))
-    path = write_dicom(tmp_path / "ct.dcm", stored, slope=slope, intercept=intercept,
-                       position=(1.5, -2.0, 30.0), instance=7, thickness=2.5)
+    path = write_dicom(
+        tmp_path / "ct.dcm",
+        stored,
+        slope=slope,
+        intercept=intercept,
+        position=(1.5, -2.0, 30.0),
+        instance=7,
+        thickness=2.5,
+    )
     hu, meta = load_dicom(path, return_meta=True)
     assert hu.shape == (24, 20) and hu.dtype == np.float32
     np.testing.assert_array_equal(hu, stored * slope + intercept)
@@ -193,8 +230,13 @@ def test_written_ct_hu_and_meta(tmp_path, rng):
 
 def test_monochrome1_inverted(tmp_path, rng):
     stored = rng.integers(0, 4096, (16, 18)).astype(np.uint16)
-    common = dict(bits_stored=12, slope=2.0, intercept=-100.0, modality="DX",
-                  sop_class=DigitalXRayImageStorageForPresentation)
+    common = dict(
+        bits_stored=12,
+        slope=2.0,
+        intercept=-100.0,
+        modality="DX",
+        sop_class=DigitalXRayImageStorageForPresentation,
+    )
     mono2 = write_dicom(tmp_path / "m2.dcm", stored, **common)
     mono1 = write_dicom(tmp_path / "m1.dcm", stored, photometric="MONOCHROME1", **common)
     # modality values: reflected over the rescaled stored range [-100, 4095 * 2 - 100]
@@ -205,8 +247,9 @@ def test_monochrome1_inverted(tmp_path, rng):
     assert out1.min() >= lo and out1.max() <= hi
     # windowed: the window is in the file's units, the [0, 1] output is inverted
     window = (float(rng.uniform(1000, 5000)), float(rng.uniform(100, 3000)))
-    np.testing.assert_allclose(load_dicom(mono1, window=window),
-                               1.0 - load_dicom(mono2, window=window), atol=1e-6)
+    np.testing.assert_allclose(
+        load_dicom(mono1, window=window), 1.0 - load_dicom(mono2, window=window), atol=1e-6
+    )
     # the brightest stored value is the darkest output
     brightest = np.unravel_index(np.argmax(stored), stored.shape)
     assert out1[brightest] == out1.min()
@@ -216,8 +259,9 @@ def test_window_values(tmp_path, rng):
     center, width = 40.0, 400.0
     hu = rng.integers(-1000, 1000, (12, 12))
     hu[0, :4] = [-1000, center, center + 100, 1000]  # below, at centre, inside, above
-    path = write_dicom(tmp_path / "w.dcm", (hu + 1024).astype(np.int16), slope=1.0,
-                       intercept=-1024.0)
+    path = write_dicom(
+        tmp_path / "w.dcm", (hu + 1024).astype(np.int16), slope=1.0, intercept=-1024.0
+    )
     out, meta = load_dicom(path, window=(center, width), return_meta=True)
     assert meta["window"] == (center, width)
     assert out.dtype == np.float32 and out.min() >= 0.0 and out.max() <= 1.0
@@ -228,18 +272,19 @@ def test_window_values(tmp_path, rng):
     np.testing.assert_allclose(out, linear_window(hu, center, width), atol=1e-6)
     # edges: at or below c - 0.5 - (w - 1) / 2 is 0, above c - 0.5 + (w - 1) / 2 is 1
     edge = write_dicom(tmp_path / "e.dcm", np.array([[-160, -159, 239, 240]], np.int16))
-    np.testing.assert_allclose(load_dicom(edge, window=(center, width)), [[0, 1 / 399, 1, 1]],
-                               atol=1e-7)
+    np.testing.assert_allclose(
+        load_dicom(edge, window=(center, width)), [[0, 1 / 399, 1, 1]], atol=1e-7
+    )
 
 
 def test_window_from_header_and_fallback(tmp_path, rng):
     stored = rng.integers(0, 4096, (10, 10)).astype(np.uint16)
     with_window = write_dicom(tmp_path / "a.dcm", stored, window=(2048, 1024))
-    np.testing.assert_array_equal(load_dicom(with_window, window="voi"),
-                                  load_dicom(with_window, window=(2048, 1024)))
+    np.testing.assert_array_equal(
+        load_dicom(with_window, window="voi"), load_dicom(with_window, window=(2048, 1024))
+    )
     # no VOI in the header: the image's own range is stretched to [0, 1]
-    out, meta = load_dicom(write_dicom(tmp_path / "b.dcm", stored), window="voi",
-                           return_meta=True)
+    out, meta = load_dicom(write_dicom(tmp_path / "b.dcm", stored), window="voi", return_meta=True)
     lo, hi = float(stored.min()), float(stored.max())
     assert meta["window"] == ((lo + hi) / 2, hi - lo)
     np.testing.assert_allclose(out, (stored - lo) / (hi - lo), atol=1e-6)
@@ -257,8 +302,9 @@ def test_voi_lut_sequence(tmp_path, rng):
     assert meta["window"] is None
 
 
-@pytest.mark.parametrize("window", [(40, 0), (40, -10), (40, float("nan")), "auto", (1, 2, 3),
-                                    ("a", "b"), 40])
+@pytest.mark.parametrize(
+    "window", [(40, 0), (40, -10), (40, float("nan")), "auto", (1, 2, 3), ("a", "b"), 40]
+)
 def test_window_validation(tmp_path, rng, window):
     path = write_dicom(tmp_path / "v.dcm", rng.integers(0, 100, (4, 4)).astype(np.uint16))
     with pytest.raises(ValueError, match="window") as info:
@@ -269,8 +315,13 @@ def test_window_validation(tmp_path, rng, window):
 
 def test_written_multiframe_stack(tmp_path, rng):
     stored = rng.integers(-500, 2000, (5, 12, 14)).astype(np.int16)
-    path = write_dicom(tmp_path / "mf.dcm", stored, slope=1.0, intercept=-1024.0,
-                       sop_class=MultiFrameGrayscaleWordSecondaryCaptureImageStorage)
+    path = write_dicom(
+        tmp_path / "mf.dcm",
+        stored,
+        slope=1.0,
+        intercept=-1024.0,
+        sop_class=MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
+    )
     stack, meta = load_dicom(path, return_meta=True)
     assert stack.shape == (5, 12, 14) and meta["frames"] == 5
     np.testing.assert_array_equal(stack, stored - 1024.0)
@@ -291,9 +342,16 @@ def test_enhanced_multiframe_functional_groups(tmp_path, rng):
     override = Dataset()
     override.RescaleSlope, override.RescaleIntercept = 2.0, 10.0
     frames[2].PixelValueTransformationSequence = [override]
-    path = write_dicom(tmp_path / "enh.dcm", stored, spacing=None, orientation=None,
-                       extra={"SharedFunctionalGroupsSequence": [shared],
-                              "PerFrameFunctionalGroupsSequence": frames})
+    path = write_dicom(
+        tmp_path / "enh.dcm",
+        stored,
+        spacing=None,
+        orientation=None,
+        extra={
+            "SharedFunctionalGroupsSequence": [shared],
+            "PerFrameFunctionalGroupsSequence": frames,
+        },
+    )
     stack, meta = load_dicom(path, return_meta=True)
     np.testing.assert_array_equal(stack[:2], stored[:2] - 1024.0)
     np.testing.assert_array_equal(stack[2], stored[2] * 2.0 + 10.0)
@@ -304,8 +362,18 @@ def test_enhanced_multiframe_functional_groups(tmp_path, rng):
 # series
 
 
-def write_series(folder, rng, n, *, uid, dz=2.5, orientation=AXIAL, shape=(10, 12),
-                 origin=(-50.0, 20.0, -100.0), positions=True):
+def write_series(
+    folder,
+    rng,
+    n,
+    *,
+    uid,
+    dz=2.5,
+    orientation=AXIAL,
+    shape=(10, 12),
+    origin=(-50.0, 20.0, -100.0),
+    positions=True,
+):
     """n slices along the orientation's normal, written under shuffled file names and with
     shuffled InstanceNumbers; returns the slices' HU in position order."""
     folder.mkdir(exist_ok=True)
@@ -315,33 +383,39 @@ def write_series(folder, rng, n, *, uid, dz=2.5, orientation=AXIAL, shape=(10, 1
     slices = rng.integers(-1000, 2000, (n, *shape))
     for k in range(n):
         position = np.asarray(origin) + k * dz * normal if positions else None
-        write_dicom(folder / f"{uid[-4:]}_{names[k]:03d}.dcm",
-                    (slices[k] + 1024).astype(np.int16), slope=1.0, intercept=-1024.0,
-                    series_uid=uid, position=position, orientation=orientation,
-                    instance=numbers[k] if positions else k + 1, thickness=dz)
+        write_dicom(
+            folder / f"{uid[-4:]}_{names[k]:03d}.dcm",
+            (slices[k] + 1024).astype(np.int16),
+            slope=1.0,
+            intercept=-1024.0,
+            series_uid=uid,
+            position=position,
+            orientation=orientation,
+            instance=numbers[k] if positions else k + 1,
+            thickness=dz,
+        )
     return slices.astype(np.float32)
 
 
 def test_series_shuffled_sorted_by_position(tmp_path, rng):
     a, b = rng.uniform(-0.5, 0.5, 2)  # orthonormal row and column directions
-    oblique = (np.cos(a), np.sin(a), 0.0, -np.sin(a) * np.cos(b), np.cos(a) * np.cos(b),
-               np.sin(b))
+    oblique = (np.cos(a), np.sin(a), 0.0, -np.sin(a) * np.cos(b), np.cos(a) * np.cos(b), np.sin(b))
     dz = float(rng.uniform(0.5, 5.0))
-    expected = write_series(tmp_path / "s", rng, 7, uid="1.2.3.4.1001", dz=dz,
-                            orientation=oblique)
+    expected = write_series(tmp_path / "s", rng, 7, uid="1.2.3.4.1001", dz=dz, orientation=oblique)
     volume, meta = load_dicom_series(tmp_path / "s")
     assert volume.shape == (7, 10, 12) and volume.dtype == np.float32
     np.testing.assert_array_equal(volume, expected)
     assert meta["spacing"] == pytest.approx((dz, 0.7, 0.8))
     assert meta["series_uid"] == "1.2.3.4.1001" and meta["skipped"] == []
-    zs = [np.dot(pydicom.dcmread(p).ImagePositionPatient, np.cross(oblique[:3], oblique[3:]))
-          for p in meta["paths"]]
+    zs = [
+        np.dot(pydicom.dcmread(p).ImagePositionPatient, np.cross(oblique[:3], oblique[3:]))
+        for p in meta["paths"]
+    ]
     assert np.all(np.diff(zs) > 0)
 
 
 def test_series_falls_back_to_instance_number(tmp_path, rng):
-    expected = write_series(tmp_path / "s", rng, 5, uid="1.2.3.4.1002", dz=3.0,
-                            positions=False)
+    expected = write_series(tmp_path / "s", rng, 5, uid="1.2.3.4.1002", dz=3.0, positions=False)
     volume, meta = load_dicom_series(str(tmp_path / "s"))
     np.testing.assert_array_equal(volume, expected)
     assert meta["spacing"] == pytest.approx((3.0, 0.7, 0.8))  # from SliceThickness
@@ -370,8 +444,13 @@ def test_series_other_series_skipped_and_reported(tmp_path, rng):
 def test_series_inconsistent_shape_names_file(tmp_path, rng):
     folder = tmp_path / "s"
     write_series(folder, rng, 3, uid="1.2.3.4.3001")
-    odd = write_dicom(folder / "odd.dcm", np.zeros((5, 5), np.int16),
-                      series_uid="1.2.3.4.3001", position=(0, 0, 500), instance=99)
+    odd = write_dicom(
+        folder / "odd.dcm",
+        np.zeros((5, 5), np.int16),
+        series_uid="1.2.3.4.3001",
+        position=(0, 0, 500),
+        instance=99,
+    )
     with pytest.raises(ValueError, match="odd.dcm"):
         load_dicom_series(folder)
     assert os.path.exists(odd)
@@ -396,7 +475,7 @@ def test_missing_text_and_truncated_files_name_the_file(tmp_path, rng):
     text.write_text("patient,age\n1,42\n")
     with pytest.raises(ValueError, match=r"scan\.dcm: not a readable DICOM file"):
         load_dicom(text)
-    path = write_dicom(tmp_path / "full.dcm", rng.integers(0, 999, (32, 32)).astype(np.uint16))
+    write_dicom(tmp_path / "full.dcm", rng.integers(0, 999, (32, 32)).astype(np.uint16))
     data = (tmp_path / "full.dcm").read_bytes()
     for cut, name in [(len(data) - 100, "cut_pixels.dcm"), (200, "cut_header.dcm")]:
         (tmp_path / name).write_bytes(data[:cut])

@@ -1,5 +1,6 @@
 """fastdet.data.synthetic: the real datasets' layouts and formats, learnable structure, and
 determinism (same seed: identical bytes; another seed: other data)."""
+
 from __future__ import annotations
 
 import csv
@@ -16,7 +17,6 @@ from scipy import ndimage
 from fastdet.data import synthetic
 from fastdet.data.synthetic import synth, synth_dsb2018, synth_mri, synth_rsna
 
-
 # the sizes written by conftest.py's session fixtures (kept in step with it)
 RSNA_N, RSNA_SIZE = 8, 128
 DSB_N, DSB_SIZE = 4, 96
@@ -25,8 +25,15 @@ MRI_N, MRI_SHAPE = 4, (24, 48, 40)
 
 @pytest.fixture(autouse=True)
 def _same_sizes(sizes):
-    assert (sizes.RSNA_N, sizes.RSNA_SIZE, sizes.DSB_N, sizes.DSB_SIZE, sizes.MRI_N,
-            sizes.MRI_SHAPE) == (RSNA_N, RSNA_SIZE, DSB_N, DSB_SIZE, MRI_N, MRI_SHAPE)
+    assert (
+        sizes.RSNA_N,
+        sizes.RSNA_SIZE,
+        sizes.DSB_N,
+        sizes.DSB_SIZE,
+        sizes.MRI_N,
+        sizes.MRI_SHAPE,
+    ) == (RSNA_N, RSNA_SIZE, DSB_N, DSB_SIZE, MRI_N, MRI_SHAPE)
+
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -40,16 +47,18 @@ def read_csv(path):
 
 def tree(folder: Path) -> dict:
     """{relative path: bytes} of every file under `folder`."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 def mri_volume(subject: Path):
     """(modality volume [Z, H, W] sorted by position, the datasets, file names in that order)."""
     files = [(pydicom.dcmread(p), p.name) for p in subject.glob("*.dcm")]
     files.sort(key=lambda f: float(f[0].ImagePositionPatient[2]))
-    vol = np.stack([d.pixel_array * float(d.RescaleSlope) + float(d.RescaleIntercept)
-                    for d, _ in files])
+    vol = np.stack(
+        [d.pixel_array * float(d.RescaleSlope) + float(d.RescaleIntercept) for d, _ in files]
+    )
     return vol, [d for d, _ in files], [n for _, n in files]
 
 
@@ -60,6 +69,7 @@ def nifti_label(subject: Path) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- RSNA
 
+
 def test_rsna_csvs_have_kaggles_columns_and_rows(rsna_dir):
     header, rows = read_csv(rsna_dir / "stage_2_train_labels.csv")
     assert header == ["patientId", "x", "y", "width", "height", "Target"]
@@ -68,7 +78,7 @@ def test_rsna_csvs_have_kaggles_columns_and_rows(rsna_dir):
     assert [r[0] for r in crows] == [r[0] for r in rows]  # one class row per label row
     ids = list(dict.fromkeys(r[0] for r in rows))
     assert len(ids) == RSNA_N and all(UUID.match(i) for i in ids)
-    for (pid, *box, target), (_, cls) in zip(rows, crows):
+    for (_pid, *box, target), (_, cls) in zip(rows, crows):
         if target == "0":
             assert box == ["", "", "", ""] and cls in ("Normal", "No Lung Opacity / Not Normal")
         else:
@@ -89,8 +99,11 @@ def test_rsna_dicoms_are_real_format(rsna_dir):
         pid = f.name[:-4]
         assert ds.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
         assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.1"  # CR Image Storage
-        assert (ds.Modality, ds.PhotometricInterpretation, ds.BodyPartExamined) == \
-            ("CR", "MONOCHROME2", "CHEST")
+        assert (ds.Modality, ds.PhotometricInterpretation, ds.BodyPartExamined) == (
+            "CR",
+            "MONOCHROME2",
+            "CHEST",
+        )
         assert ds.PatientID == pid and ds.ViewPosition in ("PA", "AP")
         assert (ds.BitsAllocated, ds.BitsStored, ds.PixelRepresentation) == (8, 8, 0)
         assert (ds.Rows, ds.Columns) == (RSNA_SIZE, RSNA_SIZE)
@@ -101,7 +114,7 @@ def test_rsna_dicoms_are_real_format(rsna_dir):
 
 def test_rsna_boxes_lie_inside_the_image(rsna_dir):
     _, rows = read_csv(rsna_dir / "stage_2_train_labels.csv")
-    for pid, x, y, w, h, target in rows:
+    for _pid, x, y, w, h, target in rows:
         if target == "1":
             x, y, w, h = map(float, (x, y, w, h))
             assert w > 0 and h > 0 and x >= 0 and y >= 0
@@ -124,6 +137,7 @@ def test_rsna_boxes_are_the_opacities_extents(seed):
 
 
 # ----------------------------------------------------------------------------- DSB-2018
+
 
 def test_dsb_layout_and_png_formats(dsb_dir):
     ids = sorted(p.name for p in dsb_dir.iterdir())
@@ -165,6 +179,7 @@ def _touching_pairs(label) -> int:
 
 # ----------------------------------------------------------------------------- MRI
 
+
 def test_mri_series_layout_and_tags(mri_dir):
     subjects = sorted(p.name for p in mri_dir.iterdir())
     assert subjects == [f"sub-{i:03d}" for i in range(1, MRI_N + 1)]
@@ -197,14 +212,21 @@ def test_mri_label_is_an_ellipsoidal_brain_inside_a_larger_structure(mri_dir):
         assert set(np.unique(label)) == {0, 1}
         brain = label > 0
         # the brain does not touch the volume's border: it sits inside the head and uterus
-        assert not (brain[0].any() or brain[-1].any() or brain[:, 0].any()
-                    or brain[:, -1].any() or brain[:, :, 0].any() or brain[:, :, -1].any())
+        assert not (
+            brain[0].any()
+            or brain[-1].any()
+            or brain[:, 0].any()
+            or brain[:, -1].any()
+            or brain[:, :, 0].any()
+            or brain[:, :, -1].any()
+        )
         assert ndimage.label(brain)[1] == 1
         # aligned with the image: the brain is brighter than the scalp ring around it,
         # which is darker than the fluid further out
         ring = ndimage.binary_dilation(brain, iterations=1) & ~brain
         outer = ndimage.binary_dilation(brain, iterations=4) & ~ndimage.binary_dilation(
-            brain, iterations=2)
+            brain, iterations=2
+        )
         assert vol[brain].mean() > vol[ring].mean() + 20
         assert vol[outer].mean() > vol[ring].mean()
 
@@ -217,8 +239,9 @@ def test_mri_label_geometry_matches_the_dicom(mri_dir):
     # voxel (i, j, k) of the NIfTI is column i, row j of slice k: the same point in RAS mm
     i, j, k = 3, 5, 7
     d = dss[k]
-    lps = np.array([float(v) for v in d.ImagePositionPatient]) + \
-        np.array([i * float(d.PixelSpacing[1]), j * float(d.PixelSpacing[0]), 0])
+    lps = np.array([float(v) for v in d.ImagePositionPatient]) + np.array(
+        [i * float(d.PixelSpacing[1]), j * float(d.PixelSpacing[0]), 0]
+    )
     ras = img.affine @ [i, j, k, 1]
     assert np.allclose(ras[:3], lps * [-1, -1, 1])
     assert int(img.header["qform_code"]) == 1 and int(img.header["sform_code"]) == 1
@@ -250,8 +273,7 @@ WRITERS = {
 @pytest.mark.parametrize("kind", sorted(WRITERS))
 def test_same_seed_same_bytes_other_seed_other_data(tmp_path, kind):
     write = WRITERS[kind]
-    a, b, c = (tree(write(tmp_path / name, seed)) for name, seed in
-               (("a", 5), ("b", 5), ("c", 6)))
+    a, b, c = (tree(write(tmp_path / name, seed)) for name, seed in (("a", 5), ("b", 5), ("c", 6)))
     assert a == b
     assert not any(".tmp" in name for name in a)  # temporaries renamed into place
     shared = set(a) & set(c)  # CSV names; MRI subjects are sub-001... whatever the seed
@@ -275,6 +297,7 @@ def test_items_do_not_depend_on_how_many_are_written(tmp_path):
 
 
 # ----------------------------------------------------------------------------- dispatch
+
 
 def test_synth_dispatches_and_passes_n(tmp_path):
     out = synth("dsb2018", tmp_path / "d", n=2, seed=0)

@@ -1,5 +1,6 @@
 """Tiny in-memory segmentation data for the engine tests: bright discs on a noisy background,
 as sample dicts in the datasets' format."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,9 +20,14 @@ class DiscDataset(torch.utils.data.Dataset):
             r = g.uniform(size / 8, size / 4)
             mask = ((yy - cy) ** 2 + (xx - cx) ** 2 < r * r).astype(np.uint8)
             img = 40 + 140 * mask + g.normal(0, 20, (size, size))
-            self.items.append({"image": torch.tensor(img[None], dtype=torch.float32),
-                               "mask": torch.from_numpy(mask), "id": f"img{i}",
-                               "meta": {"subject": f"s{i % 2}"}})
+            self.items.append(
+                {
+                    "image": torch.tensor(img[None], dtype=torch.float32),
+                    "mask": torch.from_numpy(mask),
+                    "id": f"img{i}",
+                    "meta": {"subject": f"s{i % 2}"},
+                }
+            )
 
     def __len__(self) -> int:
         return len(self.items)

@@ -2,6 +2,7 @@
 (argv[1]: a synthetic RSNA folder, argv[2]: the run folder) for one epoch, then resumes it for a
 second. Each process records what it saw (shard sizes, losses, a weight checksum, its random
 state across the resume, the files it replaced) in rank<r>.json."""
+
 from __future__ import annotations
 
 import hashlib
@@ -30,10 +31,21 @@ def _rng_digest() -> str:
 
 def main(data: str, out: str) -> None:
     os.replace = _recording_replace
-    base = dict(model="resnet18_fpn", batch_size=1, min_size=64, max_size=64, progress=False,
-                device="cpu", seed=0, hflip=0.5, warmup_steps=2)
-    train, val = RSNADataset(data, split="train", val_fraction=0.34), RSNADataset(
-        data, split="val", val_fraction=0.34)
+    base = dict(
+        model="resnet18_fpn",
+        batch_size=1,
+        min_size=64,
+        max_size=64,
+        progress=False,
+        device="cpu",
+        seed=0,
+        hflip=0.5,
+        warmup_steps=2,
+    )
+    train, val = (
+        RSNADataset(data, split="train", val_fraction=0.34),
+        RSNADataset(data, split="val", val_fraction=0.34),
+    )
     first = DetTrainer(DetConfig(epochs=1, **base), train, val, Path(out), resume=False)
     try:  # joins the process group (torchrun's environment) and leaves it in `close`
         first.fit()
@@ -43,14 +55,20 @@ def main(data: str, out: str) -> None:
         rng_at_resume = _rng_digest()
         hist = second.fit()
         second.close()  # not the group's owner: leaves it joined
-        shard = {"rank": rank, "world": world, "train_images": len(train),
-                 "train_batches": len(second.train_loader),
-                 "val_images": len(second.val_loader.dataset), "epochs": len(hist),
-                 "global_step": second.global_step,
-                 "losses": [r["loss"] for r in hist], "val_map_50": [r["val_map_50"] for r in hist],
-                 "rng_restored": rng_after_first == rng_at_resume,
-                 "weights": float(sum(p.double().sum() for p in second.model.parameters())),
-                 "replaced": sorted(set(_replaced))}
+        shard = {
+            "rank": rank,
+            "world": world,
+            "train_images": len(train),
+            "train_batches": len(second.train_loader),
+            "val_images": len(second.val_loader.dataset),
+            "epochs": len(hist),
+            "global_step": second.global_step,
+            "losses": [r["loss"] for r in hist],
+            "val_map_50": [r["val_map_50"] for r in hist],
+            "rng_restored": rng_after_first == rng_at_resume,
+            "weights": float(sum(p.double().sum() for p in second.model.parameters())),
+            "replaced": sorted(set(_replaced)),
+        }
     finally:
         first.close()
         os.replace = _os_replace

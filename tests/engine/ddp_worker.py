@@ -2,6 +2,7 @@
 epoch, then resumes it for a second; the run folder is argv[1]. Each process then writes what
 it saw (shard sizes, a weight checksum, its BatchNorm buffers at each validation, its random
 state across the resume) to rank<r>.json."""
+
 from __future__ import annotations
 
 import hashlib
@@ -30,16 +31,20 @@ def _record_buffers(trainer: SegTrainer, seen: list) -> None:
 
     def recording():
         result = validate()
-        seen.append(hashlib.sha1(b"".join(b.detach().cpu().numpy().tobytes()
-                                          for b in trainer.model.buffers())).hexdigest())
+        seen.append(
+            hashlib.sha1(
+                b"".join(b.detach().cpu().numpy().tobytes() for b in trainer.model.buffers())
+            ).hexdigest()
+        )
         return result
 
     trainer._validate = recording
 
 
 def main(out: str) -> None:
-    base = dict(model="unet", depth=2, width=4, batch_size=2, size=32, progress=False,
-                device="cpu", seed=0)
+    base = dict(
+        model="unet", depth=2, width=4, batch_size=2, size=32, progress=False, device="cpu", seed=0
+    )
     train, val = DiscDataset(8, 32, seed=0), DiscDataset(3, 32, seed=1)
     bn_at_val = []
     first = SegTrainer(TrainConfig(epochs=1, **base), train, val, Path(out), resume=False)
@@ -54,11 +59,18 @@ def main(out: str) -> None:
         _record_buffers(second, bn_at_val)
         hist = second.fit()
         second.close()  # not the group's owner: leaves it joined
-        shard = {"rank": rank, "world": world, "train_batches": len(second.train_loader),
-                 "val_images": len(second.val_loader), "epochs": len(hist),
-                 "global_step": second.global_step, "rng": rng_after_first,
-                 "rng_restored": rng_after_first == rng_at_resume, "bn_at_val": bn_at_val,
-                 "weights": float(sum(p.double().sum() for p in second.model.parameters()))}
+        shard = {
+            "rank": rank,
+            "world": world,
+            "train_batches": len(second.train_loader),
+            "val_images": len(second.val_loader),
+            "epochs": len(hist),
+            "global_step": second.global_step,
+            "rng": rng_after_first,
+            "rng_restored": rng_after_first == rng_at_resume,
+            "bn_at_val": bn_at_val,
+            "weights": float(sum(p.double().sum() for p in second.model.parameters())),
+        }
     finally:
         first.close()
     Path(out, f"rank{rank}.json").write_text(json.dumps(shard))

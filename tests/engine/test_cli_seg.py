@@ -1,4 +1,5 @@
 """`fastdet train seg`, `predict seg`, `evaluate seg` on tiny synthetic datasets."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,19 @@ import pytest
 from fastdet.cli import main
 from fastdet.data.synthetic import synth, synth_mri, synth_rsna
 
-TINY = ["--depth", "2", "--width", "4", "--size", "32", "--batch-size", "2", "--device", "cpu",
-        "--no-progress"]
+TINY = [
+    "--depth",
+    "2",
+    "--width",
+    "4",
+    "--size",
+    "32",
+    "--batch-size",
+    "2",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +31,26 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     data = synth("dsb2018", root / "data", n=4)
     out = root / "run"
-    assert main(["train", "seg", "--data", str(data), "--layout", "dsb2018", "--model", "unet",
-                 "--out", str(out), "--epochs", "1", *TINY]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "seg",
+                "--data",
+                str(data),
+                "--layout",
+                "dsb2018",
+                "--model",
+                "unet",
+                "--out",
+                str(out),
+                "--epochs",
+                "1",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     return data, out
 
 
@@ -40,9 +70,35 @@ def test_train_writes_run_and_resumes(run, capsys):
 def test_train_flags_reach_the_config(tmp_path, run):
     data, _ = run
     out = tmp_path / "flags"
-    assert main(["train", "seg", "--data", str(data), "--layout", "dsb2018", "--model", "unet",
-                 "--out", str(out), "--epochs", "1", *TINY, "--momentum", "0.8", "--gamma", "0.25",
-                 "--weight-decay", "1e-4", "--no-hflip", "--no-resize", "--deterministic"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "seg",
+                "--data",
+                str(data),
+                "--layout",
+                "dsb2018",
+                "--model",
+                "unet",
+                "--out",
+                str(out),
+                "--epochs",
+                "1",
+                *TINY,
+                "--momentum",
+                "0.8",
+                "--gamma",
+                "0.25",
+                "--weight-decay",
+                "1e-4",
+                "--no-hflip",
+                "--no-resize",
+                "--deterministic",
+            ]
+        )
+        == 0
+    )
     c = json.loads((out / "config.json").read_text())
     assert (c["momentum"], c["gamma"], c["weight_decay"]) == (0.8, 0.25, 1e-4)
     assert not c["hflip"] and c["vflip"] and not c["resize"] and c["deterministic"]
@@ -50,13 +106,44 @@ def test_train_flags_reach_the_config(tmp_path, run):
 
 def test_train_errors(tmp_path, run, capsys):
     data, out = run
-    assert main(["train", "seg", "--data", str(data), "--layout", "dsb2018", "--model", "unet",
-                 "--out", str(out), *TINY]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "seg",
+                "--data",
+                str(data),
+                "--layout",
+                "dsb2018",
+                "--model",
+                "unet",
+                "--out",
+                str(out),
+                *TINY,
+            ]
+        )
+        == 2
+    )
     assert "already holds a run" in capsys.readouterr().err
     assert main(["train", "seg", "--out", str(tmp_path / "new"), *TINY]) == 2
     assert "--data, --layout, --model required" in capsys.readouterr().err
-    assert main(["train", "seg", "--data", str(data), "--layout", "rsna", "--model", "unet",
-                 "--out", str(tmp_path / "r")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "seg",
+                "--data",
+                str(data),
+                "--layout",
+                "rsna",
+                "--model",
+                "unet",
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 2
+    )
     assert "train det" in capsys.readouterr().err
     assert main(["train", "seg", "--out", str(tmp_path / "none"), "--resume"]) == 2
     for cmd in (["train", "det"], ["predict", "det"], ["evaluate", "det"]):  # required options
@@ -66,8 +153,9 @@ def test_train_errors(tmp_path, run, capsys):
 
 
 def test_predict_png_tiff_dicom(tmp_path, run, capsys):
-    from PIL import Image
     import tifffile
+    from PIL import Image
+
     data, out = run
     sid = sorted(p.name for p in data.iterdir())[0]
     png = data / sid / "images" / f"{sid}.png"
@@ -77,9 +165,30 @@ def test_predict_png_tiff_dicom(tmp_path, run, capsys):
     dcm = next((synth_rsna(tmp_path / "rsna", n=1, size=64) / "stage_2_train_images").iterdir())
     series = synth_mri(tmp_path / "mri", n=1, shape=(8, 32, 32)) / "sub-001"
     dest = tmp_path / "pred"
-    assert main(["predict", "seg", "--checkpoint", str(out / "best.pt"), str(png), str(tif),
-                 str(dcm), str(series), "--out", str(dest), "--post-process", "--tile", "32",
-                 "--overlap", "8", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "seg",
+                "--checkpoint",
+                str(out / "best.pt"),
+                str(png),
+                str(tif),
+                str(dcm),
+                str(series),
+                "--out",
+                str(dest),
+                "--post-process",
+                "--tile",
+                "32",
+                "--overlap",
+                "8",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     written = {p.name for p in dest.iterdir()}
     assert f"{sid}_mask.png" in written and "big_mask.png" in written
     assert f"{dcm.stem}_mask.png" in written and "sub-001_mask.nii.gz" in written
@@ -87,16 +196,46 @@ def test_predict_png_tiff_dicom(tmp_path, run, capsys):
     assert big.shape == (128, 256) and set(np.unique(big)) <= {0, 255}
     nib = pytest.importorskip("nibabel")
     assert nib.load(dest / "sub-001_mask.nii.gz").shape == (32, 32, 8)
-    assert main(["predict", "seg", "--checkpoint", str(out / "best.pt"), str(tmp_path / "no.png"),
-                 "--out", str(dest)]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "seg",
+                "--checkpoint",
+                str(out / "best.pt"),
+                str(tmp_path / "no.png"),
+                "--out",
+                str(dest),
+            ]
+        )
+        == 2
+    )
 
 
 def test_evaluate_table_json_figures(tmp_path, run, capsys):
     data, out = run
     js, figs = tmp_path / "e.json", tmp_path / "figs"
-    assert main(["evaluate", "seg", "--checkpoint", str(out / "best.pt"), "--data", str(data),
-                 "--layout", "dsb2018", "--json", str(js), "--figures", str(figs),
-                 "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "seg",
+                "--checkpoint",
+                str(out / "best.pt"),
+                "--data",
+                str(data),
+                "--layout",
+                "dsb2018",
+                "--json",
+                str(js),
+                "--figures",
+                str(figs),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "model IoU" in text and "class Dice" in text and "DSB" in text
     assert "overall model:" in text and "overall classical:" in text
@@ -109,19 +248,76 @@ def test_evaluate_table_json_figures(tmp_path, run, capsys):
         assert 0 <= o["specificity"]["mean"] <= 1
     assert result["overall"]["classical"]["dice"]["mean"] > 0.7  # the baseline works here
     assert len(list(figs.glob("*.png"))) == 4
-    assert main(["evaluate", "seg", "--checkpoint", str(out / "best.pt"), "--data", str(data),
-                 "--layout", "dsb2018", "--split", "val", "--no-classical", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "seg",
+                "--checkpoint",
+                str(out / "best.pt"),
+                "--data",
+                str(data),
+                "--layout",
+                "dsb2018",
+                "--split",
+                "val",
+                "--no-classical",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert "classical" not in capsys.readouterr().out.split("overall")[-1]
 
 
 def test_mri_layout_per_subject(tmp_path, capsys):
     data = synth_mri(tmp_path / "mri", n=3, shape=(8, 32, 32))
     out = tmp_path / "run"
-    assert main(["train", "seg", "--data", str(data), "--layout", "mri", "--model", "unet",
-                 "--out", str(out), "--epochs", "1", "--val-fraction", "0.34", *TINY]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "seg",
+                "--data",
+                str(data),
+                "--layout",
+                "mri",
+                "--model",
+                "unet",
+                "--out",
+                str(out),
+                "--epochs",
+                "1",
+                "--val-fraction",
+                "0.34",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     js = tmp_path / "e.json"
-    assert main(["evaluate", "seg", "--checkpoint", str(out / "last.pt"), "--data", str(data),
-                 "--layout", "mri", "--json", str(js), "--device", "cpu", "--tile", "0"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "seg",
+                "--checkpoint",
+                str(out / "last.pt"),
+                "--data",
+                str(data),
+                "--layout",
+                "mri",
+                "--json",
+                str(js),
+                "--device",
+                "cpu",
+                "--tile",
+                "0",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "subject" in text and "sub-002" in text
     result = json.loads(js.read_text())
@@ -134,15 +330,64 @@ def test_mri_layout_per_subject(tmp_path, capsys):
 def test_train_unet_gan_from_unet(tmp_path, run, capsys):
     data, out = run
     gan = tmp_path / "gan"
-    assert main(["train", "seg", "--data", str(data), "--layout", "dsb2018", "--model",
-                 "unet_gan", "--gan-mode", "epoch", "--init-checkpoint", str(out / "best.pt"),
-                 "--out", str(gan), "--epochs", "2", *TINY]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "seg",
+                "--data",
+                str(data),
+                "--layout",
+                "dsb2018",
+                "--model",
+                "unet_gan",
+                "--gan-mode",
+                "epoch",
+                "--init-checkpoint",
+                str(out / "best.pt"),
+                "--out",
+                str(gan),
+                "--epochs",
+                "2",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     header, d_row, g_row = (gan / "metrics.csv").read_text().splitlines()
     assert header.endswith("phase,d_loss") and ",d," in d_row and ",g," in g_row
-    assert main(["predict", "seg", "--checkpoint", str(gan / "last.pt"), str(data),
-                 "--out", str(tmp_path / "p"), "--device", "cpu"]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "seg",
+                "--checkpoint",
+                str(gan / "last.pt"),
+                str(data),
+                "--out",
+                str(tmp_path / "p"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     assert "no PNG, TIFF or DICOM" in capsys.readouterr().err
     sid = sorted(p.name for p in data.iterdir())[0]
-    assert main(["predict", "seg", "--checkpoint", str(gan / "last.pt"),
-                 str(data / sid / "images"), "--out", str(tmp_path / "p"), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "seg",
+                "--checkpoint",
+                str(gan / "last.pt"),
+                str(data / sid / "images"),
+                "--out",
+                str(tmp_path / "p"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "p" / f"{sid}_mask.png").is_file()

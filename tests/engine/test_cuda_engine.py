@@ -1,5 +1,6 @@
 """The engine on a GPU: mixed-precision training, exact resume and tiled prediction on CUDA
 (skipped without a GPU; run by benchmarks/gpu_check.sh on the lent GPU machine)."""
+
 from __future__ import annotations
 
 import math
@@ -16,23 +17,38 @@ pytestmark = pytest.mark.gpu
 
 
 def cuda_config(**kw) -> TrainConfig:
-    base = dict(model="unet", depth=2, width=8, epochs=2, batch_size=4, size=32, lr=0.01,
-                progress=False, device="cuda", amp=True, seed=5, deterministic=True)
+    base = dict(
+        model="unet",
+        depth=2,
+        width=8,
+        epochs=2,
+        batch_size=4,
+        size=32,
+        lr=0.01,
+        progress=False,
+        device="cuda",
+        amp=True,
+        seed=5,
+        deterministic=True,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
 
 def test_amp_training_on_cuda_learns_and_checkpoints(tmp_path):
     train, val = DiscDataset(8, 32, seed=0), DiscDataset(2, 32, seed=1)
-    hist = train_segmentation(cuda_config(epochs=6, optimizer="adam", lr=3e-3, loss="bce_dice"),
-                              train, val, tmp_path)
+    hist = train_segmentation(
+        cuda_config(epochs=6, optimizer="adam", lr=3e-3, loss="bce_dice"), train, val, tmp_path
+    )
     assert all(math.isfinite(r["train_loss"]) for r in hist)
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]
     ckpt = load_checkpoint(tmp_path / "last.pt")
     assert ckpt["scaler"] and all(v.device.type == "cpu" for v in ckpt["model"].values())
     model, config = load_model(tmp_path / "best.pt", "cuda")
     assert next(model.parameters()).is_cuda
-    mask = predict_mask(model, val[0]["image"], config=config, tile=32, overlap=8, device=torch.device("cuda"))
+    mask = predict_mask(
+        model, val[0]["image"], config=config, tile=32, overlap=8, device=torch.device("cuda")
+    )
     assert mask.shape == (32, 32)
 
 
@@ -51,6 +67,7 @@ def test_resume_on_cuda_matches_an_uninterrupted_run(tmp_path, optimizer):
 
 # ---------------------------------------------------------------------- detection
 
+
 def _rsna(tmp_path, n: int = 6):
     from fastdet.data import RSNADataset
     from fastdet.data.synthetic import synth_rsna
@@ -61,8 +78,18 @@ def _rsna(tmp_path, n: int = 6):
 def det_cuda_config(**kw):
     from fastdet.engine.det import DetConfig
 
-    base = dict(model="resnet18_fpn", epochs=3, batch_size=2, min_size=64, max_size=96, lr=0.01,
-                progress=False, device="cuda", amp=True, seed=0)
+    base = dict(
+        model="resnet18_fpn",
+        epochs=3,
+        batch_size=2,
+        min_size=64,
+        max_size=96,
+        lr=0.01,
+        progress=False,
+        device="cuda",
+        amp=True,
+        seed=0,
+    )
     base.update(kw)
     return DetConfig(**base)
 
@@ -73,8 +100,11 @@ def test_det_amp_training_on_cuda(tmp_path):
     data = _rsna(tmp_path)
     hist = train_detection(det_cuda_config(hflip=0.5, warmup_steps=2), data, data, tmp_path / "run")
     assert len(hist) == 3
-    assert all(math.isfinite(r[k]) for r in hist for k in ("loss", "loss_objectness",
-                                                            "loss_classifier", "loss_box_reg"))
+    assert all(
+        math.isfinite(r[k])
+        for r in hist
+        for k in ("loss", "loss_objectness", "loss_classifier", "loss_box_reg")
+    )
     assert min(r["loss"] for r in hist[1:]) < hist[0]["loss"]  # learning, roughly
     for name in ("last.pt", "best.pt"):
         ckpt = load_checkpoint(tmp_path / "run" / name)

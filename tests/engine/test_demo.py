@@ -1,4 +1,5 @@
 """`fastdet demo --quick`: the whole pipeline end to end, writing every promised file."""
+
 import json
 import subprocess
 import sys
@@ -6,8 +7,12 @@ from pathlib import Path
 
 
 def demo(*args):
-    return subprocess.run([sys.executable, "-m", "fastdet.cli", "demo", "--no-progress", *map(str, args)],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "fastdet.cli", "demo", "--no-progress", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_quick_demo_writes_report_run_and_figures(tmp_path):
@@ -17,12 +22,25 @@ def test_quick_demo_writes_report_run_and_figures(tmp_path):
     assert "overall model" in r.stdout and "overall classical" in r.stdout
     report = (out / "report.md").read_text()
     assert "classical" in report and "![overlay" in report
-    for name in ("seg/best.pt", "seg/last.pt", "seg/metrics.csv", "seg/metrics.png", "seg/config.json"):
+    for name in (
+        "seg/best.pt",
+        "seg/last.pt",
+        "seg/metrics.csv",
+        "seg/metrics.png",
+        "seg/config.json",
+    ):
         assert (out / name).is_file(), name
     assert list((out / "figures").glob("*.png"))
     assert "Pneumonia detection" in report and "RSNA score" in report and "det_data/" in report
-    for name in ("det/best.pt", "det/last.pt", "det/metrics.csv", "det/metrics.png",
-                 "det/config.json", "figures/det/pr_curve.png", "det_data/stage_2_train_labels.csv"):
+    for name in (
+        "det/best.pt",
+        "det/last.pt",
+        "det/metrics.csv",
+        "det/metrics.png",
+        "det/config.json",
+        "figures/det/pr_curve.png",
+        "det_data/stage_2_train_labels.csv",
+    ):
         assert (out / name).is_file(), name
     assert "detection" in r.stdout and "AP50" in r.stdout
     result = json.loads((out / "evaluation.json").read_text())
@@ -30,8 +48,9 @@ def test_quick_demo_writes_report_run_and_figures(tmp_path):
     det = result["detection"]
     assert det["images"] >= 1 and 0 <= det["map_50"] <= 1 and 0 <= det["rsna"] <= 1
     drawn = [r["figure"] for r in det["per_image"]]
-    assert drawn and all(Path(p).is_file() and Path(p).parent == out / "figures" / "det" / "boxes"
-                         for p in drawn)
+    assert drawn and all(
+        Path(p).is_file() and Path(p).parent == out / "figures" / "det" / "boxes" for p in drawn
+    )
 
 
 def test_demo_refuses_a_non_empty_folder(tmp_path):

@@ -1,6 +1,7 @@
 """The detection engine on a tiny synthetic RSNA dataset (4 images of 64 x 64, ResNet-18 FPN at
 min_size 64): files of a run, exact resume (with flips and warmup), NaN loss, config checks, input
 pipeline, flips, the warmup schedule, gradients of a batch without boxes."""
+
 from __future__ import annotations
 
 import math
@@ -12,9 +13,19 @@ import torch
 from fastdet.data import RSNADataset
 from fastdet.data.synthetic import synth_rsna
 from fastdet.engine import NonFiniteLossError
-from fastdet.engine.det import (DET_COLUMNS, LOSS_KEYS, WARMUP_FACTOR, DetConfig, DetTensors,
-                                DetTrainer, build_detector, load_detector, prepare_image,
-                                train_detection, warmup_factor)
+from fastdet.engine.det import (
+    DET_COLUMNS,
+    LOSS_KEYS,
+    WARMUP_FACTOR,
+    DetConfig,
+    DetTensors,
+    DetTrainer,
+    build_detector,
+    load_detector,
+    prepare_image,
+    train_detection,
+    warmup_factor,
+)
 from fastdet.engine.logging import read_metrics_csv
 
 
@@ -25,8 +36,16 @@ def rsna(tmp_path_factory):
 
 
 def tiny(**kw) -> DetConfig:
-    base = dict(model="resnet18_fpn", epochs=2, batch_size=2, min_size=64, max_size=96,
-                progress=False, device="cpu", seed=0)
+    base = dict(
+        model="resnet18_fpn",
+        epochs=2,
+        batch_size=2,
+        min_size=64,
+        max_size=96,
+        progress=False,
+        device="cpu",
+        seed=0,
+    )
     return DetConfig(**{**base, **kw})
 
 
@@ -59,8 +78,9 @@ def test_resume_is_exact(rsna, tmp_path):
     with pytest.raises(ValueError, match="lr"):
         train_detection(tiny(epochs=3, lr=0.5, **aug), rsna, None, tmp_path / "split", resume=True)
     with pytest.raises(ValueError, match="hflip"):  # augmentation is not a resumable change
-        train_detection(tiny(epochs=3, **{**aug, "hflip": 0.0}), rsna, None, tmp_path / "split",
-                        resume=True)
+        train_detection(
+            tiny(epochs=3, **{**aug, "hflip": 0.0}), rsna, None, tmp_path / "split", resume=True
+        )
 
 
 def test_nan_loss_names_epoch_and_step(rsna, tmp_path, monkeypatch):
@@ -79,6 +99,7 @@ def test_nan_loss_names_epoch_and_step(rsna, tmp_path, monkeypatch):
             if model.training and len(calls) == 2:
                 out["loss_classifier"] = out["loss_classifier"] * float("nan")
             return out
+
         model.forward = patched
         return model
 
@@ -127,7 +148,9 @@ def test_loss_options_reach_both_heads(rsna, tmp_path):
     net = build_detector(DetConfig(box_loss="l1", cls_loss="focal"))
     assert (net.rpn.box_loss, net.rpn.cls_loss) == ("l1", "focal")
     assert (net.roi_heads.box_loss, net.roi_heads.cls_loss) == ("l1", "focal")
-    hist = train_detection(tiny(epochs=1, box_loss="l1", cls_loss="focal"), rsna, None, tmp_path / "r")
+    hist = train_detection(
+        tiny(epochs=1, box_loss="l1", cls_loss="focal"), rsna, None, tmp_path / "r"
+    )
     assert math.isfinite(hist[0]["loss"])
     with pytest.raises(ValueError, match="cls_loss"):
         DetConfig(cls_loss="hinge")
@@ -156,10 +179,13 @@ def test_prepare_image():
     eq = prepare_image(grey, tiny(hist_eq=True))
     assert 0 <= eq.min() and eq.max() <= 1
     caffe = prepare_image(torch.full((1, 2, 2), 255.0), tiny(model="vgg16"))
-    assert caffe[:, 0, 0].tolist() == pytest.approx([255 - 102.9801, 255 - 115.9465, 255 - 122.7717])
+    assert caffe[:, 0, 0].tolist() == pytest.approx(
+        [255 - 102.9801, 255 - 115.9465, 255 - 122.7717]
+    )
 
 
 # ---------------------------------------------------------------------- flips
+
 
 class RectDataset(torch.utils.data.Dataset):
     """n grey 40 x 60 images, 0 but for a 200-valued rectangle: rows 5..14, columns 10..29,
@@ -174,15 +200,22 @@ class RectDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         image = torch.zeros(1, 40, 60)
         image[0, 5:15, 10:30] = 200
-        return {"image": image, "boxes": torch.tensor([[10.0, 5.0, 30.0, 15.0]]),
-                "labels": torch.tensor([1]), "id": f"r{i}"}
+        return {
+            "image": image,
+            "boxes": torch.tensor([[10.0, 5.0, 30.0, 15.0]]),
+            "labels": torch.tensor([1]),
+            "id": f"r{i}",
+        }
 
 
-@pytest.mark.parametrize("flips, expected", [
-    (dict(hflip=1.0), [30, 5, 50, 15]),           # x -> 60 - x
-    (dict(vflip=1.0), [10, 25, 30, 35]),           # y -> 40 - y
-    (dict(hflip=1.0, vflip=1.0), [30, 25, 50, 35]),
-])
+@pytest.mark.parametrize(
+    "flips, expected",
+    [
+        (dict(hflip=1.0), [30, 5, 50, 15]),  # x -> 60 - x
+        (dict(vflip=1.0), [10, 25, 30, 35]),  # y -> 40 - y
+        (dict(hflip=1.0, vflip=1.0), [30, 25, 50, 35]),
+    ],
+)
 def test_flipped_boxes_frame_the_same_pixels(flips, expected):
     image, target = DetTensors(RectDataset(), tiny(**flips), augment=True)[0]
     assert target["boxes"].tolist() == [expected] and target["labels"].tolist() == [1]
@@ -192,7 +225,9 @@ def test_flipped_boxes_frame_the_same_pixels(flips, expected):
     assert torch.equal(image[0], image[2])
     # not for validation data, whatever the config says
     image, target = DetTensors(RectDataset(), tiny(**flips), augment=False)[0]
-    assert target["boxes"].tolist() == [[10, 5, 30, 15]] and bool((image[0, 5:15, 10:30] > 0.5).all())
+    assert target["boxes"].tolist() == [[10, 5, 30, 15]] and bool(
+        (image[0, 5:15, 10:30] > 0.5).all()
+    )
 
 
 def test_flips_are_drawn_per_seed_epoch_and_image():
@@ -213,6 +248,7 @@ def test_flips_are_drawn_per_seed_epoch_and_image():
 
 # ---------------------------------------------------------------------- warmup
 
+
 class FakeDetector(torch.nn.Module):
     """Stands in for Faster R-CNN where only the optimizer's schedule matters: one weight, the
     training losses linear in it, no detections."""
@@ -225,8 +261,14 @@ class FakeDetector(torch.nn.Module):
         if self.training:
             x = torch.stack([im.mean() for im in images]).mean()
             return {k: self.w * x * (i + 1) for i, k in enumerate(LOSS_KEYS)}
-        return [{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0),
-                 "labels": torch.zeros(0, dtype=torch.int64)} for _ in images]
+        return [
+            {
+                "boxes": torch.zeros(0, 4),
+                "scores": torch.zeros(0),
+                "labels": torch.zeros(0, dtype=torch.int64),
+            }
+            for _ in images
+        ]
 
 
 def _lrs_of_run(config, data, out, resume=False) -> list:
@@ -278,7 +320,8 @@ def test_resume_of_a_run_saved_before_the_new_settings(rsna, tmp_path, monkeypat
     assert len(train_detection(tiny(epochs=2), rsna, None, tmp_path / "old", resume=True)) == 2
 
 
-# ---------------------------------------------------------------------- DDP without unused parameters
+# ------------------------------------------------------------ DDP without unused parameters
+
 
 def test_batch_without_boxes_reaches_every_trainable_parameter():
     """DDP runs without find_unused_parameters: every trainable parameter must get a gradient at
@@ -300,8 +343,13 @@ def test_draw_boxes_enlarges_and_draws_truth(tmp_path):
     from fastdet.engine.det import draw_boxes
 
     pred = {"boxes": torch.tensor([[2.0, 2, 8, 8]]), "scores": torch.tensor([0.9])}
-    path = draw_boxes(tmp_path / "b.png", torch.zeros(1, 20, 30), pred,
-                      truth=torch.tensor([[10.0, 10, 15, 15]]), scale=2)
+    path = draw_boxes(
+        tmp_path / "b.png",
+        torch.zeros(1, 20, 30),
+        pred,
+        truth=torch.tensor([[10.0, 10, 15, 15]]),
+        scale=2,
+    )
     im = np.asarray(Image.open(path))
     assert im.shape == (40, 60, 3)
     assert tuple(im[20, 25]) == (0, 255, 0)  # the truth's top edge, at twice its coordinates

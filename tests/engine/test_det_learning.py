@@ -8,6 +8,7 @@ Measured on the 2-core development machine (one thread per run): best validation
 0.46, 0.43, 0.36 over config seeds 0-3, at epoch 7 or 8 (epoch 1: <= 0.02, so the score is
 learned). The threshold leaves margin for other thread counts' and platforms' arithmetic, which
 change the trajectory."""
+
 from __future__ import annotations
 
 import math

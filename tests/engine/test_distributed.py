@@ -1,6 +1,7 @@
 """DDP through torchrun: 2 CPU processes on gloo train a tiny U-Net, and a tiny Faster R-CNN,
 each resumed once; rank 0 writes the run. Also, without torchrun: the NaN/inf report of a
 process whose own loss was finite, and the command line's report on rank 0 only."""
+
 from __future__ import annotations
 
 import json
@@ -21,11 +22,21 @@ REPO = Path(__file__).resolve().parents[2]
 
 def torchrun(worker: Path, *args, timeout: int = 120) -> None:
     """worker on 2 gloo processes through torch.distributed.run; fails with its output."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{REPO}{os.pathsep}"
-               f"{os.environ.get('PYTHONPATH', '')}")
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    )
     env.pop("WORLD_SIZE", None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-           str(worker), *map(str, args)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--standalone",
+        str(worker),
+        *map(str, args),
+    ]
     try:
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:
@@ -96,16 +107,20 @@ def test_non_finite_loss_on_another_process(monkeypatch):
     NaN/inf came from another process (both trainers' checks, without torchrun)."""
     from types import SimpleNamespace
 
-    from fastdet.engine import distributed as D
+    from fastdet.engine import NonFiniteLossError, distributed
     from fastdet.engine.det import DetTrainer
-    from fastdet.engine import NonFiniteLossError
     from fastdet.engine.seg import SegTrainer
 
-    monkeypatch.setattr(D, "any_true", lambda flag, device: True)  # some process saw NaN
-    stub = SimpleNamespace(dist=D.DistInfo(rank=1, world_size=2), device=torch.device("cpu"))
+    monkeypatch.setattr(distributed, "any_true", lambda flag, device: True)  # some process saw NaN
+    stub = SimpleNamespace(
+        dist=distributed.DistInfo(rank=1, world_size=2), device=torch.device("cpu")
+    )
     for check in (SegTrainer._check, DetTrainer._check):
-        with pytest.raises(NonFiniteLossError, match=r"^loss is NaN or inf on another process "
-                           r"\(on this one it is 0\.53\) at epoch 1, step 2 ") as e:
+        with pytest.raises(
+            NonFiniteLossError,
+            match=r"^loss is NaN or inf on another process "
+            r"\(on this one it is 0\.53\) at epoch 1, step 2 ",
+        ) as e:
             check(stub, torch.tensor(0.53, dtype=torch.float64), (1, 2, 3))
         assert e.value.elsewhere and e.value.value == 0.53
         with pytest.raises(NonFiniteLossError, match=r"^loss is nan at epoch 1") as e:
@@ -120,8 +135,25 @@ def test_cli_train_reports_on_rank_0_only(tmp_path, monkeypatch, capsys):
     from fastdet.data.synthetic import synth
 
     data = synth("dsb2018", tmp_path / "data", n=4)
-    tiny = ["--data", str(data), "--layout", "dsb2018", "--model", "unet", "--epochs", "1",
-            "--depth", "2", "--width", "4", "--size", "32", "--device", "cpu", "--no-progress"]
+    tiny = [
+        "--data",
+        str(data),
+        "--layout",
+        "dsb2018",
+        "--model",
+        "unet",
+        "--epochs",
+        "1",
+        "--depth",
+        "2",
+        "--width",
+        "4",
+        "--size",
+        "32",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     for rank, printed in (("1", False), ("0", True)):
         monkeypatch.setenv("RANK", rank)

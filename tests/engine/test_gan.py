@@ -1,4 +1,5 @@
 """U-Net+GAN schedules: per-batch and per-epoch alternation from a trained U-Net."""
+
 from __future__ import annotations
 
 import math
@@ -11,8 +12,20 @@ from fastdet.engine.checkpoint import load_checkpoint
 
 
 def gan_config(**kw) -> TrainConfig:
-    base = dict(model="unet_gan", depth=2, width=4, d_width=4, epochs=2, batch_size=4, size=32,
-                lr=0.01, d_lr=1e-3, progress=False, device="cpu", seed=1)
+    base = dict(
+        model="unet_gan",
+        depth=2,
+        width=4,
+        d_width=4,
+        epochs=2,
+        batch_size=4,
+        size=32,
+        lr=0.01,
+        d_lr=1e-3,
+        progress=False,
+        device="cpu",
+        seed=1,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -20,8 +33,16 @@ def gan_config(**kw) -> TrainConfig:
 @pytest.fixture
 def unet_run(tmp_path, discs):
     """A 1-epoch U-Net run whose checkpoint starts the generators."""
-    cfg = TrainConfig(model="unet", depth=2, width=4, epochs=1, batch_size=4, size=32,
-                      progress=False, device="cpu")
+    cfg = TrainConfig(
+        model="unet",
+        depth=2,
+        width=4,
+        epochs=1,
+        batch_size=4,
+        size=32,
+        progress=False,
+        device="cpu",
+    )
     train_segmentation(cfg, *discs, tmp_path / "unet")
     return tmp_path / "unet" / "last.pt"
 
@@ -38,6 +59,7 @@ def test_generator_starts_from_unet(tmp_path, discs, unet_run):
     cfg = gan_config(gan_mode="batch", epochs=1, init_checkpoint=str(unet_run))
     trainer_out = tmp_path / "gan"
     from fastdet.engine.seg import SegTrainer
+
     t = SegTrainer(cfg, *discs, trainer_out, resume=False)
     unet = load_checkpoint(unet_run)["model"]
     for k, v in t.model.generator.state_dict().items():
@@ -60,18 +82,23 @@ def test_epoch_alternation_phases(tmp_path, discs, unet_run):
     """Epoch 1 trains D only, epoch 2 G only: each network's parameters and buffers change
     only in its own phase."""
     out = tmp_path / "gan"
-    train_segmentation(gan_config(gan_mode="epoch", epochs=1, init_checkpoint=str(unet_run)),
-                       *discs, out)
+    train_segmentation(
+        gan_config(gan_mode="epoch", epochs=1, init_checkpoint=str(unet_run)), *discs, out
+    )
     s1 = load_checkpoint(out / "last.pt")["model"]
     start = load_checkpoint(unet_run)["model"]
     g0 = {"generator." + k: v for k, v in start.items()}
     assert not _changed(g0, _parts(s1, "generator."))  # D epoch: G untouched
-    hist = train_segmentation(gan_config(gan_mode="epoch", epochs=2,
-                                         init_checkpoint=str(unet_run)), *discs, out, resume=True)
+    hist = train_segmentation(
+        gan_config(gan_mode="epoch", epochs=2, init_checkpoint=str(unet_run)),
+        *discs,
+        out,
+        resume=True,
+    )
     s2 = load_checkpoint(out / "last.pt")["model"]
     assert [r["phase"] for r in hist] == ["d", "g"]
     assert math.isfinite(hist[0]["d_loss"]) and math.isnan(hist[1]["d_loss"])
-    assert _changed(_parts(s1, "generator."), _parts(s2, "generator."))      # G epoch: G moves
+    assert _changed(_parts(s1, "generator."), _parts(s2, "generator."))  # G epoch: G moves
     assert not _changed(_parts(s1, "discriminator."), _parts(s2, "discriminator."))  # D frozen
     d0 = load_checkpoint(out / "best.pt")  # best exists; D moved in epoch 1
     assert d0["epoch"] in (1, 2)
@@ -80,6 +107,7 @@ def test_epoch_alternation_phases(tmp_path, discs, unet_run):
 def test_d_epoch_moves_discriminator(tmp_path, discs):
     """Without an init checkpoint too: the D epoch changes D's weights."""
     from fastdet.engine.seg import SegTrainer
+
     cfg = gan_config(gan_mode="epoch", epochs=1)
     t = SegTrainer(cfg, *discs, tmp_path, resume=False)
     d_before = {k: v.clone() for k, v in t.model.discriminator.state_dict().items()}

@@ -1,4 +1,5 @@
 """Sliding-window inference, input reading and mask writing."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +9,14 @@ from torch import nn
 
 from fastdet.engine import TrainConfig
 from fastdet.engine.data import match_channels, standardize
-from fastdet.engine.inference import (_starts, predict_logits, read_input, sliding_window,
-                                      write_png_mask, write_volume_mask)
+from fastdet.engine.inference import (
+    _starts,
+    predict_logits,
+    read_input,
+    sliding_window,
+    write_png_mask,
+    write_volume_mask,
+)
 
 
 class Pointwise(nn.Module):
@@ -72,8 +79,9 @@ def test_standardize_and_channels():
 
 
 def test_read_inputs(tmp_path):
-    from PIL import Image
     import tifffile
+    from PIL import Image
+
     a = (np.arange(12 * 10).reshape(12, 10) % 256).astype(np.uint8)
     Image.fromarray(a).save(tmp_path / "g.png")
     tifffile.imwrite(tmp_path / "t.tif", a.astype(np.uint16))
@@ -88,6 +96,7 @@ def test_read_inputs(tmp_path):
 
 def test_write_masks(tmp_path):
     from PIL import Image
+
     m = np.zeros((6, 7), bool)
     m[2:4, 1:5] = True
     p = write_png_mask(tmp_path / "o" / "m.png", m)

@@ -1,6 +1,7 @@
 """The engine learns: a small U-Net on a synthetic DSB-2018 folder reaches a validation Dice
 well above chance in a few dozen CPU steps. Verified: best validation Dice 0.86-0.97 over
 config seeds 0-5 (about 6 s); the threshold leaves margin for other platforms' arithmetic."""
+
 from __future__ import annotations
 
 from fastdet.data.synthetic import synth_dsb2018
@@ -17,9 +18,20 @@ def test_unet_learns_synthetic_nuclei(tmp_path):
     train = open_seg_dataset("dsb2018", tmp_path / "data", "train", **kw)
     val = open_seg_dataset("dsb2018", tmp_path / "data", "val", **kw)
     assert (len(train), len(val)) == (9, 3)
-    cfg = TrainConfig(model="unet", depth=2, width=8, epochs=20, batch_size=4, size=64,
-                      optimizer="adam", lr=3e-3, loss="bce_dice", seed=0, device="cpu",
-                      progress=False)
+    cfg = TrainConfig(
+        model="unet",
+        depth=2,
+        width=8,
+        epochs=20,
+        batch_size=4,
+        size=64,
+        optimizer="adam",
+        lr=3e-3,
+        loss="bce_dice",
+        seed=0,
+        device="cpu",
+        progress=False,
+    )
     hist = train_segmentation(cfg, train, val, tmp_path / "run")
     assert hist[0]["val_dice"] < 0.7  # it starts out poor: the score below is learned
     assert max(r["val_dice"] for r in hist) >= MIN_DICE

@@ -1,4 +1,5 @@
 """train_segmentation: run folder, exact resume, NaN stop, atomic checkpoints, config checks."""
+
 from __future__ import annotations
 
 import math
@@ -15,8 +16,18 @@ from .conftest import DiscDataset
 
 
 def tiny(**kw) -> TrainConfig:
-    base = dict(model="unet", depth=2, width=4, epochs=2, batch_size=4, size=32, lr=0.01,
-                progress=False, device="cpu", seed=3)
+    base = dict(
+        model="unet",
+        depth=2,
+        width=4,
+        epochs=2,
+        batch_size=4,
+        size=32,
+        lr=0.01,
+        progress=False,
+        device="cpu",
+        seed=3,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -27,7 +38,15 @@ def test_run_folder(tmp_path, discs):
     for name in ("config.json", "last.pt", "best.pt", "metrics.csv", "metrics.png"):
         assert (tmp_path / name).is_file(), name
     rows = read_metrics_csv(tmp_path / "metrics.csv")
-    assert list(rows[0]) == ["epoch", "train_loss", "val_loss", "val_iou", "val_dice", "lr", "seconds"]
+    assert list(rows[0]) == [
+        "epoch",
+        "train_loss",
+        "val_loss",
+        "val_iou",
+        "val_dice",
+        "lr",
+        "seconds",
+    ]
     assert [r["epoch"] for r in rows] == [1, 2]
     assert all(math.isfinite(r["train_loss"]) and 0 <= r["val_dice"] <= 1 for r in rows)
     ckpt = load_checkpoint(tmp_path / "last.pt")
@@ -48,11 +67,11 @@ def test_step_decay_lr(tmp_path, discs):
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_resume_is_exact(tmp_path, discs, optimizer):
     """2 epochs straight == 1 epoch, then resume for the 2nd: bitwise equal weights."""
-    cfg = tiny(epochs=2, optimizer=optimizer, lr=0.01 if optimizer == "sgd" else 1e-3,
-               step_size=1)
+    cfg = tiny(epochs=2, optimizer=optimizer, lr=0.01 if optimizer == "sgd" else 1e-3, step_size=1)
     train_segmentation(cfg, *discs, tmp_path / "straight")
-    train_segmentation(tiny(epochs=1, optimizer=cfg.optimizer, lr=cfg.lr, step_size=1), *discs,
-                       tmp_path / "split")
+    train_segmentation(
+        tiny(epochs=1, optimizer=cfg.optimizer, lr=cfg.lr, step_size=1), *discs, tmp_path / "split"
+    )
     hist = train_segmentation(cfg, *discs, tmp_path / "split", resume=True)
     a = load_checkpoint(tmp_path / "straight" / "last.pt")
     b = load_checkpoint(tmp_path / "split" / "last.pt")

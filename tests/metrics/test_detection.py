@@ -1,4 +1,5 @@
 """dsb_score, rsna_score and coco_map against slow references, pycocotools and constructed cases."""
+
 import contextlib
 import io
 
@@ -6,11 +7,20 @@ import numpy as np
 import pytest
 import torch
 
-from fastdet.metrics import (COCO_IOU_THRESHOLDS, DSB_THRESHOLDS, RSNA_THRESHOLDS, coco_map,
-                             dsb_image_score, dsb_score, label_iou, rsna_image_score, rsna_score)
-
+from fastdet.metrics import (
+    COCO_IOU_THRESHOLDS,
+    DSB_THRESHOLDS,
+    RSNA_THRESHOLDS,
+    coco_map,
+    dsb_image_score,
+    dsb_score,
+    label_iou,
+    rsna_image_score,
+    rsna_score,
+)
 
 # ---------------------------------------------------------------- slow references
+
 
 def ref_label_iou(pred, gt):
     pids = [int(v) for v in np.unique(pred) if v]
@@ -92,17 +102,30 @@ def pycoco_stats(preds, targets):
     for i, t in enumerate(targets):
         for b, lab in zip(t["boxes"], t["labels"]):
             bb = xywh(b)
-            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": int(lab) + 1,
-                         "bbox": bb, "area": bb[2] * bb[3], "iscrowd": 0})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i + 1,
+                    "category_id": int(lab) + 1,
+                    "bbox": bb,
+                    "area": bb[2] * bb[3],
+                    "iscrowd": 0,
+                }
+            )
             cats.add(int(lab) + 1)
-    res = [{"image_id": i + 1, "category_id": int(lab) + 1, "bbox": xywh(b), "score": float(s)}
-           for i, p in enumerate(preds)
-           for b, s, lab in zip(p["boxes"], p["scores"], p["labels"])]
+    res = [
+        {"image_id": i + 1, "category_id": int(lab) + 1, "bbox": xywh(b), "score": float(s)}
+        for i, p in enumerate(preds)
+        for b, s, lab in zip(p["boxes"], p["scores"], p["labels"])
+    ]
     cats |= {r["category_id"] for r in res}
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO()
-        gt.dataset = {"images": [{"id": i + 1} for i in range(len(targets))],
-                      "annotations": anns, "categories": [{"id": c} for c in sorted(cats)]}
+        gt.dataset = {
+            "images": [{"id": i + 1} for i in range(len(targets))],
+            "annotations": anns,
+            "categories": [{"id": c} for c in sorted(cats)],
+        }
         gt.createIndex()
         ev = COCOeval(gt, gt.loadRes(res), "bbox")
         ev.evaluate()
@@ -113,10 +136,11 @@ def pycoco_stats(preds, targets):
 
 # ---------------------------------------------------------------- random inputs
 
+
 def random_labels(rng, shape=(48, 48), n=6, offset=0):
     """A label image of up to n random discs/rectangles (later ones overwrite earlier ones)."""
     out = np.zeros(shape, np.int32)
-    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
     ids = rng.choice(np.arange(1, 1000), n, replace=False) + offset
     for k in ids:
         cy, cx = rng.integers(0, shape[0]), rng.integers(0, shape[1])
@@ -161,8 +185,9 @@ def random_detections(rng, n_images=6, n_classes=3, integer=False, crowd=False):
         near[:, 2:] = np.maximum(near[:, 2:], near[:, :2])
         n_rand = int(rng.integers(0, 6)) + (110 if crowd else 0)
         p = np.concatenate([near, random_boxes(rng, n_rand, integer)])
-        pl = np.concatenate([gl[pick] if len(g) else np.zeros(0, int),
-                             rng.integers(0, n_classes, n_rand)])
+        pl = np.concatenate(
+            [gl[pick] if len(g) else np.zeros(0, int), rng.integers(0, n_classes, n_rand)]
+        )
         flip = rng.random(len(pl)) < 0.1  # some wrong-class predictions
         pl = np.where(flip, rng.integers(0, n_classes, len(pl)), pl)
         # scores with ties (one decimal) so the stable tie order is exercised
@@ -170,12 +195,16 @@ def random_detections(rng, n_images=6, n_classes=3, integer=False, crowd=False):
         preds.append({"boxes": p, "scores": s, "labels": pl.astype(np.int64)})
         targets.append({"boxes": g, "labels": gl.astype(np.int64)})
     if sum(len(p["boxes"]) for p in preds) == 0:  # pycocotools cannot load an empty result
-        preds[0] = {"boxes": random_boxes(rng, 1), "scores": np.ones(1),
-                    "labels": np.zeros(1, np.int64)}
+        preds[0] = {
+            "boxes": random_boxes(rng, 1),
+            "scores": np.ones(1),
+            "labels": np.zeros(1, np.int64),
+        }
     return preds, targets
 
 
 # ---------------------------------------------------------------- label_iou / DSB
+
 
 def test_label_iou_matches_pairwise_loop(rng):
     gt = random_labels(rng)
@@ -199,11 +228,11 @@ def test_dsb_constructed_cases():
     z = np.zeros((8, 8), np.int32)
     one = z.copy()
     one[2:4, 2:4] = 7
-    assert dsb_image_score(z, z) == 1.0           # both empty: documented as 1.0
-    assert dsb_image_score(one, z) == 0.0         # spurious prediction
-    assert dsb_image_score(z, one) == 0.0         # missed object
-    assert dsb_image_score(one * 3, one) == 1.0   # ids need not agree
-    shifted = np.roll(one, 1, 1)                  # IoU 2/6 = 1/3 < 0.5: no match anywhere
+    assert dsb_image_score(z, z) == 1.0  # both empty: documented as 1.0
+    assert dsb_image_score(one, z) == 0.0  # spurious prediction
+    assert dsb_image_score(z, one) == 0.0  # missed object
+    assert dsb_image_score(one * 3, one) == 1.0  # ids need not agree
+    shifted = np.roll(one, 1, 1)  # IoU 2/6 = 1/3 < 0.5: no match anywhere
     assert dsb_image_score(shifted, one) == 0.0
     # IoU exactly 0.75 (3 of 4 columns): a hit for t < 0.75 only, since the match is IoU > t
     gt = z.copy()
@@ -221,7 +250,9 @@ def test_dsb_constructed_cases():
 
 def test_dsb_errors():
     a = np.zeros((4, 4), np.int32)
-    with pytest.raises(ValueError, match=r"same shape, got pred_labels \(4, 4\) and gt_labels \(4, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"same shape, got pred_labels \(4, 4\) and gt_labels \(4, 5\)"
+    ):
         dsb_score(a, np.zeros((4, 5), np.int32))
     with pytest.raises(ValueError, match="labels >= 0"):
         dsb_score(a - 1, a)
@@ -239,6 +270,7 @@ def test_dsb_errors():
 
 # ---------------------------------------------------------------- RSNA
 
+
 @pytest.mark.parametrize("match", ["confidence", "kernel"])
 @pytest.mark.parametrize("integer", [False, True])
 def test_rsna_matches_reference(rng, match, integer):
@@ -246,11 +278,15 @@ def test_rsna_matches_reference(rng, match, integer):
     for p in preds:  # distinct scores: the kernel's own tie order is unspecified
         p["scores"] = rng.permutation(len(p["scores"])) / 16.0
     preds[0] = {"boxes": np.zeros((0, 4)), "scores": np.zeros(0)}  # no predictions
-    targets[1] = {"boxes": np.zeros((0, 4))}                       # no ground truth
-    preds[2], targets[2] = {"boxes": np.zeros((0, 4)), "scores": np.zeros(0)}, {"boxes": np.zeros((0, 4))}
+    targets[1] = {"boxes": np.zeros((0, 4))}  # no ground truth
+    preds[2], targets[2] = (
+        {"boxes": np.zeros((0, 4)), "scores": np.zeros(0)},
+        {"boxes": np.zeros((0, 4))},
+    )
     mean, per = rsna_score(preds, targets, match=match, return_per_image=True)
-    want = [ref_rsna_image(p["boxes"], p["scores"], t["boxes"], match)
-            for p, t in zip(preds, targets)]
+    want = [
+        ref_rsna_image(p["boxes"], p["scores"], t["boxes"], match) for p, t in zip(preds, targets)
+    ]
     want = np.array([np.nan if w is None else w for w in want])
     np.testing.assert_allclose(per, want, rtol=0, atol=1e-12)
     assert np.isnan(per[2])
@@ -258,33 +294,38 @@ def test_rsna_matches_reference(rng, match, integer):
 
 
 def test_rsna_constructed_cases():
-    g = np.array([[0, 0, 10, 10.]])
+    g = np.array([[0, 0, 10, 10.0]])
     e = np.zeros((0, 4))
-    img = lambda b, s=None: {"boxes": b, "scores": np.ones(len(b)) if s is None else s}
+
+    def img(b, s=None):
+        return {"boxes": b, "scores": np.ones(len(b)) if s is None else s}
+
     assert rsna_score([img(g)], [{"boxes": g}]) == 1.0
-    assert rsna_score([img(g)], [{"boxes": e}]) == 0.0         # no GT, a prediction: 0
-    assert np.isnan(rsna_score([img(e)], [{"boxes": e}]))      # nothing at all: skipped
+    assert rsna_score([img(g)], [{"boxes": e}]) == 0.0  # no GT, a prediction: 0
+    assert np.isnan(rsna_score([img(e)], [{"boxes": e}]))  # nothing at all: skipped
     assert rsna_score([img(e), img(g)], [{"boxes": e}, {"boxes": g}]) == 1.0  # skip, not 0
-    assert rsna_score([img(e)], [{"boxes": g}]) == 0.0         # missed
+    assert rsna_score([img(e)], [{"boxes": g}]) == 0.0  # missed
     # IoU 0.5 exactly: a hit for t in 0.40, 0.45 only (strictly greater), 2 of 8 thresholds
-    half = np.array([[0, 0, 10, 5.]])
+    half = np.array([[0, 0, 10, 5.0]])
     assert rsna_image_score(half, [1.0], g) == pytest.approx(2 / 8)
     # the kernel's >= also takes t = 0.5
     assert rsna_image_score(half, [1.0], g, match="kernel") == pytest.approx(3 / 8)
     # confidence decides: the confident box matches, the other is a false positive
-    two = np.array([[0, 0, 10, 10.], [0, 0, 10, 9.]])
+    two = np.array([[0, 0, 10, 10.0], [0, 0, 10, 9.0]])
     assert rsna_image_score(two, [0.9, 0.1], g) == pytest.approx(0.5)
     # a confident poor box (IoU 0.45) takes the GT at low t and leaves the good one as an FP
-    poor = np.array([[0, 0, 10, 4.6], [0, 0, 10, 10.]])
+    poor = np.array([[0, 0, 10, 4.6], [0, 0, 10, 10.0]])
     s = rsna_image_score(poor, [0.9, 0.1], g)
     assert s == pytest.approx((0.5 + 0.5 + 6 * 0.5) / 8)
     # torch tensors
-    out = rsna_score([{"boxes": torch.tensor(g), "scores": torch.ones(1)}], [{"boxes": torch.tensor(g)}])
+    out = rsna_score(
+        [{"boxes": torch.tensor(g), "scores": torch.ones(1)}], [{"boxes": torch.tensor(g)}]
+    )
     assert out == 1.0
 
 
 def test_rsna_errors():
-    g = np.array([[0, 0, 10, 10.]])
+    g = np.array([[0, 0, 10, 10.0]])
     with pytest.raises(ValueError, match=r"preds\[0\] has no 'scores' key"):
         rsna_score([{"boxes": g}], [{"boxes": g}])
     with pytest.raises(ValueError, match=r"must have shape \[N, 4\], got \(1, 3\)"):
@@ -309,18 +350,25 @@ def test_rsna_errors():
         rsna_score([{"boxes": g, "scores": np.ones(1)}], [{"boxes": g}], thresholds=[1.5])
     with pytest.raises(ValueError, match="match must be 'confidence' or 'kernel'"):
         rsna_score([{"boxes": g, "scores": np.ones(1)}], [{"boxes": g}], match="best")
-    with pytest.raises(TypeError, match=r"boxes'\] must be a numpy.ndarray or torch.Tensor, got list"):
+    with pytest.raises(
+        TypeError, match=r"boxes'\] must be a numpy.ndarray or torch.Tensor, got list"
+    ):
         rsna_score([{"boxes": [[0, 0, 1, 1]], "scores": np.ones(1)}], [{"boxes": g}])
 
 
 # ---------------------------------------------------------------- COCO
 
+
 @pytest.mark.parametrize("case", ["float", "integer", "crowded"])
 def test_coco_map_equals_pycocotools(rng, case):
     pytest.importorskip("pycocotools")
     for _ in range(3):
-        preds, targets = random_detections(rng, n_images=int(rng.integers(1, 7)),
-                                           integer=case == "integer", crowd=case == "crowded")
+        preds, targets = random_detections(
+            rng,
+            n_images=int(rng.integers(1, 7)),
+            integer=case == "integer",
+            crowd=case == "crowded",
+        )
         got = coco_map(preds, targets)
         stats = pycoco_stats(preds, targets)
         for key, i in (("map", 0), ("map_50", 1), ("map_75", 2), ("mar_100", 8)):
@@ -328,42 +376,64 @@ def test_coco_map_equals_pycocotools(rng, case):
 
 
 def test_coco_map_constructed_cases():
-    g = np.array([[0, 0, 10, 10.], [20, 20, 40, 40.]])
+    g = np.array([[0, 0, 10, 10.0], [20, 20, 40, 40.0]])
     lab = np.array([1, 2])
     t = [{"boxes": g, "labels": lab}]
-    perfect = coco_map([{"boxes": g, "scores": np.array([.9, .8]), "labels": lab}], t)
+    perfect = coco_map([{"boxes": g, "scores": np.array([0.9, 0.8]), "labels": lab}], t)
     for key in ("map", "map_50", "map_75", "mar_100"):  # precision is tp / (tp + fp + eps)
         assert perfect[key] == pytest.approx(1.0, abs=1e-12)
     assert list(perfect["classes"]) == [1, 2]
-    none = coco_map([{"boxes": np.zeros((0, 4)), "scores": np.zeros(0),
-                      "labels": np.zeros(0, np.int64)}], t)
+    none = coco_map(
+        [{"boxes": np.zeros((0, 4)), "scores": np.zeros(0), "labels": np.zeros(0, np.int64)}], t
+    )
     assert none["map"] == 0.0 and none["mar_100"] == 0.0
-    no_gt = coco_map([{"boxes": g, "scores": np.ones(2), "labels": lab}],
-                     [{"boxes": np.zeros((0, 4)), "labels": np.zeros(0, np.int64)}])
+    no_gt = coco_map(
+        [{"boxes": g, "scores": np.ones(2), "labels": lab}],
+        [{"boxes": np.zeros((0, 4)), "labels": np.zeros(0, np.int64)}],
+    )
     assert no_gt["map"] == -1.0 and no_gt["map_50"] == -1.0
     # a class with GT but no detection counts as AP 0; one only predicted is ignored
-    half = coco_map([{"boxes": g[:1], "scores": np.ones(1), "labels": lab[:1]},
-                     ], t)
+    half = coco_map(
+        [
+            {"boxes": g[:1], "scores": np.ones(1), "labels": lab[:1]},
+        ],
+        t,
+    )
     assert half["map"] == pytest.approx(0.5)
     extra = coco_map([{"boxes": g, "scores": np.ones(2), "labels": np.array([1, 9])}], t)
     assert extra["map"] == pytest.approx(0.5) and list(extra["classes"]) == [1, 2]
     # IoU exactly 0.5: COCO matches at IoU >= t, so only t = 0.5 counts
-    at_half = coco_map([{"boxes": np.array([[0, 0, 10, 5.]]), "scores": np.ones(1),
-                         "labels": np.array([1])}], [{"boxes": g[:1], "labels": lab[:1]}])
+    at_half = coco_map(
+        [{"boxes": np.array([[0, 0, 10, 5.0]]), "scores": np.ones(1), "labels": np.array([1])}],
+        [{"boxes": g[:1], "labels": lab[:1]}],
+    )
     assert at_half["map_50"] == pytest.approx(1.0) and at_half["map"] == pytest.approx(0.1)
     assert COCO_IOU_THRESHOLDS[0] == 0.5 and COCO_IOU_THRESHOLDS[5] == 0.75
     # torch tensors give the same as numpy
-    tt = coco_map([{"boxes": torch.tensor(g), "scores": torch.tensor([.9, .8]),
-                    "labels": torch.tensor(lab)}], [{"boxes": torch.tensor(g), "labels": torch.tensor(lab)}])
+    tt = coco_map(
+        [
+            {
+                "boxes": torch.tensor(g),
+                "scores": torch.tensor([0.9, 0.8]),
+                "labels": torch.tensor(lab),
+            }
+        ],
+        [{"boxes": torch.tensor(g), "labels": torch.tensor(lab)}],
+    )
     assert tt["map"] == perfect["map"]
 
 
 def test_coco_map_tie_rule_matches_pycocotools():
     # the first detection has IoU 0.5 with both ground truths; pycocotools gives it the later
     # one (B), so the second detection, a copy of B, finds B taken and is a false positive
-    a, b = [0, 0, 10, 20.], [0, 0, 20, 10.]
-    p = [{"boxes": np.array([[0, 0, 10, 10.], b]), "scores": np.array([.9, .8]),
-          "labels": np.zeros(2, np.int64)}]
+    a, b = [0, 0, 10, 20.0], [0, 0, 20, 10.0]
+    p = [
+        {
+            "boxes": np.array([[0, 0, 10, 10.0], b]),
+            "scores": np.array([0.9, 0.8]),
+            "labels": np.zeros(2, np.int64),
+        }
+    ]
     t = [{"boxes": np.array([a, b]), "labels": np.zeros(2, np.int64)}]
     got = coco_map(p, t)
     assert got["map_50"] == pytest.approx(51 / 101)  # precision 1 up to recall 0.5, then 0
@@ -373,12 +443,17 @@ def test_coco_map_tie_rule_matches_pycocotools():
 
 
 def test_coco_map_max_detections():
-    g = np.array([[0, 0, 10, 10.]])
-    junk = np.tile([[50, 50, 60, 60.]], (3, 1))
-    p = [{"boxes": np.concatenate([junk, g]), "scores": np.array([.9, .8, .7, .1]),
-          "labels": np.zeros(4, np.int64)}]
+    g = np.array([[0, 0, 10, 10.0]])
+    junk = np.tile([[50, 50, 60, 60.0]], (3, 1))
+    p = [
+        {
+            "boxes": np.concatenate([junk, g]),
+            "scores": np.array([0.9, 0.8, 0.7, 0.1]),
+            "labels": np.zeros(4, np.int64),
+        }
+    ]
     t = [{"boxes": g, "labels": np.zeros(1, np.int64)}]
-    assert coco_map(p, t, max_detections=3)["map"] == 0.0   # the hit is the 4th by score
+    assert coco_map(p, t, max_detections=3)["map"] == 0.0  # the hit is the 4th by score
     assert coco_map(p, t)["map"] == pytest.approx(0.25, abs=0.01)
     with pytest.raises(ValueError, match="max_detections must be >= 1, got 0"):
         coco_map(p, t, max_detections=0)

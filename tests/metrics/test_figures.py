@@ -1,4 +1,5 @@
 """Overlays colour the right pixels; PR curves are the running precision and recall; PNGs load."""
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -8,7 +9,7 @@ from fastdet.metrics import figures as Fg
 
 def square(h, w, y0, x0, s):
     m = np.zeros((h, w), bool)
-    m[y0:y0 + s, x0:x0 + s] = True
+    m[y0 : y0 + s, x0 : x0 + s] = True
     return m
 
 
@@ -29,7 +30,11 @@ def test_overlay_fill_tints_regions():
     img = np.zeros((20, 20))
     gt, pred = square(20, 20, 2, 2, 10), square(20, 20, 2, 6, 10)
     out = Fg.overlay(img, gt, pred, fill=1.0)
-    assert tuple(out[6, 4]) == Fg.GREEN and tuple(out[6, 13]) == Fg.RED and tuple(out[6, 9]) == Fg.YELLOW
+    assert (
+        tuple(out[6, 4]) == Fg.GREEN
+        and tuple(out[6, 13]) == Fg.RED
+        and tuple(out[6, 9]) == Fg.YELLOW
+    )
 
 
 def test_overlay_errors():
@@ -54,11 +59,15 @@ def test_pr_curve_against_a_loop():
     hits = 0
     for k, i in enumerate(order):
         hits += tp[i]
-        assert precision[k] == pytest.approx(hits / (k + 1)) and recall[k] == pytest.approx(hits / 25)
+        assert precision[k] == pytest.approx(hits / (k + 1)) and recall[k] == pytest.approx(
+            hits / 25
+        )
     with pytest.raises(ValueError, match="one entry per detection"):
         Fg.pr_curve(scores, tp[:5], 3)
 
 
 def test_save_pr_curves_png(tmp_path):
-    p = Fg.save_pr_curves(tmp_path / "pr.png", {"a": Fg.pr_curve([0.9, 0.5], [1, 0], 2), "empty": ([], [])})
+    p = Fg.save_pr_curves(
+        tmp_path / "pr.png", {"a": Fg.pr_curve([0.9, 0.5], [1, 0], 2), "empty": ([], [])}
+    )
     assert Image.open(p).size == (500, 400)

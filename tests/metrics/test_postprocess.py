@@ -1,12 +1,21 @@
 """Post-processing on constructed masks (2-D and 3-D) and the classical segmenter on synthetic
 images with a known answer."""
+
 import numpy as np
 import pytest
 import torch
 
-from fastdet.metrics import (classical_segment, clean_mask, dice, dsb_score, fill_holes,
-                             keep_largest_component, label_components, remove_small_objects,
-                             split_instances)
+from fastdet.metrics import (
+    classical_segment,
+    clean_mask,
+    dice,
+    dsb_score,
+    fill_holes,
+    keep_largest_component,
+    label_components,
+    remove_small_objects,
+    split_instances,
+)
 
 
 def disc(shape, centre, r):
@@ -26,9 +35,10 @@ def ring(shape=(40, 40)):
 
 # ---------------------------------------------------------------- components
 
+
 def test_keep_largest_component():
     m = np.zeros((20, 20), bool)
-    m[2:5, 2:5] = True      # 9 px
+    m[2:5, 2:5] = True  # 9 px
     m[10:16, 10:16] = True  # 36 px
     m[0, 19] = True
     out = keep_largest_component(m)
@@ -37,7 +47,7 @@ def test_keep_largest_component():
     # diagonal neighbours join only with connectivity 2
     d = np.eye(6, dtype=bool)
     d[0:3, 4:6] = True
-    assert keep_largest_component(d).sum() == 6          # 2x3 block beats single pixels
+    assert keep_largest_component(d).sum() == 6  # 2x3 block beats single pixels
     assert keep_largest_component(d, connectivity=2).sum() == d.sum()
 
 
@@ -58,8 +68,8 @@ def test_remove_small_objects_drops_isolated_pixels():
     out = remove_small_objects(m, 10)
     assert out.sum() == 100 and out[5:15, 5:15].all()
     assert remove_small_objects(m, 0).sum() == m.sum()
-    assert not remove_small_objects(m, 101).any()       # the square has exactly 100 px
-    assert remove_small_objects(m, 100).sum() == 100    # kept: size >= min_size
+    assert not remove_small_objects(m, 101).any()  # the square has exactly 100 px
+    assert remove_small_objects(m, 100).sum() == 100  # kept: size >= min_size
     _, n = label_components(out)
     assert n == 1
 
@@ -81,7 +91,7 @@ def test_fill_holes():
 
 def test_fill_holes_3d_and_per_slice():
     tube = np.stack([ring((30, 30)) for _ in range(5)])  # a lumen open at both ends
-    assert (fill_holes(tube) == tube).all()               # in 3-D it reaches the border
+    assert (fill_holes(tube) == tube).all()  # in 3-D it reaches the border
     per = fill_holes(tube, per_slice=True)
     assert per.sum() == 5 * disc((30, 30), (15, 15), 12).sum()
     closed = tube.copy()
@@ -94,7 +104,7 @@ def test_split_instances_two_touching_discs():
     assert label_components(m)[1] == 1
     lab = split_instances(m)
     assert lab.dtype == np.int32 and set(np.unique(lab)) == {0, 1, 2}
-    assert ((lab > 0) == m).all()                          # nothing lost, nothing added
+    assert ((lab > 0) == m).all()  # nothing lost, nothing added
     # each disc's centre is in a different instance, and each instance is mostly one disc
     assert lab[30, 25] != lab[30, 44]
     truth = np.zeros(m.shape, np.int32)
@@ -109,7 +119,7 @@ def test_split_instances_3d_and_edge_cases():
     assert lab.max() == 2 and lab[15, 15, 14] != lab[15, 15, 29]
     assert not split_instances(np.zeros((8, 8))).any()
     line = np.zeros((5, 9), bool)
-    line[2, :] = True                 # flat, one pixel wide: still one instance, nothing lost
+    line[2, :] = True  # flat, one pixel wide: still one instance, nothing lost
     out = split_instances(line)
     assert out[line].min() >= 1 and out.max() >= 1
     single = np.zeros((5, 5), bool)
@@ -121,7 +131,7 @@ def test_clean_mask_on_unet_like_output():
     rng = np.random.default_rng(1)
     truth = disc((64, 64), (32, 32), 20)
     prob = np.where(truth, 0.9, 0.1) + rng.normal(0, 0.05, truth.shape)
-    prob[truth & (rng.random(truth.shape) < 0.02)] = 0.0   # pinholes
+    prob[truth & (rng.random(truth.shape) < 0.02)] = 0.0  # pinholes
     prob[rng.integers(0, 64, 20), rng.integers(0, 64, 20)] = 1.0  # isolated false pixels
     prob[32, 32] = 0.0
     raw = prob > 0.5
@@ -150,6 +160,7 @@ def test_postprocess_errors():
 
 # ---------------------------------------------------------------- classical segmenter
 
+
 def synthetic_image(rng, dark=False):
     m = two_touching_discs() | disc((60, 80), (10, 70), 5)
     img = np.where(m, 0.8, 0.2) + rng.normal(0, 0.08, m.shape)
@@ -162,7 +173,7 @@ def test_classical_segment_finds_and_splits_objects(rng, dark):
     mask, labels = classical_segment(img)
     assert mask.dtype == bool and labels.dtype == np.int32 and mask.shape == img.shape
     assert dice(mask, truth) > 0.95
-    assert labels.max() == 3                  # two touching discs split, plus the small one
+    assert labels.max() == 3  # two touching discs split, plus the small one
     assert ((labels > 0) == mask).all()
     explicit = classical_segment(img, polarity="dark" if dark else "bright")[0]
     np.testing.assert_array_equal(explicit, mask)

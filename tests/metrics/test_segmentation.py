@@ -1,16 +1,31 @@
 """iou, dice, sensitivity, specificity, precision, summarize and confusion_matrix against a slow
 pixel-by-pixel reference, on random masks and constructed edge cases."""
+
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from fastdet.metrics import (METRICS, confusion_counts, confusion_matrix, dice, iou, precision,
-                             sensitivity, specificity, summarize)
+from fastdet.metrics import (
+    METRICS,
+    confusion_counts,
+    confusion_matrix,
+    dice,
+    iou,
+    precision,
+    sensitivity,
+    specificity,
+    summarize,
+)
 
-FUNCS = {"iou": iou, "dice": dice, "sensitivity": sensitivity, "specificity": specificity,
-         "precision": precision}
+FUNCS = {
+    "iou": iou,
+    "dice": dice,
+    "sensitivity": sensitivity,
+    "specificity": specificity,
+    "precision": precision,
+}
 NAN = float("nan")
 
 
@@ -30,16 +45,21 @@ def ref_counts(pred, target):
 
 def ref_metric(name, tp, fp, fn, tn, ignore_empty=True):
     """The documented rules, written out case by case."""
+
     def div(a, b):
         return a / b if b else NAN
+
     if name in ("iou", "dice"):
         if tp + fn == 0:  # empty target
             if ignore_empty:
                 return NAN
             return 1.0 if fp == 0 else 0.0
         return div(tp, tp + fp + fn) if name == "iou" else div(2 * tp, 2 * tp + fp + fn)
-    return {"sensitivity": div(tp, tp + fn), "specificity": div(tn, tn + fp),
-            "precision": div(tp, tp + fp)}[name]
+    return {
+        "sensitivity": div(tp, tp + fn),
+        "specificity": div(tn, tn + fp),
+        "precision": div(tp, tp + fp),
+    }[name]
 
 
 def same(a, b):
@@ -52,13 +72,13 @@ def random_batch(rng, shape):
     dens = rng.uniform(0, 1, (n,) + (1,) * (len(shape) - 1))
     pred = rng.random(shape) < dens
     target = rng.random(shape) < rng.permutation(dens)
-    target[0] = False                      # empty target
+    target[0] = False  # empty target
     if n > 1:
-        pred[1] = False                    # empty prediction
+        pred[1] = False  # empty prediction
     if n > 2:
-        pred[2] = target[2] = False        # both empty
+        pred[2] = target[2] = False  # both empty
     if n > 3:
-        pred[3] = target[3] = True         # all ones
+        pred[3] = target[3] = True  # all ones
     if n > 4:
         pred[4] = target[4] = False
         pred[4].flat[7] = target[4].flat[7] = True  # one pixel, matched
@@ -77,11 +97,15 @@ def test_per_sample_matches_reference(rng, name, ignore_empty):
         assert same(g, w), (got, want)
     # mean ignores NaN; pooled sums the counts first
     kept = [w for w in want if not math.isnan(w)]
-    assert same(FUNCS[name](pred, target, sample_ndim=2, reduction="mean", **kw),
-                sum(kept) / len(kept) if kept else NAN)
+    assert same(
+        FUNCS[name](pred, target, sample_ndim=2, reduction="mean", **kw),
+        sum(kept) / len(kept) if kept else NAN,
+    )
     pooled = [sum(c) for c in zip(*(ref_counts(p, t) for p, t in zip(pred, target)))]
-    assert same(FUNCS[name](pred, target, sample_ndim=2, reduction="pooled", **kw),
-                ref_metric(name, *pooled, ignore_empty))
+    assert same(
+        FUNCS[name](pred, target, sample_ndim=2, reduction="pooled", **kw),
+        ref_metric(name, *pooled, ignore_empty),
+    )
 
 
 def test_per_volume_and_per_slice(rng):
@@ -137,10 +161,12 @@ def test_pooled_differs_from_mean():
 def test_input_kinds_agree(rng):
     pred, target = random_batch(rng, (5, 8, 8))
     want = iou(pred, target, sample_ndim=2)
-    for p, t in [(torch.from_numpy(pred), torch.from_numpy(target)),
-                 (torch.from_numpy(pred).bfloat16(), torch.from_numpy(target).half()),
-                 (pred.astype(np.uint8), target.astype(np.float32)),
-                 (torch.from_numpy(pred).float().requires_grad_(), torch.from_numpy(target).long())]:
+    for p, t in [
+        (torch.from_numpy(pred), torch.from_numpy(target)),
+        (torch.from_numpy(pred).bfloat16(), torch.from_numpy(target).half()),
+        (pred.astype(np.uint8), target.astype(np.float32)),
+        (torch.from_numpy(pred).float().requires_grad_(), torch.from_numpy(target).long()),
+    ]:
         np.testing.assert_array_equal(iou(p, t, sample_ndim=2), want)
     # a list of differently sized images: one value per image
     lst_p = [pred[0], pred[1, :5], pred[2, :3, :4]]
@@ -151,7 +177,8 @@ def test_input_kinds_agree(rng):
     assert got.shape == (3,)
     c = confusion_counts(lst_p, lst_t)
     assert [int(v) for v in (c["tp"][1], c["fp"][1], c["fn"][1], c["tn"][1])] == list(
-        ref_counts(lst_p[1], lst_t[1]))
+        ref_counts(lst_p[1], lst_t[1])
+    )
 
 
 def test_summarize(rng):
@@ -177,8 +204,9 @@ def test_confusion_matrix(rng):
     for a, b in zip(t.ravel(), p.ravel()):
         want[a, b] += 1
     np.testing.assert_array_equal(confusion_matrix(p, t, num_classes=5), want)
-    np.testing.assert_array_equal(confusion_matrix(torch.from_numpy(p), torch.from_numpy(t)),
-                                  want[:4, :4])
+    np.testing.assert_array_equal(
+        confusion_matrix(torch.from_numpy(p), torch.from_numpy(t)), want[:4, :4]
+    )
     np.testing.assert_array_equal(confusion_matrix([p, p], [t, t], num_classes=5), 2 * want)
     np.testing.assert_array_equal(confusion_matrix(np.zeros(3), np.zeros(3)), [[3, 0], [0, 0]])
     with pytest.raises(ValueError, match="num_classes is 3 but a class index 3 was found"):
@@ -191,7 +219,9 @@ def test_confusion_matrix(rng):
         confusion_matrix(p, t.T)
     with pytest.raises(ValueError, match="num_classes must be >= 1, got 0"):
         confusion_matrix(p, t, num_classes=0)
-    with pytest.raises(TypeError, match="pred must be a bool, integer or float array, got dtype complex128"):
+    with pytest.raises(
+        TypeError, match="pred must be a bool, integer or float array, got dtype complex128"
+    ):
         confusion_matrix(p + 0j, t)
     with pytest.raises(TypeError, match="both be arrays or both be lists"):
         confusion_matrix([p], t)
@@ -199,31 +229,46 @@ def test_confusion_matrix(rng):
 
 def test_errors():
     a = np.zeros((2, 3), bool)
-    with pytest.raises(ValueError, match=r"pred and target must have the same shape, got pred \(2, 3\) and target \(3, 2\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"pred and target must have the same shape, got pred \(2, 3\) and target \(3, 2\)",
+    ):
         dice(a, a.T)
-    with pytest.raises(ValueError, match=r"pred must be binary \(bool or values 0 and 1\), found value 2"):
+    with pytest.raises(
+        ValueError, match=r"pred must be binary \(bool or values 0 and 1\), found value 2"
+    ):
         iou(a.astype(int) + 2, a)
     with pytest.raises(ValueError, match="target must be binary .* found value nan"):
         iou(a, np.full((2, 3), np.nan))
     with pytest.raises(ValueError, match="target must be binary .* found value 0.5"):
         sensitivity(a, np.full((2, 3), 0.5))
-    with pytest.raises(TypeError, match=r"pred\[0\] must be a numpy.ndarray or torch.Tensor, got list"):
+    with pytest.raises(
+        TypeError, match=r"pred\[0\] must be a numpy.ndarray or torch.Tensor, got list"
+    ):
         dice([[0, 1]], [[0, 1]])
-    with pytest.raises(ValueError, match=r"same shape, got pred\[1\] \(2, 3\) and target\[1\] \(2, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"same shape, got pred\[1\] \(2, 3\) and target\[1\] \(2, 2\)"
+    ):
         dice([a, a], [a, a[:, :2]])
     with pytest.raises(TypeError, match="target must be a numpy.ndarray or torch.Tensor, got int"):
         dice(a, 3)
-    with pytest.raises(TypeError, match="pred must be a bool, integer or float array, got dtype <U1"):
+    with pytest.raises(
+        TypeError, match="pred must be a bool, integer or float array, got dtype <U1"
+    ):
         dice(np.array(["a"]), np.array([True]))
     with pytest.raises(TypeError, match="both be arrays or both be lists"):
         dice([a], a)
     with pytest.raises(ValueError, match="same length, got 1 and 2"):
         dice([a], [a, a])
-    with pytest.raises(ValueError, match=r"sample_ndim must be in \[1, 2\] for masks of shape \(2, 3\), got 3"):
+    with pytest.raises(
+        ValueError, match=r"sample_ndim must be in \[1, 2\] for masks of shape \(2, 3\), got 3"
+    ):
         specificity(a, a, sample_ndim=3)
     with pytest.raises(TypeError, match="sample_ndim must be an int or None, got float"):
         precision(a, a, sample_ndim=1.0)
-    with pytest.raises(ValueError, match=r"reduction must be one of \('none', 'mean', 'pooled'\), got 'sum'"):
+    with pytest.raises(
+        ValueError, match=r"reduction must be one of \('none', 'mean', 'pooled'\), got 'sum'"
+    ):
         iou(a, a, reduction="sum")
     with pytest.raises(ValueError, match="metric must be one of"):
         summarize(a, a, metrics=("f2",))

@@ -1,11 +1,21 @@
 """Per-subject IoU/Dice tables, method summaries and the CSV round trip."""
+
 import math
 
 import numpy as np
 import pytest
 
-from fastdet.metrics import (dice, format_mean_std, iou, method_summary, read_csv, subject_table,
-                             subject_table_from_rows, wide_table, write_csv)
+from fastdet.metrics import (
+    dice,
+    format_mean_std,
+    iou,
+    method_summary,
+    read_csv,
+    subject_table,
+    subject_table_from_rows,
+    wide_table,
+    write_csv,
+)
 
 
 def samples(rng, subjects=("p01", "p02", "p03"), methods=("unet", "otsu"), slices=4):
@@ -24,12 +34,13 @@ def test_subject_table_pooled_and_mean(rng):
     data = samples(rng)
     pooled = subject_table(data)
     assert [(r["subject"], r["method"]) for r in pooled] == [
-        (s, m) for s in ("p01", "p02", "p03") for m in ("unet", "otsu")]
+        (s, m) for s in ("p01", "p02", "p03") for m in ("unet", "otsu")
+    ]
     for row in pooled:
         mine = [(p, t) for s, m, p, t in data if (s, m) == (row["subject"], row["method"])]
         vol_p, vol_t = np.stack([p for p, _ in mine]), np.stack([t for _, t in mine])
         assert row["n_images"] == 4
-        assert row["iou"] == pytest.approx(iou(vol_p, vol_t))     # pooled = per volume
+        assert row["iou"] == pytest.approx(iou(vol_p, vol_t))  # pooled = per volume
         assert row["dice"] == pytest.approx(dice(vol_p, vol_t))
     means = subject_table(data, reduction="mean")
     row = means[0]
@@ -40,13 +51,20 @@ def test_subject_table_pooled_and_mean(rng):
 
 
 def test_rows_wide_summary_and_csv(rng, tmp_path):
-    rows = [{"subject": "a", "method": "unet", "iou": 0.5, "dice": 0.6},
-            {"subject": "a", "method": "unet", "iou": 0.7, "dice": float("nan")},
-            {"subject": "a", "method": "otsu", "iou": 0.2, "dice": 0.3},
-            {"subject": "b", "method": "unet", "iou": 0.9, "dice": 0.95}]
+    rows = [
+        {"subject": "a", "method": "unet", "iou": 0.5, "dice": 0.6},
+        {"subject": "a", "method": "unet", "iou": 0.7, "dice": float("nan")},
+        {"subject": "a", "method": "otsu", "iou": 0.2, "dice": 0.3},
+        {"subject": "b", "method": "unet", "iou": 0.9, "dice": 0.95},
+    ]
     table = subject_table_from_rows(rows)
-    assert table[0] == {"subject": "a", "method": "unet", "iou": pytest.approx(0.6),
-                        "dice": 0.6, "n_images": 2}
+    assert table[0] == {
+        "subject": "a",
+        "method": "unet",
+        "iou": pytest.approx(0.6),
+        "dice": 0.6,
+        "n_images": 2,
+    }
     wide = wide_table(table)
     assert wide[0]["otsu iou"] == 0.2 and wide[1]["unet dice"] == 0.95
     assert math.isnan(wide[1]["otsu iou"])  # no otsu row for subject b
@@ -65,7 +83,9 @@ def test_rows_wide_summary_and_csv(rng, tmp_path):
 def test_table_errors():
     with pytest.raises(ValueError, match="reduction must be one of"):
         subject_table([], reduction="median")
-    with pytest.raises(ValueError, match=r"samples\[0\] must be \(subject, method, pred, target\), got 3 items"):
+    with pytest.raises(
+        ValueError, match=r"samples\[0\] must be \(subject, method, pred, target\), got 3 items"
+    ):
         subject_table([("a", "m", np.zeros(2))])
     with pytest.raises(ValueError, match=r"rows\[0\] lacks \['dice'\]"):
         subject_table_from_rows([{"subject": "a", "method": "m", "iou": 1.0}])

@@ -1,5 +1,6 @@
 """Faster R-CNN (fastdet.models.detection) against torchvision's detection models (a test peer
 only), and its sampling, batching and empty-input rules. Small images and min_size keep it fast."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,9 +12,13 @@ from torchvision.models.detection.rpn import RegionProposalNetwork as TVRPN  # n
 from torchvision.ops import MultiScaleRoIAlign as TVMultiScaleRoIAlign  # noqa: E402
 
 from fastdet.models.detection import (  # noqa: E402
-    FrozenBatchNorm2d, MultiScaleRoIAlign, fasterrcnn_resnet18_fpn, fasterrcnn_resnet50_fpn,
-    fasterrcnn_vgg16)
-from fastdet.models.detection import _utils as U  # noqa: E402
+    FrozenBatchNorm2d,
+    MultiScaleRoIAlign,
+    fasterrcnn_resnet18_fpn,
+    fasterrcnn_resnet50_fpn,
+    fasterrcnn_vgg16,
+)
+from fastdet.models.detection import _utils as det_utils  # noqa: E402
 from fastdet.models.resnet import resnet  # noqa: E402
 from fastdet.ops import BoxCoder  # noqa: E402
 
@@ -74,8 +79,11 @@ def test_resnet50_fpn_state_dict_keys_match_torchvision(pair):
     tv, fd, _, path = pair
     tv_keys = {k for k in tv.state_dict() if not k.endswith("num_batches_tracked")}
     assert set(fd.state_dict()) == tv_keys
-    assert all(isinstance(m, FrozenBatchNorm2d) for n, m in fd.backbone.body.named_modules()
-               if n.endswith(("bn1", "bn2", "bn3", "downsample.1")))
+    assert all(
+        isinstance(m, FrozenBatchNorm2d)
+        for n, m in fd.backbone.body.named_modules()
+        if n.endswith(("bn1", "bn2", "bn3", "downsample.1"))
+    )
     # the COCO checkpoint's layout (frozen BN: no num_batches_tracked) loads too
     state = {k: v for k, v in torch.load(path).items() if not k.endswith("num_batches_tracked")}
     torch.save(state, path.with_name("frozen.pth"))
@@ -108,8 +116,10 @@ def test_transform_anchors_and_proposals_match_torchvision(pair):
         assert torch.equal(x["boxes"], y["boxes"])
     with torch.no_grad():
         feats = tv.backbone(il_a.tensors)
-        assert all(torch.allclose(f, g, rtol=1e-4, atol=1e-4)
-                   for f, g in zip(feats.values(), fd.backbone(il_a.tensors).values()))
+        assert all(
+            torch.allclose(f, g, rtol=1e-4, atol=1e-4)
+            for f, g in zip(feats.values(), fd.backbone(il_a.tensors).values())
+        )
         anchors_a = tv.rpn.anchor_generator(il_a, list(feats.values()))
         anchors_b = fd.rpn.anchor_generator(il_a, list(feats.values()))
         assert all(torch.equal(x, y) for x, y in zip(anchors_a, anchors_b))
@@ -129,7 +139,15 @@ def test_filter_proposals_matches_torchvision(score_thresh):
     proposals = torch.cat([xy, xy + torch.rand(2, total, 2, generator=gen) * 80], -1)
     proposals[0, :5, 2:] = proposals[0, :5, :2]  # empty boxes, removed as small
     objectness = torch.randn(2 * total, generator=gen)
-    args = (0.7, 0.3, 256, 0.5, {"training": 100, "testing": 120}, {"training": 60, "testing": 50}, 0.6)
+    args = (
+        0.7,
+        0.3,
+        256,
+        0.5,
+        {"training": 100, "testing": 120},
+        {"training": 60, "testing": 50},
+        0.6,
+    )
     tv = TVRPN(None, None, *args, score_thresh=score_thresh).eval()
     ours = fasterrcnn_resnet18_fpn(3).rpn.eval()
     ours._pre_nms_top_n, ours._post_nms_top_n, ours.nms_thresh = args[4], args[5], args[6]
@@ -144,7 +162,7 @@ def test_filter_proposals_matches_torchvision(score_thresh):
 
 def test_multiscale_roi_align_and_box_coder_match_torchvision():
     gen = torch.Generator().manual_seed(3)
-    feats = {str(i): torch.randn(2, 4, 64 // 2 ** i, 80 // 2 ** i, generator=gen) for i in range(4)}
+    feats = {str(i): torch.randn(2, 4, 64 // 2**i, 80 // 2**i, generator=gen) for i in range(4)}
     feats["pool"] = torch.randn(2, 4, 4, 5, generator=gen)
     sizes = [(250, 320), (256, 300)]
     boxes = [_boxes(gen, 30, 250.0) * torch.tensor([1.0, 1, 1.5, 1.5]) for _ in sizes]
@@ -169,16 +187,22 @@ def test_rpn_sampling_rules():
     jitter = torch.linspace(0, 8, 300)[:, None] * torch.tensor([1.0, 1, 1, 1])
     near = gt[:1] + torch.tensor([[30.0, 0, 30, 0]])
     far = torch.rand(500, 2) * 50 + 500
-    anchors = torch.cat([gt[:1] + jitter, near.repeat(20, 1), torch.cat([far, far + 30], 1),
-                         torch.tensor([[300.0, 300, 320, 330], [295, 295, 330, 345]])])
-    iou = U.box_iou(gt, anchors)
+    anchors = torch.cat(
+        [
+            gt[:1] + jitter,
+            near.repeat(20, 1),
+            torch.cat([far, far + 30], 1),
+            torch.tensor([[300.0, 300, 320, 330], [295, 295, 330, 345]]),
+        ]
+    )
+    iou = det_utils.box_iou(gt, anchors)
     assert iou[1].max() < 0.7
     labels, matched = rpn.assign_targets([anchors], [{"boxes": gt}])
     lab = labels[0]
     best2 = iou[1].argmax()
     assert lab[best2] == 1 and matched[0][best2] == 1
     assert (lab[300:320] == -1).all()
-    pos, neg = U.sample(labels, 256, 0.5)
+    pos, neg = det_utils.sample(labels, 256, 0.5)
     assert len(pos[0]) == 128 and len(pos[0]) + len(neg[0]) == 256
     assert (lab[pos[0]] == 1).all() and (iou.max(0).values[neg[0]] < 0.3).all()
     # an image without boxes: every anchor negative
@@ -193,11 +217,12 @@ def test_roi_sampling_rules():
     gt = _boxes(gen, 4)
     labels_gt = torch.tensor([1, 2, 3, 1])
     props = torch.cat([gt.repeat(30, 1) + torch.randn(120, 4, generator=gen), _boxes(gen, 800)])
-    p, lab, mgt = heads.select_training_samples([props, props[:50]],
-                                                [{"boxes": gt, "labels": labels_gt},
-                                                 {"boxes": gt[:0], "labels": labels_gt[:0]}])
+    p, lab, mgt = heads.select_training_samples(
+        [props, props[:50]],
+        [{"boxes": gt, "labels": labels_gt}, {"boxes": gt[:0], "labels": labels_gt[:0]}],
+    )
     assert len(p[0]) == 128 and (lab[0] > 0).sum() == 32
-    iou = U.box_iou(gt, p[0]).max(0)
+    iou = det_utils.box_iou(gt, p[0]).max(0)
     assert (iou.values[lab[0] > 0] >= 0.5).all() and (iou.values[lab[0] == 0] < 0.5).all()
     assert torch.equal(lab[0][lab[0] > 0], labels_gt[iou.indices[lab[0] > 0]])
     assert torch.equal(mgt[0][lab[0] > 0], gt[iou.indices[lab[0] > 0]])
@@ -207,8 +232,14 @@ def test_roi_sampling_rules():
 @pytest.fixture(scope="module")
 def small_model():
     torch.manual_seed(0)
-    return fasterrcnn_resnet18_fpn(3, min_size=128, max_size=192, box_score_thresh=0.0,
-                                   rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100).eval()
+    return fasterrcnn_resnet18_fpn(
+        3,
+        min_size=128,
+        max_size=192,
+        box_score_thresh=0.0,
+        rpn_pre_nms_top_n_test=300,
+        rpn_post_nms_top_n_test=100,
+    ).eval()
 
 
 def test_batched_inference_equals_per_image(small_model):
@@ -239,13 +270,21 @@ def test_training_losses_and_gradients(tmp_path, losses):
     torch.manual_seed(0)
     path = tmp_path / "resnet18.pth"
     torch.save(resnet("resnet18").state_dict(), path)
-    model = fasterrcnn_resnet18_fpn(3, weights_backbone=path, min_size=128, max_size=160,
-                                    rpn_pre_nms_top_n_train=300, rpn_post_nms_top_n_train=100,
-                                    **losses).train()
+    model = fasterrcnn_resnet18_fpn(
+        3,
+        weights_backbone=path,
+        min_size=128,
+        max_size=160,
+        rpn_pre_nms_top_n_train=300,
+        rpn_post_nms_top_n_train=100,
+        **losses,
+    ).train()
     gen = torch.Generator().manual_seed(4)
     images = [torch.rand(3, 128, 150, generator=gen), torch.rand(3, 100, 128, generator=gen)]
-    targets = [{"boxes": _boxes(gen, 3, 120.0), "labels": torch.tensor([1, 2, 1])},
-               {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
+    targets = [
+        {"boxes": _boxes(gen, 3, 120.0), "labels": torch.tensor([1, 2, 1])},
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)},
+    ]
     out = model(images, targets)
     assert set(out) == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"}
     assert all(torch.isfinite(v) for v in out.values()) and out["loss_box_reg"] > 0
@@ -276,8 +315,14 @@ def test_vgg16_preset(tmp_path):
     vgg = torchvision_models.vgg16(weights=None)
     path = tmp_path / "vgg16.pth"
     torch.save(vgg.state_dict(), path)
-    model = fasterrcnn_vgg16(3, weights=path, min_size=96, max_size=128,
-                             rpn_pre_nms_top_n_train=500, rpn_post_nms_top_n_train=100)
+    model = fasterrcnn_vgg16(
+        3,
+        weights=path,
+        min_size=96,
+        max_size=128,
+        rpn_pre_nms_top_n_train=500,
+        rpn_post_nms_top_n_train=100,
+    )
     sd = model.state_dict()
     assert torch.equal(sd["backbone.features.28.weight"], vgg.features[28].weight)
     assert torch.equal(sd["roi_heads.box_head.fc6.weight"], vgg.classifier[0].weight)
@@ -292,8 +337,10 @@ def test_vgg16_preset(tmp_path):
     assert model.roi_heads.batch_size_per_image == 128 and model.roi_heads.sigma == 1.0
     assert model.rpn.sigma == 3.0 and model.transform.image_mean is None
     gen = torch.Generator().manual_seed(0)
-    out = model.train()([torch.rand(3, 96, 128, generator=gen)],
-                        [{"boxes": _boxes(gen, 2, 90.0), "labels": torch.tensor([1, 2])}])
+    out = model.train()(
+        [torch.rand(3, 96, 128, generator=gen)],
+        [{"boxes": _boxes(gen, 2, 90.0), "labels": torch.tensor([1, 2])}],
+    )
     sum(out.values()).backward()
     assert all(torch.isfinite(v) for v in out.values())
     assert convs[0].weight.grad is None and convs[4].weight.grad is not None

@@ -1,11 +1,12 @@
 """Each loss against its direct formula (float64, elementwise loops over numpy values)."""
+
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from fastdet.models import losses as L
+from fastdet.models import losses
 
 
 @pytest.fixture
@@ -22,9 +23,13 @@ def sig(x):
 
 def test_bce(data):
     x, t = data
-    want = np.mean([-(ti * math.log(sig(xi)) + (1 - ti) * math.log(1 - sig(xi)))
-                    for xi, ti in zip(x.flatten().tolist(), t.flatten().tolist())])
-    assert float(L.bce(x, t)) == pytest.approx(want, rel=1e-10)
+    want = np.mean(
+        [
+            -(ti * math.log(sig(xi)) + (1 - ti) * math.log(1 - sig(xi)))
+            for xi, ti in zip(x.flatten().tolist(), t.flatten().tolist())
+        ]
+    )
+    assert float(losses.bce(x, t)) == pytest.approx(want, rel=1e-10)
 
 
 @pytest.mark.parametrize("alpha,gamma", [(0.25, 2.0), (-1, 0.0), (0.5, 1.0)])
@@ -35,15 +40,17 @@ def test_focal(data, alpha, gamma):
         p_t = sig(xi) if ti else 1 - sig(xi)
         a_t = 1.0 if alpha < 0 else (alpha if ti else 1 - alpha)
         terms.append(-a_t * (1 - p_t) ** gamma * math.log(p_t))
-    assert float(L.focal(x, t, alpha, gamma)) == pytest.approx(np.mean(terms), rel=1e-10)
+    assert float(losses.focal(x, t, alpha, gamma)) == pytest.approx(np.mean(terms), rel=1e-10)
     if alpha < 0 and gamma == 0:
-        torch.testing.assert_close(L.focal(x, t, alpha, gamma), L.bce(x, t))
+        torch.testing.assert_close(losses.focal(x, t, alpha, gamma), losses.bce(x, t))
 
 
 def test_focal_matches_torchvision(data):
     tvops = pytest.importorskip("torchvision.ops")
     x, t = data
-    torch.testing.assert_close(L.focal(x, t, 0.25, 2.0, "sum"), tvops.sigmoid_focal_loss(x, t, 0.25, 2.0, "sum"))
+    torch.testing.assert_close(
+        losses.focal(x, t, 0.25, 2.0, "sum"), tvops.sigmoid_focal_loss(x, t, 0.25, 2.0, "sum")
+    )
 
 
 def test_dice(data):
@@ -53,19 +60,29 @@ def test_dice(data):
         p = [sig(v) for v in xb.flatten().tolist()]
         g = tb.flatten().tolist()
         want.append(1 - (2 * sum(a * b for a, b in zip(p, g)) + 1) / (sum(p) + sum(g) + 1))
-    torch.testing.assert_close(L.dice(x, t, reduction="none"), torch.tensor(want, dtype=torch.float64))
+    torch.testing.assert_close(
+        losses.dice(x, t, reduction="none"), torch.tensor(want, dtype=torch.float64)
+    )
     empty = torch.full((1, 1, 4, 4), -30.0, dtype=torch.float64)  # predicts nothing, nothing there
-    assert float(L.dice(empty, torch.zeros_like(empty))) == pytest.approx(0, abs=1e-9)
-    torch.testing.assert_close(L.bce_dice(x, t, 0.5, 2.0), 0.5 * L.bce(x, t) + 2.0 * L.dice(x, t))
+    assert float(losses.dice(empty, torch.zeros_like(empty))) == pytest.approx(0, abs=1e-9)
+    torch.testing.assert_close(
+        losses.bce_dice(x, t, 0.5, 2.0), 0.5 * losses.bce(x, t) + 2.0 * losses.dice(x, t)
+    )
 
 
 def test_adversarial_terms():
     real, fake = torch.tensor([2.0, -1.0]), torch.tensor([0.5, -3.0])
-    assert float(L.generator_adversarial(fake)) == pytest.approx(np.mean([-math.log(sig(v)) for v in (0.5, -3.0)]))
-    want = np.mean([-math.log(sig(v)) for v in (2.0, -1.0)]) + np.mean([-math.log(1 - sig(v)) for v in (0.5, -3.0)])
-    assert float(L.discriminator_adversarial(real, fake)) == pytest.approx(want)
+    assert float(losses.generator_adversarial(fake)) == pytest.approx(
+        np.mean([-math.log(sig(v)) for v in (0.5, -3.0)])
+    )
+    want = np.mean([-math.log(sig(v)) for v in (2.0, -1.0)]) + np.mean(
+        [-math.log(1 - sig(v)) for v in (0.5, -3.0)]
+    )
+    assert float(losses.discriminator_adversarial(real, fake)) == pytest.approx(want)
     seg = torch.tensor(0.3)
-    assert float(L.gan_generator_loss(seg, fake, 0.2)) == pytest.approx(0.3 + 0.2 * float(L.generator_adversarial(fake)))
+    assert float(losses.gan_generator_loss(seg, fake, 0.2)) == pytest.approx(
+        0.3 + 0.2 * float(losses.generator_adversarial(fake))
+    )
 
 
 @pytest.mark.parametrize("sigma", [1.0, 3.0])
@@ -73,16 +90,16 @@ def test_smooth_l1(sigma):
     d = torch.tensor([-2.0, -0.05, 0.0, 0.1, 0.2, 1.5], dtype=torch.float64)
     s2 = sigma * sigma
     want = sum(0.5 * s2 * v * v if abs(v) < 1 / s2 else abs(v) - 0.5 / s2 for v in d.tolist())
-    assert float(L.smooth_l1(d, torch.zeros_like(d), sigma)) == pytest.approx(want)
+    assert float(losses.smooth_l1(d, torch.zeros_like(d), sigma)) == pytest.approx(want)
 
 
 def test_errors(data):
     x, t = data
     with pytest.raises(ValueError, match="must have the same shape"):
-        L.bce(x, t[:1])
+        losses.bce(x, t[:1])
     with pytest.raises(ValueError, match="reduction must be one of"):
-        L.focal(x, t, reduction="avg")
+        losses.focal(x, t, reduction="avg")
     with pytest.raises(ValueError, match="gamma must be >= 0"):
-        L.focal(x, t, gamma=-1)
+        losses.focal(x, t, gamma=-1)
     with pytest.raises(ValueError, match="sigma must be > 0"):
-        L.smooth_l1(x, x, 0)
+        losses.smooth_l1(x, x, 0)

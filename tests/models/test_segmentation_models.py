@@ -1,11 +1,18 @@
 """Segmentation models: shapes at odd sizes, the ResNet encoder against torchvision's with the same
 weights, weight files, and the straight-through binarization of U-Net+GAN."""
+
 import pytest
 import torch
 
 from fastdet.models import resnet
-from fastdet.models.segmentation import (Discriminator, binarize, fpn_resnet18, fpn_resnet50, unet,
-                                         unet_gan)
+from fastdet.models.segmentation import (
+    Discriminator,
+    binarize,
+    fpn_resnet18,
+    fpn_resnet50,
+    unet,
+    unet_gan,
+)
 
 
 @pytest.mark.parametrize("h,w", [(64, 64), (37, 50), (1, 1), (17, 129)])
@@ -37,7 +44,9 @@ def test_resnet_matches_torchvision_with_the_same_weights(name, tmp_path):
     with torch.no_grad():
         c2, c3, c4, c5 = ours(x)
         t = theirs.maxpool(theirs.relu(theirs.bn1(theirs.conv1(x))))
-        for mine, layer in zip((c2, c3, c4, c5), (theirs.layer1, theirs.layer2, theirs.layer3, theirs.layer4)):
+        for mine, layer in zip(
+            (c2, c3, c4, c5), (theirs.layer1, theirs.layer2, theirs.layer3, theirs.layer4)
+        ):
             t = layer(t)
             torch.testing.assert_close(mine, t)
     assert ours.channels == [c.shape[1] for c in (c2, c3, c4, c5)]
@@ -50,7 +59,9 @@ def test_grey_encoder_from_rgb_weights(tmp_path):
     rgb, grey = resnet("resnet18", path).eval(), resnet("resnet18", path, in_channels=1).eval()
     x = torch.randn(1, 1, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(grey(x)[-1], rgb(x.expand(1, 3, 32, 32))[-1], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(
+            grey(x)[-1], rgb(x.expand(1, 3, 32, 32))[-1], rtol=1e-4, atol=1e-4
+        )
 
 
 def test_weight_file_errors(tmp_path):
@@ -77,7 +88,9 @@ def test_gan_discriminator_sees_binary_masks_and_passes_gradient():
     x = torch.randn(2, 1, 32, 32)
     logits = m(x)
     seen = {}
-    hook = m.discriminator.features.register_forward_pre_hook(lambda mod, args: seen.setdefault("in", args[0]))
+    hook = m.discriminator.features.register_forward_pre_hook(
+        lambda mod, args: seen.setdefault("in", args[0])
+    )
     d = m.judge(x, logits)
     hook.remove()
     assert d.shape == (2,)

@@ -1,13 +1,13 @@
 """AnchorGenerator against torchvision's AnchorGenerator and the reference."""
+
 from typing import NamedTuple
 
 import numpy as np
 import pytest
 import torch
 
-import fastdet
 from fastdet import ops
-from fastdet.ops import _reference as R
+from fastdet.ops import _reference as reference
 
 
 @pytest.fixture
@@ -50,7 +50,10 @@ def test_fpn_five_levels_at_800x1344_batch_2_match_torchvision(tv_anchors):
     images, features = inputs(800, 1344, fpn_feature_sizes(800, 1344), batch=2)
     ours, theirs = ops.AnchorGenerator(FPN_SIZES, FPN_RATIOS), tv_anchors(FPN_SIZES, FPN_RATIOS)
     assert_same_as_torchvision(ours, theirs, images, features)
-    assert ours(images, features)[0].shape == (sum(h * w for h, w in fpn_feature_sizes(800, 1344)) * 3, 4)
+    assert ours(images, features)[0].shape == (
+        sum(h * w for h, w in fpn_feature_sizes(800, 1344)) * 3,
+        4,
+    )
 
 
 def test_faster_rcnn_preset_gives_nine_anchors_per_position_at_stride_16(tv_anchors):
@@ -61,7 +64,9 @@ def test_faster_rcnn_preset_gives_nine_anchors_per_position_at_stride_16(tv_anch
     assert got.shape == (38 * 50 * 9, 4)
     theirs = tv_anchors(((128, 256, 512),), ((0.5, 1.0, 2.0),))
     assert_same_as_torchvision(ours, theirs, images, features)
-    assert torch.equal(got[9:18] - got[:9], torch.tensor([[16.0, 0.0, 16.0, 0.0]]).expand(9, 4))  # stride 16
+    assert torch.equal(
+        got[9:18] - got[:9], torch.tensor([[16.0, 0.0, 16.0, 0.0]]).expand(9, 4)
+    )  # stride 16
 
 
 @pytest.mark.parametrize("height,width", [(801, 1333), (799, 1001), (37, 53)])
@@ -75,7 +80,9 @@ def test_several_sizes_and_ratios_per_level_match_torchvision(tv_anchors):
     sizes = ((16, 24, 32), (48, 64), (100,))
     ratios = ((0.25, 0.5, 1.0, 2.0, 4.0), (1.0,), (0.7, 1.3))
     images, features = inputs(320, 480, [(80, 120), (40, 60), (20, 30)], batch=3)
-    assert_same_as_torchvision(ops.AnchorGenerator(sizes, ratios), tv_anchors(sizes, ratios), images, features)
+    assert_same_as_torchvision(
+        ops.AnchorGenerator(sizes, ratios), tv_anchors(sizes, ratios), images, features
+    )
 
 
 def test_float64_feature_maps_match_torchvision(tv_anchors):
@@ -89,8 +96,12 @@ def test_anchors_match_the_reference():
     sizes, ratios = ((32, 48), (64,)), ((0.5, 1.0, 2.0), (1.0, 3.0))
     images, features = inputs(96, 160, [(12, 20), (6, 10)])
     got = ops.AnchorGenerator(sizes, ratios)(images, features)[0]
-    want = np.concatenate([R.grid_anchors(sizes[0], ratios[0], (12, 20), (8, 8)),
-                           R.grid_anchors(sizes[1], ratios[1], (6, 10), (16, 16))])
+    want = np.concatenate(
+        [
+            reference.grid_anchors(sizes[0], ratios[0], (12, 20), (8, 8)),
+            reference.grid_anchors(sizes[1], ratios[1], (6, 10), (16, 16)),
+        ]
+    )
     np.testing.assert_array_equal(got.numpy(), want)
 
 
@@ -98,7 +109,7 @@ def test_cell_anchors_match_torchvision_and_reference(tv_anchors):
     sizes, ratios = (32, 64, 100), (0.5, 1.0, 2.0, 3.0)
     got = ops.cell_anchors(sizes, ratios)
     assert torch.equal(got, tv_anchors().generate_anchors(sizes, ratios))
-    np.testing.assert_array_equal(got.numpy(), R.cell_anchors(sizes, ratios))
+    np.testing.assert_array_equal(got.numpy(), reference.cell_anchors(sizes, ratios))
 
 
 def test_flat_sizes_mean_one_size_per_level(tv_anchors):
@@ -137,10 +148,16 @@ def test_in_place_change_through_a_view_invalidates_the_cache():
 
 
 def test_cache_keeps_configurations_apart(tv_anchors):
-    gen, theirs = ops.AnchorGenerator(FPN_SIZES, FPN_RATIOS, cache_size=1), tv_anchors(FPN_SIZES, FPN_RATIOS)
-    configs = [inputs(128, 192, fpn_feature_sizes(128, 192)), inputs(192, 128, fpn_feature_sizes(192, 128)),
-               inputs(128, 192, fpn_feature_sizes(128, 192), dtype=torch.float64),
-               inputs(256, 384, [(h, w) for h, w in fpn_feature_sizes(128, 192)])]  # same maps, stride 2x
+    gen, theirs = (
+        ops.AnchorGenerator(FPN_SIZES, FPN_RATIOS, cache_size=1),
+        tv_anchors(FPN_SIZES, FPN_RATIOS),
+    )
+    configs = [
+        inputs(128, 192, fpn_feature_sizes(128, 192)),
+        inputs(192, 128, fpn_feature_sizes(192, 128)),
+        inputs(128, 192, fpn_feature_sizes(128, 192), dtype=torch.float64),
+        inputs(256, 384, [(h, w) for h, w in fpn_feature_sizes(128, 192)]),
+    ]  # same maps, stride 2x
     for images, features in configs + configs[::-1]:
         assert_same_as_torchvision(gen, theirs, images, features)
 

@@ -1,4 +1,5 @@
 """box_area, box_iou, generalized_box_iou against the reference and torchvision.ops."""
+
 import re
 
 import numpy as np
@@ -8,8 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastdet import ops
-from fastdet.ops import _reference as R
-
+from fastdet.ops import _reference as reference
 
 PAIRWISE = ["box_iou", "generalized_box_iou"]
 DTYPES = [np.float32, np.float64]
@@ -26,7 +26,7 @@ def test_pairwise_matches_reference_and_torchvision(op, dtype, make, tv):
     a, b = make.boxes(57, dtype), make.boxes(83, dtype)
     got = getattr(ops, op)(t(a), t(b))
     assert got.shape == (57, 83) and got.dtype == t(a).dtype
-    np.testing.assert_allclose(got.numpy(), getattr(R, op)(a, b), **TOL[dtype])
+    np.testing.assert_allclose(got.numpy(), getattr(reference, op)(a, b), **TOL[dtype])
     torch.testing.assert_close(got, getattr(tv.ops, op)(t(a), t(b)), **TOL[dtype])
 
 
@@ -34,7 +34,9 @@ def test_pairwise_matches_reference_and_torchvision(op, dtype, make, tv):
 def test_pairwise_matches_torchvision_on_clustered_boxes(dtype, make, tv):
     a = make.clustered(300, dtype)
     for op in PAIRWISE:
-        torch.testing.assert_close(getattr(ops, op)(t(a), t(a)), getattr(tv.ops, op)(t(a), t(a)), **TOL[dtype])
+        torch.testing.assert_close(
+            getattr(ops, op)(t(a), t(a)), getattr(tv.ops, op)(t(a), t(a)), **TOL[dtype]
+        )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -42,7 +44,7 @@ def test_box_area_matches_reference_and_torchvision(dtype, make, tv):
     b = make.boxes(101, dtype)
     got = ops.box_area(t(b))
     assert got.shape == (101,) and got.dtype == t(b).dtype
-    np.testing.assert_array_equal(got.numpy(), R.box_area(b))
+    np.testing.assert_array_equal(got.numpy(), reference.box_area(b))
     assert torch.equal(got, tv.ops.box_area(t(b)))
 
 
@@ -59,13 +61,15 @@ def test_box_area_numpy_in_numpy_out(make):
     b = make.boxes(10, np.float64)
     got = ops.box_area(b)
     assert isinstance(got, np.ndarray) and got.dtype == np.float64
-    np.testing.assert_array_equal(got, R.box_area(b))
+    np.testing.assert_array_equal(got, reference.box_area(b))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("op", PAIRWISE + ["box_area"])
 def test_half_precision_computed_in_float32(op, dtype, make):
-    args = [t(make.boxes(15)).to(dtype)] + ([t(make.boxes(9)).to(dtype)] if op != "box_area" else [])
+    args = [t(make.boxes(15)).to(dtype)] + (
+        [t(make.boxes(9)).to(dtype)] if op != "box_area" else []
+    )
     got = getattr(ops, op)(*args)
     assert got.dtype == dtype
     assert torch.equal(got, getattr(ops, op)(*[a.float() for a in args]).to(dtype))
@@ -83,7 +87,7 @@ def test_mixed_float32_float64_computes_in_float64(make):
     a, b = make.boxes(5, np.float32), make.boxes(6, np.float64)
     got = ops.box_iou(t(a), t(b))
     assert got.dtype == torch.float64
-    np.testing.assert_allclose(got.numpy(), R.box_iou(a.astype(np.float64), b), rtol=1e-12)
+    np.testing.assert_allclose(got.numpy(), reference.box_iou(a.astype(np.float64), b), rtol=1e-12)
 
 
 @pytest.mark.parametrize("n,m", [(0, 5), (5, 0), (0, 0)])
@@ -123,12 +127,14 @@ def test_disjoint_boxes_have_iou_zero_and_negative_giou():
     assert ops.generalized_box_iou(a, b).item() == pytest.approx(0 - (3 - 2) / 3)
 
 
-DEGENERATE = torch.tensor([
-    [5.0, 5.0, 5.0, 5.0],    # a point
-    [1.0, 1.0, 9.0, 1.0],    # a horizontal segment
-    [8.0, 8.0, 2.0, 2.0],    # inverted in both axes (torchvision: positive signed area 36)
-    [8.0, 2.0, 2.0, 9.0],    # inverted in x only (torchvision: negative area)
-])
+DEGENERATE = torch.tensor(
+    [
+        [5.0, 5.0, 5.0, 5.0],  # a point
+        [1.0, 1.0, 9.0, 1.0],  # a horizontal segment
+        [8.0, 8.0, 2.0, 2.0],  # inverted in both axes (torchvision: positive signed area 36)
+        [8.0, 2.0, 2.0, 9.0],  # inverted in x only (torchvision: negative area)
+    ]
+)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -140,7 +146,9 @@ def test_degenerate_boxes_have_area_and_iou_zero_not_nan(dtype):
     assert torch.equal(ops.box_area(d), torch.zeros(4, dtype=dtype))
     assert torch.equal(ops.box_iou(d, d), torch.zeros(4, 4, dtype=dtype))
     assert torch.equal(ops.box_iou(d, full), torch.zeros(4, 1, dtype=dtype))
-    np.testing.assert_array_equal(ops.box_iou(d, full).numpy(), R.box_iou(d.numpy(), full.numpy()))
+    np.testing.assert_array_equal(
+        ops.box_iou(d, full).numpy(), reference.box_iou(d.numpy(), full.numpy())
+    )
 
 
 def test_giou_of_degenerate_boxes_is_finite_and_matches_reference():
@@ -149,7 +157,9 @@ def test_giou_of_degenerate_boxes_is_finite_and_matches_reference():
     assert torch.isfinite(got).all()
     assert got[0, 0].item() == 0.0  # same point: no hull, GIoU 0
     assert got[0, 1].item() == -1.0  # two empty boxes whose hull has area
-    np.testing.assert_allclose(got.numpy(), R.generalized_box_iou(d.numpy(), d.numpy()), rtol=1e-6)
+    np.testing.assert_allclose(
+        got.numpy(), reference.generalized_box_iou(d.numpy(), d.numpy()), rtol=1e-6
+    )
 
 
 @pytest.mark.parametrize("op", PAIRWISE)
@@ -158,10 +168,10 @@ def test_huge_coordinates_match_reference_and_torchvision(op, make, tv):
     near = a[:25] + make.rng.uniform(-1e5, 1e5, (25, 1))
     b = np.concatenate([near, make.boxes(25, np.float64, image=1e8, lo=1e6, hi=1e7)])
     got = getattr(ops, op)(t(a), t(b))
-    np.testing.assert_allclose(got.numpy(), getattr(R, op)(a, b), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(got.numpy(), getattr(reference, op)(a, b), rtol=1e-12, atol=1e-15)
     torch.testing.assert_close(got, getattr(tv.ops, op)(t(a), t(b)), rtol=1e-12, atol=1e-15)
     got32 = getattr(ops, op)(t(a).float(), t(b).float())
-    want32 = getattr(R, op)(a.astype(np.float32), b.astype(np.float32))
+    want32 = getattr(reference, op)(a.astype(np.float32), b.astype(np.float32))
     np.testing.assert_allclose(got32.numpy(), want32, rtol=1e-6, atol=1e-7)
 
 
@@ -169,9 +179,9 @@ def test_huge_coordinates_match_reference_and_torchvision(op, make, tv):
 def test_negative_coordinates_match_reference_and_torchvision(op, make, tv):
     a = make.boxes(40, np.float64) - 2000.0
     b = np.concatenate([a[:20] + 1.0, make.boxes(20, np.float64) - 2000.0])
-    assert (R.box_iou(a[:20], b[:20]).diagonal() > 0).all()  # overlapping pairs
+    assert (reference.box_iou(a[:20], b[:20]).diagonal() > 0).all()  # overlapping pairs
     got = getattr(ops, op)(t(a), t(b))
-    np.testing.assert_allclose(got.numpy(), getattr(R, op)(a, b), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(got.numpy(), getattr(reference, op)(a, b), rtol=1e-12, atol=1e-15)
     torch.testing.assert_close(got, getattr(tv.ops, op)(t(a), t(b)), rtol=1e-12, atol=1e-15)
 
 
@@ -253,7 +263,9 @@ def test_mixing_torch_and_numpy_raises_type_error():
 
 
 def test_non_array_input_raises_type_error():
-    with pytest.raises(TypeError, match="boxes1 must be a torch.Tensor, numpy.ndarray or cupy.*got list"):
+    with pytest.raises(
+        TypeError, match="boxes1 must be a torch.Tensor, numpy.ndarray or cupy.*got list"
+    ):
         ops.box_iou([[0.0, 0.0, 1.0, 1.0]], torch.zeros(1, 4))
     with pytest.raises(TypeError, match="boxes must be a torch.Tensor"):
         ops.box_area([[0.0, 0.0, 1.0, 1.0]])
@@ -291,9 +303,9 @@ def test_iou_properties_hold_for_any_boxes(a, b):
     a = np.array(a, np.float64).reshape(-1, 4)
     b = np.array(b, np.float64).reshape(-1, 4)
     iou = ops.box_iou(a, b)
-    np.testing.assert_allclose(iou, R.box_iou(a, b), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(iou, reference.box_iou(a, b), rtol=1e-12, atol=0)
     assert np.isfinite(iou).all() and (iou >= 0).all() and (iou <= 1).all()
     np.testing.assert_array_equal(iou, ops.box_iou(b, a).T)
     giou = ops.generalized_box_iou(a, b)
-    np.testing.assert_allclose(giou, R.generalized_box_iou(a, b), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(giou, reference.generalized_box_iou(a, b), rtol=1e-12, atol=1e-15)
     assert np.isfinite(giou).all() and (giou >= -1).all() and (giou <= iou + 1e-12).all()

@@ -1,11 +1,11 @@
 """clip_boxes_to_image and remove_small_boxes against the reference and torchvision.ops."""
+
 import numpy as np
 import pytest
 import torch
 
 from fastdet import ops
-from fastdet.ops import _reference as R
-
+from fastdet.ops import _reference as reference
 
 DTYPES = [np.float32, np.float64]
 
@@ -28,7 +28,7 @@ def test_clip_matches_torchvision_and_reference(dtype, make, tv):
     got = ops.clip_boxes_to_image(t(b), (800, 600))
     assert got.shape == (500, 4) and got.dtype == t(b).dtype
     assert torch.equal(got, tv.ops.clip_boxes_to_image(t(b), (800, 600)))
-    np.testing.assert_array_equal(got.numpy(), R.clip_boxes_to_image(b, (800, 600)))
+    np.testing.assert_array_equal(got.numpy(), reference.clip_boxes_to_image(b, (800, 600)))
 
 
 def test_clip_uses_height_then_width():
@@ -53,7 +53,7 @@ def test_clip_numpy_in_numpy_out(dtype, make):
     b = spilling_boxes(make, 50, dtype)
     got = ops.clip_boxes_to_image(b, (800, 600))
     assert isinstance(got, np.ndarray) and got.dtype == dtype
-    np.testing.assert_array_equal(got, R.clip_boxes_to_image(b, (800, 600)))
+    np.testing.assert_array_equal(got, reference.clip_boxes_to_image(b, (800, 600)))
 
 
 def test_clip_does_not_modify_its_input(make):
@@ -107,7 +107,9 @@ def test_clip_wrong_dtype_shape_and_size_raise():
         ops.clip_boxes_to_image(torch.zeros(2, 5), (10, 10))
     with pytest.raises(ValueError, match=r"size must be \(height, width\), got \(10, 10, 3\)"):
         ops.clip_boxes_to_image(torch.zeros(2, 4), (10, 10, 3))
-    with pytest.raises(TypeError, match="boxes must be a torch.Tensor, numpy.ndarray or cupy.*got list"):
+    with pytest.raises(
+        TypeError, match="boxes must be a torch.Tensor, numpy.ndarray or cupy.*got list"
+    ):
         ops.clip_boxes_to_image([[0.0, 0.0, 1.0, 1.0]], (10, 10))
 
 
@@ -128,11 +130,13 @@ def test_remove_small_matches_torchvision_and_reference(dtype, min_size, make, t
     got = ops.remove_small_boxes(t(b), min_size)
     assert got.dtype == torch.int64
     assert torch.equal(got, tv.ops.remove_small_boxes(t(b), min_size))
-    np.testing.assert_array_equal(got.numpy(), R.remove_small_boxes(b, min_size))
+    np.testing.assert_array_equal(got.numpy(), reference.remove_small_boxes(b, min_size))
 
 
 def test_remove_small_keeps_sides_equal_to_min_size(tv):
-    b = torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 2.0, 1.5], [0.0, 0.0, 1.5, 2.0], [1.0, 1.0, 4.0, 3.0]])
+    b = torch.tensor(
+        [[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 2.0, 1.5], [0.0, 0.0, 1.5, 2.0], [1.0, 1.0, 4.0, 3.0]]
+    )
     assert ops.remove_small_boxes(b, 2.0).tolist() == [0, 3]
     assert torch.equal(ops.remove_small_boxes(b, 2.0), tv.ops.remove_small_boxes(b, 2.0))
 
@@ -148,7 +152,7 @@ def test_remove_small_numpy_in_numpy_out(dtype, make):
     b = make.boxes(100, dtype, lo=0.0, hi=50.0)
     got = ops.remove_small_boxes(b, 25.0)
     assert isinstance(got, np.ndarray) and got.dtype == np.int64
-    np.testing.assert_array_equal(got, R.remove_small_boxes(b, 25.0))
+    np.testing.assert_array_equal(got, reference.remove_small_boxes(b, 25.0))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -156,7 +160,9 @@ def test_remove_small_half_precision_is_computed_in_float32(dtype, make):
     b = t(make.boxes(100, lo=0.0, hi=50.0)).to(dtype)
     got = ops.remove_small_boxes(b, 25.0)
     assert torch.equal(got, ops.remove_small_boxes(b.float(), 25.0))
-    np.testing.assert_array_equal(got.numpy(), R.remove_small_boxes(b.float().numpy(), 25.0))
+    np.testing.assert_array_equal(
+        got.numpy(), reference.remove_small_boxes(b.float().numpy(), 25.0)
+    )
 
 
 def test_remove_small_empty():
@@ -170,7 +176,7 @@ def test_remove_small_huge_and_negative_coordinates(make, tv):
     huge = make.boxes(50, np.float64, image=1e8, lo=1e5, hi=1e7)
     b = np.concatenate([huge, make.boxes(50, np.float64) - 1e4])
     got = ops.remove_small_boxes(b, 50.0)
-    np.testing.assert_array_equal(got, R.remove_small_boxes(b, 50.0))
+    np.testing.assert_array_equal(got, reference.remove_small_boxes(b, 50.0))
     assert torch.equal(t(got), tv.ops.remove_small_boxes(t(b), 50.0))
 
 
@@ -222,5 +228,7 @@ def test_detection_postprocess_compiles(make):
         return boxes[keep], scores[keep], labels[keep], ops.box_area(boxes[keep])
 
     compiled = torch.compile(post, backend="aot_eager", fullgraph=True)
-    for got, want in zip(compiled(deltas, anchors, scores, labels), post(deltas, anchors, scores, labels)):
+    for got, want in zip(
+        compiled(deltas, anchors, scores, labels), post(deltas, anchors, scores, labels)
+    ):
         assert torch.equal(got, want)

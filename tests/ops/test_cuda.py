@@ -1,4 +1,5 @@
 """CUDA kernels against the CPU kernels and torchvision's CUDA ops (skipped without a GPU)."""
+
 import sys
 
 import numpy as np
@@ -85,9 +86,23 @@ def _edge_sets():
     yield "one", f([[1, 2, 3, 4]]), f([0.5])
     yield "identical", f([[0, 0, 10, 10]] * 5), f([0.1, 0.9, 0.5, 0.3, 0.7])
     yield "iou_at_threshold", f([[0, 0, 10, 10], [0, 0, 10, 5], [0, 5, 10, 10]]), f([0.9, 0.8, 0.7])
-    yield "zero_area", f([[0, 0, 0, 0], [5, 5, 5, 9], [0, 0, 10, 10], [3, 3, 3, 3]]), f([0.9, 0.8, 0.7, 0.6])
-    yield "huge_negative", f([[-1e7, -1e7, -1e7 + 50, -1e7 + 60], [-1e7 + 10, -1e7, -1e7 + 60, -1e7 + 60],
-                              [1e7, 1e7, 1e7 + 8, 1e7 + 8], [1e7 + 1, 1e7, 1e7 + 9, 1e7 + 8]]), f([0.4, 0.3, 0.2, 0.1])
+    yield (
+        "zero_area",
+        f([[0, 0, 0, 0], [5, 5, 5, 9], [0, 0, 10, 10], [3, 3, 3, 3]]),
+        f([0.9, 0.8, 0.7, 0.6]),
+    )
+    yield (
+        "huge_negative",
+        f(
+            [
+                [-1e7, -1e7, -1e7 + 50, -1e7 + 60],
+                [-1e7 + 10, -1e7, -1e7 + 60, -1e7 + 60],
+                [1e7, 1e7, 1e7 + 8, 1e7 + 8],
+                [1e7 + 1, 1e7, 1e7 + 9, 1e7 + 8],
+            ]
+        ),
+        f([0.4, 0.3, 0.2, 0.1]),
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -101,8 +116,9 @@ def test_edge_cases_match_cpu(dtype):
         for thr in (0.5, 0.0, 1.0):
             assert torch.equal(ops.nms(bc, sc, thr).cpu(), ops.nms(b, s, thr)), (name, thr)
             cls = torch.arange(len(b)) % 2
-            assert torch.equal(ops.batched_nms(bc, sc, cls.cuda(), thr).cpu(),
-                               ops.batched_nms(b, s, cls, thr)), (name, thr)
+            assert torch.equal(
+                ops.batched_nms(bc, sc, cls.cuda(), thr).cpu(), ops.batched_nms(b, s, cls, thr)
+            ), (name, thr)
         k1, s1 = ops.soft_nms(bc, sc, 0.5, 0.5, 0.0, "gaussian")
         k2, s2 = ops.soft_nms(b, s, 0.5, 0.5, 0.0, "gaussian")
         assert torch.equal(k1.cpu(), k2), name
@@ -159,8 +175,9 @@ def test_batched_nms_negative_coordinates(g):
 def test_batched_nms_100k_matches_cpu(g):
     n = 100_000
     b, s, idx = boxes(n, g), unique_scores(n, g), torch.randint(0, 80, (n,), generator=g)
-    assert torch.equal(ops.batched_nms(b.cuda(), s.cuda(), idx.cuda(), 0.7).cpu(),
-                       ops.batched_nms(b, s, idx, 0.7))
+    assert torch.equal(
+        ops.batched_nms(b.cuda(), s.cuda(), idx.cuda(), 0.7).cpu(), ops.batched_nms(b, s, idx, 0.7)
+    )
 
 
 @pytest.mark.parametrize("method", ["linear", "gaussian"])
@@ -190,7 +207,9 @@ def test_roi_align_forward_backward_match_torchvision(aligned, sr, g):
     # torchvision's CUDA build contracts to FMA: sample positions near x = 50 differ by an ulp
     # (4e-6), values by that times the local gradient; we build with -fmad=false, as the CPU.
     torch.testing.assert_close(y, yt, rtol=1e-5, atol=5e-5)
-    torch.testing.assert_close(y.cpu(), ops.roi_align(x, r, (7, 5), 0.25, sr, aligned), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        y.cpu(), ops.roi_align(x, r, (7, 5), 0.25, sr, aligned), rtol=1e-5, atol=1e-5
+    )
     gout = torch.randn_like(y)
     y.backward(gout)
     yt.backward(gout)
@@ -224,7 +243,9 @@ def test_roi_align_backward_deterministic_mode_and_atomic_mode_agree(g):
 
 def test_roi_align_gradcheck_float64(g):
     x = torch.randn(1, 2, 8, 9, dtype=torch.float64, device="cuda", requires_grad=True)
-    r = torch.tensor([[0, 1.3, 0.7, 6.2, 7.9], [0, -2, 3, 4.5, 12]], dtype=torch.float64, device="cuda")
+    r = torch.tensor(
+        [[0, 1.3, 0.7, 6.2, 7.9], [0, -2, 3, 4.5, 12]], dtype=torch.float64, device="cuda"
+    )
     assert torch.autograd.gradcheck(lambda t: ops.roi_align(t, r, 3, 1.0, 2, True), (x,))
 
 
@@ -245,19 +266,28 @@ def shared_backward(monkeypatch):
     monkeypatch.setattr(_ra, "CUDA_BACKWARD", "shared")
 
 
-@pytest.mark.parametrize("aligned,sr,out", [(True, 2, (7, 7)), (False, 0, (7, 5)), (True, 0, (5, 7)),
-                                            (False, 2, (3, 6))])
+@pytest.mark.parametrize(
+    "aligned,sr,out", [(True, 2, (7, 7)), (False, 0, (7, 5)), (True, 0, (5, 7)), (False, 2, (3, 6))]
+)
 def test_roi_align_shared_backward_matches_atomic_and_cpu(aligned, sr, out, g):
     # Footprints up to the whole 260 x 300 map: past the shared tables' 24 KiB (a square of about
     # 227 px in float32, 128 px in float64) a roi takes the per-tap fallback; wide float64 rois
     # need several channel passes per tile (tiles of 10 channels here: 12 makes a partial one).
     # _rois puts some partly outside the map; the last three rois span it all.
     shape = (2, 12, 260, 300)
-    r = torch.cat([_rois(300, g, 2, 1040, 1200),
-                   torch.tensor([[0, -50, -40, 1300, 1100], [1, 0, 0, 1199, 1039], [1, 4, 900, 1196, 1100]])])
+    r = torch.cat(
+        [
+            _rois(300, g, 2, 1040, 1200),
+            torch.tensor(
+                [[0, -50, -40, 1300, 1100], [1, 0, 0, 1199, 1039], [1, 4, 900, 1196, 1100]]
+            ),
+        ]
+    )
     gout = torch.randn(len(r), 12, *out, generator=g, dtype=torch.float64)
     for dt in (torch.float64, torch.float32):  # against the CPU in the same dtype: same taps
-        cpu = torch.ops.fastdet.roi_align_backward(gout.to(dt), r.to(dt), 0.25, *out, *shape, sr, aligned)
+        cpu = torch.ops.fastdet.roi_align_backward(
+            gout.to(dt), r.to(dt), 0.25, *out, *shape, sr, aligned
+        )
         args = (gout.to(dt).cuda(), r.to(dt).cuda(), 0.25, out, shape, sr, aligned)
         shared = _roi_backward("shared", *args)
         assert shared.dtype == dt and shared.shape == shape
@@ -271,17 +301,29 @@ def test_roi_align_shared_backward_edges(aligned, sr, g):
     shape = (2, 3, 20, 24)
     sets = {
         "no rois": torch.zeros(0, 5),
-        "outside the map": torch.tensor([[0, -90, -90, -60, -50], [1, 200, 10, 260, 40], [1, 3, 30, 9, 90]]),
+        "outside the map": torch.tensor(
+            [[0, -90, -90, -60, -50], [1, 200, 10, 260, 40], [1, 3, 30, 9, 90]]
+        ),
         "malformed, degenerate, on the edges": torch.tensor(
-            [[0, 10, 10, 5, 4], [1, 7, 7, 7, 7], [0, 3, 4, 3.5, 90], [1, 23, 19, 23, 19],
-             [0, -1, -1, 0, 0], [1, 22.5, -3, 40, 30], [0, 0, 0, 24, 20]]),
+            [
+                [0, 10, 10, 5, 4],
+                [1, 7, 7, 7, 7],
+                [0, 3, 4, 3.5, 90],
+                [1, 23, 19, 23, 19],
+                [0, -1, -1, 0, 0],
+                [1, 22.5, -3, 40, 30],
+                [0, 0, 0, 24, 20],
+            ]
+        ),
     }
     for name, r in sets.items():
         gout = torch.randn(len(r), 3, 4, 3, generator=g, dtype=torch.float64)
         cpu = torch.ops.fastdet.roi_align_backward(gout, r.double(), 1.0, 4, 3, *shape, sr, aligned)
         args = (gout.cuda(), r.double().cuda(), 1.0, (4, 3), shape, sr, aligned)
         shared = _roi_backward("shared", *args)
-        torch.testing.assert_close(shared, _roi_backward("atomic", *args), rtol=1e-12, atol=1e-12, msg=name)
+        torch.testing.assert_close(
+            shared, _roi_backward("atomic", *args), rtol=1e-12, atol=1e-12, msg=name
+        )
         torch.testing.assert_close(shared.cpu(), cpu, rtol=1e-12, atol=1e-12, msg=name)
     # a batch index outside [0, N) (the GPU does not check): nothing flows back, as the atomic path
     r = torch.tensor([[2, 1, 1, 9, 9], [-1, 1, 1, 9, 9]], dtype=torch.float64, device="cuda")
@@ -295,7 +337,7 @@ def test_roi_align_shared_backward_half(g, monkeypatch):
         r = _rois(200, g, 2, 160, 208).cuda().to(dt)
         gout = torch.randn(200, 8, 7, 7, generator=g).cuda().to(dt)
 
-        def grad(backward):
+        def grad(backward, x=x, r=r, gout=gout):
             monkeypatch.setattr(_ra, "CUDA_BACKWARD", backward)
             xx = x.clone().requires_grad_()
             ops.roi_align(xx, r, 7, 0.25, 2, True).backward(gout)
@@ -310,8 +352,11 @@ def test_roi_align_shared_backward_half(g, monkeypatch):
 
 def test_roi_align_shared_gradcheck_float64(shared_backward):
     x = torch.randn(1, 2, 8, 9, dtype=torch.float64, device="cuda", requires_grad=True)
-    r = torch.tensor([[0, 1.3, 0.7, 6.2, 7.9], [0, -2, 3, 4.5, 12], [0, 5, 5, 5.2, 5.1]],
-                     dtype=torch.float64, device="cuda")
+    r = torch.tensor(
+        [[0, 1.3, 0.7, 6.2, 7.9], [0, -2, 3, 4.5, 12], [0, 5, 5, 5.2, 5.1]],
+        dtype=torch.float64,
+        device="cuda",
+    )
     assert torch.autograd.gradcheck(lambda t: ops.roi_align(t, r, 3, 1.0, 2, True), (x,))
     assert torch.autograd.gradcheck(lambda t: ops.roi_align(t, r, (2, 3), 1.0, 0, False), (x,))
 
@@ -354,10 +399,16 @@ def test_anchors_and_box_coder_on_gpu(g):
     a, gt = boxes(5000, g).cuda(), boxes(5000, g).cuda()
     codes = torch.randn(5000, 8, generator=g).cuda()
     ours, theirs = ops.BoxCoder((10, 10, 5, 5)), BoxCoder((10, 10, 5, 5))
-    torch.testing.assert_close(ours.encode_single(gt, a), theirs.encode_single(gt, a), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(ours.decode_single(codes, a), theirs.decode_single(codes, a), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(
+        ours.encode_single(gt, a), theirs.encode_single(gt, a), rtol=1e-5, atol=1e-5
+    )
+    torch.testing.assert_close(
+        ours.decode_single(codes, a), theirs.decode_single(codes, a), rtol=1e-5, atol=1e-4
+    )
     b = boxes(1000, g).cuda() - 100
-    assert torch.equal(ops.clip_boxes_to_image(b, (500, 600)), tv.ops.clip_boxes_to_image(b, (500, 600)))
+    assert torch.equal(
+        ops.clip_boxes_to_image(b, (500, 600)), tv.ops.clip_boxes_to_image(b, (500, 600))
+    )
     assert torch.equal(ops.remove_small_boxes(b, 40.0), tv.ops.remove_small_boxes(b, 40.0))
 
 
@@ -407,9 +458,14 @@ def test_cupy_in_cupy_out(g):
     np.testing.assert_array_equal(cp.asnumpy(keep), ops.nms(a, s, 0.5).numpy())
     x = cp.asarray(np.random.default_rng(0).standard_normal((1, 4, 20, 20), dtype=np.float32))
     r = cp.asarray(np.array([[0, 1, 1, 15, 12]], dtype=np.float32))
-    np.testing.assert_allclose(cp.asnumpy(ops.roi_align(x, r, 5, 1.0, 2, True)),
-                               ops.roi_align(torch.from_numpy(cp.asnumpy(x)), torch.from_numpy(cp.asnumpy(r)), 5, 1.0, 2, True).numpy(),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        cp.asnumpy(ops.roi_align(x, r, 5, 1.0, 2, True)),
+        ops.roi_align(
+            torch.from_numpy(cp.asnumpy(x)), torch.from_numpy(cp.asnumpy(r)), 5, 1.0, 2, True
+        ).numpy(),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_other_device_than_current():

@@ -1,4 +1,5 @@
 """nms and batched_nms against the reference and torchvision.ops."""
+
 import re
 
 import numpy as np
@@ -8,8 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastdet import ops
-from fastdet.ops import _reference as R
-
+from fastdet.ops import _reference as reference
 
 DTYPES = [np.float32, np.float64]
 
@@ -25,7 +25,7 @@ def both_kept(boxes, threshold, dtype):
     s = np.array([0.9, 0.8], dtype)
     got = ops.nms(t(b), t(s), threshold)
     assert torch.equal(got, tv.ops.nms(t(b), t(s), threshold))
-    assert np.array_equal(got.numpy(), R.nms(b, s, threshold))
+    assert np.array_equal(got.numpy(), reference.nms(b, s, threshold))
     return len(got)
 
 
@@ -48,7 +48,7 @@ def test_nms_on_clustered_boxes_matches_torchvision_and_reference(threshold, dty
     b, s = make.clustered(2000, dtype), make.scores(2000, dtype)
     got = ops.nms(t(b), t(s), threshold)
     assert torch.equal(got, tv.ops.nms(t(b), t(s), threshold))
-    assert np.array_equal(got.numpy(), R.nms(b, s, threshold))
+    assert np.array_equal(got.numpy(), reference.nms(b, s, threshold))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -59,7 +59,7 @@ def test_nms_matches_reference_on_boxes_of_many_scales(dtype, make):
     b = np.concatenate([xy, xy + wh], 1).astype(dtype)
     s = make.scores(800, dtype)
     for threshold in (0.0, 0.05, 0.5, 0.95):
-        assert np.array_equal(ops.nms(b, s, threshold), R.nms(b, s, threshold))
+        assert np.array_equal(ops.nms(b, s, threshold), reference.nms(b, s, threshold))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -67,7 +67,7 @@ def test_nms_numpy_in_numpy_out(dtype, make):
     b, s = make.clustered(300, dtype), make.scores(300, dtype)
     got = ops.nms(b, s, 0.5)
     assert isinstance(got, np.ndarray) and got.dtype == np.int64
-    np.testing.assert_array_equal(got, R.nms(b, s, 0.5))
+    np.testing.assert_array_equal(got, reference.nms(b, s, 0.5))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -77,17 +77,21 @@ def test_nms_half_precision_is_computed_in_float32(dtype, make):
     got = ops.nms(b, s, 0.5)
     assert got.dtype == torch.int64
     assert torch.equal(got, ops.nms(b.float(), s.float(), 0.5))
-    assert np.array_equal(got.numpy(), R.nms(b.float().numpy(), s.float().numpy(), 0.5))
+    assert np.array_equal(got.numpy(), reference.nms(b.float().numpy(), s.float().numpy(), 0.5))
 
 
 def test_nms_numpy_float16(make):
     b, s = make.clustered(100, np.float16), make.scores(100, np.float16)
-    np.testing.assert_array_equal(ops.nms(b, s, 0.5), R.nms(b.astype(np.float32), s.astype(np.float32), 0.5))
+    np.testing.assert_array_equal(
+        ops.nms(b, s, 0.5), reference.nms(b.astype(np.float32), s.astype(np.float32), 0.5)
+    )
 
 
 def test_nms_mixed_precision_scores(make):
     b, s = make.clustered(100, np.float32), make.scores(100, np.float64)
-    np.testing.assert_array_equal(ops.nms(t(b), t(s), 0.5).numpy(), R.nms(b.astype(np.float64), s, 0.5))
+    np.testing.assert_array_equal(
+        ops.nms(t(b), t(s), 0.5).numpy(), reference.nms(b.astype(np.float64), s, 0.5)
+    )
 
 
 # --- nms: constructed cases ---------------------------------------------------------------
@@ -134,7 +138,7 @@ def test_decisions_at_the_threshold_are_bit_identical_to_torchvision(dtype, make
         b = a + rng.uniform(-2, 2, 2)
         wb = wa * rng.uniform(0.8, 1.2, 2)  # >= 4: the boxes overlap
         pair = np.array([np.r_[a, a + wa], np.r_[b, b + wb]], dtype)
-        iou = R.ious_with(pair[:1], pair[1])[0]
+        iou = reference.ious_with(pair[:1], pair[1])[0]
         assert iou > 0
         assert both_kept(pair, float(iou), dtype) == 2
         assert both_kept(pair, float(np.nextafter(iou, dtype(0))), dtype) == 1
@@ -158,7 +162,7 @@ def test_tied_scores_keep_the_lower_index_first():
 def test_tied_scores_match_the_stable_reference(make):
     b = make.clustered(1000)
     s = make.rng.integers(0, 4, 1000).astype(np.float32)  # four score values, many ties
-    np.testing.assert_array_equal(ops.nms(b, s, 0.5), R.nms(b, s, 0.5))
+    np.testing.assert_array_equal(ops.nms(b, s, 0.5), reference.nms(b, s, 0.5))
 
 
 def test_signed_zero_scores_tie():
@@ -171,19 +175,22 @@ def test_signed_zero_scores_tie():
 def test_zero_area_and_inverted_boxes_never_suppress_or_get_suppressed(dtype):
     # Documented difference: IoU with a degenerate box is 0, so all are kept (torchvision's
     # NaN / signed areas may suppress some).
-    b = np.array([
-        [0, 0, 10, 10],
-        [0, 0, 10, 10],     # suppressed by box 0
-        [5, 5, 5, 5],       # a point inside box 0
-        [0, 0, 10, 0],      # a segment
-        [10, 10, 0, 0],     # box 0 inverted
-        [10, 10, 0, 0],
-        [0, 10, 10, 0],     # inverted in y only
-    ], dtype)
+    b = np.array(
+        [
+            [0, 0, 10, 10],
+            [0, 0, 10, 10],  # suppressed by box 0
+            [5, 5, 5, 5],  # a point inside box 0
+            [0, 0, 10, 0],  # a segment
+            [10, 10, 0, 0],  # box 0 inverted
+            [10, 10, 0, 0],
+            [0, 10, 10, 0],  # inverted in y only
+        ],
+        dtype,
+    )
     s = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3], dtype)
     got = ops.nms(t(b), t(s), 0.5)
     assert got.tolist() == [0, 2, 3, 4, 5, 6]
-    np.testing.assert_array_equal(got.numpy(), R.nms(b, s, 0.5))
+    np.testing.assert_array_equal(got.numpy(), reference.nms(b, s, 0.5))
 
 
 @pytest.mark.parametrize("threshold", [-1e-9, -0.5, -np.inf])
@@ -191,7 +198,7 @@ def test_negative_threshold_keeps_only_the_top_box(threshold, make, tv):
     b, s = make.boxes(50), make.scores(50)
     got = ops.nms(t(b), t(s), threshold)
     assert got.tolist() == [int(np.argmax(s))]
-    np.testing.assert_array_equal(got.numpy(), R.nms(b, s, threshold))
+    np.testing.assert_array_equal(got.numpy(), reference.nms(b, s, threshold))
     assert torch.equal(got, tv.ops.nms(t(b), t(s), threshold))
 
 
@@ -209,7 +216,7 @@ def test_zero_threshold_suppresses_any_overlap(make, tv):
     got = ops.nms(t(b), t(s), 0.0)
     assert torch.equal(got, tv.ops.nms(t(b), t(s), 0.0))
     kept = b[got.numpy()]
-    iou = R.box_iou(kept, kept)
+    iou = reference.box_iou(kept, kept)
     assert (iou[~np.eye(len(kept), dtype=bool)] == 0).all()
 
 
@@ -219,9 +226,9 @@ def test_huge_coordinates_match_reference_and_torchvision(offset, make, tv):
     s = make.scores(500, np.float64)
     got = ops.nms(t(b), t(s), 0.5)
     assert torch.equal(got, tv.ops.nms(t(b), t(s), 0.5))
-    np.testing.assert_array_equal(got.numpy(), R.nms(b, s, 0.5))
+    np.testing.assert_array_equal(got.numpy(), reference.nms(b, s, 0.5))
     b32, s32 = b.astype(np.float32), s.astype(np.float32)
-    np.testing.assert_array_equal(ops.nms(b32, s32, 0.5), R.nms(b32, s32, 0.5))
+    np.testing.assert_array_equal(ops.nms(b32, s32, 0.5), reference.nms(b32, s32, 0.5))
 
 
 def test_small_boxes_far_from_the_origin_match_torchvision(make, tv):
@@ -237,7 +244,7 @@ def test_negative_coordinates_match_reference_and_torchvision(make, tv):
     s = make.scores(800)
     got = ops.nms(t(b), t(s), 0.5)
     assert torch.equal(got, tv.ops.nms(t(b), t(s), 0.5))
-    np.testing.assert_array_equal(got.numpy(), R.nms(b, s, 0.5))
+    np.testing.assert_array_equal(got.numpy(), reference.nms(b, s, 0.5))
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -272,7 +279,9 @@ def test_non_contiguous_inputs_give_the_same_result(make):
 
 
 def test_wrong_dtype_raises_type_error():
-    with pytest.raises(TypeError, match="boxes must be float16, bfloat16, float32 or float64, got torch.int32"):
+    with pytest.raises(
+        TypeError, match="boxes must be float16, bfloat16, float32 or float64, got torch.int32"
+    ):
         ops.nms(torch.zeros(2, 4, dtype=torch.int32), torch.zeros(2), 0.5)
     with pytest.raises(TypeError, match="scores must be float16.*int64"):
         ops.nms(torch.zeros(2, 4), torch.zeros(2, dtype=torch.int64), 0.5)
@@ -283,7 +292,9 @@ def test_wrong_dtype_raises_type_error():
 def test_wrong_shape_raises_naming_argument_and_shape():
     with pytest.raises(ValueError, match=r"boxes must have shape \[N, 4\], got \(2, 5\)"):
         ops.nms(torch.zeros(2, 5), torch.zeros(2), 0.5)
-    with pytest.raises(ValueError, match=r"scores must have shape \[N\] with N = 2 \(boxes\), got \(3,\)"):
+    with pytest.raises(
+        ValueError, match=r"scores must have shape \[N\] with N = 2 \(boxes\), got \(3,\)"
+    ):
         ops.nms(torch.zeros(2, 4), torch.zeros(3), 0.5)
     with pytest.raises(ValueError, match=r"scores must have shape \[N\].*got \(2, 1\)"):
         ops.nms(torch.zeros(2, 4), torch.zeros(2, 1), 0.5)
@@ -330,7 +341,7 @@ def test_batched_nms_with_tied_scores_matches_torchvision_as_sets(make):
     s = make.rng.integers(0, 5, 600).astype(np.float32)
     got = ops.batched_nms(t(b), t(s), t(c), 0.5)
     assert_same_as_torchvision(got, t(b), t(s), t(c), 0.5)
-    np.testing.assert_array_equal(got.numpy(), R.batched_nms(b, s, c, 0.5))
+    np.testing.assert_array_equal(got.numpy(), reference.batched_nms(b, s, c, 0.5))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -339,7 +350,7 @@ def test_batched_nms_matches_reference(dtype, make):
     for threshold in (0.3, 0.7):
         got = ops.batched_nms(b, s, c, threshold)
         assert isinstance(got, np.ndarray) and got.dtype == np.int64
-        np.testing.assert_array_equal(got, R.batched_nms(b, s, c, threshold))
+        np.testing.assert_array_equal(got, reference.batched_nms(b, s, c, threshold))
 
 
 def test_batched_nms_is_nms_per_class(make):
@@ -347,7 +358,9 @@ def test_batched_nms_is_nms_per_class(make):
     got = ops.batched_nms(b, s, c, 0.5)
     for k in range(3):
         members = np.flatnonzero(c == k)
-        np.testing.assert_array_equal(got[c[got] == k], members[ops.nms(b[members], s[members], 0.5)])
+        np.testing.assert_array_equal(
+            got[c[got] == k], members[ops.nms(b[members], s[members], 0.5)]
+        )
 
 
 def test_batched_nms_with_one_class_is_nms(make):
@@ -374,12 +387,16 @@ def print_torchvision_keeps(boxes, scores, idxs, right):
 def test_batched_nms_keeps_classes_apart_for_negative_coordinates():
     # torchvision shifts each class by idx * (max coordinate + 1); with every coordinate <= -1
     # the shift is <= 0, so classes overlap and suppress each other. fastdet must not.
-    b = torch.tensor([[-100.0, -100.0, -1.0, -1.0], [-100.0, -100.0, -1.0, -1.0], [-99.0, -99.0, -2.0, -2.0]])
+    b = torch.tensor(
+        [[-100.0, -100.0, -1.0, -1.0], [-100.0, -100.0, -1.0, -1.0], [-99.0, -99.0, -2.0, -2.0]]
+    )
     s = torch.tensor([0.9, 0.8, 0.7])
     idxs = torch.tensor([0, 1, 2])
     got = ops.batched_nms(b, s, idxs, 0.5)
     assert got.tolist() == [0, 1, 2]
-    np.testing.assert_array_equal(got.numpy(), R.batched_nms(b.numpy(), s.numpy(), idxs.numpy(), 0.5))
+    np.testing.assert_array_equal(
+        got.numpy(), reference.batched_nms(b.numpy(), s.numpy(), idxs.numpy(), 0.5)
+    )
     print_torchvision_keeps(b, s, idxs, len(got))
 
 
@@ -388,7 +405,7 @@ def test_batched_nms_negative_coordinates_match_the_per_class_reference(make):
     b -= b.max() + 1.0  # every coordinate <= -1: torchvision's class offsets are all 0
     s, c = make.scores(600), make.classes(600, 4)
     got = ops.batched_nms(t(b), t(s), t(c), 0.5)
-    want = R.batched_nms(b, s, c, 0.5)
+    want = reference.batched_nms(b, s, c, 0.5)
     np.testing.assert_array_equal(got.numpy(), want)
     print_torchvision_keeps(t(b), t(s), t(c), len(want))
 
@@ -396,13 +413,17 @@ def test_batched_nms_negative_coordinates_match_the_per_class_reference(make):
 def test_batched_nms_with_negative_and_huge_class_ids(make):
     b, s = make.clustered(300), make.scores(300)
     c = make.rng.choice(np.array([-(2**62), -1, 0, 2**40], np.int64), 300)
-    np.testing.assert_array_equal(ops.batched_nms(b, s, c, 0.5), R.batched_nms(b, s, c, 0.5))
+    np.testing.assert_array_equal(
+        ops.batched_nms(b, s, c, 0.5), reference.batched_nms(b, s, c, 0.5)
+    )
 
 
 def test_batched_nms_empty_input():
     got = ops.batched_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64), 0.5)
     assert got.shape == (0,) and got.dtype == torch.int64
-    got = ops.batched_nms(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32), 0.5)
+    got = ops.batched_nms(
+        np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32), 0.5
+    )
     assert isinstance(got, np.ndarray) and got.shape == (0,) and got.dtype == np.int64
 
 
@@ -415,7 +436,9 @@ def test_batched_nms_accepts_any_integer_idxs(dtype, make):
 
 def test_batched_nms_numpy_unsigned_idxs(make):
     b, s, c = make.clustered(200), make.scores(200), make.classes(200, 4)
-    np.testing.assert_array_equal(ops.batched_nms(b, s, c.astype(np.uint8), 0.5), ops.batched_nms(b, s, c, 0.5))
+    np.testing.assert_array_equal(
+        ops.batched_nms(b, s, c.astype(np.uint8), 0.5), ops.batched_nms(b, s, c, 0.5)
+    )
 
 
 def test_batched_nms_half_precision(make):
@@ -439,7 +462,9 @@ def test_batched_nms_numpy_float_idxs_raise_type_error():
 def test_batched_nms_wrong_idxs_shape_raises(shape):
     expected = re.escape(f"idxs must have shape [N] with N = 2 (boxes), got {shape}")
     with pytest.raises(ValueError, match=expected):
-        ops.batched_nms(torch.zeros(2, 4), torch.zeros(2), torch.zeros(shape, dtype=torch.int64), 0.5)
+        ops.batched_nms(
+            torch.zeros(2, 4), torch.zeros(2), torch.zeros(shape, dtype=torch.int64), 0.5
+        )
 
 
 def test_batched_nms_idxs_of_another_kind_raise_type_error():
@@ -464,10 +489,14 @@ def test_batched_nms_non_contiguous(make):
 # --- properties ---------------------------------------------------------------------------
 
 coord = st.integers(0, 30).map(float)
-boxes_and_scores = st.integers(0, 25).flatmap(lambda n: st.tuples(
-    st.lists(st.tuples(coord, coord, st.integers(1, 15), st.integers(1, 15)), min_size=n, max_size=n),
-    st.lists(st.integers(0, 6).map(float), min_size=n, max_size=n),  # few values: many ties
-))
+boxes_and_scores = st.integers(0, 25).flatmap(
+    lambda n: st.tuples(
+        st.lists(
+            st.tuples(coord, coord, st.integers(1, 15), st.integers(1, 15)), min_size=n, max_size=n
+        ),
+        st.lists(st.integers(0, 6).map(float), min_size=n, max_size=n),  # few values: many ties
+    )
+)
 
 
 @settings(max_examples=100, deadline=None)
@@ -477,11 +506,11 @@ def test_nms_greedy_properties(data, threshold):
     b = np.array([[x, y, x + w, y + h] for x, y, w, h in raw], np.float64).reshape(-1, 4)
     s = np.array(scores, np.float64)
     keep = ops.nms(b, s, threshold)
-    np.testing.assert_array_equal(keep, R.nms(b, s, threshold))
-    order = R.descending_order(s)  # the stable processing order
+    np.testing.assert_array_equal(keep, reference.nms(b, s, threshold))
+    order = reference.descending_order(s)  # the stable processing order
     pos = {i: p for p, i in enumerate(order)}
     assert [pos[i] for i in keep] == sorted(pos[i] for i in keep)  # decreasing score
-    iou = R.box_iou(b, b)
+    iou = reference.box_iou(b, b)
     for a in range(len(keep)):  # every kept pair has IoU <= t
         for c in range(a + 1, len(keep)):
             assert iou[keep[a], keep[c]] <= threshold
@@ -498,7 +527,7 @@ def test_batched_nms_properties(data, classes):
     s = np.array(scores, np.float64)
     c = np.array(classes[: len(b)], np.int64)
     keep = ops.batched_nms(b, s, c, 0.5)
-    np.testing.assert_array_equal(keep, R.batched_nms(b, s, c, 0.5))
+    np.testing.assert_array_equal(keep, reference.batched_nms(b, s, c, 0.5))
     assert list(s[keep]) == sorted(s[keep], reverse=True)
 
 

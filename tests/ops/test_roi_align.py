@@ -1,4 +1,5 @@
 """roi_align against torchvision.ops.roi_align and a direct reference, forward and backward."""
+
 import numpy as np
 import pytest
 import torch
@@ -47,15 +48,21 @@ def test_backward_matches_torchvision(rng, aligned, sampling_ratio):
 def test_float64_and_benchmark_shape(rng):
     x = features(rng, (1, 64, 38, 50), torch.float64)
     r = rois(rng, 128, 1, 38, 50, scale=1 / 16).double()
-    torch.testing.assert_close(ops.roi_align(x, r, 7, 1 / 16, 2, True),
-                               tv.ops.roi_align(x, r, 7, 1 / 16, 2, True), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        ops.roi_align(x, r, 7, 1 / 16, 2, True),
+        tv.ops.roi_align(x, r, 7, 1 / 16, 2, True),
+        rtol=1e-12,
+        atol=1e-12,
+    )
 
 
 def test_gradcheck_float64(rng):
     x = features(rng, (2, 3, 9, 11), torch.float64).requires_grad_()
     r = rois(rng, 5, 2, 9, 11).double()
     for aligned in (False, True):
-        assert torch.autograd.gradcheck(lambda t: ops.roi_align(t, r, (2, 3), 1.0, 2, aligned), (x,))
+        assert torch.autograd.gradcheck(
+            lambda t, a=aligned: ops.roi_align(t, r, (2, 3), 1.0, 2, a), (x,)
+        )
 
 
 def test_backward_is_bit_identical_and_thread_count_free(rng):
@@ -82,12 +89,19 @@ def test_backward_is_bit_identical_and_thread_count_free(rng):
 
 def test_list_of_boxes_equals_rois_tensor(rng):
     x = features(rng, (3, 4, 16, 16))
-    per_image = [torch.from_numpy(rng.uniform(0, 60, (k, 4)).astype(np.float32)).sort(1).values[:, [0, 2, 1, 3]]
-                 for k in (3, 0, 5)]
-    per_image = [torch.stack([b[:, 0], b[:, 2], b[:, 1], b[:, 3]], 1) for b in per_image]  # x1<x2, y1<y2
+    per_image = [
+        torch.from_numpy(rng.uniform(0, 60, (k, 4)).astype(np.float32))
+        .sort(1)
+        .values[:, [0, 2, 1, 3]]
+        for k in (3, 0, 5)
+    ]
+    per_image = [
+        torch.stack([b[:, 0], b[:, 2], b[:, 1], b[:, 3]], 1) for b in per_image
+    ]  # x1<x2, y1<y2
     got = ops.roi_align(x, per_image, 5, 0.25, 2, True)
-    assert torch.equal(got, tv.ops.roi_align(x, per_image, 5, 0.25, 2, True)) or \
-        torch.allclose(got, tv.ops.roi_align(x, per_image, 5, 0.25, 2, True), rtol=1e-5, atol=1e-6)
+    assert torch.equal(got, tv.ops.roi_align(x, per_image, 5, 0.25, 2, True)) or torch.allclose(
+        got, tv.ops.roi_align(x, per_image, 5, 0.25, 2, True), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_numpy_in_numpy_out(rng):
@@ -95,7 +109,9 @@ def test_numpy_in_numpy_out(rng):
     r = rois(rng, 7, 1, 10, 12)
     got = ops.roi_align(x.numpy(), r.numpy(), 3, 1.0, 2, False)
     assert isinstance(got, np.ndarray) and got.dtype == np.float32 and got.shape == (7, 3, 3, 3)
-    np.testing.assert_allclose(got, tv.ops.roi_align(x, r, 3, 1.0, 2, False).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        got, tv.ops.roi_align(x, r, 3, 1.0, 2, False).numpy(), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_half_precision_computes_in_float32(rng):
@@ -113,16 +129,18 @@ def test_empty_and_degenerate(rng):
     out = ops.roi_align(x, torch.zeros(0, 5), 3, 1.0, 2, True)
     assert out.shape == (0, 4, 3, 3)
     zero = torch.tensor([[0, 3.0, 3.0, 3.0, 3.0], [0, 100.0, 100.0, 120.0, 130.0]])
-    torch.testing.assert_close(ops.roi_align(x, zero, 3, 1.0, 2, True),
-                               tv.ops.roi_align(x, zero, 3, 1.0, 2, True))
+    torch.testing.assert_close(
+        ops.roi_align(x, zero, 3, 1.0, 2, True), tv.ops.roi_align(x, zero, 3, 1.0, 2, True)
+    )
 
 
 def test_non_contiguous_input(rng):
     x = features(rng, (1, 6, 14, 10)).transpose(2, 3)  # [1, 6, 10, 14] view
     r = rois(rng, 9, 1, 10, 14)
     assert not x.is_contiguous()
-    torch.testing.assert_close(ops.roi_align(x, r, 4, 1.0, 2, True),
-                               tv.ops.roi_align(x.contiguous(), r, 4, 1.0, 2, True))
+    torch.testing.assert_close(
+        ops.roi_align(x, r, 4, 1.0, 2, True), tv.ops.roi_align(x.contiguous(), r, 4, 1.0, 2, True)
+    )
 
 
 def test_module_matches_function(rng):
@@ -142,7 +160,9 @@ def test_errors_name_the_argument(rng):
         ops.roi_align(x, good[:, 1:], 2)
     with pytest.raises(TypeError, match="input must be float16, bfloat16, float32 or float64"):
         ops.roi_align(x.int(), good, 2)
-    with pytest.raises(ValueError, match=r"boxes\[:, 0\] must hold integer batch indices in \[0, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"boxes\[:, 0\] must hold integer batch indices in \[0, 2\)"
+    ):
         ops.roi_align(x, torch.tensor([[2, 1.0, 1.0, 5.0, 5.0]]), 2)
     with pytest.raises(ValueError, match="boxes contains NaN or inf"):
         ops.roi_align(x, torch.tensor([[0, float("nan"), 1.0, 5.0, 5.0]]), 2)

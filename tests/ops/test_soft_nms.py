@@ -1,4 +1,5 @@
 """soft_nms against the reference (torchvision has no soft_nms; its hard nms is the limit)."""
+
 import math
 
 import numpy as np
@@ -8,8 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastdet import ops
-from fastdet.ops import _reference as R
-
+from fastdet.ops import _reference as reference
 
 DTYPES = [np.float32, np.float64]
 SETTINGS = [  # (iou_threshold, sigma, score_threshold)
@@ -32,7 +32,7 @@ PAIR = np.array([[0, 0, 3, 1], [1, 0, 4, 1]], np.float64)  # IoU exactly 0.5
 def test_soft_nms_matches_reference_exactly(params, dtype, method, make):
     b, s = make.clustered(250, dtype), make.scores(250, dtype)
     keep, scores = ops.soft_nms(t(b), t(s), *params, method=method)
-    want_keep, want_scores = R.soft_nms(b, s, *params, method=method)
+    want_keep, want_scores = reference.soft_nms(b, s, *params, method=method)
     assert keep.dtype == torch.int64 and scores.dtype == t(s).dtype
     np.testing.assert_array_equal(keep.numpy(), want_keep)
     np.testing.assert_array_equal(scores.numpy(), want_scores)
@@ -42,7 +42,7 @@ def test_soft_nms_matches_reference_exactly(params, dtype, method, make):
 def test_soft_nms_matches_reference_on_uniform_boxes(method, make):
     b, s = make.boxes(400), make.scores(400)
     keep, scores = ops.soft_nms(b, s, method=method)
-    want_keep, want_scores = R.soft_nms(b, s, method=method)
+    want_keep, want_scores = reference.soft_nms(b, s, method=method)
     np.testing.assert_array_equal(keep, want_keep)
     np.testing.assert_array_equal(scores, want_scores)
 
@@ -79,13 +79,15 @@ def test_soft_nms_numpy_float16(make):
     b, s = make.clustered(50, np.float16), make.scores(50, np.float16)
     keep, scores = ops.soft_nms(b, s)
     assert scores.dtype == np.float16
-    want_keep, want_scores = R.soft_nms(b.astype(np.float32), s.astype(np.float32))
+    want_keep, want_scores = reference.soft_nms(b.astype(np.float32), s.astype(np.float32))
     np.testing.assert_array_equal(keep, want_keep)
     np.testing.assert_array_equal(scores, want_scores.astype(np.float16))
 
 
 def test_soft_nms_empty_input():
-    keep, scores = ops.soft_nms(torch.zeros(0, 4, dtype=torch.float64), torch.zeros(0, dtype=torch.float64))
+    keep, scores = ops.soft_nms(
+        torch.zeros(0, 4, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
+    )
     assert keep.shape == (0,) and keep.dtype == torch.int64
     assert scores.shape == (0,) and scores.dtype == torch.float64
     keep, scores = ops.soft_nms(np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
@@ -104,7 +106,9 @@ def test_soft_nms_all_below_score_threshold_gives_empty(make):
 
 
 def test_soft_nms_score_equal_to_threshold_survives():
-    keep, _ = ops.soft_nms(np.array([[0, 0, 1, 1]], np.float64), np.array([0.5]), score_threshold=0.5)
+    keep, _ = ops.soft_nms(
+        np.array([[0, 0, 1, 1]], np.float64), np.array([0.5]), score_threshold=0.5
+    )
     assert keep.tolist() == [0]
 
 
@@ -142,7 +146,7 @@ def test_soft_nms_tied_scores_match_reference(make):
     b = make.clustered(200)
     s = (make.rng.integers(1, 5, 200) / 4).astype(np.float32)
     keep, scores = ops.soft_nms(b, s, method="linear", iou_threshold=0.5)
-    want_keep, want_scores = R.soft_nms(b, s, method="linear", iou_threshold=0.5)
+    want_keep, want_scores = reference.soft_nms(b, s, method="linear", iou_threshold=0.5)
     np.testing.assert_array_equal(keep, want_keep)
     np.testing.assert_array_equal(scores, want_scores)
 
@@ -185,7 +189,7 @@ def test_soft_nms_huge_and_negative_coordinates_match_reference(make):
     for b in (make.clustered(150, np.float64) * 1e5 + 1e7, make.clustered(150, np.float64) - 1e4):
         s = make.scores(150, np.float64)
         keep, scores = ops.soft_nms(t(b), t(s))
-        want_keep, want_scores = R.soft_nms(b, s)
+        want_keep, want_scores = reference.soft_nms(b, s)
         np.testing.assert_array_equal(keep.numpy(), want_keep)
         np.testing.assert_array_equal(scores.numpy(), want_scores)
 
@@ -217,7 +221,9 @@ def test_soft_nms_bad_arguments_raise():
 
 
 def test_soft_nms_linear_ignores_sigma():
-    keep, scores = ops.soft_nms(PAIR, np.array([0.9, 0.8]), iou_threshold=0.1, sigma=0.0, method="linear")
+    keep, scores = ops.soft_nms(
+        PAIR, np.array([0.9, 0.8]), iou_threshold=0.1, sigma=0.0, method="linear"
+    )
     assert scores.tolist() == [0.9, 0.8 * 0.5]
 
 
@@ -228,7 +234,9 @@ def test_soft_nms_wrong_dtype_shape_and_kind_raise():
         ops.soft_nms(torch.zeros(2, 4), torch.zeros(2, dtype=torch.int32))
     with pytest.raises(ValueError, match=r"boxes must have shape \[N, 4\], got \(2, 3\)"):
         ops.soft_nms(torch.zeros(2, 3), torch.zeros(2))
-    with pytest.raises(ValueError, match=r"scores must have shape \[N\] with N = 2 \(boxes\), got \(1,\)"):
+    with pytest.raises(
+        ValueError, match=r"scores must have shape \[N\] with N = 2 \(boxes\), got \(1,\)"
+    ):
         ops.soft_nms(torch.zeros(2, 4), torch.zeros(1))
     with pytest.raises(TypeError, match="scores is a numpy array but boxes is a torch array"):
         ops.soft_nms(torch.zeros(2, 4), np.zeros(2, np.float32))
@@ -254,21 +262,29 @@ def test_soft_nms_compiles(make):
 
 
 coord = st.integers(0, 30).map(float)
-inputs = st.integers(0, 20).flatmap(lambda n: st.tuples(
-    st.lists(st.tuples(coord, coord, st.integers(0, 15), st.integers(0, 15)), min_size=n, max_size=n),
-    st.lists(st.floats(0, 1), min_size=n, max_size=n),
-))
+inputs = st.integers(0, 20).flatmap(
+    lambda n: st.tuples(
+        st.lists(
+            st.tuples(coord, coord, st.integers(0, 15), st.integers(0, 15)), min_size=n, max_size=n
+        ),
+        st.lists(st.floats(0, 1), min_size=n, max_size=n),
+    )
+)
 
 
 @settings(max_examples=80, deadline=None)
-@given(inputs, st.sampled_from(["linear", "gaussian"]), st.sampled_from([0.0, 0.3, 0.7]),
-       st.sampled_from([0.0, 0.001, 0.3]))
+@given(
+    inputs,
+    st.sampled_from(["linear", "gaussian"]),
+    st.sampled_from([0.0, 0.3, 0.7]),
+    st.sampled_from([0.0, 0.001, 0.3]),
+)
 def test_soft_nms_properties(data, method, iou_threshold, score_threshold):
     raw, scores = data
     b = np.array([[x, y, x + w, y + h] for x, y, w, h in raw], np.float64).reshape(-1, 4)
     s = np.array(scores, np.float64)
     keep, out = ops.soft_nms(b, s, iou_threshold, 0.5, score_threshold, method)
-    want_keep, want_out = R.soft_nms(b, s, iou_threshold, 0.5, score_threshold, method)
+    want_keep, want_out = reference.soft_nms(b, s, iou_threshold, 0.5, score_threshold, method)
     np.testing.assert_array_equal(keep, want_keep)
     np.testing.assert_array_equal(out, want_out)
     assert len(set(keep.tolist())) == len(keep)  # each box selected at most once

@@ -8,8 +8,8 @@
 namespace fastdet {
 
 enum Status : int64_t {
-  kNonFinite = -1,   // a box coordinate or score is NaN or inf
-  kOutOfMemory = -2, // the workspace given is too small
+  kNonFinite = -1,    // a box coordinate or score is NaN or inf
+  kOutOfMemory = -2,  // the workspace given is too small
 };
 
 // soft_nms decay
@@ -22,7 +22,8 @@ void set_num_threads(int n);
 template <typename T> int64_t count_nonfinite(const T* x, int64_t n);
 template <typename T> void box_area(const T* boxes, int64_t n, T* out);
 template <typename T> void box_iou(const T* a, int64_t n, const T* b, int64_t m, T* out);
-template <typename T> void generalized_box_iou(const T* a, int64_t n, const T* b, int64_t m, T* out);
+template <typename T>
+void generalized_box_iou(const T* a, int64_t n, const T* b, int64_t m, T* out);
 
 // keep: room for n indices, written in decreasing score (ties: lower index first).
 template <typename T>
@@ -70,8 +71,7 @@ int device_count();
 const char* version();  // runtime version, e.g. "13.0"
 const char* archs();    // architectures compiled in, e.g. "75;80;86;89;90;100;120"
 
-template <typename T>
-void box_area(const T* boxes, int64_t n, T* out, int device, void* stream);
+template <typename T> void box_area(const T* boxes, int64_t n, T* out, int device, void* stream);
 template <typename T>
 void box_iou(const T* a, int64_t n, const T* b, int64_t m, T* out, int device, void* stream);
 template <typename T>
@@ -87,13 +87,13 @@ int64_t nms(const T* boxes, const T* scores, int64_t n, double iou_threshold, in
 size_t batched_nms_workspace_bytes(int64_t n);
 template <typename T>
 int64_t batched_nms(const T* boxes, const T* scores, const int64_t* idxs, int64_t n,
-                    double iou_threshold, int64_t* keep, void* workspace,
-                    size_t workspace_bytes, int device, void* stream);
+                    double iou_threshold, int64_t* keep, void* workspace, size_t workspace_bytes,
+                    int device, void* stream);
 size_t soft_nms_workspace_bytes(int64_t n);
 template <typename T>
 int64_t soft_nms(const T* boxes, const T* scores, int64_t n, double iou_threshold, double sigma,
-                 double score_threshold, int method, int64_t* keep, T* out_scores,
-                 void* workspace, size_t workspace_bytes, int device, void* stream);
+                 double score_threshold, int method, int64_t* keep, T* out_scores, void* workspace,
+                 size_t workspace_bytes, int device, void* stream);
 
 template <typename T>
 void roi_align_forward(const T* input, int64_t N, int64_t C, int64_t H, int64_t W, const T* rois,

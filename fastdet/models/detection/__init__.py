@@ -1,17 +1,42 @@
 """Faster R-CNN (fastdet.models.detection): torchvision's structure and state_dict keys, on
 fastdet's ops. Presets fasterrcnn_vgg16 (the original), fasterrcnn_resnet50_fpn (torchvision's,
 checkpoint-compatible) and fasterrcnn_resnet18_fpn (CPU-sized). See faster_rcnn.py."""
-from .backbones import (BackboneWithFPN, FeaturePyramidNetwork, FrozenBatchNorm2d, VGG16Backbone,
-                        resnet_fpn_backbone)
-from .faster_rcnn import (FasterRCNN, fasterrcnn_resnet18_fpn, fasterrcnn_resnet50_fpn,
-                          fasterrcnn_vgg16, load_detector_weights)
+
+from .backbones import (
+    BackboneWithFPN,
+    FeaturePyramidNetwork,
+    FrozenBatchNorm2d,
+    VGG16Backbone,
+    resnet_fpn_backbone,
+)
+from .faster_rcnn import (
+    FasterRCNN,
+    fasterrcnn_resnet18_fpn,
+    fasterrcnn_resnet50_fpn,
+    fasterrcnn_vgg16,
+    load_detector_weights,
+)
 from .roi_heads import FastRCNNPredictor, MultiScaleRoIAlign, RoIHeads, TwoMLPHead
 from .rpn import RegionProposalNetwork, RPNHead
 from .transform import DetectionTransform, ImageList
 
 __all__ = [
-    "BackboneWithFPN", "DetectionTransform", "FastRCNNPredictor", "FasterRCNN",
-    "FeaturePyramidNetwork", "FrozenBatchNorm2d", "ImageList", "MultiScaleRoIAlign", "RPNHead",
-    "RegionProposalNetwork", "RoIHeads", "TwoMLPHead", "VGG16Backbone", "fasterrcnn_resnet18_fpn",
-    "fasterrcnn_resnet50_fpn", "fasterrcnn_vgg16", "load_detector_weights", "resnet_fpn_backbone",
+    "BackboneWithFPN",
+    "DetectionTransform",
+    "FastRCNNPredictor",
+    "FasterRCNN",
+    "FeaturePyramidNetwork",
+    "FrozenBatchNorm2d",
+    "ImageList",
+    "MultiScaleRoIAlign",
+    "RPNHead",
+    "RegionProposalNetwork",
+    "RoIHeads",
+    "TwoMLPHead",
+    "VGG16Backbone",
+    "fasterrcnn_resnet18_fpn",
+    "fasterrcnn_resnet50_fpn",
+    "fasterrcnn_vgg16",
+    "load_detector_weights",
+    "resnet_fpn_backbone",
 ]

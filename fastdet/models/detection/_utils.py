@@ -5,6 +5,7 @@ Matcher: each prediction (anchor or proposal) takes the ground truth of highest 
 predictions of highest IoU with each ground truth are matched to it whatever the IoU (ties
 included), as Faster R-CNN's "best anchor for each ground truth" rule and torchvision's Matcher.
 """
+
 from __future__ import annotations
 
 import torch
@@ -12,13 +13,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...ops import box_iou
-from .. import losses as L
+from .. import losses
 
 BELOW_LOW = -1
 BETWEEN = -2
 
 
-def match(gt_boxes: Tensor, boxes: Tensor, high: float, low: float, allow_low_quality: bool) -> Tensor:
+def match(
+    gt_boxes: Tensor, boxes: Tensor, high: float, low: float, allow_low_quality: bool
+) -> Tensor:
     """int64 [N]: index of the matched ground truth for each of boxes [N, 4], or BELOW_LOW /
     BETWEEN. gt_boxes [M, 4] with M >= 1 and N >= 1 (callers handle empty ground truth)."""
     iou = box_iou(gt_boxes, boxes)  # [M, N]
@@ -34,8 +37,9 @@ def match(gt_boxes: Tensor, boxes: Tensor, high: float, low: float, allow_low_qu
     return matches
 
 
-def sample(labels: list[Tensor], batch_size: int,
-           positive_fraction: float) -> tuple[list[Tensor], list[Tensor]]:
+def sample(
+    labels: list[Tensor], batch_size: int, positive_fraction: float
+) -> tuple[list[Tensor], list[Tensor]]:
     """Per image, random indices of at most batch_size * positive_fraction positives (label >= 1)
     and negatives (label 0) filling the rest of batch_size; label -1 is never sampled. Uses
     torch.randperm on the labels' device as torchvision does (same seed, same draw)."""
@@ -69,14 +73,14 @@ def box_regression_loss(pred: Tensor, target: Tensor, kind: str, sigma: float) -
     torch's smooth_l1_loss with beta = 1 / sigma^2 (torchvision's beta 1/9 is sigma 3)."""
     if kind == "l1":
         return (pred - target).abs().sum()
-    return L.smooth_l1(pred, target, sigma=sigma, reduction="sum")
+    return losses.smooth_l1(pred, target, sigma=sigma, reduction="sum")
 
 
 def objectness_loss(logits: Tensor, labels: Tensor, kind: str, gamma: float) -> Tensor:
     """Mean binary loss over the sampled anchors: BCE, or focal with gamma (no alpha weighting,
     the 1:1 sampling already balances classes)."""
     if kind == "focal":
-        return L.focal(logits, labels, alpha=-1.0, gamma=gamma, reduction="mean")
+        return losses.focal(logits, labels, alpha=-1.0, gamma=gamma, reduction="mean")
     return F.binary_cross_entropy_with_logits(logits, labels)
 
 

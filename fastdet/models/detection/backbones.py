@@ -5,6 +5,7 @@ convolutional extractor ("features", torchvision's indices 0-29, stride 16).
 A backbone's forward takes a padded batch [B, 3, H, W] and returns an OrderedDict of feature
 maps, highest resolution first, each with `out_channels` channels.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -67,9 +68,12 @@ class FeaturePyramidNetwork(nn.Module):
     def __init__(self, in_channels_list: list[int], out_channels: int):
         super().__init__()
         self.inner_blocks = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(c, out_channels, 1)) for c in in_channels_list)
+            nn.Sequential(nn.Conv2d(c, out_channels, 1)) for c in in_channels_list
+        )
         self.layer_blocks = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(out_channels, out_channels, 3, padding=1)) for _ in in_channels_list)
+            nn.Sequential(nn.Conv2d(out_channels, out_channels, 3, padding=1))
+            for _ in in_channels_list
+        )
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_uniform_(m.weight, a=1)
@@ -104,8 +108,9 @@ class BackboneWithFPN(nn.Module):
 _TRAINABLE_ORDER = ("layer4", "layer3", "layer2", "layer1", "conv1")
 
 
-def resnet_fpn_backbone(name: str, weights_backbone=None, trainable_layers: int = 3,
-                        frozen_bn: bool = True) -> BackboneWithFPN:
+def resnet_fpn_backbone(
+    name: str, weights_backbone=None, trainable_layers: int = 3, frozen_bn: bool = True
+) -> BackboneWithFPN:
     """ResNet + FPN as torchvision's _resnet_fpn_extractor. weights_backbone: a local torchvision
     classification state_dict of `name` (fc dropped). trainable_layers in [0, 5] counts stages
     from layer4 down (3: layer2-4 train, conv1 and layer1 frozen; 5: all, bn1 included).

@@ -16,6 +16,7 @@ Images are lists of float [C, H, W] tensors (any sizes); targets, in training, a
 with "boxes" float [Ni, 4] (x1, y1, x2, y2, pixels of the image as given; Ni may be 0) and
 "labels" int64 [Ni] in 1..num_classes - 1 (0 is background).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -48,42 +49,89 @@ class FasterRCNN(nn.Module):
     "loss_classifier", "loss_box_reg"}; in evaluation, forward(images) returns one dict per image,
     {"boxes" [D, 4], "scores" [D], "labels" [D] int64}, boxes in the original image's pixels."""
 
-    def __init__(self, backbone: nn.Module, num_classes: int, min_size=800, max_size: int = 1333,
-                 image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD, rpn_anchor_generator=None,
-                 rpn_pre_nms_top_n_train: int = 2000, rpn_pre_nms_top_n_test: int = 1000,
-                 rpn_post_nms_top_n_train: int = 2000, rpn_post_nms_top_n_test: int = 1000,
-                 rpn_nms_thresh: float = 0.7, rpn_fg_iou_thresh: float = 0.7,
-                 rpn_bg_iou_thresh: float = 0.3, rpn_batch_size_per_image: int = 256,
-                 rpn_positive_fraction: float = 0.5, rpn_score_thresh: float = 0.0,
-                 box_roi_pool=None, box_head=None, box_score_thresh: float = 0.05,
-                 box_nms_thresh: float = 0.5, box_detections_per_img: int = 100,
-                 box_fg_iou_thresh: float = 0.5, box_bg_iou_thresh: float = 0.5,
-                 box_batch_size_per_image: int = 512, box_positive_fraction: float = 0.25,
-                 bbox_reg_weights=None, representation_size: int = 1024, rpn_sigma: float = 3.0,
-                 roi_sigma: float = 3.0, box_loss: str = "smooth_l1", cls_loss: str = "ce",
-                 focal_gamma: float = 2.0):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        min_size=800,
+        max_size: int = 1333,
+        image_mean=IMAGENET_MEAN,
+        image_std=IMAGENET_STD,
+        rpn_anchor_generator=None,
+        rpn_pre_nms_top_n_train: int = 2000,
+        rpn_pre_nms_top_n_test: int = 1000,
+        rpn_post_nms_top_n_train: int = 2000,
+        rpn_post_nms_top_n_test: int = 1000,
+        rpn_nms_thresh: float = 0.7,
+        rpn_fg_iou_thresh: float = 0.7,
+        rpn_bg_iou_thresh: float = 0.3,
+        rpn_batch_size_per_image: int = 256,
+        rpn_positive_fraction: float = 0.5,
+        rpn_score_thresh: float = 0.0,
+        box_roi_pool=None,
+        box_head=None,
+        box_score_thresh: float = 0.05,
+        box_nms_thresh: float = 0.5,
+        box_detections_per_img: int = 100,
+        box_fg_iou_thresh: float = 0.5,
+        box_bg_iou_thresh: float = 0.5,
+        box_batch_size_per_image: int = 512,
+        box_positive_fraction: float = 0.25,
+        bbox_reg_weights=None,
+        representation_size: int = 1024,
+        rpn_sigma: float = 3.0,
+        roi_sigma: float = 3.0,
+        box_loss: str = "smooth_l1",
+        cls_loss: str = "ce",
+        focal_gamma: float = 2.0,
+    ):
         super().__init__()
         if not hasattr(backbone, "out_channels"):
-            raise ValueError("backbone must have an out_channels attribute (channels of every level)")
+            raise ValueError(
+                "backbone must have an out_channels attribute (channels of every level)"
+            )
         if num_classes < 2:
-            raise ValueError(f"num_classes counts the background: it must be >= 2, got {num_classes}")
+            raise ValueError(
+                f"num_classes counts the background: it must be >= 2, got {num_classes}"
+            )
         c = backbone.out_channels
         anchors = rpn_anchor_generator or _fpn_anchors()
         losses = {"box_loss": box_loss, "cls_loss": cls_loss, "focal_gamma": focal_gamma}
         self.transform = DetectionTransform(min_size, max_size, image_mean, image_std)
         self.backbone = backbone
         self.rpn = RegionProposalNetwork(
-            anchors, RPNHead(c, anchors.num_anchors_per_location()[0]), rpn_fg_iou_thresh,
-            rpn_bg_iou_thresh, rpn_batch_size_per_image, rpn_positive_fraction,
+            anchors,
+            RPNHead(c, anchors.num_anchors_per_location()[0]),
+            rpn_fg_iou_thresh,
+            rpn_bg_iou_thresh,
+            rpn_batch_size_per_image,
+            rpn_positive_fraction,
             {"training": rpn_pre_nms_top_n_train, "testing": rpn_pre_nms_top_n_test},
             {"training": rpn_post_nms_top_n_train, "testing": rpn_post_nms_top_n_test},
-            rpn_nms_thresh, rpn_score_thresh, sigma=rpn_sigma, **losses)
+            rpn_nms_thresh,
+            rpn_score_thresh,
+            sigma=rpn_sigma,
+            **losses,
+        )
         pool = box_roi_pool or MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2)
-        head = box_head or TwoMLPHead(c * pool.output_size[0] * pool.output_size[1], representation_size)
+        head = box_head or TwoMLPHead(
+            c * pool.output_size[0] * pool.output_size[1], representation_size
+        )
         self.roi_heads = RoIHeads(
-            pool, head, FastRCNNPredictor(head.fc7.out_features, num_classes), box_fg_iou_thresh,
-            box_bg_iou_thresh, box_batch_size_per_image, box_positive_fraction, bbox_reg_weights,
-            box_score_thresh, box_nms_thresh, box_detections_per_img, sigma=roi_sigma, **losses)
+            pool,
+            head,
+            FastRCNNPredictor(head.fc7.out_features, num_classes),
+            box_fg_iou_thresh,
+            box_bg_iou_thresh,
+            box_batch_size_per_image,
+            box_positive_fraction,
+            bbox_reg_weights,
+            box_score_thresh,
+            box_nms_thresh,
+            box_detections_per_img,
+            sigma=roi_sigma,
+            **losses,
+        )
 
     def forward(self, images: list[Tensor], targets: list[dict] | None = None):
         if self.training:
@@ -92,7 +140,9 @@ class FasterRCNN(nn.Module):
         image_list, targets = self.transform(images, targets if self.training else None)
         features = self.backbone(image_list.tensors)
         proposals, rpn_losses = self.rpn(image_list, features, targets)
-        detections, roi_losses = self.roi_heads(features, proposals, image_list.image_sizes, targets)
+        detections, roi_losses = self.roi_heads(
+            features, proposals, image_list.image_sizes, targets
+        )
         if self.training:
             return {**rpn_losses, **roi_losses}
         return self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
@@ -100,27 +150,39 @@ class FasterRCNN(nn.Module):
 
 def _check_targets(targets, n: int) -> None:
     if targets is None or len(targets) != n:
-        raise ValueError(f"training needs one target dict per image ({n}), got "
-                         f"{None if targets is None else len(targets)}")
+        raise ValueError(
+            f"training needs one target dict per image ({n}), got "
+            f"{None if targets is None else len(targets)}"
+        )
     for i, t in enumerate(targets):
         boxes, labels = t.get("boxes"), t.get("labels")
         if not isinstance(boxes, Tensor) or boxes.ndim != 2 or boxes.shape[-1] != 4:
-            raise ValueError(f"targets[{i}]['boxes'] must be a tensor [N, 4], got "
-                             f"{getattr(boxes, 'shape', type(boxes).__name__)}")
+            raise ValueError(
+                f"targets[{i}]['boxes'] must be a tensor [N, 4], got "
+                f"{getattr(boxes, 'shape', type(boxes).__name__)}"
+            )
         if not boxes.is_floating_point():
             raise TypeError(f"targets[{i}]['boxes'] must be float, got {boxes.dtype}")
-        if not isinstance(labels, Tensor) or labels.dtype != torch.int64 or labels.shape != boxes.shape[:1]:
+        if (
+            not isinstance(labels, Tensor)
+            or labels.dtype != torch.int64
+            or labels.shape != boxes.shape[:1]
+        ):
             raise ValueError(f"targets[{i}]['labels'] must be an int64 tensor [{boxes.shape[0]}]")
         bad = (boxes[:, 2:] <= boxes[:, :2]).any(1)
         if bad.any():
-            raise ValueError(f"targets[{i}] has a box without positive width and height: "
-                             f"{boxes[bad][0].tolist()}")
+            raise ValueError(
+                f"targets[{i}] has a box without positive width and height: "
+                f"{boxes[bad][0].tolist()}"
+            )
 
 
 def _read_state_dict(path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist (fastdet never downloads weights)")
+        raise FileNotFoundError(
+            f"weights file {path} does not exist (fastdet never downloads weights)"
+        )
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
@@ -133,59 +195,107 @@ def load_detector_weights(model: FasterRCNN, path) -> FasterRCNN:
     """Loads a full detector state_dict (torchvision's keys). BatchNorm's num_batches_tracked
     entries are ignored. A box predictor of another class count is left at its initialization
     (fine-tuning a COCO model on other classes); any other mismatch is an error."""
-    state = {k: v for k, v in _read_state_dict(path).items() if not k.endswith("num_batches_tracked")}
+    state = {
+        k: v for k, v in _read_state_dict(path).items() if not k.endswith("num_batches_tracked")
+    }
     own = model.state_dict()
-    skipped = [k for k in state if k.startswith("roi_heads.box_predictor.") and k in own
-               and state[k].shape != own[k].shape]
+    skipped = [
+        k
+        for k in state
+        if k.startswith("roi_heads.box_predictor.") and k in own and state[k].shape != own[k].shape
+    ]
     for k in skipped:
         del state[k]
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if k not in skipped]
     if missing or unexpected:
-        raise ValueError(f"{path}: not a state_dict for this model: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}")
+        raise ValueError(
+            f"{path}: not a state_dict for this model: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
     return model
 
 
-def _resnet_fpn(name: str, num_classes: int, weights, weights_backbone, trainable_backbone_layers,
-                defaults: dict, kwargs: dict) -> FasterRCNN:
+def _resnet_fpn(
+    name: str,
+    num_classes: int,
+    weights,
+    weights_backbone,
+    trainable_backbone_layers,
+    defaults: dict,
+    kwargs: dict,
+) -> FasterRCNN:
     # torchvision's rule: pretrained weights -> frozen BatchNorm and 3 trainable stages;
     # from scratch -> ordinary BatchNorm and every stage trainable
     trained = weights is not None or weights_backbone is not None
-    layers = trainable_backbone_layers if trainable_backbone_layers is not None else (3 if trained else 5)
-    backbone = resnet_fpn_backbone(name, weights_backbone if weights is None else None, layers,
-                                   frozen_bn=trained)
+    layers = (
+        trainable_backbone_layers
+        if trainable_backbone_layers is not None
+        else (3 if trained else 5)
+    )
+    backbone = resnet_fpn_backbone(
+        name, weights_backbone if weights is None else None, layers, frozen_bn=trained
+    )
     model = FasterRCNN(backbone, num_classes, **{**defaults, **kwargs})
     return load_detector_weights(model, weights) if weights is not None else model
 
 
-def fasterrcnn_resnet50_fpn(weights=None, num_classes: int = 91, weights_backbone=None,
-                            trainable_backbone_layers: int | None = None, **kwargs) -> FasterRCNN:
+def fasterrcnn_resnet50_fpn(
+    weights=None,
+    num_classes: int = 91,
+    weights_backbone=None,
+    trainable_backbone_layers: int | None = None,
+    **kwargs,
+) -> FasterRCNN:
     """torchvision's fasterrcnn_resnet50_fpn. weights: a local detector state_dict file
     (torchvision's COCO checkpoint loads as it is); weights_backbone: a torchvision resnet50
-    classification state_dict file. kwargs: FasterRCNN's arguments (min_size, box_score_thresh...)."""
-    return _resnet_fpn("resnet50", num_classes, weights, weights_backbone,
-                       trainable_backbone_layers, {}, kwargs)
+    classification state_dict file. kwargs: FasterRCNN's arguments (min_size,
+    box_score_thresh...)."""
+    return _resnet_fpn(
+        "resnet50", num_classes, weights, weights_backbone, trainable_backbone_layers, {}, kwargs
+    )
 
 
-def fasterrcnn_resnet18_fpn(num_classes: int, weights=None, weights_backbone=None,
-                            trainable_backbone_layers: int | None = None, **kwargs) -> FasterRCNN:
+def fasterrcnn_resnet18_fpn(
+    num_classes: int,
+    weights=None,
+    weights_backbone=None,
+    trainable_backbone_layers: int | None = None,
+    **kwargs,
+) -> FasterRCNN:
     """ResNet-18 + FPN Faster R-CNN, torchvision's layout, 128 RoIs per image by default.
     weights: a detector state_dict file of this model; weights_backbone: a torchvision resnet18
     state_dict file (backbone only)."""
-    return _resnet_fpn("resnet18", num_classes, weights, weights_backbone,
-                       trainable_backbone_layers, {"box_batch_size_per_image": 128}, kwargs)
+    return _resnet_fpn(
+        "resnet18",
+        num_classes,
+        weights,
+        weights_backbone,
+        trainable_backbone_layers,
+        {"box_batch_size_per_image": 128},
+        kwargs,
+    )
 
 
 _VGG_DEFAULTS = dict(
-    min_size=600, max_size=1000, image_mean=None, image_std=None,
-    rpn_pre_nms_top_n_train=12000, rpn_pre_nms_top_n_test=6000,
-    rpn_post_nms_top_n_train=2000, rpn_post_nms_top_n_test=300, box_batch_size_per_image=128,
-    box_nms_thresh=0.3, rpn_sigma=3.0, roi_sigma=1.0)
+    min_size=600,
+    max_size=1000,
+    image_mean=None,
+    image_std=None,
+    rpn_pre_nms_top_n_train=12000,
+    rpn_pre_nms_top_n_test=6000,
+    rpn_post_nms_top_n_train=2000,
+    rpn_post_nms_top_n_test=300,
+    box_batch_size_per_image=128,
+    box_nms_thresh=0.3,
+    rpn_sigma=3.0,
+    roi_sigma=1.0,
+)
 
 
-def fasterrcnn_vgg16(num_classes: int, weights=None, frozen_convs: int = 4, dropout: float = 0.5,
-                     **kwargs) -> FasterRCNN:
+def fasterrcnn_vgg16(
+    num_classes: int, weights=None, frozen_convs: int = 4, dropout: float = 0.5, **kwargs
+) -> FasterRCNN:
     """The original Faster R-CNN on VGG16. weights: a local torchvision vgg16 state_dict file
     (features.* -> the extractor, classifier.0 / classifier.3 -> fc6 / fc7), or a state_dict of
     this detector. The model does not normalize by default (image_mean=None): the data transforms
@@ -218,5 +328,7 @@ def _load_vgg_classifier(model: FasterRCNN, state: dict, path) -> None:
     expected_missing = ("rpn.", "roi_heads.box_predictor.")
     missing = [k for k in missing if not k.startswith(expected_missing)]
     if missing or unexpected:
-        raise ValueError(f"{path}: not a torchvision vgg16 state_dict: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}")
+        raise ValueError(
+            f"{path}: not a torchvision vgg16 state_dict: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )

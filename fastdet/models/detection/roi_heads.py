@@ -8,6 +8,7 @@ batch_size_per_image are sampled per image with at most positive_fraction positi
 softmax scores, class-specific boxes clipped to the image, score > score_thresh, boxes under
 1e-2 pixels dropped, NMS per class at nms_thresh, the detections_per_img highest kept.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,8 +17,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...ops import BoxCoder, batched_nms, box_area, clip_boxes_to_image, remove_small_boxes, roi_align
-from . import _utils as U
+from ...ops import (
+    BoxCoder,
+    batched_nms,
+    box_area,
+    clip_boxes_to_image,
+    remove_small_boxes,
+    roi_align,
+)
+from . import _utils as det_utils
 
 
 def _infer_scale(feature: Tensor, image_size: tuple[int, int]) -> float:
@@ -33,20 +41,31 @@ class MultiScaleRoIAlign(nn.Module):
     clamped to the available levels (FPN's rule); with a single level, every box goes to it.
     Scales come from the largest image size of the batch (before padding)."""
 
-    def __init__(self, featmap_names: list[str], output_size=7, sampling_ratio: int = 2,
-                 canonical_scale: int = 224, canonical_level: int = 4):
+    def __init__(
+        self,
+        featmap_names: list[str],
+        output_size=7,
+        sampling_ratio: int = 2,
+        canonical_scale: int = 224,
+        canonical_level: int = 4,
+    ):
         super().__init__()
         self.featmap_names = list(featmap_names)
-        self.output_size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+        self.output_size = (
+            (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+        )
         self.sampling_ratio = sampling_ratio
         self.canonical_scale, self.canonical_level = canonical_scale, canonical_level
 
     def levels(self, boxes: list[Tensor], k_min: int, k_max: int) -> Tensor:
         """int64 [sum Ni]: each box's level index in 0..k_max - k_min."""
         s = torch.sqrt(torch.cat([box_area(b) for b in boxes]))
-        k = torch.floor(self.canonical_level + torch.log2(s / self.canonical_scale)
-                        + torch.tensor(1e-6, dtype=s.dtype))
-        return (k.clamp(min=k_min, max=k_max).to(torch.int64) - k_min)
+        k = torch.floor(
+            self.canonical_level
+            + torch.log2(s / self.canonical_scale)
+            + torch.tensor(1e-6, dtype=s.dtype)
+        )
+        return k.clamp(min=k_min, max=k_max).to(torch.int64) - k_min
 
     def forward(self, features: dict, boxes: list[Tensor], image_sizes) -> Tensor:
         """features: dict of [B, C, Hl, Wl]; boxes: per image [Ni, 4] in image pixels ->
@@ -54,7 +73,9 @@ class MultiScaleRoIAlign(nn.Module):
         feats = [v for k, v in features.items() if k in self.featmap_names]
         max_size = (max(s[0] for s in image_sizes), max(s[1] for s in image_sizes))
         scales = [_infer_scale(f, max_size) for f in feats]
-        rois = torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], 1) for i, b in enumerate(boxes)])
+        rois = torch.cat(
+            [torch.cat([torch.full_like(b[:, :1], i), b], 1) for i, b in enumerate(boxes)]
+        )
         if len(feats) == 1:
             return roi_align(feats[0], rois, self.output_size, scales[0], self.sampling_ratio)
         k_min = int(-math.log2(scales[0]))
@@ -64,7 +85,9 @@ class MultiScaleRoIAlign(nn.Module):
         for level, (f, scale) in enumerate(zip(feats, scales)):
             idx = torch.where(lv == level)[0]
             if idx.numel():
-                out[idx] = roi_align(f, rois[idx], self.output_size, scale, self.sampling_ratio).to(out.dtype)
+                out[idx] = roi_align(f, rois[idx], self.output_size, scale, self.sampling_ratio).to(
+                    out.dtype
+                )
         return out
 
 
@@ -102,21 +125,38 @@ class RoIHeads(nn.Module):
     positives / number of sampled RoIs. bbox_reg_weights (10, 10, 5, 5) are the original's target
     normalization (stds 0.1, 0.1, 0.2, 0.2)."""
 
-    def __init__(self, box_roi_pool, box_head, box_predictor, fg_iou_thresh: float = 0.5,
-                 bg_iou_thresh: float = 0.5, batch_size_per_image: int = 512,
-                 positive_fraction: float = 0.25, bbox_reg_weights=(10.0, 10.0, 5.0, 5.0),
-                 score_thresh: float = 0.05, nms_thresh: float = 0.5, detections_per_img: int = 100,
-                 sigma: float = 3.0, box_loss: str = "smooth_l1", cls_loss: str = "ce",
-                 focal_gamma: float = 2.0):
+    def __init__(
+        self,
+        box_roi_pool,
+        box_head,
+        box_predictor,
+        fg_iou_thresh: float = 0.5,
+        bg_iou_thresh: float = 0.5,
+        batch_size_per_image: int = 512,
+        positive_fraction: float = 0.25,
+        bbox_reg_weights=(10.0, 10.0, 5.0, 5.0),
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.5,
+        detections_per_img: int = 100,
+        sigma: float = 3.0,
+        box_loss: str = "smooth_l1",
+        cls_loss: str = "ce",
+        focal_gamma: float = 2.0,
+    ):
         super().__init__()
-        U.check_loss_options(box_loss, cls_loss)
+        det_utils.check_loss_options(box_loss, cls_loss)
         self.box_roi_pool, self.box_head, self.box_predictor = box_roi_pool, box_head, box_predictor
         self.fg_iou_thresh, self.bg_iou_thresh = fg_iou_thresh, bg_iou_thresh
         self.batch_size_per_image, self.positive_fraction = batch_size_per_image, positive_fraction
         self.box_coder = BoxCoder(bbox_reg_weights or (10.0, 10.0, 5.0, 5.0))
         self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
         self.detections_per_img = detections_per_img
-        self.sigma, self.box_loss, self.cls_loss, self.focal_gamma = sigma, box_loss, cls_loss, focal_gamma
+        self.sigma, self.box_loss, self.cls_loss, self.focal_gamma = (
+            sigma,
+            box_loss,
+            cls_loss,
+            focal_gamma,
+        )
 
     def select_training_samples(self, proposals: list[Tensor], targets: list[dict]):
         """Per image: sampled proposals [Si, 4], labels [Si] int64 (0 background) and the
@@ -130,12 +170,12 @@ class RoIHeads(nn.Module):
                 matched = torch.zeros(props.shape[0], dtype=torch.int64, device=props.device)
                 gt = props.new_zeros((1, 4))
             else:
-                m = U.match(gt, props, self.fg_iou_thresh, self.bg_iou_thresh, False)
+                m = det_utils.match(gt, props, self.fg_iou_thresh, self.bg_iou_thresh, False)
                 matched = m.clamp(min=0)
                 labels = gt_labels[matched].to(torch.int64)
-                labels[m == U.BELOW_LOW] = 0
-                labels[m == U.BETWEEN] = -1
-            pos, neg = U.sample([labels], self.batch_size_per_image, self.positive_fraction)
+                labels[m == det_utils.BELOW_LOW] = 0
+                labels[m == det_utils.BETWEEN] = -1
+            pos, neg = det_utils.sample([labels], self.batch_size_per_image, self.positive_fraction)
             keep = torch.cat([pos[0], neg[0]]).sort().values
             out_props.append(props[keep])
             out_labels.append(labels[keep])
@@ -152,18 +192,27 @@ class RoIHeads(nn.Module):
         x = self.box_head(self.box_roi_pool(features, proposals, image_sizes))
         class_logits, box_regression = self.box_predictor(x)
         if self.training:
-            return [], self.compute_loss(class_logits, box_regression, proposals, labels, matched_gt)
-        boxes, scores, labels = self.postprocess_detections(class_logits, box_regression, proposals,
-                                                            image_sizes)
-        return [{"boxes": b, "scores": s, "labels": l} for b, s, l in zip(boxes, scores, labels)], {}
+            return [], self.compute_loss(
+                class_logits, box_regression, proposals, labels, matched_gt
+            )
+        boxes, scores, labels = self.postprocess_detections(
+            class_logits, box_regression, proposals, image_sizes
+        )
+        return [
+            {"boxes": b, "scores": s, "labels": c} for b, s, c in zip(boxes, scores, labels)
+        ], {}
 
     def compute_loss(self, class_logits, box_regression, proposals, labels, matched_gt) -> dict:
         labels = torch.cat(labels)
         pos = torch.where(labels > 0)[0]
-        targets = self.box_coder.encode_single(torch.cat(matched_gt)[pos], torch.cat(proposals)[pos])
-        pred = box_regression.reshape(labels.shape[0], box_regression.shape[1] // 4, 4)[pos, labels[pos]]
-        box = U.box_regression_loss(pred, targets, self.box_loss, self.sigma)
-        cls = U.classification_loss(class_logits, labels, self.cls_loss, self.focal_gamma)
+        targets = self.box_coder.encode_single(
+            torch.cat(matched_gt)[pos], torch.cat(proposals)[pos]
+        )
+        pred = box_regression.reshape(labels.shape[0], box_regression.shape[1] // 4, 4)[
+            pos, labels[pos]
+        ]
+        box = det_utils.box_regression_loss(pred, targets, self.box_loss, self.sigma)
+        cls = det_utils.classification_loss(class_logits, labels, self.cls_loss, self.focal_gamma)
         return {"loss_classifier": cls, "loss_box_reg": box / max(labels.numel(), 1)}
 
     def postprocess_detections(self, class_logits, box_regression, proposals, image_sizes):
@@ -173,7 +222,9 @@ class RoIHeads(nn.Module):
         pred_boxes = pred_boxes.reshape(sum(counts), num_classes, 4)
         pred_scores = F.softmax(class_logits, -1)
         out_b, out_s, out_l = [], [], []
-        for boxes, scores, size in zip(pred_boxes.split(counts), pred_scores.split(counts), image_sizes):
+        for boxes, scores, size in zip(
+            pred_boxes.split(counts), pred_scores.split(counts), image_sizes
+        ):
             boxes = clip_boxes_to_image(boxes.reshape(-1, 4), size).reshape(boxes.shape)
             labels = torch.arange(num_classes, device=scores.device).view(1, -1).expand_as(scores)
             # drop the background column, then flatten: one candidate per (RoI, class)

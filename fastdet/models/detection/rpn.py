@@ -8,13 +8,14 @@ then anchor (torchvision's order). Training: anchors with IoU > fg_iou_thresh (>
 truth, and the best anchors of each ground truth, are positive; IoU < bg_iou_thresh negative;
 batch_size_per_image anchors per image are sampled, at most positive_fraction positive.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
 from ...ops import BoxCoder, batched_nms, clip_boxes_to_image, remove_small_boxes
-from . import _utils as U
+from . import _utils as det_utils
 
 
 class RPNHead(nn.Module):
@@ -22,8 +23,9 @@ class RPNHead(nn.Module):
 
     def __init__(self, in_channels: int, num_anchors: int):
         super().__init__()
-        self.conv = nn.Sequential(nn.Sequential(nn.Conv2d(in_channels, in_channels, 3, padding=1),
-                                                nn.ReLU(inplace=True)))
+        self.conv = nn.Sequential(
+            nn.Sequential(nn.Conv2d(in_channels, in_channels, 3, padding=1), nn.ReLU(inplace=True))
+        )
         self.cls_logits = nn.Conv2d(in_channels, num_anchors, 1)
         self.bbox_pred = nn.Conv2d(in_channels, num_anchors * 4, 1)
         for m in self.modules():
@@ -32,7 +34,8 @@ class RPNHead(nn.Module):
                 nn.init.constant_(m.bias, 0)
 
     def forward(self, feats: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
-        """feats: per level [B, C, H, W] -> logits [B, A, H, W] and deltas [B, 4A, H, W] per level."""
+        """feats: per level [B, C, H, W] -> logits [B, A, H, W] and deltas [B, 4A, H, W] per
+        level."""
         logits, deltas = [], []
         for f in feats:
             t = self.conv(f)
@@ -61,13 +64,25 @@ class RegionProposalNetwork(nn.Module):
     Losses: objectness "ce" (BCE) or "focal"; box "smooth_l1" (with sigma; 3 = torchvision's
     beta 1/9 = the original) or "l1", summed over positives / number of sampled anchors."""
 
-    def __init__(self, anchor_generator, head: RPNHead, fg_iou_thresh: float = 0.7,
-                 bg_iou_thresh: float = 0.3, batch_size_per_image: int = 256,
-                 positive_fraction: float = 0.5, pre_nms_top_n=None, post_nms_top_n=None,
-                 nms_thresh: float = 0.7, score_thresh: float = 0.0, sigma: float = 3.0,
-                 box_loss: str = "smooth_l1", cls_loss: str = "ce", focal_gamma: float = 2.0):
+    def __init__(
+        self,
+        anchor_generator,
+        head: RPNHead,
+        fg_iou_thresh: float = 0.7,
+        bg_iou_thresh: float = 0.3,
+        batch_size_per_image: int = 256,
+        positive_fraction: float = 0.5,
+        pre_nms_top_n=None,
+        post_nms_top_n=None,
+        nms_thresh: float = 0.7,
+        score_thresh: float = 0.0,
+        sigma: float = 3.0,
+        box_loss: str = "smooth_l1",
+        cls_loss: str = "ce",
+        focal_gamma: float = 2.0,
+    ):
         super().__init__()
-        U.check_loss_options(box_loss, cls_loss)
+        det_utils.check_loss_options(box_loss, cls_loss)
         self.anchor_generator, self.head = anchor_generator, head
         self.box_coder = BoxCoder((1.0, 1.0, 1.0, 1.0))
         self.fg_iou_thresh, self.bg_iou_thresh = fg_iou_thresh, bg_iou_thresh
@@ -76,7 +91,12 @@ class RegionProposalNetwork(nn.Module):
         self._post_nms_top_n = post_nms_top_n or {"training": 2000, "testing": 1000}
         self.nms_thresh, self.score_thresh = nms_thresh, score_thresh
         self.min_size = 1e-3  # proposals narrower than this (pixels) are dropped, as torchvision
-        self.sigma, self.box_loss, self.cls_loss, self.focal_gamma = sigma, box_loss, cls_loss, focal_gamma
+        self.sigma, self.box_loss, self.cls_loss, self.focal_gamma = (
+            sigma,
+            box_loss,
+            cls_loss,
+            focal_gamma,
+        )
 
     def pre_nms_top_n(self) -> int:
         return self._pre_nms_top_n["training" if self.training else "testing"]
@@ -94,7 +114,9 @@ class RegionProposalNetwork(nn.Module):
         per_level = [o[0].numel() for o in logits]
         objectness, pred_deltas = concat_predictions(logits, deltas)
         num_images = len(anchors)
-        proposals = self.box_coder.decode(pred_deltas.detach(), list(anchors)).view(num_images, -1, 4)
+        proposals = self.box_coder.decode(pred_deltas.detach(), list(anchors)).view(
+            num_images, -1, 4
+        )
         boxes, _ = self.filter_proposals(proposals, objectness, images.image_sizes, per_level)
         losses = {}
         if self.training:
@@ -111,14 +133,24 @@ class RegionProposalNetwork(nn.Module):
             offset += ob.shape[1]
         return torch.cat(out, dim=1)
 
-    def filter_proposals(self, proposals: Tensor, objectness: Tensor, image_shapes, per_level: list[int]):
+    def filter_proposals(
+        self, proposals: Tensor, objectness: Tensor, image_shapes, per_level: list[int]
+    ):
         """proposals [B, total, 4], objectness logits [B * total] or [B, total] -> per-image
         boxes [Pi, 4] and sigmoid scores [Pi]: top-k per level, clip to the image, drop boxes
         under min_size, drop scores < score_thresh, NMS per level, keep post_nms_top_n."""
         b = proposals.shape[0]
         objectness = objectness.detach().reshape(b, -1)
-        levels = torch.cat([torch.full((n,), i, dtype=torch.int64, device=proposals.device)
-                            for i, n in enumerate(per_level)]).reshape(1, -1).expand_as(objectness)
+        levels = (
+            torch.cat(
+                [
+                    torch.full((n,), i, dtype=torch.int64, device=proposals.device)
+                    for i, n in enumerate(per_level)
+                ]
+            )
+            .reshape(1, -1)
+            .expand_as(objectness)
+        )
         idx = self._top_n_idx(objectness, per_level)
         rows = torch.arange(b, device=proposals.device)[:, None]
         scores_all = torch.sigmoid(objectness[rows, idx])
@@ -135,9 +167,12 @@ class RegionProposalNetwork(nn.Module):
             final_scores.append(scores[keep])
         return final_boxes, final_scores
 
-    def assign_targets(self, anchors: list[Tensor], targets: list[dict]) -> tuple[list[Tensor], list[Tensor]]:
+    def assign_targets(
+        self, anchors: list[Tensor], targets: list[dict]
+    ) -> tuple[list[Tensor], list[Tensor]]:
         """Per image: labels [A] float (1 positive, 0 negative, -1 ignored) and the index [A] of
-        each anchor's matched ground truth (0 where there is none). No ground truth: all negative."""
+        each anchor's matched ground truth (0 where there is none). No ground truth: all
+        negative."""
         labels, matched = [], []
         for anc, t in zip(anchors, targets):
             gt = t["boxes"]
@@ -145,9 +180,9 @@ class RegionProposalNetwork(nn.Module):
                 labels.append(torch.zeros(anc.shape[0], dtype=anc.dtype, device=anc.device))
                 matched.append(torch.zeros(anc.shape[0], dtype=torch.int64, device=anc.device))
                 continue
-            m = U.match(gt.to(anc.dtype), anc, self.fg_iou_thresh, self.bg_iou_thresh, True)
+            m = det_utils.match(gt.to(anc.dtype), anc, self.fg_iou_thresh, self.bg_iou_thresh, True)
             lab = (m >= 0).to(anc.dtype)
-            lab[m == U.BETWEEN] = -1.0
+            lab[m == det_utils.BETWEEN] = -1.0
             labels.append(lab)
             matched.append(m.clamp(min=0))
         return labels, matched
@@ -156,16 +191,24 @@ class RegionProposalNetwork(nn.Module):
         """objectness [B, total] logits, pred_deltas [B * total, 4] -> loss_objectness (mean over
         sampled anchors) and loss_rpn_box_reg (sum over sampled positives / sampled count)."""
         labels, matched = self.assign_targets(anchors, targets)
-        pos, neg = U.sample(labels, self.batch_size_per_image, self.positive_fraction)
+        pos, neg = det_utils.sample(labels, self.batch_size_per_image, self.positive_fraction)
         total = anchors[0].shape[0]
         pos_flat = torch.cat([p + i * total for i, p in enumerate(pos)])
         neg_flat = torch.cat([n + i * total for i, n in enumerate(neg)])
         sampled = torch.cat([pos_flat, neg_flat])
         # regression targets only for the sampled positives (never for anchors without a match)
-        gt_pos = [t["boxes"].to(a.dtype)[m[p]] for t, a, m, p in zip(targets, anchors, matched, pos)]
+        gt_pos = [
+            t["boxes"].to(a.dtype)[m[p]] for t, a, m, p in zip(targets, anchors, matched, pos)
+        ]
         anc_pos = [a[p] for a, p in zip(anchors, pos)]
         reg_targets = self.box_coder.encode_single(torch.cat(gt_pos), torch.cat(anc_pos))
-        box = U.box_regression_loss(pred_deltas[pos_flat], reg_targets, self.box_loss, self.sigma)
-        obj = U.objectness_loss(objectness.flatten()[sampled], torch.cat(labels)[sampled],
-                                self.cls_loss, self.focal_gamma)
+        box = det_utils.box_regression_loss(
+            pred_deltas[pos_flat], reg_targets, self.box_loss, self.sigma
+        )
+        obj = det_utils.objectness_loss(
+            objectness.flatten()[sampled],
+            torch.cat(labels)[sampled],
+            self.cls_loss,
+            self.focal_gamma,
+        )
         return {"loss_objectness": obj, "loss_rpn_box_reg": box / max(sampled.numel(), 1)}

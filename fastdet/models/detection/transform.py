@@ -8,6 +8,7 @@ floor(W * s) exactly as torchvision), then the batch is zero-padded at the botto
 common size that is a multiple of size_divisible. Boxes (x1, y1, x2, y2, pixels) are scaled with
 the per-axis ratio new / old in float32, and detections are scaled back by postprocess.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,15 +25,17 @@ class ImageList:
         self.tensors = tensors
         self.image_sizes = image_sizes
 
-    def to(self, device) -> "ImageList":
+    def to(self, device) -> ImageList:
         return ImageList(self.tensors.to(device), self.image_sizes)
 
 
 def resize_boxes(boxes: Tensor, old: tuple[int, int], new: tuple[int, int]) -> Tensor:
     """boxes [N, 4] from an image of size old (h, w) to one of size new (h, w)."""
-    ratio_h, ratio_w = (torch.tensor(n, dtype=torch.float32, device=boxes.device) /
-                        torch.tensor(o, dtype=torch.float32, device=boxes.device)
-                        for n, o in zip(new, old))
+    ratio_h, ratio_w = (
+        torch.tensor(n, dtype=torch.float32, device=boxes.device)
+        / torch.tensor(o, dtype=torch.float32, device=boxes.device)
+        for n, o in zip(new, old)
+    )
     x1, y1, x2, y2 = boxes.unbind(1)
     return torch.stack((x1 * ratio_w, y1 * ratio_h, x2 * ratio_w, y2 * ratio_h), dim=1)
 
@@ -41,8 +44,14 @@ class DetectionTransform(nn.Module):
     """min_size: an int, or a tuple from which training draws one per image (evaluation uses the
     last); image_mean / image_std: per-channel lists, or None for no normalization."""
 
-    def __init__(self, min_size=800, max_size: int = 1333, image_mean=None, image_std=None,
-                 size_divisible: int = 32):
+    def __init__(
+        self,
+        min_size=800,
+        max_size: int = 1333,
+        image_mean=None,
+        image_std=None,
+        size_divisible: int = 32,
+    ):
         super().__init__()
         self.min_size = tuple(min_size) if isinstance(min_size, (list, tuple)) else (int(min_size),)
         self.max_size = max_size
@@ -64,7 +73,9 @@ class DetectionTransform(nn.Module):
             out.append(resized)
             if targets is not None:
                 t = dict(targets[i])
-                t["boxes"] = resize_boxes(t["boxes"], tuple(img.shape[-2:]), tuple(resized.shape[-2:]))
+                t["boxes"] = resize_boxes(
+                    t["boxes"], tuple(img.shape[-2:]), tuple(resized.shape[-2:])
+                )
                 new_targets.append(t)
         sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in out]
         return ImageList(self.batch(out), sizes), new_targets
@@ -84,8 +95,13 @@ class DetectionTransform(nn.Module):
             size = self.min_size[-1]
         h, w = image.shape[-2:]
         scale = min(size / min(h, w), self.max_size / max(h, w))
-        return F.interpolate(image[None], scale_factor=scale, mode="bilinear",
-                             recompute_scale_factor=True, align_corners=False)[0]
+        return F.interpolate(
+            image[None],
+            scale_factor=scale,
+            mode="bilinear",
+            recompute_scale_factor=True,
+            align_corners=False,
+        )[0]
 
     def batch(self, images: list[Tensor]) -> Tensor:
         """Zero-pads to the largest size rounded up to a multiple of size_divisible."""
@@ -95,7 +111,7 @@ class DetectionTransform(nn.Module):
         w = int(math.ceil(max(im.shape[2] for im in images) / d) * d)
         out = images[0].new_zeros((len(images), c, h, w))
         for i, im in enumerate(images):
-            out[i, :im.shape[0], :im.shape[1], :im.shape[2]].copy_(im)
+            out[i, : im.shape[0], : im.shape[1], : im.shape[2]].copy_(im)
         return out
 
     def postprocess(self, detections: list[dict], image_sizes, original_sizes) -> list[dict]:

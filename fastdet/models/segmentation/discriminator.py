@@ -5,6 +5,7 @@ The original work found that a discriminator shown soft (sigmoid) masks wins tri
 ground-truth masks are exactly 0/1; so predicted masks are binarized at 0.5. The forward pass uses
 the hard mask, the backward pass the identity (a straight-through estimator), so the generator
 still receives the adversarial gradient."""
+
 from __future__ import annotations
 
 import torch
@@ -46,8 +47,10 @@ class Discriminator(nn.Module):
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if image.shape[-2:] != mask.shape[-2:] or mask.shape[1] != 1:
-            raise ValueError(f"image {tuple(image.shape)} and mask {tuple(mask.shape)}: expected "
-                             f"[B, C, H, W] and [B, 1, H, W]")
+            raise ValueError(
+                f"image {tuple(image.shape)} and mask {tuple(mask.shape)}: expected "
+                f"[B, C, H, W] and [B, 1, H, W]"
+            )
         return self.head(self.features(torch.cat([image, mask.to(image.dtype)], 1))).mean((1, 2, 3))
 
 

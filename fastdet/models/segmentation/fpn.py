@@ -1,6 +1,7 @@
 """FPN for segmentation (Lin et al., 2017; Kirillov et al.'s panoptic head, simplified) on a
 fastdet ResNet encoder: C2..C5 through 1x1 laterals, top-down addition, 3x3 smoothing to P2..P5,
 each upsampled to the input size and concatenated, then a 3x3 and a 1x1 convolution."""
+
 from __future__ import annotations
 
 import torch
@@ -16,9 +17,14 @@ class FPNSeg(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.lateral = nn.ModuleList([nn.Conv2d(c, channels, 1) for c in encoder.channels])
-        self.smooth = nn.ModuleList([nn.Conv2d(channels, channels, 3, padding=1) for _ in encoder.channels])
-        self.fuse = nn.Sequential(nn.Conv2d(4 * channels, channels, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+        self.smooth = nn.ModuleList(
+            [nn.Conv2d(channels, channels, 3, padding=1) for _ in encoder.channels]
+        )
+        self.fuse = nn.Sequential(
+            nn.Conv2d(4 * channels, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+        )
         self.head = nn.Conv2d(channels, num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 batch norm and ReLU, padded so encoder and decoder features concatenate without cropping,
 max-pool downsampling and transposed-convolution upsampling. Any input size: the input is padded
 to a multiple of 2^depth and the output cropped back."""
+
 from __future__ import annotations
 
 import torch
@@ -11,12 +12,19 @@ from torch import nn
 
 def conv_block(cin: int, cout: int) -> nn.Sequential:
     """(3x3 convolution, batch norm, ReLU) twice; padding 1 keeps the size."""
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-                         nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Zero-pads H and W (bottom/right) up to a multiple; returns the input's (H, W) to crop back."""
+    """Zero-pads H and W (bottom/right) up to a multiple; returns the input's (H, W) to crop
+    back."""
     h, w = x.shape[-2:]
     ph, pw = (-h) % multiple, (-w) % multiple
     return (F.pad(x, (0, pw, 0, ph)) if ph or pw else x), (h, w)
@@ -29,14 +37,25 @@ class UNet(nn.Module):
     def __init__(self, in_channels: int = 1, num_classes: int = 1, depth: int = 4, width: int = 64):
         super().__init__()
         if depth < 1 or width < 1 or in_channels < 1 or num_classes < 1:
-            raise ValueError(f"depth, width, in_channels and num_classes must be >= 1, got "
-                             f"{depth}, {width}, {in_channels}, {num_classes}")
+            raise ValueError(
+                f"depth, width, in_channels and num_classes must be >= 1, got "
+                f"{depth}, {width}, {in_channels}, {num_classes}"
+            )
         chans = [width * 2**i for i in range(depth + 1)]
         self.depth = depth
-        self.down = nn.ModuleList([conv_block(in_channels, chans[0])] +
-                                  [conv_block(chans[i], chans[i + 1]) for i in range(depth)])
-        self.up = nn.ModuleList([nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2) for i in reversed(range(depth))])
-        self.merge = nn.ModuleList([conv_block(2 * chans[i], chans[i]) for i in reversed(range(depth))])
+        self.down = nn.ModuleList(
+            [conv_block(in_channels, chans[0])]
+            + [conv_block(chans[i], chans[i + 1]) for i in range(depth)]
+        )
+        self.up = nn.ModuleList(
+            [
+                nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2)
+                for i in reversed(range(depth))
+            ]
+        )
+        self.merge = nn.ModuleList(
+            [conv_block(2 * chans[i], chans[i]) for i in reversed(range(depth))]
+        )
         self.head = nn.Conv2d(chans[0], num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
