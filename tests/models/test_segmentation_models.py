@@ -33,6 +33,49 @@ def test_fpn_any_size(h, w):
     assert m(torch.randn(1, 1, h, w)).shape == (1, 2, h, w)
 
 
+def old_fpn_keys(state_dict):
+    """The state_dict in FPNSeg's layout from before the shared FPN: lateral.i.*, smooth.i.*."""
+    out = {}
+    for key, value in state_dict.items():
+        for new, old in (("fpn.inner_blocks.", "lateral."), ("fpn.layer_blocks.", "smooth.")):
+            if key.startswith(new):
+                index, rest = key[len(new) :].split(".", 1)
+                key = f"{old}{index}.{rest.removeprefix('0.')}"
+        out[key] = value
+    return out
+
+
+def test_fpn_loads_checkpoints_with_the_old_keys():
+    torch.manual_seed(0)
+    ours = fpn_resnet18(in_channels=1, num_classes=2, channels=16)
+    with torch.no_grad():  # every weight and BN statistic random, so a misplaced one shows
+        for v in ours.state_dict().values():
+            if v.is_floating_point():  # kernels small, vectors (BN, biases) near 1: finite output
+                v.copy_(torch.randn_like(v) * 0.05 if v.dim() > 1 else torch.rand_like(v) + 0.5)
+    new = ours.state_dict()
+    old = old_fpn_keys(new)
+    assert "lateral.3.weight" in old and "smooth.0.bias" in old and len(old) == len(new)
+    assert not any(k.startswith(("lateral.", "smooth.")) for k in new)
+
+    loaded = fpn_resnet18(in_channels=1, num_classes=2, channels=16)
+    loaded.load_state_dict(old)  # strict
+    assert list(loaded.state_dict()) == list(new)  # saved again under the new keys
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in new.items())
+    x = torch.randn(2, 1, 45, 71)
+    with torch.no_grad():
+        y = ours.eval()(x)
+        assert y.isfinite().all() and y.std() > 0
+        assert torch.equal(loaded.eval()(x), y)
+
+    again = fpn_resnet18(in_channels=1, num_classes=2, channels=16)
+    again.load_state_dict(loaded.state_dict())  # the new keys round-trip
+    wrapped = torch.nn.Sequential(fpn_resnet18(in_channels=1, num_classes=2, channels=16))
+    wrapped.load_state_dict({f"0.{k}": v for k, v in old.items()})  # also as a submodule
+    with torch.no_grad():
+        assert torch.equal(again.eval()(x), y)
+        assert torch.equal(wrapped.eval()(x), y)
+
+
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])
 def test_resnet_matches_torchvision_with_the_same_weights(name, tmp_path):
     tvm = pytest.importorskip("torchvision.models")

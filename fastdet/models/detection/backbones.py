@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..fpn import FeaturePyramidNetwork  # shared with FPNSeg; detection exports it from here
 from ..resnet import ResNet, load_state_dict_file, resnet
 
 
@@ -57,39 +57,6 @@ def freeze_batch_norm(module: nn.Module) -> nn.Module:
         else:
             freeze_batch_norm(child)
     return module
-
-
-class FeaturePyramidNetwork(nn.Module):
-    """FPN (Lin et al., 2017) with torchvision's layout: per input level a 1x1 lateral convolution
-    (inner_blocks.i.0) and a 3x3 output convolution (layer_blocks.i.0); top-down pathway by
-    nearest upsampling to the lateral's size; plus the "pool" level, a stride-2 subsampling
-    of the coarsest output (torchvision's LastLevelMaxPool)."""
-
-    def __init__(self, in_channels_list: list[int], out_channels: int):
-        super().__init__()
-        self.inner_blocks = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(c, out_channels, 1)) for c in in_channels_list
-        )
-        self.layer_blocks = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(out_channels, out_channels, 3, padding=1))
-            for _ in in_channels_list
-        )
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_uniform_(m.weight, a=1)
-                nn.init.constant_(m.bias, 0)
-
-    def forward(self, feats: list[Tensor]) -> OrderedDict:
-        """feats: C2..C5 (finest first) -> OrderedDict "0".."3", "pool"."""
-        last = self.inner_blocks[-1](feats[-1])
-        outs = [self.layer_blocks[-1](last)]
-        for i in range(len(feats) - 2, -1, -1):
-            lateral = self.inner_blocks[i](feats[i])
-            last = lateral + F.interpolate(last, size=lateral.shape[-2:], mode="nearest")
-            outs.insert(0, self.layer_blocks[i](last))
-        outs.append(F.max_pool2d(outs[-1], kernel_size=1, stride=2, padding=0))
-        names = [str(i) for i in range(len(feats))] + ["pool"]
-        return OrderedDict(zip(names, outs))
 
 
 class BackboneWithFPN(nn.Module):

@@ -8,17 +8,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..fpn import FeaturePyramidNetwork
 from ..resnet import resnet
 from .unet import pad_to_multiple
 
 
 class FPNSeg(nn.Module):
+    """encoder: returns C2..C5 (finest first) and lists their widths in `.channels`. forward:
+    [B, C, H, W] -> logits [B, num_classes, H, W], any H, W (padded to a multiple of 32 inside).
+
+    The pyramid is the shared FeaturePyramidNetwork (`fpn`, P2..P5 without the pool level). State
+    dicts from before it was shared (`lateral.i.*`, `smooth.i.*`) load as they are: the keys are
+    renamed to `fpn.inner_blocks.i.0.*` and `fpn.layer_blocks.i.0.*` while loading."""
+
     def __init__(self, encoder: nn.Module, num_classes: int = 1, channels: int = 128):
         super().__init__()
         self.encoder = encoder
-        self.lateral = nn.ModuleList([nn.Conv2d(c, channels, 1) for c in encoder.channels])
-        self.smooth = nn.ModuleList(
-            [nn.Conv2d(channels, channels, 3, padding=1) for _ in encoder.channels]
+        self.fpn = FeaturePyramidNetwork(
+            list(encoder.channels), channels, pool=False, torchvision_init=False
         )
         self.fuse = nn.Sequential(
             nn.Conv2d(4 * channels, channels, 3, padding=1, bias=False),
@@ -27,14 +34,17 @@ class FPNSeg(nn.Module):
         )
         self.head = nn.Conv2d(channels, num_classes, 1)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Children load after this call from the same dict, so renaming here is enough.
+        for old, new in (("lateral.", "fpn.inner_blocks."), ("smooth.", "fpn.layer_blocks.")):
+            for key in [k for k in state_dict if k.startswith(prefix + old)]:
+                index, name = key[len(prefix + old) :].split(".", 1)
+                state_dict[f"{prefix}{new}{index}.0.{name}"] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, (h, w) = pad_to_multiple(x, 32)  # C5 is at stride 32
-        feats = self.encoder(x)
-        p = self.lateral[-1](feats[-1])
-        pyramid = [self.smooth[-1](p)]
-        for lat, smooth, c in zip(self.lateral[-2::-1], self.smooth[-2::-1], feats[-2::-1]):
-            p = lat(c) + F.interpolate(p, size=c.shape[-2:], mode="nearest")
-            pyramid.append(smooth(p))
+        pyramid = list(self.fpn(self.encoder(x)).values())[::-1]  # P5..P2: the fuse's order
         size = x.shape[-2:]
         up = [F.interpolate(q, size=size, mode="bilinear", align_corners=False) for q in pyramid]
         return self.head(self.fuse(torch.cat(up, 1)))[..., :h, :w]

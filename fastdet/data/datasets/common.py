@@ -1,0 +1,201 @@
+"""What the dataset layouts share: splits, the checked-dataset base, image tensors, boxes of
+instance labels and the readers of 2-D image files (PNG, TIFF, DICOM, NIfTI)."""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+_NIFTI = (".nii.gz", ".nii")
+
+
+def split_ids(ids, split=None, seed: int = 0, val_fraction: float = 0.2, strata=None) -> list:
+    """The ids of one split, in their order in `ids`.
+
+    split None returns all ids; "val" returns round(val_fraction * n) of them (at least 1 and at
+    most n - 1 when n >= 2 and val_fraction > 0), "train" the rest. The choice depends only on
+    the set of ids, `seed` and `val_fraction`, not on their order. `strata` (dict id -> key),
+    when given, spreads each stratum over both splits in proportion (e.g. positives and
+    negatives)."""
+    ids = list(ids)
+    if split is None:
+        return ids
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be None, 'train' or 'val', got {split!r}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    n = len(ids)
+    n_val = round(val_fraction * n)
+    if val_fraction > 0 and n >= 2:
+        n_val = min(max(n_val, 1), n - 1)
+    rng = np.random.default_rng(seed)
+    strata = strata or {}
+    groups: dict = {}
+    for i in sorted(ids):
+        groups.setdefault(str(strata.get(i, "")), []).append(i)
+    # Each id gets its fractional rank inside its shuffled stratum; taking the smallest ranks
+    # takes about the same fraction of every stratum.
+    rank = {}
+    for key in sorted(groups):
+        group = groups[key]
+        for pos, j in enumerate(rng.permutation(len(group))):
+            rank[group[j]] = (pos + rng.random()) / len(group)
+    val = set(sorted(sorted(ids), key=lambda i: rank[i])[:n_val])
+    return [i for i in ids if (i in val) == (split == "val")]
+
+
+def _subfolders(root: Path) -> list[str]:
+    """Sorted names of the folders in `root`, hidden ones (".name") left out."""
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def boxes_from_instances(instances: np.ndarray) -> np.ndarray:
+    """float32 [K, 4] (x1, y1, x2, y2) pixel-edge boxes of the labels 1..K of an integer label
+    image [H, W] (K = its maximum; an absent label gives a zero box)."""
+    k = int(instances.max()) if instances.size else 0
+    boxes = np.zeros((k, 4), np.float32)
+    from scipy import ndimage
+
+    for i, sl in enumerate(ndimage.find_objects(instances.astype(np.int32), k)):
+        if sl is not None:
+            boxes[i] = (sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)
+    return boxes
+
+
+def image_tensor(array: np.ndarray, rgb: bool | None = None) -> torch.Tensor:
+    """[H, W] or [H, W, C] -> float32 [C, H, W]. rgb=False averages colour channels into one
+    (alpha dropped), rgb=True makes 3 channels (grey repeated), None keeps the channels."""
+    a = np.asarray(array, dtype=np.float32)
+    if a.ndim == 2:
+        a = a[..., None]
+    if rgb is not None and a.shape[-1] in (2, 4):  # LA / RGBA: the alpha is not image content
+        a = a[..., :-1]
+    if rgb is False and a.shape[-1] > 1:
+        a = a.mean(-1, keepdims=True)
+    elif rgb is True and a.shape[-1] == 1:
+        a = np.repeat(a, 3, -1)
+    return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
+
+
+class _Checked(Dataset):
+    """Base: collects bad items (raise, or record and warn with skip_bad) and applies the
+    transform."""
+
+    def __init__(self, skip_bad: bool, transform):
+        self.skip_bad = bool(skip_bad)
+        self.transform = transform
+        self.skipped: list[tuple[str, str]] = []
+
+    def _bad(self, item_id: str, kind: str, message: str, error=ValueError) -> None:
+        """Raise error(message) or, with skip_bad, record (item_id, "kind: message")."""
+        if not self.skip_bad:
+            raise error(message)
+        self.skipped.append((str(item_id), f"{kind}: {message}"))
+
+    def _warn_skipped(self, total: int) -> None:
+        if self.skipped:
+            counts = Counter(reason.split(":", 1)[0] for _, reason in self.skipped)
+            why = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+            warnings.warn(
+                f"{type(self).__name__}: skipped {len(self.skipped)} of {total} "
+                f"item(s) ({why}); see .skipped",
+                stacklevel=3,
+            )
+
+    def _finish(self, sample: dict) -> dict:
+        return self.transform(sample) if self.transform is not None else sample
+
+
+# ----------------------------------------------------------------------------- file readers
+
+
+def _dicom_size(path: Path) -> tuple[int, int]:
+    """(rows, columns) from the DICOM header, without reading the pixels."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
+        return int(ds.Rows), int(ds.Columns)
+    except Exception as e:  # noqa: BLE001 - any unreadable header is reported with the file
+        raise ValueError(f"{path}: cannot read Rows/Columns ({type(e).__name__}: {e})") from e
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    """(height, width) from the image header."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.size[1], im.size[0]
+
+
+def _read_png(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if im.mode in ("P", "PA"):  # palette: expand to the colours it means
+            im = im.convert("RGBA" if "transparency" in im.info or im.mode == "PA" else "RGB")
+        return np.asarray(im)
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith(_NIFTI)
+
+
+def _nibabel(path: Path):
+    try:
+        import nibabel
+    except ImportError:
+        raise ImportError(f"{path}: reading NIfTI needs nibabel (pip install nibabel)") from None
+    return nibabel
+
+
+def _plane_shape(path: Path, shape) -> tuple[int, int]:
+    """(H, W) of [H, W], [H, W, C<=4] or with trailing singleton axes; else ValueError."""
+    shape = tuple(int(s) for s in shape)
+    while len(shape) > 2 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) == 2 or (len(shape) == 3 and shape[-1] <= 4):
+        return shape[0], shape[1]
+    raise ValueError(
+        f"{path}: expected a 2-D image, got shape {shape} (volumes: use MRISliceDataset)"
+    )
+
+
+def read_image_2d(path: Path) -> np.ndarray:
+    """[H, W] or [H, W, C] array of a PNG, TIFF, DICOM (load_dicom, modality units) or 2-D
+    NIfTI file (NIfTI's (x, y) axes transposed to (row, column))."""
+    suffix = path.name.lower()
+    if suffix.endswith(".dcm"):
+        from fastdet.data.dicom import load_dicom
+
+        return load_dicom(path)
+    if suffix.endswith((".tif", ".tiff")):
+        import tifffile
+
+        a = tifffile.imread(path)
+    elif _is_nifti(path):
+        a = np.asarray(_nibabel(path).load(path).dataobj)
+        a = a.reshape(a.shape[:2] + tuple(s for s in a.shape[2:] if s != 1)).swapaxes(0, 1)
+    else:
+        a = _read_png(path)
+    while a.ndim > 2 and a.shape[-1] == 1:  # [H, W, 1]: grey
+        a = a[..., 0]
+    _plane_shape(path, a.shape)  # raises for volumes
+    return a
+
+
+def _mask_uint8(mask: np.ndarray, binarize: bool, path) -> np.ndarray:
+    """0/1 when binarising, else the label values, which must be integers in 0..255."""
+    if binarize:
+        return (mask > 0).astype(np.uint8)
+    m = np.asarray(mask)
+    if m.size and (m.min() < 0 or m.max() > 255 or not np.array_equal(m, np.round(m))):
+        raise ValueError(
+            f"{path}: mask labels must be integers in 0..255, got values {m.min()!r}..{m.max()!r}"
+        )
+    return m.astype(np.uint8)

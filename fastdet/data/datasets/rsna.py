@@ -1,0 +1,177 @@
+"""RSNA Pneumonia Detection Challenge (stage 2) layout."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .common import _Checked, _dicom_size, image_tensor, split_ids
+
+RSNA_LABELS = "stage_2_train_labels.csv"
+RSNA_CLASSES = "stage_2_detailed_class_info.csv"
+RSNA_IMAGES = "stage_2_train_images"
+LUNG_OPACITY = "Lung Opacity"
+
+
+def _read_rsna_labels(path: Path):
+    """stage_2_train_labels.csv -> ({patientId: [(x, y, w, h)]}, {patientId: error or None})
+    with patients in first-appearance order. Per-row problems are kept per patient, so
+    skip_bad can drop the patient; a missing column is an error for the whole file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: RSNA labels CSV not found")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        columns = {"patientId", "x", "y", "width", "height", "Target"}
+        missing = columns - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(
+                f"{path}: missing column(s) {sorted(missing)}; found {reader.fieldnames}"
+            )
+        boxes, errors, targets = {}, {}, {}
+        for line, row in enumerate(reader, start=2):
+            pid = (row["patientId"] or "").strip()
+            if not pid:
+                raise ValueError(f"{path}:{line}: empty patientId")
+            boxes.setdefault(pid, [])
+            errors.setdefault(pid, None)
+            error = _rsna_row(row, boxes[pid], targets.setdefault(pid, set()))
+            if error and errors[pid] is None:
+                errors[pid] = f"{path}:{line}: patientId {pid}: {error}"
+    return boxes, errors
+
+
+def _rsna_row(row: dict, boxes: list, targets: set) -> str | None:
+    """Parses one label row into `boxes`; returns a problem description or None."""
+    target = (row["Target"] or "").strip()
+    coords = [(row[k] or "").strip() for k in ("x", "y", "width", "height")]
+    if target not in ("0", "1"):
+        return f"Target must be 0 or 1, got {target!r}"
+    targets.add(target)
+    if len(targets) > 1:
+        return "both Target 0 and Target 1 rows"
+    if target == "0":
+        return None if not any(coords) else f"Target 0 row with a box {coords}"
+    try:
+        box = tuple(float(c) for c in coords)
+    except ValueError:
+        return f"Target 1 row without a numeric box {coords}"
+    boxes.append(box)
+    return None
+
+
+def _read_rsna_classes(path: Path) -> dict:
+    """stage_2_detailed_class_info.csv -> {patientId: class}, {} when the file is absent."""
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if not {"patientId", "class"} <= set(reader.fieldnames or []):
+            raise ValueError(f"{path}: expected columns patientId,class, got {reader.fieldnames}")
+        return {row["patientId"].strip(): row["class"].strip() for row in reader}
+
+
+class RSNADataset(_Checked):
+    """RSNA Pneumonia Detection Challenge (stage 2) layout: `root/stage_2_train_labels.csv`
+    (patientId, x, y, width, height, Target), optional `root/stage_2_detailed_class_info.csv`,
+    images `root/stage_2_train_images/<patientId>.dcm`.
+
+    One sample per patient: "image" float32 [1, H, W] (load_dicom, no window: 0..255 for
+    Kaggle's 8-bit files), "boxes" float32 [K, 4] x1y1x2y2 from (x, y, x + width, y + height),
+    "labels" int64 [K] all 1 (Lung Opacity); negatives (Target 0) have K = 0 and are kept.
+    meta: path, target (0/1), class (the class CSV's, None without it), size (H, W),
+    pixel_spacing. `split` "train"/"val" splits patients (stratified by Target) with
+    `split_seed`; `ids` lists the patients in order.
+
+    Checked at construction (error, or skipped with skip_bad): malformed rows, a missing DICOM
+    (FileNotFoundError), boxes not inside the image (ValueError naming patientId and box).
+    """
+
+    def __init__(
+        self,
+        root,
+        split=None,
+        split_seed: int = 0,
+        val_fraction: float = 0.2,
+        skip_bad: bool = False,
+        transform=None,
+    ):
+        super().__init__(skip_bad, transform)
+        self.root = Path(root)
+        labels = self.root / RSNA_LABELS
+        boxes, errors = _read_rsna_labels(labels)
+        classes = _read_rsna_classes(self.root / RSNA_CLASSES)
+        strata = {pid: bool(b) for pid, b in boxes.items()}
+        chosen = split_ids(boxes, split, split_seed, val_fraction, strata)
+        self.items = []
+        for pid in chosen:
+            item = self._check(pid, boxes[pid], errors[pid], labels)
+            if item is not None:
+                self.items.append((*item, classes.get(pid)))
+        self.ids = [item[0] for item in self.items]
+        self._warn_skipped(len(chosen))
+
+    def _check(self, pid, boxes, error, labels):
+        """(pid, path, boxes [K, 4] x1y1x2y2) or None when skipped."""
+        if error:
+            return self._bad(pid, "bad CSV row", error)
+        path = self.root / RSNA_IMAGES / f"{pid}.dcm"
+        if not path.is_file():
+            return self._bad(
+                pid,
+                "missing image",
+                f"{path}: DICOM not found for patientId {pid} named in {labels}",
+                FileNotFoundError,
+            )
+        xyxy = np.array([(x, y, x + w, y + h) for x, y, w, h in boxes], np.float32).reshape(-1, 4)
+        if len(boxes):
+            try:
+                height, width = _dicom_size(path)
+            except ValueError as e:
+                return self._bad(pid, "unreadable image", str(e))
+            for (x, y, w, h), b in zip(boxes, xyxy):
+                inside = (
+                    np.isfinite(b).all()
+                    and w > 0
+                    and h > 0
+                    and b[0] >= 0
+                    and b[1] >= 0
+                    and b[2] <= width
+                    and b[3] <= height
+                )
+                if not inside:
+                    return self._bad(
+                        pid,
+                        "box outside the image",
+                        f"{labels}: patientId {pid}: "
+                        f"box (x={x:g}, y={y:g}, width={w:g}, height={h:g}) is "
+                        f"not inside the {width}x{height} image {path}",
+                    )
+        return pid, path, xyxy
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        from fastdet.data.dicom import load_dicom
+
+        pid, path, boxes, cls = self.items[index]
+        image, dmeta = load_dicom(path, return_meta=True)
+        if image.ndim != 2:
+            raise ValueError(f"{path}: expected a single grey frame, got shape {image.shape}")
+        sample = {
+            "image": image_tensor(image),
+            "boxes": torch.from_numpy(boxes.copy()),
+            "labels": torch.ones(len(boxes), dtype=torch.int64),
+            "id": pid,
+            "meta": {
+                "path": str(path),
+                "target": int(len(boxes) > 0),
+                "class": cls,
+                "size": tuple(image.shape),
+                "pixel_spacing": dmeta.get("pixel_spacing"),
+            },
+        }
+        return self._finish(sample)
