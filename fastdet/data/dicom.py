@@ -19,17 +19,25 @@ Conventions
   the result independent of image content, so two files of one series invert the same way.
 - Spacing is in mm: pixel_spacing is (row spacing, column spacing) = (y, x), as DICOM's
   PixelSpacing; a series' spacing is (z, y, x).
+- Errors: a file that cannot be read raises DicomError (a ValueError, via DataError) whose
+  message starts with the path and says what is wrong, chained to pydicom's (or zlib's, or a
+  plugin's) error; a missing file stays FileNotFoundError and a compressed syntax that no
+  installed plugin decodes stays RuntimeError, so "install something" is told apart from
+  "this file is damaged".
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from contextlib import contextmanager
+from io import BytesIO
 from typing import Any
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.encaps import parse_basic_offsets, parse_fragments
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.pixels import (
@@ -40,7 +48,19 @@ from pydicom.pixels import (
     get_decoder,
 )
 
-__all__ = ["load_dicom", "load_dicom_series"]
+__all__ = ["DataError", "DicomError", "load_dicom", "load_dicom_series"]
+
+
+class DataError(ValueError):
+    """A data file (image, mask, volume, labels CSV) that exists but cannot be used: corrupt,
+    truncated or inconsistent. The message starts with the file's path; the library's error,
+    where there is one, is chained as __cause__."""
+
+
+class DicomError(DataError):
+    """A DICOM file that cannot be read: not DICOM, truncated, corrupt, inconsistent header,
+    no pixel data. The message starts with the file's path."""
+
 
 _INSTALL_HINT = (
     "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg (or pip install python-gdcm)"
@@ -75,17 +95,34 @@ def load_dicom(path, window=None, return_meta: bool = False):
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not DICOM, corrupt or truncated, no pixel data, bad `window`.
+        DicomError (a ValueError): not DICOM, corrupt or truncated, inconsistent header, no
+            pixel data; the message starts with the path and the library's error is chained.
+        ValueError: bad `window`, or a window asked of a colour image.
         RuntimeError: compressed pixel data and no installed plugin decodes its syntax.
     """
     window = _check_window(window)
     path = os.fspath(path)
     ds = _read(path)
-    stored = _decode(ds, path)
-    image, inverted, used = _to_float(ds, stored, window, path)
-    if not return_meta:
-        return image
-    meta = _meta(ds, path)
+    with _malformed(path):
+        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+        tsyntax = _check_pixel_data(ds, path)
+    if window is not None and photometric not in _MONO:
+        raise ValueError(
+            f"window: windowing applies to MONOCHROME1/2 images, {path} is {photometric}"
+        )
+    if tsyntax.is_compressed:
+        _require_decoder(tsyntax, path)
+    with _malformed(path):
+        stored, missing = _decode(ds, path, tsyntax)
+    if missing is not None:
+        raise RuntimeError(
+            f"{path}: cannot decode {_syntax(tsyntax)} pixel data ({missing}); {_INSTALL_HINT}"
+        ) from missing
+    with _malformed(path):
+        image, inverted, used = _to_float(ds, stored, window, photometric)
+        if not return_meta:
+            return image
+        meta = _meta(ds, path)
     meta.update(window=used, inverted=inverted)
     return image, meta
 
@@ -109,42 +146,107 @@ def _check_window(window):
     return center, width
 
 
+@contextmanager
+def _malformed(path: str):
+    """Turn any error of pydicom, its plugins, zlib or numpy into a DicomError naming the file.
+
+    pydicom parses elements lazily and decodes through plugins, so a damaged file surfaces as
+    almost any exception type (zlib.error, struct.error, KeyError, StopIteration,
+    NotImplementedError for an unknown VR, ...), wherever an element is first touched."""
+    try:
+        yield
+    except (DicomError, IsADirectoryError, PermissionError):
+        raise
+    except MemoryError as e:
+        # an inflated Rows/Columns/NumberOfFrames asks numpy for terabytes
+        raise DicomError(
+            f"{path}: the pixel data's size in the header does not fit in memory "
+            f"(corrupt Rows/Columns/NumberOfFrames?): {e}"
+        ) from e
+    except Exception as e:  # noqa: BLE001 - see the docstring
+        raise DicomError(f"{path}: not a readable DICOM file ({_kind(e)}: {e})") from e
+
+
+def _kind(error: Exception) -> str:
+    """The error's type, with its module when not a builtin ("zlib.error" says more than
+    "error")."""
+    kind = type(error)
+    module = kind.__module__.split(".")[0]
+    return kind.__name__ if module == "builtins" else f"{module}.{kind.__name__}"
+
+
 def _read(path: str) -> Dataset:
     """dcmread with force=False, errors turned into ones that name the file."""
     if not os.path.exists(path):
         raise FileNotFoundError(2, f"{path}: no such DICOM file", path)
-    try:
-        return pydicom.dcmread(path)
-    except (IsADirectoryError, PermissionError):
-        raise
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as e:
-        # pydicom reports truncation and garbage as any of these
-        raise ValueError(f"{path}: not a readable DICOM file ({type(e).__name__}: {e})") from e
+    with _malformed(path):
+        try:
+            return pydicom.dcmread(path)
+        except InvalidDicomError as e:
+            # said here: pydicom's own advice (force=True) is not an option of load_dicom
+            raise DicomError(
+                f"{path}: not a readable DICOM file (no DICOM file meta information or 'DICM' "
+                f"prefix: not DICOM, or a bare dataset without the file header)"
+            ) from e
 
 
-def _decode(ds: Dataset, path: str) -> np.ndarray:
-    """The stored values (ds.pixel_array), colour converted to RGB by pydicom."""
-    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        raise ValueError(
-            f"{path}: not a readable DICOM file (no pixel data; "
-            f"SOP class {ds.get('SOPClassUID', '?')})"
+def _check_pixel_data(ds: Dataset, path: str):
+    """Checks that need only the header -> the transfer syntax."""
+    keys = [k for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData") if k in ds]
+    if not keys:
+        # pydicom stops quietly at the end of a truncated file, so say both
+        sop = ds.get("SOPClassUID")
+        if sop is None:
+            sop = "no SOP class"
+        else:
+            sop = f"SOP class {sop}" + (f" {sop.name!r}" if sop.name != str(sop) else "")
+        raise DicomError(
+            f"{path}: not a readable DICOM file (no pixel data: a truncated file, or not an "
+            f"image; {sop})"
         )
+    if not ds[keys[0]].value:
+        raise DicomError(f"{path}: not a readable DICOM file ({keys[0]} is empty)")
     file_meta = getattr(ds, "file_meta", None)
     tsyntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
-    if tsyntax is not None and tsyntax.is_compressed:
-        _require_decoder(tsyntax, path)
+    if tsyntax is None:
+        raise DicomError(f"{path}: no TransferSyntaxUID in the file meta information")
+    if not tsyntax.is_transfer_syntax:
+        raise DicomError(
+            f"{path}: TransferSyntaxUID {str(tsyntax)!r} is not a transfer syntax pydicom knows "
+            f"(a corrupt header, or a private syntax: python-gdcm may read it)"
+        )
+    if tsyntax.is_encapsulated and "PixelData" in ds:
+        # Each frame is one fragment or more; pydicom allocates all NumberOfFrames frames before
+        # decoding the first, so an inflated count would ask for terabytes.
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        data = BytesIO(ds.PixelData)
+        endian = "<" if tsyntax.is_little_endian else ">"
+        parse_basic_offsets(data, endianness=endian)
+        fragments = parse_fragments(data, endianness=endian)[0]
+        if frames > fragments:
+            raise DicomError(
+                f"{path}: NumberOfFrames is {frames} but the compressed pixel data holds "
+                f"{fragments} fragment(s) (truncated pixel data or a corrupt header)"
+            )
+    return tsyntax
+
+
+def _decode(ds: Dataset, path: str, tsyntax):
+    """(stored values, None) from ds.pixel_array (colour converted to RGB by pydicom), or
+    (None, error) when a plugin is installed but its dependencies are not: that error is the
+    caller's RuntimeError, kept apart from the DicomErrors of damaged data."""
     try:
-        return ds.pixel_array
+        return ds.pixel_array, None
+    except NotImplementedError:  # an unknown VR met on the way, not a missing plugin
+        raise
     except RuntimeError as e:
-        # a plugin that is present but fails at import time still ends up here
-        if "missing" in str(e) or "plugin" in str(e):
-            raise RuntimeError(
-                f"{path}: cannot decode {_syntax(tsyntax)} pixel data ({e}); {_INSTALL_HINT}"
-            ) from e
-        raise ValueError(f"{path}: not a readable DICOM file ({e})") from e
-    except (ValueError, AttributeError, KeyError, TypeError, EOFError) as e:
-        # truncated pixel data, missing Rows/BitsAllocated, ...
-        raise ValueError(f"{path}: not a readable DICOM file ({type(e).__name__}: {e})") from e
+        if "missing dependencies" in str(e):
+            return None, e
+        # every available plugin raised: corrupt data, or a variant these plugins lack
+        raise DicomError(
+            f"{path}: cannot decode the {_syntax(tsyntax)} pixel data, corrupt or a variant "
+            f"the installed plugins do not support (python-gdcm may decode it): {e}"
+        ) from e
 
 
 def _require_decoder(tsyntax, path: str) -> None:
@@ -168,14 +270,9 @@ def _syntax(tsyntax) -> str:
     return "unknown transfer syntax" if tsyntax is None else f"'{tsyntax.name}' ({tsyntax})"
 
 
-def _to_float(ds: Dataset, stored: np.ndarray, window, path: str):
+def _to_float(ds: Dataset, stored: np.ndarray, window, photometric: str):
     """Modality LUT, VOI/window, MONOCHROME1 inversion -> (float32 array, inverted, window)."""
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric not in _MONO:
-        if window is not None:
-            raise ValueError(
-                f"window: windowing applies to MONOCHROME1/2 images, {path} is {photometric}"
-            )
         if photometric == "PALETTE COLOR":
             stored = apply_color_lut(stored, ds)
         return stored.astype(np.float32), False, None
@@ -394,8 +491,11 @@ def load_dicom_series(folder, series_uid=None):
 
     Raises:
         FileNotFoundError / NotADirectoryError: `folder` is not a directory.
-        ValueError: no DICOM image in the folder, unknown series_uid, Rows/Columns differing
-            within the series, a multi-frame file among several files.
+        DicomError (a ValueError): no DICOM image in the folder, Rows/Columns differing within
+            the series, a multi-frame file among several files, a file of the series that
+            load_dicom cannot read (files whose header cannot be read are skipped instead).
+        ValueError: unknown series_uid.
+        RuntimeError: as load_dicom, for compressed files no installed plugin decodes.
     """
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
@@ -404,7 +504,7 @@ def load_dicom_series(folder, series_uid=None):
         raise NotADirectoryError(20, f"{folder}: not a folder", folder)
     headers, skipped = _scan(folder)
     if not headers:
-        raise ValueError(f"{folder}: no DICOM image found ({len(skipped)} file(s) skipped)")
+        raise DicomError(f"{folder}: no DICOM image found ({len(skipped)} file(s) skipped)")
     uid, members = _choose_series(folder, headers, series_uid, skipped)
     members = _sorted_slices(members)
     _check_shapes(members)
@@ -417,7 +517,7 @@ def load_dicom_series(folder, series_uid=None):
         for path, _ in members:
             image, meta = load_dicom(path, return_meta=True)
             if image.ndim != 2:
-                raise ValueError(
+                raise DicomError(
                     f"{path}: expected a single-frame grey image in a series, "
                     f"got shape {image.shape}"
                 )
@@ -439,7 +539,7 @@ def load_dicom_series(folder, series_uid=None):
 
 
 def _scan(folder: str):
-    """Headers of the image files in `folder` -> ([(path, ds)], skipped [(path, reason)]).
+    """Headers of the image files in `folder` -> ([(path, header)], skipped [(path, reason)]).
     Pixel data is deferred (read later by load_dicom), so scanning a big folder stays cheap."""
     headers, skipped = [], []
     for name in sorted(os.listdir(folder)):
@@ -448,21 +548,41 @@ def _scan(folder: str):
             continue
         try:
             ds = pydicom.dcmread(path, defer_size="64 KB")
+            if "PixelData" not in ds and "FloatPixelData" not in ds:
+                skipped.append((path, "no pixel data"))
+                continue
+            # pydicom converts elements when first touched: read what the series needs now,
+            # so that a damaged element is this file's problem, reported here
+            header = _series_header(ds)
         except Exception as e:  # noqa: BLE001 - any unreadable file is reported, not fatal
-            skipped.append((path, f"not a readable DICOM file ({type(e).__name__}: {e})"))
+            skipped.append((path, f"not a readable DICOM file ({_kind(e)}: {e})"))
             continue
-        if "PixelData" not in ds and "FloatPixelData" not in ds:
-            skipped.append((path, "no pixel data"))
-            continue
-        headers.append((path, ds))
+        headers.append((path, header))
     return headers, skipped
+
+
+def _series_header(ds: Dataset) -> dict:
+    """What sorting, grouping and spacing use of one file's header, as plain values."""
+    measures = _functional(ds, "PixelMeasuresSequence") or Dataset()
+    spacing = None  # from the header: SpacingBetweenSlices, else SliceThickness
+    for source in (ds, measures):
+        for keyword in ("SpacingBetweenSlices", "SliceThickness"):
+            spacing = spacing if spacing is not None else _scalar(source, keyword)
+    return {
+        "series_uid": str(ds.get("SeriesInstanceUID", "")),
+        "shape": (ds.get("Rows"), ds.get("Columns")),
+        "position": _floats(ds.get("ImagePositionPatient"), 3),
+        "normal": _normal(ds),
+        "instance": _scalar(ds, "InstanceNumber", int),
+        "spacing": spacing,
+    }
 
 
 def _choose_series(folder, headers, series_uid, skipped):
     """Pick one series; the other files go to `skipped` (and to a warning when not asked)."""
     groups: dict[str, list] = {}
-    for path, ds in headers:
-        groups.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append((path, ds))
+    for path, header in headers:
+        groups.setdefault(header["series_uid"], []).append((path, header))
     if series_uid is None:
         uid = min(groups, key=lambda u: (-len(groups[u]), u))
     elif str(series_uid) in groups:
@@ -491,37 +611,36 @@ def _normal(ds: Dataset):
         return None
     n = np.cross(ori[:3], ori[3:])
     norm = np.linalg.norm(n)
-    return n / norm if norm > 0 else None
+    return n / norm if norm > 0 and np.isfinite(norm) else None
 
 
 def _sorted_slices(members):
     """Sort by position along the normal when every file has one, else by InstanceNumber;
-    the file name breaks the remaining ties. Adds the position: [(path, ds, z or None)]."""
-    normal = _normal(members[0][1])
+    the file name breaks the remaining ties. Adds the position: [(path, (header, z or None))]."""
+    normal = members[0][1]["normal"]
     keyed = []
-    for path, ds in members:
-        pos = _floats(ds.get("ImagePositionPatient"), 3)
+    for path, header in members:
+        pos = header["position"]
         z = float(np.dot(pos, normal)) if pos is not None and normal is not None else None
-        keyed.append((path, ds, z))
+        keyed.append((path, header, z if z is not None and np.isfinite(z) else None))
     have_z = all(z is not None for _, _, z in keyed)
 
     def key(item):
-        path, ds, z = item
-        number = _scalar(ds, "InstanceNumber", int)
+        path, header, z = item
+        number = header["instance"]
         number = number if number is not None else np.iinfo(np.int64).max
         return (z if have_z else 0.0, number, os.path.basename(path))
 
-    return [(path, (ds, z if have_z else None)) for path, ds, z in sorted(keyed, key=key)]
+    return [(path, (header, z if have_z else None)) for path, header, z in sorted(keyed, key=key)]
 
 
 def _check_shapes(members) -> None:
-    path0, (ds0, _) = members[0]
-    shape0 = (ds0.get("Rows"), ds0.get("Columns"))
-    for path, (ds, _) in members[1:]:
-        shape = (ds.get("Rows"), ds.get("Columns"))
-        if shape != shape0:
-            raise ValueError(
-                f"{path}: Rows/Columns {shape} differ from {shape0} of {path0} in the same series"
+    path0, (header0, _) = members[0]
+    for path, (header, _) in members[1:]:
+        if header["shape"] != header0["shape"]:
+            raise DicomError(
+                f"{path}: Rows/Columns {header['shape']} differ from {header0['shape']} of "
+                f"{path0} in the same series"
             )
 
 
@@ -547,9 +666,5 @@ def _series_spacing(folder, members, first):
                 stacklevel=3,
             )
     if dz is None:
-        ds0 = members[0][1][0]
-        measures = _functional(ds0, "PixelMeasuresSequence") or Dataset()
-        for source in (ds0, measures):
-            for keyword in ("SpacingBetweenSlices", "SliceThickness"):
-                dz = dz if dz is not None else _scalar(source, keyword)
+        dz = members[0][1][0]["spacing"]
     return (abs(dz) if dz is not None else None, y, x)

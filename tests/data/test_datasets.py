@@ -15,6 +15,7 @@ import tifffile
 import torch
 from PIL import Image
 
+from fastdet.data import DataError, DicomError
 from fastdet.data.datasets import (
     DSB2018Dataset,
     ImageFolderDataset,
@@ -23,6 +24,8 @@ from fastdet.data.datasets import (
     boxes_from_instances,
     split_ids,
 )
+
+RSNA_CSV = "stage_2_train_labels.csv"
 
 
 def read_rows(path):
@@ -35,6 +38,13 @@ def write_rows(path, rows):
         w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
+
+
+def truncate(path, fraction=0.5):
+    """Cut the file to `fraction` of its bytes, as an interrupted copy or download does."""
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+    return path
 
 
 def check_disjoint_cover(everything, train, val):
@@ -175,6 +185,70 @@ def test_rsna_missing_csv_or_column(tmp_path):
         RSNADataset(tmp_path)
 
 
+def test_rsna_binary_labels_csv_is_named_not_a_text_csv(tmp_path):
+    labels = tmp_path / "stage_2_train_labels.csv"
+    labels.write_bytes(b"\x1f\x8b\x08\x00" + bytes(range(256)))  # e.g. a gzipped CSV
+    with pytest.raises(DataError, match=r"stage_2_train_labels\.csv: not a text CSV"):
+        RSNADataset(tmp_path)
+    labels.write_bytes(b"patientId,x,y,width,height,Target\np1,,,,,0\x00\n")
+    with pytest.raises(DataError, match=r"stage_2_train_labels\.csv: not a text CSV.*NUL"):
+        RSNADataset(tmp_path)
+
+
+def test_rsna_empty_labels_csv(tmp_path):
+    for text in ("", "\n\n"):
+        (tmp_path / "stage_2_train_labels.csv").write_text(text)
+        with pytest.raises(DataError, match=r"stage_2_train_labels\.csv: empty RSNA labels CSV"):
+            RSNADataset(tmp_path)
+
+
+def test_rsna_csv_line_with_wrong_field_count_or_too_long(rsna_dir, copy_of, sizes):
+    root = copy_of(rsna_dir)
+    labels = root / "stage_2_train_labels.csv"
+    lines = labels.read_text().splitlines()
+    pids = [line.split(",")[0] for line in lines[1:]]
+    lines[2] = lines[2].rsplit(",", 2)[0]  # two fields short
+    lines[4] = lines[4] + ",extra"
+    labels.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=rf"csv:3: patientId {pids[1]}: 4 field\(s\) where"):
+        RSNADataset(root)
+    with pytest.warns(UserWarning, match="bad CSV row: 2"):
+        ds = RSNADataset(root, skip_bad=True)
+    assert {i for i, _ in ds.skipped} == {pids[1], pids[3]}
+    assert "csv:5: " in dict(ds.skipped)[pids[3]] and "7 field(s)" in dict(ds.skipped)[pids[3]]
+    # a field past the csv module's limit: an error for the whole file, with its line
+    lines[2] = f"{pids[1]},{'9' * 200_000},1,1,1,1"
+    labels.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"csv:3: not a valid CSV line \(field larger"):
+        RSNADataset(root, skip_bad=True)
+
+
+def test_rsna_bad_class_csv_names_the_line(rsna_dir, copy_of):
+    root = copy_of(rsna_dir)
+    classes = root / "stage_2_detailed_class_info.csv"
+    classes.write_text(classes.read_text() + "lonely-id\n")
+    with pytest.raises(DataError, match=r"class_info\.csv:\d+: expected patientId,class"):
+        RSNADataset(root)
+
+
+def test_rsna_damaged_dicom_names_the_file(rsna_dir, copy_of, sizes):
+    root = copy_of(rsna_dir)
+    positives = sorted({r["patientId"] for r in read_rows(root / RSNA_CSV) if r["Target"] == "1"})
+    negative = next(r["patientId"] for r in read_rows(root / RSNA_CSV) if r["Target"] == "0")
+    images = root / "stage_2_train_images"
+    (images / f"{positives[0]}.dcm").write_bytes(b"\x00" * 100)  # header unreadable
+    with pytest.raises(DicomError, match=rf"{positives[0]}\.dcm: "):
+        RSNADataset(root)
+    with pytest.warns(UserWarning, match="unreadable image: 1"):
+        ds = RSNADataset(root, skip_bad=True)
+    assert [i for i, _ in ds.skipped] == [positives[0]] and len(ds) == sizes.RSNA_N - 1
+    # pixel data cut short: seen when the image is read
+    truncate(images / f"{negative}.dcm", 0.7)
+    with pytest.raises(DicomError, match=rf"{negative}\.dcm: ") as info:
+        ds[ds.ids.index(negative)]
+    assert info.value.__cause__ is not None
+
+
 def test_transform_is_applied(rsna_dir):
     def transform(sample):
         return dict(sample, image=sample["image"] / 255, seen=True)
@@ -257,6 +331,24 @@ def test_dsb_overlapping_masks_are_counted(dsb_dir, copy_of):
     assert len(sample["boxes"]) == len(masks)
 
 
+def test_dsb_truncated_png_names_the_file(dsb_dir, copy_of, sizes):
+    root = copy_of(dsb_dir)
+    sids = sorted(p.name for p in root.iterdir())
+    image = truncate(root / sids[0] / "images" / f"{sids[0]}.png")
+    mask = truncate(sorted((root / sids[2] / "masks").iterdir())[0], 0.9)
+    with pytest.raises(DataError, match=rf"{image}: not a readable image file") as info:
+        DSB2018Dataset(root)
+    assert info.value.__cause__ is not None  # PIL's error, chained
+    with pytest.warns(UserWarning, match="unreadable file: 2"):
+        ds = DSB2018Dataset(root, skip_bad=True)
+    assert len(ds) == sizes.DSB_N - 2 and [i for i, _ in ds.skipped] == [sids[0], sids[2]]
+    assert mask.name in ds.skipped[1][1]
+    # a file damaged after the dataset was built: the error names it when read
+    victim = truncate(root / sids[1] / "images" / f"{sids[1]}.png")
+    with pytest.raises(DataError, match=rf"{victim}: not a readable image file"):
+        ds[0]
+
+
 # ----------------------------------------------------------------------------- image folders
 
 
@@ -325,6 +417,32 @@ def test_image_folder_size_mismatch_names_the_mask(folder):
         ImageFolderDataset(root)
     with pytest.warns(UserWarning, match="size mismatch: 1"):
         assert len(ImageFolderDataset(root, skip_bad=True)) == 3
+
+
+@pytest.mark.parametrize("name", ["images/a.png", "masks/a.png", "images/b.tif", "masks/d.nii"])
+def test_image_folder_damaged_file_names_it(folder, name):
+    root = folder[0]
+    path = root / name
+    if name.endswith(".tif"):
+        path.write_bytes(b"II*\x00" + b"\xff" * 60)  # a TIFF header pointing nowhere
+    else:
+        truncate(path, 0.3 if name.endswith(".nii") else 0.6)
+    with pytest.raises(DataError, match=rf"{path}: not a readable"):
+        ImageFolderDataset(root)
+    with pytest.warns(UserWarning, match="unreadable file: 1"):
+        ds = ImageFolderDataset(root, skip_bad=True)
+    assert len(ds) == 3 and name in ds.skipped[0][1]
+
+
+def test_image_folder_file_damaged_after_construction(folder):
+    root = folder[0]
+    ds = ImageFolderDataset(root)
+    truncate(root / "images" / "a.png")
+    with pytest.raises(DataError, match=r"images/a\.png: not a readable image file"):
+        ds[0]
+    truncate(root / "images" / "c.dcm")
+    with pytest.raises(DicomError, match=r"images/c\.dcm: "):
+        ds[2]
 
 
 def test_image_folder_splits_by_stem(folder):
@@ -427,6 +545,23 @@ def test_mri_nifti_image_and_a_differently_oriented_label(tmp_path, rng):
         assert np.array_equal(sample["mask"].numpy(), label[:, :, k].T)
         assert sample["meta"]["spacing"] == (3.0, 2.0)
     assert len(MRISliceDataset(tmp_path, plane="sagittal")) == 6
+
+
+def test_mri_damaged_files_name_the_file(mri_dir, copy_of, sizes):
+    root = copy_of(mri_dir)
+    label = truncate(root / "sub-001" / "label.nii.gz")
+    with pytest.raises(DataError, match=rf"{label}: not a readable NIfTI file"):
+        MRISliceDataset(root, subjects=["sub-001"])
+    dicom = truncate(sorted((root / "sub-003").glob("*.dcm"))[2], 0.8)
+    with pytest.raises(DicomError, match=rf"{dicom}: "):
+        MRISliceDataset(root, subjects=["sub-003"])
+    np.save(root / "sub-004" / "label.npy", np.zeros(3))
+    (root / "sub-004" / "label.nii.gz").unlink()
+    truncate(root / "sub-004" / "label.npy")
+    with pytest.warns(UserWarning, match="bad volume: 3"):
+        ds = MRISliceDataset(root, skip_bad=True)
+    assert ds.subjects == ["sub-002"]
+    assert "label.npy: not a readable NumPy file" in dict(ds.skipped)["sub-004"]
 
 
 def test_mri_rejects_an_unknown_plane(mri_dir):

@@ -16,9 +16,14 @@ A sample is a dict:
 
 Bad data is never dropped silently: by default a dataset raises an error naming the file (or CSV
 line) at construction; with skip_bad=True it leaves the item out, records (id, reason) in
-`self.skipped` and warns with the count. Splits ("train" / "val") are by patient or subject,
-deterministic for a `split_seed` and independent of skip_bad, so no patient or subject is ever
-in both.
+`self.skipped` and warns with the count. Malformed files (truncated or corrupt images, masks,
+volumes, a binary or ill-formed CSV, inconsistent sizes) raise fastdet.data.DataError, a
+ValueError; a missing one FileNotFoundError. Construction reads headers (and checks PNGs whole),
+not every pixel: a file damaged in its pixel data past those checks, e.g. a truncated DICOM,
+raises DataError naming it when the sample is read.
+
+Splits ("train" / "val") are by patient or subject, deterministic for a `split_seed` and
+independent of skip_bad, so no patient or subject is ever in both.
 
 Each dataset calls `transform(sample)` last when a transform is given.
 

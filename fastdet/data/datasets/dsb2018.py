@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fastdet.data.dicom import DataError
+
 from .common import (
     _Checked,
     _png_size,
@@ -30,7 +32,8 @@ class DSB2018Dataset(_Checked):
     "labels" int64 [K] all 1. meta: path, size (H, W), n_masks, overlap_pixels, empty_masks.
     Folders whose name starts with "." (e.g. unfinished synthetic samples) are ignored.
 
-    Checked at construction: the image file exists, the masks folder exists, every mask has the
+    Checked at construction: the image file exists, the masks folder exists, every PNG is whole
+    (PIL's verify: truncation, chunk checksums; DataError naming the file), every mask has the
     image's size (ValueError naming the mask file). An image without masks is kept (K = 0).
     """
 
@@ -66,15 +69,18 @@ class DSB2018Dataset(_Checked):
                 sid, "missing masks", f"{masks_dir}: masks folder not found", FileNotFoundError
             )
         masks = sorted(masks_dir.glob("*.png"))
-        size = _png_size(image)
-        for mask in masks:
-            if _png_size(mask) != size:
-                return self._bad(
-                    sid,
-                    "size mismatch",
-                    f"{mask}: mask size (H, W) = "
-                    f"{_png_size(mask)} differs from image {image} {size}",
-                )
+        try:
+            size = _png_size(image)
+            for mask in masks:
+                mask_size = _png_size(mask)
+                if mask_size != size:
+                    return self._bad(
+                        sid,
+                        "size mismatch",
+                        f"{mask}: mask size (H, W) = {mask_size} differs from image {image} {size}",
+                    )
+        except DataError as e:  # truncated or corrupt PNG
+            return self._bad(sid, "unreadable file", e)
         return sid, image, masks
 
     def __len__(self) -> int:

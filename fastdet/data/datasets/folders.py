@@ -15,6 +15,7 @@ from .common import (
     _nibabel,
     _plane_shape,
     _png_size,
+    _reading,
     image_tensor,
     read_image_2d,
     split_ids,
@@ -40,11 +41,13 @@ def _shape_2d(path: Path) -> tuple[int, int]:
     if suffix.endswith((".tif", ".tiff")):
         import tifffile
 
-        with tifffile.TiffFile(path) as tif:
+        with _reading(path, "TIFF file"), tifffile.TiffFile(path) as tif:
             shape = tif.series[0].shape
         return _plane_shape(path, shape)
     if _is_nifti(path):
-        shape = _nibabel(path).load(path).shape
+        nib = _nibabel(path)
+        with _reading(path, "NIfTI file"):
+            shape = nib.load(path).shape
         return _plane_shape(path, tuple(shape[:2])[::-1] + tuple(shape[2:]))
     return _png_size(path)
 
@@ -59,7 +62,8 @@ class ImageFolderDataset(_Checked):
     0..255). meta: path, mask_path, size. Files with other extensions are ignored.
 
     Checked at construction: every image has a mask (FileNotFoundError naming the image), a
-    stem appears once per folder, image and mask sizes match (ValueError naming the mask).
+    stem appears once per folder, headers are readable and PNGs whole (DataError naming the
+    file), image and mask sizes match (ValueError naming the mask).
     """
 
     def __init__(
@@ -119,8 +123,8 @@ class ImageFolderDataset(_Checked):
             )
         try:
             size, mask_size = _shape_2d(images[0]), _shape_2d(masks[0])
-        except (ValueError, ImportError) as e:
-            return self._bad(stem, "unreadable file", str(e), type(e))
+        except (ValueError, ImportError) as e:  # DataError, or nibabel not installed
+            return self._bad(stem, "unreadable file", e)
         if size != mask_size:
             return self._bad(
                 stem,

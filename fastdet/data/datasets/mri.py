@@ -8,7 +8,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .common import _Checked, _mask_uint8, _nibabel, _subfolders, image_tensor, split_ids
+from fastdet.data.dicom import DataError
+
+from .common import (
+    _Checked,
+    _mask_uint8,
+    _nibabel,
+    _reading,
+    _subfolders,
+    image_tensor,
+    split_ids,
+)
 
 PLANES = ("transverse", "coronal", "sagittal")
 _PLANE_CODES = {"sagittal": "LR", "coronal": "AP", "transverse": "SI"}
@@ -27,18 +37,20 @@ def _load_label(path: Path, codes_xyz) -> np.ndarray:
     """Label volume [Z, Y, X] (volume axis order). NIfTI is reoriented to `codes_xyz` (the axis
     codes of the image's column, row and slice axes) by an axis permutation / flip, then moved
     from (x, y, z) to (z, y, x); .npz ("label") and .npy are taken as already [Z, Y, X]."""
-    if path.suffix == ".npz":
-        with np.load(path) as z:
-            if "label" not in z:
-                raise ValueError(f"{path}: no array named 'label' (found {list(z.keys())})")
-            return np.asarray(z["label"])
-    if path.suffix == ".npy":
-        return np.load(path)
+    if path.suffix in (".npz", ".npy"):
+        with _reading(path, "NumPy file"):
+            if path.suffix == ".npy":
+                return np.load(path)
+            with np.load(path) as z:
+                if "label" not in z:
+                    raise DataError(f"{path}: no array named 'label' (found {list(z.keys())})")
+                return np.asarray(z["label"])
     nib = _nibabel(path)
-    img = nib.load(path)
-    data = np.asarray(img.dataobj)
+    with _reading(path, "NIfTI file"):
+        img = nib.load(path)
+        data = np.asarray(img.dataobj)
     if data.ndim != 3:
-        raise ValueError(f"{path}: expected a 3-D label volume, got shape {data.shape}")
+        raise DataError(f"{path}: expected a 3-D label volume, got shape {data.shape}")
     if codes_xyz is not None:
         o = nib.orientations
         transform = o.ornt_transform(o.io_orientation(img.affine), o.axcodes2ornt(codes_xyz))
@@ -57,10 +69,11 @@ def _load_subject(folder: Path):
     image_path = next((folder / n for n in _IMAGE_NAMES if (folder / n).is_file()), None)
     if image_path is not None:
         nib = _nibabel(image_path)
-        img = nib.load(image_path)
-        volume = np.asarray(img.dataobj, dtype=np.float32)
+        with _reading(image_path, "NIfTI file"):
+            img = nib.load(image_path)
+            volume = np.asarray(img.dataobj, dtype=np.float32)
         if volume.ndim != 3:
-            raise ValueError(f"{image_path}: expected a 3-D volume, got shape {volume.shape}")
+            raise DataError(f"{image_path}: expected a 3-D volume, got shape {volume.shape}")
         volume = np.ascontiguousarray(volume.transpose(2, 1, 0))
         # NIfTI codes are RAS letters of the same meaning as the LPS letters used here.
         codes_xyz = tuple(nib.orientations.aff2axcodes(img.affine))
@@ -78,7 +91,7 @@ def _load_subject(folder: Path):
         image_path = folder
     label = _load_label(label_path, codes_xyz)
     if label.shape != volume.shape:
-        raise ValueError(
+        raise DataError(
             f"{label_path}: label shape {label.shape} (Z, Y, X) differs from the "
             f"image volume {image_path} {volume.shape}"
         )
@@ -156,10 +169,10 @@ class MRISliceDataset(_Checked):
                 volume, label, meta = _load_subject(self.root / subject)
                 axis = _plane_axis(plane, meta["codes"])
             except FileNotFoundError as e:
-                self._bad(subject, "missing file", str(e), FileNotFoundError)
+                self._bad(subject, "missing file", e)
                 continue
-            except (ValueError, ImportError) as e:
-                self._bad(subject, "bad volume", str(e), type(e))
+            except (ValueError, ImportError) as e:  # DataError / DicomError, or no nibabel
+                self._bad(subject, "bad volume", e)
                 continue
             self._info[subject] = dict(meta, axis=axis)
             self._remember(subject, volume, label)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from fastdet.data.dicom import DataError
 
 from .common import _Checked, _dicom_size, image_tensor, split_ids
 
@@ -16,30 +19,69 @@ RSNA_IMAGES = "stage_2_train_images"
 LUNG_OPACITY = "Lung Opacity"
 
 
+def _csv_rows(path: Path, columns: set, what: str):
+    """(line number, row dict) for each row of a UTF-8 CSV whose header has `columns`.
+
+    DataError naming the file for a binary (non-UTF-8) file, an empty one, missing columns, or
+    a line the csv module rejects (with its line number). A row with too few or too many
+    fields is yielded as it is (missing values None, extras under the key None): its
+    problem is the caller's, per row."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")  # -sig: a BOM is not part of a name
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{path}: not a text CSV (byte {e.start} is not UTF-8: a binary, compressed or "
+            f"differently encoded file?)"
+        ) from e
+    if "\0" in text:
+        raise DataError(f"{path}: not a text CSV (it holds NUL bytes: a binary file?)")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        if not reader.fieldnames:
+            raise DataError(f"{path}: empty {what} CSV (no header line)")
+        missing = columns - set(reader.fieldnames)
+        if missing:
+            raise DataError(
+                f"{path}: missing column(s) {sorted(missing)} in the {what} CSV; "
+                f"found {reader.fieldnames}"
+            )
+        for row in reader:
+            yield reader.line_num, row
+    except csv.Error as e:
+        # the DictReader's line_num lags a failed row; its underlying reader's does not
+        raise DataError(f"{path}:{reader.reader.line_num}: not a valid CSV line ({e})") from e
+
+
+def _field_count_error(row: dict) -> str | None:
+    """A description when a DictReader row had more or fewer fields than the header."""
+    header = sum(1 for k in row if k is not None)
+    extra = len(row.get(None) or [])
+    short = sum(1 for k, v in row.items() if k is not None and v is None)
+    if extra or short:
+        return f"{header + extra - short} field(s) where the header has {header}"
+    return None
+
+
 def _read_rsna_labels(path: Path):
     """stage_2_train_labels.csv -> ({patientId: [(x, y, w, h)]}, {patientId: error or None})
     with patients in first-appearance order. Per-row problems are kept per patient, so
-    skip_bad can drop the patient; a missing column is an error for the whole file."""
+    skip_bad can drop the patient; a file that is not a CSV with the columns is an error
+    for the whole file (DataError naming it)."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: RSNA labels CSV not found")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        columns = {"patientId", "x", "y", "width", "height", "Target"}
-        missing = columns - set(reader.fieldnames or [])
-        if missing:
-            raise ValueError(
-                f"{path}: missing column(s) {sorted(missing)}; found {reader.fieldnames}"
-            )
-        boxes, errors, targets = {}, {}, {}
-        for line, row in enumerate(reader, start=2):
-            pid = (row["patientId"] or "").strip()
-            if not pid:
-                raise ValueError(f"{path}:{line}: empty patientId")
-            boxes.setdefault(pid, [])
-            errors.setdefault(pid, None)
-            error = _rsna_row(row, boxes[pid], targets.setdefault(pid, set()))
-            if error and errors[pid] is None:
-                errors[pid] = f"{path}:{line}: patientId {pid}: {error}"
+    columns = {"patientId", "x", "y", "width", "height", "Target"}
+    boxes, errors, targets = {}, {}, {}
+    for line, row in _csv_rows(path, columns, "RSNA labels"):
+        pid = (row["patientId"] or "").strip()
+        if not pid:
+            raise DataError(f"{path}:{line}: empty patientId")
+        boxes.setdefault(pid, [])
+        errors.setdefault(pid, None)
+        error = _field_count_error(row) or _rsna_row(
+            row, boxes[pid], targets.setdefault(pid, set())
+        )
+        if error and errors[pid] is None:
+            errors[pid] = f"{path}:{line}: patientId {pid}: {error}"
     return boxes, errors
 
 
@@ -66,11 +108,12 @@ def _read_rsna_classes(path: Path) -> dict:
     """stage_2_detailed_class_info.csv -> {patientId: class}, {} when the file is absent."""
     if not path.is_file():
         return {}
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if not {"patientId", "class"} <= set(reader.fieldnames or []):
-            raise ValueError(f"{path}: expected columns patientId,class, got {reader.fieldnames}")
-        return {row["patientId"].strip(): row["class"].strip() for row in reader}
+    classes = {}
+    for line, row in _csv_rows(path, {"patientId", "class"}, "RSNA class info"):
+        if row["patientId"] is None or row["class"] is None:
+            raise DataError(f"{path}:{line}: expected patientId,class, got {list(row.values())}")
+        classes[row["patientId"].strip()] = row["class"].strip()
+    return classes
 
 
 class RSNADataset(_Checked):
@@ -130,7 +173,7 @@ class RSNADataset(_Checked):
             try:
                 height, width = _dicom_size(path)
             except ValueError as e:
-                return self._bad(pid, "unreadable image", str(e))
+                return self._bad(pid, "unreadable image", e)
             for (x, y, w, h), b in zip(boxes, xyxy):
                 inside = (
                     np.isfinite(b).all()
