@@ -72,12 +72,12 @@ def _batched(boxes, scores, idxs, iou_threshold: float):
 
 @torch.library.custom_op("fastdet::nms", mutates_args=())
 def _nms_op(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
-    return _nms(boxes, scores, iou_threshold)
+    return _nms(boxes.contiguous(), scores.contiguous(), iou_threshold)
 
 
 @torch.library.custom_op("fastdet::batched_nms", mutates_args=())
 def _batched_op(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
-    return _batched(boxes, scores, idxs, iou_threshold)
+    return _batched(boxes.contiguous(), scores.contiguous(), idxs.contiguous(), iou_threshold)
 
 
 def _fake_keep(boxes):

@@ -63,7 +63,9 @@ def _soft_op(
     score_threshold: float,
     method: int,
 ) -> tuple[Tensor, Tensor]:
-    return _soft(boxes, scores, iou_threshold, sigma, score_threshold, method)
+    return _soft(
+        boxes.contiguous(), scores.contiguous(), iou_threshold, sigma, score_threshold, method
+    )
 
 
 @_soft_op.register_fake
