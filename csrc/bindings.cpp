@@ -1,5 +1,6 @@
-// fastdet._C: the one pybind11 module. Thin: pointers (as integers) and sizes in, a dtype code
-// picks the template (0 = float32, 1 = float64). Every kernel runs with the GIL released.
+// fastdet._C: the one pybind11 module. Thin: pointers (as integers) and sizes in, a DType member
+// picks the template. Every kernel runs with the GIL released. Every binding names its arguments
+// and has a one-line docstring (tests/test_build.py checks), so help(fastdet._C.cpu) reads well.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -11,216 +12,269 @@
 #include "fastdet/ops.h"
 
 namespace py = pybind11;
+using namespace pybind11::literals;
 using ptr = std::uintptr_t;
 using Weights = std::array<double, 4>;  // BoxCoder (wx, wy, ww, wh)
 
 namespace {
 
+// The element type of a kernel call's float arrays. Scoped: a bare int is refused, so a caller
+// cannot pass a stale numeric code.
+enum class DType : int { kFloat32 = 0, kFloat64 = 1 };
+
 template <typename T> T* P(ptr p) { return reinterpret_cast<T*>(p); }
 void* V(ptr p) { return reinterpret_cast<void*>(p); }
 
-// Calls f with a float or double null pointer tag chosen by the dtype code.
-template <typename F> auto dispatch(int dtype, F&& f) {
-  if (dtype == 0) return f(static_cast<float*>(nullptr));
-  if (dtype == 1) return f(static_cast<double*>(nullptr));
-  throw std::invalid_argument("fastdet._C: dtype code must be 0 (float32) or 1 (float64)");
+// Calls f with a float or double null pointer tag chosen by the dtype.
+template <typename F> auto dispatch(DType dtype, F&& f) {
+  if (dtype == DType::kFloat32) return f(static_cast<float*>(nullptr));
+  if (dtype == DType::kFloat64) return f(static_cast<double*>(nullptr));
+  throw std::invalid_argument("fastdet._C: dtype must be DType.float32 or DType.float64");
 }
 
 #define FD_T using T = std::remove_pointer_t<decltype(tag)>
 const auto nogil = py::call_guard<py::gil_scoped_release>();
 
+// Registered before the functions, so their signatures name fastdet._C.DType, not a C++ type.
+void bind_enums(py::module_& m) {
+  py::enum_<DType>(m, "DType", "Element type of a kernel call's float arrays")
+      .value("float32", DType::kFloat32)
+      .value("float64", DType::kFloat64);
+  py::enum_<fastdet::Status>(m, "Status",
+                             "Negative results of the kernels that return a count (NMS family)")
+      .value("non_finite", fastdet::kNonFinite, "a box coordinate or score is NaN or inf")
+      .value("workspace_too_small", fastdet::kOutOfMemory, "the workspace given is too small");
+  py::enum_<fastdet::SoftNmsMethod>(m, "SoftNmsMethod", "soft_nms score decay")
+      .value("linear", fastdet::kLinear, "s *= 1 - IoU where IoU > iou_threshold")
+      .value("gaussian", fastdet::kGaussian, "s *= exp(-IoU^2 / sigma)");
+}
+
 void bind_cpu(py::module_& m) {
-  auto c = m.def_submodule("cpu", "OpenMP kernels");
-  c.def("max_threads", &fastdet::cpu::max_threads);
-  c.def("set_num_threads", &fastdet::cpu::set_num_threads);
+  auto c = m.def_submodule(
+      "cpu", "OpenMP kernels. Array arguments are data addresses (int) of C-contiguous arrays.");
+  c.def("max_threads", &fastdet::cpu::max_threads, "Threads a kernel may use (OpenMP).");
+  c.def("set_num_threads", &fastdet::cpu::set_num_threads, "n"_a,
+        "Sets the number of threads later kernels use.");
   c.def(
       "count_nonfinite",
-      [](int dt, ptr x, int64_t n) {
+      [](DType dt, ptr x, int64_t n) {
         return dispatch(dt, [&](auto tag) {
           FD_T;
           return fastdet::cpu::count_nonfinite(P<T>(x), n);
         });
       },
-      nogil);
+      "dtype"_a, "x"_a, "n"_a, "Number of NaN and inf among the n values at x.", nogil);
   c.def(
       "box_area",
-      [](int dt, ptr b, int64_t n, ptr out) {
+      [](DType dt, ptr b, int64_t n, ptr out) {
         dispatch(dt, [&](auto tag) {
           FD_T;
           fastdet::cpu::box_area(P<T>(b), n, P<T>(out));
         });
       },
+      "dtype"_a, "boxes"_a, "n"_a, "out"_a, "Areas of n boxes into out [n] (inverted boxes: 0).",
       nogil);
   c.def(
       "box_iou",
-      [](int dt, ptr a, int64_t n, ptr b, int64_t m, ptr out) {
+      [](DType dt, ptr a, int64_t n, ptr b, int64_t m, ptr out) {
         dispatch(dt, [&](auto tag) {
           FD_T;
           fastdet::cpu::box_iou(P<T>(a), n, P<T>(b), m, P<T>(out));
         });
       },
-      nogil);
+      "dtype"_a, "boxes1"_a, "n"_a, "boxes2"_a, "m"_a, "out"_a,
+      "IoU of every pair of n and m boxes into out [n, m].", nogil);
   c.def(
       "generalized_box_iou",
-      [](int dt, ptr a, int64_t n, ptr b, int64_t m, ptr out) {
+      [](DType dt, ptr a, int64_t n, ptr b, int64_t m, ptr out) {
         dispatch(dt, [&](auto tag) {
           FD_T;
           fastdet::cpu::generalized_box_iou(P<T>(a), n, P<T>(b), m, P<T>(out));
         });
       },
-      nogil);
+      "dtype"_a, "boxes1"_a, "n"_a, "boxes2"_a, "m"_a, "out"_a,
+      "Generalized IoU of every pair of n and m boxes into out [n, m].", nogil);
   c.def(
       "nms",
-      [](int dt, ptr b, ptr s, int64_t n, double thr, ptr keep) {
+      [](DType dt, ptr b, ptr s, int64_t n, double thr, ptr keep) {
         return dispatch(dt, [&](auto tag) {
           FD_T;
           return fastdet::cpu::nms(P<T>(b), P<T>(s), n, thr, P<int64_t>(keep));
         });
       },
-      nogil);
+      "dtype"_a, "boxes"_a, "scores"_a, "n"_a, "iou_threshold"_a, "keep"_a,
+      "Greedy NMS: kept indices into keep [n]; returns their count or a negative Status.", nogil);
   c.def(
       "batched_nms",
-      [](int dt, ptr b, ptr s, ptr idx, int64_t n, double thr, ptr keep) {
+      [](DType dt, ptr b, ptr s, ptr idx, int64_t n, double thr, ptr keep) {
         return dispatch(dt, [&](auto tag) {
           FD_T;
           return fastdet::cpu::batched_nms(P<T>(b), P<T>(s), P<int64_t>(idx), n, thr,
                                            P<int64_t>(keep));
         });
       },
+      "dtype"_a, "boxes"_a, "scores"_a, "idxs"_a, "n"_a, "iou_threshold"_a, "keep"_a,
+      "NMS per int64 category idxs: kept indices into keep; returns their count or a Status.",
       nogil);
   c.def(
       "soft_nms",
-      [](int dt, ptr b, ptr s, int64_t n, double thr, double sigma, double sthr, int method,
-         ptr keep, ptr out_scores) {
+      [](DType dt, ptr b, ptr s, int64_t n, double thr, double sigma, double sthr,
+         fastdet::SoftNmsMethod method, ptr keep, ptr out_scores) {
         return dispatch(dt, [&](auto tag) {
           FD_T;
           return fastdet::cpu::soft_nms(P<T>(b), P<T>(s), n, thr, sigma, sthr, method,
                                         P<int64_t>(keep), P<T>(out_scores));
         });
       },
-      nogil);
+      "dtype"_a, "boxes"_a, "scores"_a, "n"_a, "iou_threshold"_a, "sigma"_a, "score_threshold"_a,
+      "method"_a, "keep"_a, "out_scores"_a,
+      "Soft-NMS: selected indices and decayed scores; returns their count or a Status.", nogil);
   c.def(
       "roi_align_forward",
-      [](int dt, ptr x, int64_t N, int64_t C, int64_t H, int64_t W, ptr rois, int64_t K, int64_t PH,
-         int64_t PW, double scale, int64_t sr, bool aligned, ptr out) {
+      [](DType dt, ptr x, int64_t N, int64_t C, int64_t H, int64_t W, ptr rois, int64_t K,
+         int64_t PH, int64_t PW, double scale, int64_t sr, bool aligned, ptr out) {
         dispatch(dt, [&](auto tag) {
           FD_T;
           fastdet::cpu::roi_align_forward(P<T>(x), N, C, H, W, P<T>(rois), K, PH, PW, scale, sr,
                                           aligned, P<T>(out));
         });
       },
-      nogil);
+      "dtype"_a, "input"_a, "batch_size"_a, "channels"_a, "height"_a, "width"_a, "rois"_a,
+      "num_rois"_a, "pooled_height"_a, "pooled_width"_a, "spatial_scale"_a, "sampling_ratio"_a,
+      "aligned"_a, "out"_a,
+      "RoIAlign of input [N, C, H, W] over rois [K, 5] into out [K, C, PH, PW].", nogil);
   c.def(
       "roi_align_backward",
-      [](int dt, ptr g, int64_t N, int64_t C, int64_t H, int64_t W, ptr rois, int64_t K, int64_t PH,
-         int64_t PW, double scale, int64_t sr, bool aligned, ptr gin) {
+      [](DType dt, ptr g, int64_t N, int64_t C, int64_t H, int64_t W, ptr rois, int64_t K,
+         int64_t PH, int64_t PW, double scale, int64_t sr, bool aligned, ptr gin) {
         dispatch(dt, [&](auto tag) {
           FD_T;
           fastdet::cpu::roi_align_backward(P<T>(g), N, C, H, W, P<T>(rois), K, PH, PW, scale, sr,
                                            aligned, P<T>(gin));
         });
       },
-      nogil);
+      "dtype"_a, "grad_output"_a, "batch_size"_a, "channels"_a, "height"_a, "width"_a, "rois"_a,
+      "num_rois"_a, "pooled_height"_a, "pooled_width"_a, "spatial_scale"_a, "sampling_ratio"_a,
+      "aligned"_a, "grad_input"_a,
+      "RoIAlign's input gradient, overwriting grad_input [N, C, H, W] (deterministic).", nogil);
   c.def(
       "grid_anchors",
-      [](int dt, ptr base, int64_t A, int64_t gh, int64_t gw, double sh, double sw, ptr out) {
+      [](DType dt, ptr base, int64_t A, int64_t gh, int64_t gw, double sh, double sw, ptr out) {
         dispatch(dt, [&](auto tag) {
           FD_T;
           fastdet::cpu::grid_anchors(P<T>(base), A, gh, gw, sh, sw, P<T>(out));
         });
       },
-      nogil);
+      "dtype"_a, "base"_a, "num_base"_a, "grid_height"_a, "grid_width"_a, "stride_height"_a,
+      "stride_width"_a, "out"_a, "One level's anchors: base [A, 4] shifted over the grid.", nogil);
   c.def(
       "encode_boxes",
-      [](int dt, ptr gt, ptr prop, int64_t n, Weights w, ptr out) {
+      [](DType dt, ptr gt, ptr prop, int64_t n, Weights w, ptr out) {
         dispatch(dt, [&](auto tag) {
           FD_T;
           fastdet::cpu::encode_boxes(P<T>(gt), P<T>(prop), n, w.data(), P<T>(out));
         });
       },
-      nogil);
+      "dtype"_a, "gt"_a, "proposals"_a, "n"_a, "weights"_a, "out"_a,
+      "BoxCoder targets of n gt boxes against n proposals into out [n, 4].", nogil);
   c.def(
       "decode_boxes",
-      [](int dt, ptr codes, ptr boxes, int64_t n, int64_t k, Weights w, double clip, ptr out) {
+      [](DType dt, ptr codes, ptr boxes, int64_t n, int64_t k, Weights w, double clip, ptr out) {
         dispatch(dt, [&](auto tag) {
           FD_T;
           fastdet::cpu::decode_boxes(P<T>(codes), P<T>(boxes), n, k, w.data(), clip, P<T>(out));
         });
       },
-      nogil);
+      "dtype"_a, "codes"_a, "boxes"_a, "n"_a, "k"_a, "weights"_a, "clip"_a, "out"_a,
+      "BoxCoder decode of codes [n, 4k] against boxes [n, 4] into out [n, 4k].", nogil);
   c.def(
       "clip_boxes",
-      [](int dt, ptr b, int64_t n, double h, double w, ptr out) {
+      [](DType dt, ptr b, int64_t n, double h, double w, ptr out) {
         dispatch(dt, [&](auto tag) {
           FD_T;
           fastdet::cpu::clip_boxes(P<T>(b), n, h, w, P<T>(out));
         });
       },
-      nogil);
+      "dtype"_a, "boxes"_a, "n"_a, "height"_a, "width"_a, "out"_a,
+      "n boxes clipped to [0, width] x [0, height] into out [n, 4].", nogil);
   c.def(
       "remove_small_boxes",
-      [](int dt, ptr b, int64_t n, double min_size, ptr keep) {
+      [](DType dt, ptr b, int64_t n, double min_size, ptr keep) {
         return dispatch(dt, [&](auto tag) {
           FD_T;
           return fastdet::cpu::remove_small_boxes(P<T>(b), n, min_size, P<int64_t>(keep));
         });
       },
-      nogil);
+      "dtype"_a, "boxes"_a, "n"_a, "min_size"_a, "keep"_a,
+      "Indices of boxes with both sides >= min_size into keep; returns their count.", nogil);
 }
 
 #ifdef FASTDET_WITH_CUDA
 namespace cu = fastdet::cuda;
 
 void bind_cuda(py::module_& m) {
-  auto c = m.def_submodule("cuda", "CUDA kernels; each call takes (device, stream) last");
-  c.def("available", &cu::available);
-  c.def("device_count", &cu::device_count);
-  c.def("version", &cu::version);
-  c.def("archs", &cu::archs);
-  c.def("nms_workspace_bytes", &cu::nms_workspace_bytes);
-  c.def("batched_nms_workspace_bytes", &cu::batched_nms_workspace_bytes);
-  c.def("soft_nms_workspace_bytes", &cu::soft_nms_workspace_bytes);
-  c.def("roi_align_backward_workspace_bytes", &cu::roi_align_backward_workspace_bytes);
+  auto c = m.def_submodule("cuda",
+                           "CUDA kernels. Array arguments are device addresses (int); each call "
+                           "takes (device, stream) last, stream a cudaStream_t as an int.");
+  c.def("available", &cu::available, "True when a CUDA device can be used.");
+  c.def("device_count", &cu::device_count, "Number of visible CUDA devices.");
+  c.def("version", &cu::version, "CUDA runtime version compiled in, e.g. '13.0'.");
+  c.def("archs", &cu::archs, "CUDA architectures compiled in, e.g. '90;100'.");
+  c.def("nms_workspace_bytes", &cu::nms_workspace_bytes, "n"_a,
+        "Workspace bytes nms needs for n boxes.");
+  c.def("batched_nms_workspace_bytes", &cu::batched_nms_workspace_bytes, "n"_a,
+        "Workspace bytes batched_nms needs for n boxes.");
+  c.def("soft_nms_workspace_bytes", &cu::soft_nms_workspace_bytes, "n"_a,
+        "Workspace bytes soft_nms needs for n boxes.");
+  c.def("roi_align_backward_workspace_bytes", &cu::roi_align_backward_workspace_bytes,
+        "batch_size"_a, "channels"_a, "height"_a, "width"_a, "deterministic"_a,
+        "Workspace bytes roi_align_backward needs (0 unless deterministic).");
   c.def(
       "box_area",
-      [](int dt, ptr b, int64_t n, ptr out, int dev, ptr st) {
+      [](DType dt, ptr b, int64_t n, ptr out, int dev, ptr st) {
         dispatch(dt, [&](auto tag) {
           FD_T;
           cu::box_area(P<T>(b), n, P<T>(out), dev, V(st));
         });
       },
-      nogil);
+      "dtype"_a, "boxes"_a, "n"_a, "out"_a, "device"_a, "stream"_a,
+      "Areas of n boxes into out [n] (inverted boxes: 0).", nogil);
   c.def(
       "box_iou",
-      [](int dt, ptr a, int64_t n, ptr b, int64_t m, ptr out, int dev, ptr st) {
+      [](DType dt, ptr a, int64_t n, ptr b, int64_t m, ptr out, int dev, ptr st) {
         dispatch(dt, [&](auto tag) {
           FD_T;
           cu::box_iou(P<T>(a), n, P<T>(b), m, P<T>(out), dev, V(st));
         });
       },
-      nogil);
+      "dtype"_a, "boxes1"_a, "n"_a, "boxes2"_a, "m"_a, "out"_a, "device"_a, "stream"_a,
+      "IoU of every pair of n and m boxes into out [n, m].", nogil);
   c.def(
       "generalized_box_iou",
-      [](int dt, ptr a, int64_t n, ptr b, int64_t m, ptr out, int dev, ptr st) {
+      [](DType dt, ptr a, int64_t n, ptr b, int64_t m, ptr out, int dev, ptr st) {
         dispatch(dt, [&](auto tag) {
           FD_T;
           cu::generalized_box_iou(P<T>(a), n, P<T>(b), m, P<T>(out), dev, V(st));
         });
       },
-      nogil);
+      "dtype"_a, "boxes1"_a, "n"_a, "boxes2"_a, "m"_a, "out"_a, "device"_a, "stream"_a,
+      "Generalized IoU of every pair of n and m boxes into out [n, m].", nogil);
   c.def(
       "nms",
-      [](int dt, ptr b, ptr s, int64_t n, double thr, ptr keep, ptr ws, size_t wsb, int dev,
+      [](DType dt, ptr b, ptr s, int64_t n, double thr, ptr keep, ptr ws, size_t wsb, int dev,
          ptr st) {
         return dispatch(dt, [&](auto tag) {
           FD_T;
           return cu::nms(P<T>(b), P<T>(s), n, thr, P<int64_t>(keep), V(ws), wsb, dev, V(st));
         });
       },
+      "dtype"_a, "boxes"_a, "scores"_a, "n"_a, "iou_threshold"_a, "keep"_a, "workspace"_a,
+      "workspace_bytes"_a, "device"_a, "stream"_a,
+      "Greedy NMS: kept indices into keep [n]; returns their count or a negative Status (syncs).",
       nogil);
   c.def(
       "batched_nms",
-      [](int dt, ptr b, ptr s, ptr idx, int64_t n, double thr, ptr keep, ptr ws, size_t wsb,
+      [](DType dt, ptr b, ptr s, ptr idx, int64_t n, double thr, ptr keep, ptr ws, size_t wsb,
          int dev, ptr st) {
         return dispatch(dt, [&](auto tag) {
           FD_T;
@@ -228,79 +282,98 @@ void bind_cuda(py::module_& m) {
                                  wsb, dev, V(st));
         });
       },
+      "dtype"_a, "boxes"_a, "scores"_a, "idxs"_a, "n"_a, "iou_threshold"_a, "keep"_a, "workspace"_a,
+      "workspace_bytes"_a, "device"_a, "stream"_a,
+      "NMS per int64 category idxs: kept indices into keep; returns their count or a Status.",
       nogil);
   c.def(
       "soft_nms",
-      [](int dt, ptr b, ptr s, int64_t n, double thr, double sigma, double sthr, int method,
-         ptr keep, ptr out_scores, ptr ws, size_t wsb, int dev, ptr st) {
+      [](DType dt, ptr b, ptr s, int64_t n, double thr, double sigma, double sthr,
+         fastdet::SoftNmsMethod method, ptr keep, ptr out_scores, ptr ws, size_t wsb, int dev,
+         ptr st) {
         return dispatch(dt, [&](auto tag) {
           FD_T;
           return cu::soft_nms(P<T>(b), P<T>(s), n, thr, sigma, sthr, method, P<int64_t>(keep),
                               P<T>(out_scores), V(ws), wsb, dev, V(st));
         });
       },
+      "dtype"_a, "boxes"_a, "scores"_a, "n"_a, "iou_threshold"_a, "sigma"_a, "score_threshold"_a,
+      "method"_a, "keep"_a, "out_scores"_a, "workspace"_a, "workspace_bytes"_a, "device"_a,
+      "stream"_a, "Soft-NMS: selected indices and decayed scores; returns their count or a Status.",
       nogil);
   c.def(
       "roi_align_forward",
-      [](int dt, ptr x, int64_t N, int64_t C, int64_t H, int64_t W, ptr rois, int64_t K, int64_t PH,
-         int64_t PW, double scale, int64_t sr, bool aligned, ptr out, int dev, ptr st) {
+      [](DType dt, ptr x, int64_t N, int64_t C, int64_t H, int64_t W, ptr rois, int64_t K,
+         int64_t PH, int64_t PW, double scale, int64_t sr, bool aligned, ptr out, int dev, ptr st) {
         dispatch(dt, [&](auto tag) {
           FD_T;
           cu::roi_align_forward(P<T>(x), N, C, H, W, P<T>(rois), K, PH, PW, scale, sr, aligned,
                                 P<T>(out), dev, V(st));
         });
       },
-      nogil);
+      "dtype"_a, "input"_a, "batch_size"_a, "channels"_a, "height"_a, "width"_a, "rois"_a,
+      "num_rois"_a, "pooled_height"_a, "pooled_width"_a, "spatial_scale"_a, "sampling_ratio"_a,
+      "aligned"_a, "out"_a, "device"_a, "stream"_a,
+      "RoIAlign of input [N, C, H, W] over rois [K, 5] into out [K, C, PH, PW].", nogil);
   c.def(
       "roi_align_backward",
-      [](int dt, ptr g, int64_t N, int64_t C, int64_t H, int64_t W, ptr rois, int64_t K, int64_t PH,
-         int64_t PW, double scale, int64_t sr, bool aligned, ptr gin, bool det, bool shared, ptr ws,
-         size_t wsb, int dev, ptr st) {
+      [](DType dt, ptr g, int64_t N, int64_t C, int64_t H, int64_t W, ptr rois, int64_t K,
+         int64_t PH, int64_t PW, double scale, int64_t sr, bool aligned, ptr gin, bool det,
+         bool shared, ptr ws, size_t wsb, int dev, ptr st) {
         dispatch(dt, [&](auto tag) {
           FD_T;
           cu::roi_align_backward(P<T>(g), N, C, H, W, P<T>(rois), K, PH, PW, scale, sr, aligned,
                                  P<T>(gin), det, shared, V(ws), wsb, dev, V(st));
         });
       },
-      nogil);
+      "dtype"_a, "grad_output"_a, "batch_size"_a, "channels"_a, "height"_a, "width"_a, "rois"_a,
+      "num_rois"_a, "pooled_height"_a, "pooled_width"_a, "spatial_scale"_a, "sampling_ratio"_a,
+      "aligned"_a, "grad_input"_a, "deterministic"_a, "shared"_a, "workspace"_a,
+      "workspace_bytes"_a, "device"_a, "stream"_a,
+      "RoIAlign's input gradient, overwriting grad_input [N, C, H, W].", nogil);
   c.def(
       "grid_anchors",
-      [](int dt, ptr base, int64_t A, int64_t gh, int64_t gw, double sh, double sw, ptr out,
+      [](DType dt, ptr base, int64_t A, int64_t gh, int64_t gw, double sh, double sw, ptr out,
          int dev, ptr st) {
         dispatch(dt, [&](auto tag) {
           FD_T;
           cu::grid_anchors(P<T>(base), A, gh, gw, sh, sw, P<T>(out), dev, V(st));
         });
       },
-      nogil);
+      "dtype"_a, "base"_a, "num_base"_a, "grid_height"_a, "grid_width"_a, "stride_height"_a,
+      "stride_width"_a, "out"_a, "device"_a, "stream"_a,
+      "One level's anchors: base [A, 4] shifted over the grid.", nogil);
   c.def(
       "encode_boxes",
-      [](int dt, ptr gt, ptr prop, int64_t n, Weights w, ptr out, int dev, ptr st) {
+      [](DType dt, ptr gt, ptr prop, int64_t n, Weights w, ptr out, int dev, ptr st) {
         dispatch(dt, [&](auto tag) {
           FD_T;
           cu::encode_boxes(P<T>(gt), P<T>(prop), n, w.data(), P<T>(out), dev, V(st));
         });
       },
-      nogil);
+      "dtype"_a, "gt"_a, "proposals"_a, "n"_a, "weights"_a, "out"_a, "device"_a, "stream"_a,
+      "BoxCoder targets of n gt boxes against n proposals into out [n, 4].", nogil);
   c.def(
       "decode_boxes",
-      [](int dt, ptr codes, ptr boxes, int64_t n, int64_t k, Weights w, double clip, ptr out,
+      [](DType dt, ptr codes, ptr boxes, int64_t n, int64_t k, Weights w, double clip, ptr out,
          int dev, ptr st) {
         dispatch(dt, [&](auto tag) {
           FD_T;
           cu::decode_boxes(P<T>(codes), P<T>(boxes), n, k, w.data(), clip, P<T>(out), dev, V(st));
         });
       },
-      nogil);
+      "dtype"_a, "codes"_a, "boxes"_a, "n"_a, "k"_a, "weights"_a, "clip"_a, "out"_a, "device"_a,
+      "stream"_a, "BoxCoder decode of codes [n, 4k] against boxes [n, 4] into out [n, 4k].", nogil);
   c.def(
       "clip_boxes",
-      [](int dt, ptr b, int64_t n, double h, double w, ptr out, int dev, ptr st) {
+      [](DType dt, ptr b, int64_t n, double h, double w, ptr out, int dev, ptr st) {
         dispatch(dt, [&](auto tag) {
           FD_T;
           cu::clip_boxes(P<T>(b), n, h, w, P<T>(out), dev, V(st));
         });
       },
-      nogil);
+      "dtype"_a, "boxes"_a, "n"_a, "height"_a, "width"_a, "out"_a, "device"_a, "stream"_a,
+      "n boxes clipped to [0, width] x [0, height] into out [n, 4].", nogil);
 }
 #endif
 
@@ -314,6 +387,7 @@ PYBIND11_MODULE(_C, m) {
 #else
   m.attr("openmp") = false;
 #endif
+  bind_enums(m);
   bind_cpu(m);
 #ifdef FASTDET_WITH_CUDA
   m.attr("with_cuda") = true;

@@ -1,8 +1,11 @@
 """The build: what fastdet._C reports, the `fastdet info` command, and the rebuild message."""
 
 import json
+import re
 import subprocess
 import sys
+
+import pytest
 
 import fastdet
 from fastdet import _C
@@ -81,3 +84,55 @@ def test_bench_command_rejects_unknown_case():
         text=True,
     )
     assert r.returncode == 2 and "no case matches 'no-such-case'" in r.stderr
+
+
+def _params(signature: str) -> list[str]:
+    """The parameters of a pybind11 signature line, split at top-level commas (types such as
+    typing.Annotated[..., "FixedSize(4)"] hold commas of their own)."""
+    inner = signature[signature.index("(") + 1 : signature.rindex(") -> ")]
+    parts, depth, start, quoted = [], 0, 0, False
+    for i, ch in enumerate(inner):
+        if ch == '"':
+            quoted = not quoted
+        elif not quoted and ch in "[(":
+            depth += 1
+        elif not quoted and ch in "])":
+            depth -= 1
+        elif not quoted and ch == "," and depth == 0:
+            parts.append(inner[start:i].strip())
+            start = i + 1
+    if inner.strip():
+        parts.append(inner[start:].strip())
+    return parts
+
+
+def _bindings():
+    mods = [_C.cpu] + ([_C.cuda] if _C.with_cuda else [])
+    for mod in mods:
+        for name in sorted(dir(mod)):
+            fn = getattr(mod, name)
+            if type(fn).__name__ == "builtin_function_or_method":
+                yield f"{mod.__name__}.{name}", fn
+
+
+def test_every_binding_has_named_arguments_and_a_docstring():
+    found = list(_bindings())
+    assert len(found) >= 16 + (20 if _C.with_cuda else 0)  # every kernel, not an empty walk
+    for qualname, fn in found:
+        name = qualname.rsplit(".", 1)[1]
+        lines = (fn.__doc__ or "").strip().splitlines()
+        assert lines and lines[0].startswith(f"{name}(") and ") -> " in lines[0], qualname
+        assert len(lines) >= 3 and lines[1] == "" and lines[2].strip(), f"{qualname}: no docstring"
+        for param in _params(lines[0]):
+            assert re.fullmatch(r"[a-z_][a-z0-9_]*: \S.*", param), f"{qualname}: {param!r}"
+            assert not re.match(r"arg\d+\b", param), f"{qualname}: unnamed {param!r}"
+
+
+def test_kernel_codes_are_enums_of_the_compiled_module():
+    assert int(_C.DType.float32) == 0 and int(_C.DType.float64) == 1
+    assert int(_C.Status.non_finite) == -1 and int(_C.Status.workspace_too_small) == -2
+    assert [int(m) for m in (_C.SoftNmsMethod.linear, _C.SoftNmsMethod.gaussian)] == [0, 1]
+    with pytest.raises(TypeError):  # a bare int is refused where a DType is expected
+        _C.cpu.count_nonfinite(0, 0, 0)
+    assert _C.cpu.count_nonfinite(_C.DType.float32, 0, 0) == 0
+    assert "dtype: fastdet._C.DType" in _C.cpu.box_iou.__doc__

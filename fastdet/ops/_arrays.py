@@ -3,6 +3,8 @@ kind out. Kernels receive raw pointers; outputs are allocated by the input's own
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -69,6 +71,34 @@ def check_boxes(x, name: str) -> None:
     check_shape(x, name)
 
 
+def check_scores(boxes, scores, name: str = "scores") -> None:
+    """scores: float [N] with N = len(boxes)."""
+    check_float(scores, name)
+    if scores.ndim != 1 or scores.shape[0] != boxes.shape[0]:
+        raise ValueError(
+            f"{name} must have shape [N] with N = {boxes.shape[0]} (boxes), "
+            f"got {tuple(scores.shape)}"
+        )
+
+
+def check_threshold(value, name: str = "iou_threshold") -> float:
+    """value as a float; NaN raises (it would compare false with everything)."""
+    t = float(value)
+    if math.isnan(t):
+        raise ValueError(f"{name} must be a number, got NaN")
+    return t
+
+
+def prepare_boxes_scores(boxes, scores, **more):
+    """Checks boxes [N, 4] and scores [N] (and that `more` arrays are of their kind and device);
+    returns both contiguous in their common compute dtype."""
+    same_kind(boxes=boxes, scores=scores, **more)
+    check_boxes(boxes, "boxes")
+    check_scores(boxes, scores)
+    dt = compute_dtype(boxes, scores)
+    return prepare(boxes, dt), prepare(scores, dt)
+
+
 def compute_dtype(*xs):
     """float64 if any input is float64, else float32 (float16/bfloat16 compute in float32)."""
     if isinstance(xs[0], torch.Tensor):
@@ -91,11 +121,17 @@ def cast(x, like):
     return x.to(like.dtype) if isinstance(x, torch.Tensor) else x.astype(like.dtype)
 
 
-def dtype_code(x) -> int:
+# Looked up once: the kernels take the enum member itself (a scoped enum refuses ints).
+_DTYPE_OF_SIZE = {4: _C.DType.float32, 8: _C.DType.float64}
+
+
+def dtype_code(x):
+    """The _C.DType of x, which must be float32 or float64 (callers convert first)."""
     size = x.element_size() if isinstance(x, torch.Tensor) else x.itemsize
-    if size not in (4, 8):  # kernels take float32 or float64 only: callers convert first
+    code = _DTYPE_OF_SIZE.get(size)
+    if code is None:
         raise TypeError(f"internal: kernel called with {x.dtype}; expected float32 or float64")
-    return 0 if size == 4 else 1
+    return code
 
 
 def ptr(x) -> int:
@@ -161,6 +197,26 @@ def launch(like, name: str, *args):
         with _cupy().cuda.Device(dev):
             stream = _cupy().cuda.get_current_stream().ptr
     return getattr(mod, name)(*args, dev, stream)
+
+
+def workspace(like, fn: str, n: int):
+    """(extra kernel arguments, buffer to keep alive): the scratch memory of the GPU's NMS
+    kernels, sized by _C.cuda.<fn>(n); nothing on the CPU."""
+    if not is_cuda(like):
+        return (), None
+    nbytes = getattr(cuda_module(), fn)(n)
+    ws = empty(like, (max(nbytes, 1),), np.uint8)
+    return (ptr(ws), nbytes), ws
+
+
+def status_error(status: int, what: str) -> Exception:
+    """The error a kernel's negative count (a _C.Status) stands for; callers test count < 0
+    first, so the usual path pays for no enum comparison."""
+    if status == _C.Status.non_finite:
+        return ValueError("boxes and scores must be finite: found NaN or inf")
+    if status == _C.Status.workspace_too_small:
+        return RuntimeError(f"fastdet {what}: workspace too small (status {status})")
+    return RuntimeError(f"fastdet {what}: unknown kernel status {status}")
 
 
 def numel(x) -> int:

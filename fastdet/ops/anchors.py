@@ -60,7 +60,7 @@ def _grid(base, grid_sizes, strides):
 @torch.library.custom_op("fastdet::grid_anchors", mutates_args=())
 def _grid_op(base: list[Tensor], grid_sizes: list[int], strides: list[int]) -> Tensor:
     pairs = lambda v: list(zip(v[0::2], v[1::2]))  # noqa: E731
-    return _grid(base, pairs(grid_sizes), pairs(strides))
+    return _grid([b.contiguous() for b in base], pairs(grid_sizes), pairs(strides))
 
 
 @_grid_op.register_fake

@@ -57,7 +57,7 @@ def _decode(codes, boxes, weights, clip):
 
 @torch.library.custom_op("fastdet::encode_boxes", mutates_args=())
 def _encode_op(gt: Tensor, proposals: Tensor, weights: list[float]) -> Tensor:
-    return _encode(gt, proposals, tuple(weights))
+    return _encode(gt.contiguous(), proposals.contiguous(), tuple(weights))
 
 
 @_encode_op.register_fake
@@ -67,12 +67,12 @@ def _(gt, proposals, weights):
 
 @torch.library.custom_op("fastdet::decode_boxes", mutates_args=())
 def _decode_op(codes: Tensor, boxes: Tensor, weights: list[float], clip: float) -> Tensor:
-    return _decode(codes, boxes, tuple(weights), clip)
+    return _decode(codes.contiguous(), boxes.contiguous(), tuple(weights), clip)
 
 
 @_decode_op.register_fake
 def _(codes, boxes, weights, clip):
-    return torch.empty_like(codes)
+    return codes.new_empty(codes.shape)  # contiguous, as the kernel's output
 
 
 class BoxCoder:

@@ -31,12 +31,12 @@ def _pairwise(name: str, a, b):
 
 @torch.library.custom_op("fastdet::box_iou", mutates_args=())
 def _box_iou_op(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    return _pairwise("box_iou", boxes1, boxes2)
+    return _pairwise("box_iou", boxes1.contiguous(), boxes2.contiguous())
 
 
 @torch.library.custom_op("fastdet::generalized_box_iou", mutates_args=())
 def _giou_op(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    return _pairwise("generalized_box_iou", boxes1, boxes2)
+    return _pairwise("generalized_box_iou", boxes1.contiguous(), boxes2.contiguous())
 
 
 @_box_iou_op.register_fake
@@ -47,7 +47,7 @@ def _(boxes1, boxes2):
 
 @torch.library.custom_op("fastdet::box_area", mutates_args=())
 def _box_area_op(boxes: Tensor) -> Tensor:
-    return _area(boxes)
+    return _area(boxes.contiguous())
 
 
 @_box_area_op.register_fake

@@ -22,12 +22,12 @@ def _clip(b, h: float, w: float):
 
 @torch.library.custom_op("fastdet::clip_boxes_to_image", mutates_args=())
 def _clip_op(boxes: Tensor, height: float, width: float) -> Tensor:
-    return _clip(boxes, height, width)
+    return _clip(boxes.contiguous(), height, width)
 
 
 @_clip_op.register_fake
 def _(boxes, height, width):
-    return torch.empty_like(boxes)
+    return boxes.new_empty(boxes.shape)  # contiguous, as the kernel's output
 
 
 def clip_boxes_to_image(boxes, size):
@@ -69,7 +69,7 @@ def _small(b, min_size: float):
 
 @torch.library.custom_op("fastdet::remove_small_boxes", mutates_args=())
 def _small_op(boxes: Tensor, min_size: float) -> Tensor:
-    return _small(boxes, min_size)
+    return _small(boxes.contiguous(), min_size)
 
 
 @_small_op.register_fake

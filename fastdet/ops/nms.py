@@ -11,8 +11,6 @@ when coordinates are negative); NaN or inf in boxes or scores raise ValueError.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import Tensor
@@ -20,38 +18,11 @@ from torch import Tensor
 from . import _arrays as arrays
 
 
-def _check_threshold(iou_threshold) -> float:
-    t = float(iou_threshold)
-    if math.isnan(t):
-        raise ValueError("iou_threshold must be a number, got NaN")
-    return t
-
-
-def _check_scores(boxes, scores, name="scores"):
-    arrays.check_float(scores, name)
-    if scores.ndim != 1 or scores.shape[0] != boxes.shape[0]:
-        raise ValueError(
-            f"{name} must have shape [N] with N = {boxes.shape[0]} (boxes), "
-            f"got {tuple(scores.shape)}"
-        )
-
-
-def _finish(like, keep, count, what="nms"):
-    if count == -1:
-        raise ValueError("boxes and scores must be finite: found NaN or inf")
+def _finish(keep, count, what="nms"):
     if count < 0:
-        raise RuntimeError(f"fastdet {what}: workspace too small (status {count})")
+        raise arrays.status_error(count, what)
     out = keep[:count]
     return out.clone() if isinstance(out, Tensor) else out.copy()
-
-
-def _workspace(like, fn: str, n: int):
-    """(extra kernel arguments, buffer to keep alive): the GPU kernels' scratch memory."""
-    if not arrays.is_cuda(like):
-        return (), None
-    nbytes = getattr(arrays.cuda_module(), fn)(n)
-    ws = arrays.empty(like, (max(nbytes, 1),), np.uint8)
-    return (arrays.ptr(ws), nbytes), ws
 
 
 def _nms(boxes, scores, iou_threshold: float):
@@ -61,7 +32,7 @@ def _nms(boxes, scores, iou_threshold: float):
     keep = arrays.empty(boxes, (n,), np.int64)
     if n == 0:
         return keep
-    ws_args, _ws = _workspace(boxes, "nms_workspace_bytes", n)
+    ws_args, _ws = arrays.workspace(boxes, "nms_workspace_bytes", n)
     count = arrays.launch(
         boxes,
         "nms",
@@ -73,7 +44,7 @@ def _nms(boxes, scores, iou_threshold: float):
         arrays.ptr(keep),
         *ws_args,
     )
-    return _finish(boxes, keep, count)
+    return _finish(keep, count)
 
 
 def _batched(boxes, scores, idxs, iou_threshold: float):
@@ -83,7 +54,7 @@ def _batched(boxes, scores, idxs, iou_threshold: float):
     keep = arrays.empty(boxes, (n,), np.int64)
     if n == 0:
         return keep
-    ws_args, _ws = _workspace(boxes, "batched_nms_workspace_bytes", n)
+    ws_args, _ws = arrays.workspace(boxes, "batched_nms_workspace_bytes", n)
     count = arrays.launch(
         boxes,
         "batched_nms",
@@ -96,17 +67,17 @@ def _batched(boxes, scores, idxs, iou_threshold: float):
         arrays.ptr(keep),
         *ws_args,
     )
-    return _finish(boxes, keep, count, "batched_nms")
+    return _finish(keep, count, "batched_nms")
 
 
 @torch.library.custom_op("fastdet::nms", mutates_args=())
 def _nms_op(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
-    return _nms(boxes, scores, iou_threshold)
+    return _nms(boxes.contiguous(), scores.contiguous(), iou_threshold)
 
 
 @torch.library.custom_op("fastdet::batched_nms", mutates_args=())
 def _batched_op(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
-    return _batched(boxes, scores, idxs, iou_threshold)
+    return _batched(boxes.contiguous(), scores.contiguous(), idxs.contiguous(), iou_threshold)
 
 
 def _fake_keep(boxes):
@@ -124,20 +95,12 @@ def _(boxes, scores, idxs, iou_threshold):
     return _fake_keep(boxes)
 
 
-def _prepare(boxes, scores, **more):
-    arrays.same_kind(boxes=boxes, scores=scores, **more)
-    arrays.check_boxes(boxes, "boxes")
-    _check_scores(boxes, scores)
-    dt = arrays.compute_dtype(boxes, scores)
-    return arrays.prepare(boxes, dt), arrays.prepare(scores, dt)
-
-
 def nms(boxes, scores, iou_threshold: float):
     """Greedy NMS. boxes [N, 4] (x1, y1, x2, y2), scores [N] -> int64 indices [K] of the kept
     boxes in decreasing score. A box is dropped when its IoU with a kept, higher-scoring box is
     > iou_threshold."""
-    t = _check_threshold(iou_threshold)
-    b, s = _prepare(boxes, scores)
+    t = arrays.check_threshold(iou_threshold)
+    b, s = arrays.prepare_boxes_scores(boxes, scores)
     return _nms_op(b, s, t) if isinstance(b, Tensor) else _nms(b, s, t)
 
 
@@ -156,7 +119,7 @@ def batched_nms(boxes, scores, idxs, iou_threshold: float):
     """NMS within each category: boxes [N, 4], scores [N], idxs [N] integer categories ->
     int64 indices [K] of the kept boxes in decreasing score. Boxes of different categories never
     suppress each other, whatever their coordinates."""
-    t = _check_threshold(iou_threshold)
-    b, s = _prepare(boxes, scores, idxs=idxs)
+    t = arrays.check_threshold(iou_threshold)
+    b, s = arrays.prepare_boxes_scores(boxes, scores, idxs=idxs)
     i = _prepare_idxs(idxs, b.shape[0])
     return _batched_op(b, s, i, t) if isinstance(b, Tensor) else _batched(b, s, i, t)

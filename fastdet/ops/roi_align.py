@@ -126,7 +126,13 @@ def _roi_align_op(
     aligned: bool,
 ) -> Tensor:
     return _forward(
-        input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
+        input.contiguous(),
+        rois.contiguous(),
+        spatial_scale,
+        pooled_height,
+        pooled_width,
+        sampling_ratio,
+        aligned,
     )
 
 
@@ -151,7 +157,7 @@ def _roi_align_backward_op(
 ) -> Tensor:
     return _backward(
         grad.contiguous(),
-        rois,
+        rois.contiguous(),
         spatial_scale,
         pooled_height,
         pooled_width,

@@ -8,19 +8,23 @@ gaussian: s *= exp(-o^2 / sigma). Boxes whose score falls below score_threshold 
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import Tensor
 
+from .._ext import _C
 from . import _arrays as arrays
-from .nms import _check_threshold, _prepare, _workspace
 
-_METHODS = {"linear": 0, "gaussian": 1}
+# The custom op carries the method as an int (its schema has no enum type); the kernel takes
+# the _C.SoftNmsMethod member, looked up from the int here rather than converted per call.
+_METHODS = {name: int(m) for name, m in _C.SoftNmsMethod.__members__.items()}
+_METHOD_OF_INT = {int(m): m for m in _C.SoftNmsMethod.__members__.values()}
 
 
 def _soft(boxes, scores, iou_threshold, sigma, score_threshold, method: int):
+    kernel_method = _METHOD_OF_INT.get(method)
+    if kernel_method is None:  # only reachable through torch.ops.fastdet.soft_nms
+        raise ValueError(f"method must be one of {sorted(_METHOD_OF_INT)}, got {method}")
     n = boxes.shape[0]
     arrays.check_finite(boxes, "boxes")
     arrays.check_finite(scores, "scores")
@@ -28,7 +32,7 @@ def _soft(boxes, scores, iou_threshold, sigma, score_threshold, method: int):
     out = arrays.empty(scores, (n,))
     if n == 0:
         return keep, out
-    ws_args, _ws = _workspace(boxes, "soft_nms_workspace_bytes", n)
+    ws_args, _ws = arrays.workspace(boxes, "soft_nms_workspace_bytes", n)
     count = arrays.launch(
         boxes,
         "soft_nms",
@@ -39,15 +43,13 @@ def _soft(boxes, scores, iou_threshold, sigma, score_threshold, method: int):
         iou_threshold,
         sigma,
         score_threshold,
-        method,
+        kernel_method,
         arrays.ptr(keep),
         arrays.ptr(out),
         *ws_args,
     )
-    if count == -1:
-        raise ValueError("boxes and scores must be finite: found NaN or inf")
     if count < 0:
-        raise RuntimeError(f"fastdet soft_nms: workspace too small (status {count})")
+        raise arrays.status_error(count, "soft_nms")
     copy = (lambda x: x.clone()) if isinstance(keep, Tensor) else (lambda x: x.copy())
     return copy(keep[:count]), copy(out[:count])
 
@@ -61,7 +63,9 @@ def _soft_op(
     score_threshold: float,
     method: int,
 ) -> tuple[Tensor, Tensor]:
-    return _soft(boxes, scores, iou_threshold, sigma, score_threshold, method)
+    return _soft(
+        boxes.contiguous(), scores.contiguous(), iou_threshold, sigma, score_threshold, method
+    )
 
 
 @_soft_op.register_fake
@@ -83,14 +87,12 @@ def soft_nms(
     method "linear" uses iou_threshold; "gaussian" uses sigma (> 0)."""
     if method not in _METHODS:
         raise ValueError(f"method must be 'linear' or 'gaussian', got {method!r}")
-    t = _check_threshold(iou_threshold)
+    t = arrays.check_threshold(iou_threshold)
     sigma = float(sigma)
     if method == "gaussian" and not sigma > 0:
         raise ValueError(f"sigma must be > 0 for the gaussian method, got {sigma}")
-    sthr = float(score_threshold)
-    if math.isnan(sthr):
-        raise ValueError("score_threshold must be a number, got NaN")
-    b, s = _prepare(boxes, scores)
+    sthr = arrays.check_threshold(score_threshold, "score_threshold")
+    b, s = arrays.prepare_boxes_scores(boxes, scores)
     args = (t, sigma, sthr, _METHODS[method])
     keep, out = _soft_op(b, s, *args) if isinstance(b, Tensor) else _soft(b, s, *args)
     return keep, arrays.cast(out, scores)

@@ -29,10 +29,14 @@ FPN_SIZES = ((32,), (64,), (128,), (256,), (512,))
 FPN_RATIOS = ((0.5, 1.0, 2.0),) * 5
 
 
-def inputs(height, width, feature_sizes, batch=1, dtype=torch.float32):
+def inputs(height, width, feature_sizes, batch=1, dtype=torch.float32, device="cpu"):
     """An ImageList of `batch` images and one [batch, 1, h, w] feature map per level."""
-    images = ImageList(torch.zeros(batch, 1, height, width, dtype=dtype), [(height, width)] * batch)
-    return images, [torch.zeros(batch, 1, h, w, dtype=dtype) for h, w in feature_sizes]
+    images = ImageList(
+        torch.zeros(batch, 1, height, width, dtype=dtype, device=device), [(height, width)] * batch
+    )
+    return images, [
+        torch.zeros(batch, 1, h, w, dtype=dtype, device=device) for h, w in feature_sizes
+    ]
 
 
 def fpn_feature_sizes(height, width):
@@ -43,17 +47,17 @@ def assert_same_as_torchvision(ours, theirs, images, features):
     got, want = ours(images, features), theirs(images, features)
     assert len(got) == len(want) == images.tensors.shape[0]
     for g, w in zip(got, want):
+        assert g.device == w.device == features[0].device
         assert g.dtype == w.dtype and torch.equal(g, w)
 
 
-def test_fpn_five_levels_at_800x1344_batch_2_match_torchvision(tv_anchors):
-    images, features = inputs(800, 1344, fpn_feature_sizes(800, 1344), batch=2)
-    ours, theirs = ops.AnchorGenerator(FPN_SIZES, FPN_RATIOS), tv_anchors(FPN_SIZES, FPN_RATIOS)
-    assert_same_as_torchvision(ours, theirs, images, features)
-    assert ours(images, features)[0].shape == (
-        sum(h * w for h, w in fpn_feature_sizes(800, 1344)) * 3,
-        4,
-    )
+def test_fpn_five_levels_at_800x1344_batch_2_match_torchvision(device, tv_anchors):
+    ceil, floor = fpn_feature_sizes(800, 1344), [(800 // s, 1344 // s) for s in (4, 8, 16, 32, 64)]
+    for sizes in (ceil, floor):  # as convolutions give, and as pooling gives
+        images, features = inputs(800, 1344, sizes, batch=2, device=device)
+        ours, theirs = ops.AnchorGenerator(FPN_SIZES, FPN_RATIOS), tv_anchors(FPN_SIZES, FPN_RATIOS)
+        assert_same_as_torchvision(ours, theirs, images, features)
+        assert ours(images, features)[0].shape == (sum(h * w for h, w in sizes) * 3, 4)
 
 
 def test_faster_rcnn_preset_gives_nine_anchors_per_position_at_stride_16(tv_anchors):
@@ -201,3 +205,21 @@ def test_anchor_generation_compiles(tv_anchors):
     got = compiled(images, features)
     want = tv_anchors(FPN_SIZES, FPN_RATIOS)(images, features)
     assert len(got) == 2 and all(torch.equal(g, w) for g, w in zip(got, want))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_custom_op_passes_opcheck(dtype, device):
+    one = [ops.cell_anchors((32, 64), (0.5, 1.0, 2.0), dtype, device)]
+    two = one + [ops.cell_anchors((128,), (1.0,), dtype, device)]
+    strided = [b.t().contiguous().t() for b in two]  # same values, column-major
+    for args in [
+        (one, [4, 5], [8, 8]),
+        (two, [4, 5, 2, 3], [8, 8, 16, 16]),
+        (two, [0, 5, 2, 0], [8, 8, 16, 16]),  # empty levels
+        (strided, [4, 5, 2, 3], [8, 8, 16, 16]),
+    ]:
+        torch.library.opcheck(torch.ops.fastdet.grid_anchors, args)
+    assert torch.equal(
+        torch.ops.fastdet.grid_anchors(strided, [4, 5, 2, 3], [8, 8, 16, 16]),
+        torch.ops.fastdet.grid_anchors(two, [4, 5, 2, 3], [8, 8, 16, 16]),
+    )

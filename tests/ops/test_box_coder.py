@@ -113,6 +113,20 @@ def test_decode_single_matches_torchvision_with_class_specific_codes(
     assert_decode_near_reference(got.numpy(), c, p, weights, dtype)
 
 
+@pytest.mark.gpu
+def test_encode_and_decode_on_gpu_match_torchvision(make, tv_coder):
+    # Unrelated ground truth (large targets) and two classes' codes; 5000 boxes fill many blocks.
+    a, gt = t(make.boxes(5000)).cuda(), t(make.boxes(5000)).cuda()
+    c = t(codes(make, 5000, 2, np.float32)).cuda()
+    ours, theirs = ops.BoxCoder((10, 10, 5, 5)), tv_coder((10, 10, 5, 5))
+    torch.testing.assert_close(
+        ours.encode_single(gt, a), theirs.encode_single(gt, a), rtol=1e-5, atol=1e-5
+    )
+    torch.testing.assert_close(
+        ours.decode_single(c, a), theirs.decode_single(c, a), rtol=1e-5, atol=1e-4
+    )
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_decode_clamps_dw_and_dh_at_bbox_xform_clip(dtype, make, tv_coder):
     p = make.boxes(200, dtype)
@@ -364,3 +378,28 @@ def test_encode_and_decode_compile(make):
     compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
     for got, want in zip(compiled(g, p), f(g, p)):
         assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_custom_ops_pass_opcheck(dtype, device, make):
+    p = make.boxes(50)
+    g = t(gt_near(make, p)).to(device, dtype)
+    p = t(p).to(device, dtype)
+    c = t(codes(make, 50, 3, np.float32)).to(device, dtype)
+    weights = [10.0, 10.0, 5.0, 5.0]
+    strided = p.t().contiguous().t()  # same values, column-major
+    for args in [(g, p, weights), (g[:0], p[:0], weights), (g, strided, weights)]:
+        torch.library.opcheck(torch.ops.fastdet.encode_boxes, args)
+    for args in [
+        (c, p, weights, 4.135),
+        (c[:, :4], p, weights, 1.5),
+        (c[:0], p[:0], weights, 4.135),
+        (c.t().contiguous().t(), strided, weights, 4.135),
+    ]:
+        torch.library.opcheck(torch.ops.fastdet.decode_boxes, args)
+    F = torch.ops.fastdet
+    assert torch.equal(F.encode_boxes(g, strided, weights), F.encode_boxes(g, p, weights))
+    assert torch.equal(
+        F.decode_boxes(c.t().contiguous().t(), strided, weights, 4.135),
+        F.decode_boxes(c, p, weights, 4.135),
+    )

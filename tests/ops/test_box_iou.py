@@ -20,14 +20,25 @@ def t(x):
     return torch.from_numpy(np.ascontiguousarray(x))
 
 
+# [N, M] per device: on the GPU, several tiles with ragged edges.
+PAIRWISE_SIZES = {"cpu": (57, 83), "cuda": (777, 1001)}
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("op", PAIRWISE)
-def test_pairwise_matches_reference_and_torchvision(op, dtype, make, tv):
-    a, b = make.boxes(57, dtype), make.boxes(83, dtype)
-    got = getattr(ops, op)(t(a), t(b))
-    assert got.shape == (57, 83) and got.dtype == t(a).dtype
-    np.testing.assert_allclose(got.numpy(), getattr(reference, op)(a, b), **TOL[dtype])
-    torch.testing.assert_close(got, getattr(tv.ops, op)(t(a), t(b)), **TOL[dtype])
+def test_pairwise_matches_reference_and_torchvision(op, dtype, device, make, tv):
+    n, m = PAIRWISE_SIZES[device]
+    a, b = make.boxes(n, dtype), make.boxes(m, dtype)
+    got = getattr(ops, op)(t(a).to(device), t(b).to(device))
+    assert got.device.type == device and got.shape == (n, m) and got.dtype == t(a).dtype
+    want = getattr(tv.ops, op)(t(a).to(device), t(b).to(device))
+    if device == "cpu":
+        np.testing.assert_allclose(got.numpy(), getattr(reference, op)(a, b), **TOL[dtype])
+        torch.testing.assert_close(got, want, **TOL[dtype])
+    else:  # the CPU kernel's values; torchvision's CUDA build contracts to FMA (we do not)
+        cpu = getattr(ops, op)(t(a), t(b))
+        torch.testing.assert_close(got.cpu(), cpu, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -100,6 +111,15 @@ def test_empty_inputs_give_empty_outputs(op, n, m, make):
     assert isinstance(got, np.ndarray) and got.shape == (n, m) and got.dtype == np.float64
 
 
+@pytest.mark.gpu
+def test_box_area_half_precision_on_gpu_matches_cpu(make):
+    b = t(make.boxes(100))
+    for dt in (torch.float16, torch.bfloat16):
+        got = ops.box_area(b.to(dt).cuda())
+        assert got.dtype == dt
+        torch.testing.assert_close(got.float().cpu(), ops.box_area(b.to(dt).float()).to(dt).float())
+
+
 def test_box_area_of_no_boxes():
     assert ops.box_area(torch.zeros(0, 4)).shape == (0,)
     got = ops.box_area(np.zeros((0, 4), np.float16))
@@ -149,6 +169,17 @@ def test_degenerate_boxes_have_area_and_iou_zero_not_nan(dtype):
     np.testing.assert_array_equal(
         ops.box_iou(d, full).numpy(), reference.box_iou(d.numpy(), full.numpy())
     )
+
+
+@pytest.mark.gpu
+def test_box_iou_edges_and_tails_on_gpu_match_cpu(make):
+    a = torch.tensor([[0, 0, 0, 0], [5, 5, 1, 1], [0, 0, 10, 10]], dtype=torch.float32)
+    got = ops.box_iou(a.cuda(), a.cuda()).cpu()
+    assert torch.equal(got, ops.box_iou(a, a))
+    assert not got.isnan().any()
+    for n, m in [(0, 5), (5, 0), (1, 1), (3, 7)]:  # tails of the vectorised stores
+        x, y = t(make.boxes(n)), t(make.boxes(m))
+        torch.testing.assert_close(ops.box_iou(x.cuda(), y.cuda()).cpu(), ops.box_iou(x, y))
 
 
 def test_giou_of_degenerate_boxes_is_finite_and_matches_reference():
@@ -283,6 +314,20 @@ def test_box_iou_compiled_with_inductor_matches_eager(make):
     a, b = t(make.boxes(40)), t(make.boxes(25))
     compiled = torch.compile(lambda x, y: ops.box_iou(x, y), fullgraph=True)
     assert torch.equal(compiled(a, b), ops.box_iou(a, b))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_custom_ops_pass_opcheck(dtype, device, make):
+    a = t(make.boxes(20)).to(device, dtype)
+    b = t(make.boxes(7)).to(device, dtype)
+    strided = a.t().contiguous().t()  # same values, column-major
+    for op in (torch.ops.fastdet.box_iou, torch.ops.fastdet.generalized_box_iou):
+        for args in [(a, b), (b, a), (a[:0], b), (strided, b)]:
+            torch.library.opcheck(op, args)
+        assert torch.equal(op(strided, b), op(a, b))
+    for args in [(a,), (a[:0],), (strided,)]:
+        torch.library.opcheck(torch.ops.fastdet.box_area, args)
+    assert torch.equal(torch.ops.fastdet.box_area(strided), torch.ops.fastdet.box_area(a))
 
 
 def test_concurrent_threads_match_sequential_calls(make, concurrently):

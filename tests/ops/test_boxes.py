@@ -23,12 +23,12 @@ def spilling_boxes(make, n, dtype=np.float32):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_clip_matches_torchvision_and_reference(dtype, make, tv):
+def test_clip_matches_torchvision_and_reference(dtype, device, make, tv):
     b = spilling_boxes(make, 500, dtype)
-    got = ops.clip_boxes_to_image(t(b), (800, 600))
-    assert got.shape == (500, 4) and got.dtype == t(b).dtype
-    assert torch.equal(got, tv.ops.clip_boxes_to_image(t(b), (800, 600)))
-    np.testing.assert_array_equal(got.numpy(), reference.clip_boxes_to_image(b, (800, 600)))
+    got = ops.clip_boxes_to_image(t(b).to(device), (800, 600))
+    assert got.shape == (500, 4) and got.dtype == t(b).dtype and got.device.type == device
+    assert torch.equal(got, tv.ops.clip_boxes_to_image(t(b).to(device), (800, 600)))
+    np.testing.assert_array_equal(got.cpu().numpy(), reference.clip_boxes_to_image(b, (800, 600)))
 
 
 def test_clip_uses_height_then_width():
@@ -123,14 +123,14 @@ def test_clip_compiles(make):
 # --- remove_small_boxes -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("min_size", [1.0, 20.0, 60.5])
+@pytest.mark.parametrize("min_size", [1.0, 20.0, 40.0, 60.5])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_remove_small_matches_torchvision_and_reference(dtype, min_size, make, tv):
+def test_remove_small_matches_torchvision_and_reference(dtype, min_size, device, make, tv):
     b = make.boxes(500, dtype, lo=0.0, hi=100.0)
-    got = ops.remove_small_boxes(t(b), min_size)
-    assert got.dtype == torch.int64
-    assert torch.equal(got, tv.ops.remove_small_boxes(t(b), min_size))
-    np.testing.assert_array_equal(got.numpy(), reference.remove_small_boxes(b, min_size))
+    got = ops.remove_small_boxes(t(b).to(device), min_size)
+    assert got.dtype == torch.int64 and got.device.type == device
+    assert torch.equal(got, tv.ops.remove_small_boxes(t(b).to(device), min_size))
+    np.testing.assert_array_equal(got.cpu().numpy(), reference.remove_small_boxes(b, min_size))
 
 
 def test_remove_small_keeps_sides_equal_to_min_size(tv):
@@ -232,3 +232,19 @@ def test_detection_postprocess_compiles(make):
         compiled(deltas, anchors, scores, labels), post(deltas, anchors, scores, labels)
     ):
         assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_custom_ops_pass_opcheck(dtype, device, make):
+    b = t(spilling_boxes(make, 60)).to(device, dtype)
+    strided = b.t().contiguous().t()  # same values, column-major
+    for args in [(b, 800.0, 600.0), (b.reshape(3, 5, 4, 4), 800.0, 600.0), (b[:0], 8.0, 6.0)]:
+        torch.library.opcheck(torch.ops.fastdet.clip_boxes_to_image, args)
+    torch.library.opcheck(torch.ops.fastdet.clip_boxes_to_image, (strided, 800.0, 600.0))
+    for args in [(b, 40.0), (b, 0.0), (b[:0], 1.0), (strided, 40.0)]:
+        torch.library.opcheck(torch.ops.fastdet.remove_small_boxes, args)
+    F = torch.ops.fastdet
+    assert torch.equal(
+        F.clip_boxes_to_image(strided, 800.0, 600.0), F.clip_boxes_to_image(b, 800.0, 600.0)
+    )
+    assert torch.equal(F.remove_small_boxes(strided, 40.0), F.remove_small_boxes(b, 40.0))

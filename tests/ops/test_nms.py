@@ -8,7 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastdet import ops
+from fastdet import _C, ops
+from fastdet.ops import _arrays as arrays
 from fastdet.ops import _reference as reference
 
 DTYPES = [np.float32, np.float64]
@@ -32,14 +33,30 @@ def both_kept(boxes, threshold, dtype):
 # --- nms: random inputs -------------------------------------------------------------------
 
 
+# (device, n, dtype): on the GPU also sizes around its 64-box tiles, and float32 only
+# (torchvision's CUDA nms compares float64 IoUs with a float32 threshold).
+NMS_AGAINST_TORCHVISION = [("cpu", n, dtype) for n in (1000, 6000) for dtype in DTYPES] + [
+    pytest.param("cuda", n, np.float32, marks=pytest.mark.gpu)
+    for n in (1, 63, 64, 65, 1000, 6000, 20000)
+]
+
+
 @pytest.mark.parametrize("threshold", [0.3, 0.5, 0.7])
-@pytest.mark.parametrize("n", [1000, 6000])
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_nms_keeps_exactly_torchvisions_indices(n, threshold, dtype, make, tv):
-    b, s = make.boxes(n, dtype), make.scores(n, dtype)
-    got = ops.nms(t(b), t(s), threshold)
-    assert got.dtype == torch.int64
-    assert torch.equal(got, tv.ops.nms(t(b), t(s), threshold))
+@pytest.mark.parametrize("device,n,dtype", NMS_AGAINST_TORCHVISION)
+def test_nms_keeps_exactly_torchvisions_indices(device, n, dtype, threshold, make, tv):
+    b, s = t(make.boxes(n, dtype)).to(device), t(make.scores(n, dtype)).to(device)
+    got = ops.nms(b, s, threshold)
+    assert got.device.type == device and got.dtype == torch.int64
+    assert torch.equal(got.cpu(), tv.ops.nms(b, s, threshold).cpu())
+    if device != "cpu":  # and as the CPU kernel
+        assert torch.equal(got.cpu(), ops.nms(b.cpu(), s.cpu(), threshold))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n", [100_000, 200_000])
+def test_nms_large_on_gpu_matches_cpu(n, make):
+    b, s = t(make.boxes(n, image=3000.0)), t(make.scores(n))
+    assert torch.equal(ops.nms(b.cuda(), s.cuda(), 0.7).cpu(), ops.nms(b, s, 0.7))
 
 
 @pytest.mark.parametrize("threshold", [0.3, 0.5, 0.7])
@@ -102,6 +119,14 @@ def test_nms_empty_input_gives_empty_int64():
     assert got.shape == (0,) and got.dtype == torch.int64
     got = ops.nms(np.zeros((0, 4), np.float64), np.zeros(0, np.float64), 0.5)
     assert isinstance(got, np.ndarray) and got.shape == (0,) and got.dtype == np.int64
+
+
+def test_float64_ties_keep_the_lower_index_and_no_boxes_give_none(device):
+    b = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 10], [20, 20, 30, 30]], dtype=torch.float64)
+    s = torch.tensor([0.5, 0.5, 0.5], dtype=torch.float64)
+    assert ops.nms(b.to(device), s.to(device), 0.5).tolist() == [0, 2]
+    e = ops.nms(torch.zeros(0, 4, device=device), torch.zeros(0, device=device), 0.5)
+    assert e.shape == (0,) and e.device.type == device
 
 
 def test_nms_one_box_is_kept():
@@ -248,15 +273,31 @@ def test_negative_coordinates_match_reference_and_torchvision(make, tv):
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_non_finite_boxes_or_scores_raise_naming_the_argument(bad, make):
+def test_non_finite_boxes_or_scores_raise(bad, device, make):
     b, s = make.boxes(5), make.scores(5)
     worse_b, worse_s = b.copy(), s.copy()
     worse_b[3, 1] = bad
     worse_s[2] = bad
-    with pytest.raises(ValueError, match="boxes contains NaN or inf"):
-        ops.nms(t(worse_b), t(s), 0.5)
-    with pytest.raises(ValueError, match="scores contains NaN or inf"):
-        ops.nms(b, worse_s, 0.5)
+    if device == "cpu":  # each argument is checked before the kernel, and named
+        boxes_error, scores_error = "boxes contains NaN or inf", "scores contains NaN or inf"
+    else:  # the kernel finds either (a check before it would cost a sync)
+        boxes_error = scores_error = r"boxes and scores must be finite: found NaN or inf"
+    with pytest.raises(ValueError, match=boxes_error):
+        ops.nms(t(worse_b).to(device), t(s).to(device), 0.5)
+    with pytest.raises(ValueError, match=scores_error):
+        ops.nms(t(b).to(device), t(worse_s).to(device), 0.5)
+    if device == "cpu":
+        with pytest.raises(ValueError, match=scores_error):
+            ops.nms(b, worse_s, 0.5)  # numpy
+
+
+def test_negative_kernel_counts_raise_the_error_of_their_status():
+    # kernels return a count or a negative _C.Status (the GPU's NaN check, a short workspace)
+    err = arrays.status_error(int(_C.Status.non_finite), "nms")
+    assert isinstance(err, ValueError) and "must be finite: found NaN or inf" in str(err)
+    err = arrays.status_error(int(_C.Status.workspace_too_small), "batched_nms")
+    assert isinstance(err, RuntimeError)
+    assert "fastdet batched_nms: workspace too small (status -2)" in str(err)
 
 
 def test_nan_threshold_raises():
@@ -410,6 +451,24 @@ def test_batched_nms_negative_coordinates_match_the_per_class_reference(make):
     print_torchvision_keeps(t(b), t(s), t(c), len(want))
 
 
+@pytest.mark.gpu
+def test_batched_nms_negative_coordinates_on_gpu_match_cpu(make):
+    n = 5000
+    b, s = t(make.boxes(n, lo=4, hi=60)) - 500, t(make.scores(n))
+    idx = t(make.rng.integers(-3, 40, n))
+    got = ops.batched_nms(b.cuda(), s.cuda(), idx.cuda(), 0.5).cpu()
+    assert torch.equal(got, ops.batched_nms(b, s, idx, 0.5))
+
+
+@pytest.mark.gpu
+def test_batched_nms_100k_on_gpu_matches_cpu(make):
+    n = 100_000
+    b, s, idx = t(make.boxes(n)), t(make.scores(n)), t(make.classes(n, 80))
+    assert torch.equal(
+        ops.batched_nms(b.cuda(), s.cuda(), idx.cuda(), 0.7).cpu(), ops.batched_nms(b, s, idx, 0.7)
+    )
+
+
 def test_batched_nms_with_negative_and_huge_class_ids(make):
     b, s = make.clustered(300), make.scores(300)
     c = make.rng.choice(np.array([-(2**62), -1, 0, 2**40], np.int64), 300)
@@ -554,6 +613,19 @@ def test_batched_nms_compiles(make):
     f = lambda boxes, scores, idxs: ops.batched_nms(boxes, scores, idxs, 0.5)  # noqa: E731
     compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
     assert torch.equal(compiled(b, s, c), f(b, s, c))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_custom_ops_pass_opcheck(dtype, device, make):
+    b = t(make.clustered(200)).to(device, dtype)
+    s = t(make.scores(200)).to(device, dtype)
+    c = t(make.classes(200, 4)).to(device)
+    strided = b.t().contiguous().t()  # same values, column-major
+    for args in [(b, s, 0.5), (b, s, 0.0), (b[:0], s[:0], 0.5), (strided, s, 0.5)]:
+        torch.library.opcheck(torch.ops.fastdet.nms, args)
+    for args in [(b, s, c, 0.5), (b[:0], s[:0], c[:0], 0.5), (strided, s, c, 0.5)]:
+        torch.library.opcheck(torch.ops.fastdet.batched_nms, args)
+    assert torch.equal(torch.ops.fastdet.nms(strided, s, 0.5), torch.ops.fastdet.nms(b, s, 0.5))
 
 
 def test_concurrent_threads_match_sequential_calls(make, concurrently):

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastdet import ops
+from fastdet import _C, ops
 from fastdet.ops import _reference as reference
 
 DTYPES = [np.float32, np.float64]
@@ -45,6 +45,16 @@ def test_soft_nms_matches_reference_on_uniform_boxes(method, make):
     want_keep, want_scores = reference.soft_nms(b, s, method=method)
     np.testing.assert_array_equal(keep, want_keep)
     np.testing.assert_array_equal(scores, want_scores)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("method", ["linear", "gaussian"])
+def test_soft_nms_on_gpu_matches_cpu(method, make):
+    b, s = t(make.boxes(800, image=300.0)), t(make.scores(800))
+    k1, s1 = ops.soft_nms(b.cuda(), s.cuda(), 0.3, 0.5, 0.01, method)
+    k2, s2 = ops.soft_nms(b, s, 0.3, 0.5, 0.01, method)
+    assert torch.equal(k1.cpu(), k2)
+    torch.testing.assert_close(s1.cpu(), s2, rtol=1e-5, atol=1e-6)
 
 
 def test_soft_nms_defaults_are_gaussian_sigma_half(make):
@@ -259,6 +269,26 @@ def test_soft_nms_compiles(make):
     compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
     for got, want in zip(compiled(b, s), f(b, s)):
         assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_custom_op_passes_opcheck(dtype, device, make):
+    b = t(make.clustered(150)).to(device, dtype)
+    s = t(make.scores(150)).to(device, dtype)
+    strided = b.t().contiguous().t()  # same values, column-major
+    linear, gaussian = int(_C.SoftNmsMethod.linear), int(_C.SoftNmsMethod.gaussian)
+    for args in [
+        (b, s, 0.3, 0.5, 0.001, gaussian),
+        (b, s, 0.5, 0.5, 0.05, linear),
+        (b[:0], s[:0], 0.3, 0.5, 0.001, gaussian),
+        (strided, s, 0.3, 0.5, 0.001, gaussian),
+    ]:
+        torch.library.opcheck(torch.ops.fastdet.soft_nms, args)
+    got = torch.ops.fastdet.soft_nms(strided, s, 0.3, 0.5, 0.001, gaussian)
+    want = torch.ops.fastdet.soft_nms(b, s, 0.3, 0.5, 0.001, gaussian)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    with pytest.raises(ValueError, match=r"method must be one of \[0, 1\], got 7"):
+        torch.ops.fastdet.soft_nms(b, s, 0.3, 0.5, 0.001, 7)
 
 
 coord = st.integers(0, 30).map(float)
