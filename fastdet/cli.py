@@ -1,9 +1,12 @@
-"""The `fastdet` command. Subcommands: info, bench, data synth, train seg, predict seg,
-evaluate seg, train det, predict det, evaluate det, demo."""
+"""The `fastdet` command: info, bench, data synth, train / predict / evaluate {seg, det}, demo.
+
+The training flags are made from the task's config fields (engine.config.setting): a field's
+help, choices and default are its flag's, so a new setting gets its flag by being declared."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -92,127 +95,130 @@ def _fail(command: str, error: Exception) -> int:
     return 2
 
 
-# ---------------------------------------------------------------------- train seg
-
-_TRAIN_FLAGS = {  # argparse dest -> TrainConfig field, for flags that map one to one
-    "model": "model",
-    "epochs": "epochs",
-    "device": "device",
-    "batch_size": "batch_size",
-    "lr": "lr",
-    "size": "size",
-    "encoder_weights": "encoder_weights",
-    "optimizer": "optimizer",
-    "loss": "loss",
-    "depth": "depth",
-    "width": "width",
-    "seed": "seed",
-    "workers": "num_workers",
-    "val_fraction": "val_fraction",
-    "gan_mode": "gan_mode",
-    "gan_lambda": "gan_lambda",
-    "d_lr": "d_lr",
-    "init_checkpoint": "init_checkpoint",
-    "step_size": "step_size",
-    "momentum": "momentum",
-    "gamma": "gamma",
-    "weight_decay": "weight_decay",
-    "d_width": "d_width",
-}
-_TRAIN_SWITCHES = {"no_hflip": "hflip", "no_vflip": "vflip", "no_resize": "resize"}  # off-switches
+# ---------------------------------------------------------------------- train
 
 
-def _train_config(args):
-    """A fresh run: the flags given over TrainConfig's defaults. A resumed run: the saved
-    config, with only the flags that may change (epochs, device, workers) taken from the
-    command line."""
-    from .engine import TrainConfig
+def _task_cli() -> dict:
+    """Per task: the layouts `train` accepts, and how a run's datasets are opened."""
+    from .engine.det_data import DET_LAYOUTS, open_det_dataset
+    from .engine.seg_data import SEG_LAYOUTS, open_seg_dataset
+
+    def seg_sets(layout, root, split, config):
+        x = config.extra
+        kw = dict(rgb=x.get("rgb", False), plane=x.get("plane", "transverse"))
+        return open_seg_dataset(layout, root, split, config.seed, config.val_fraction, **kw)
+
+    def det_sets(layout, root, split, config):
+        return open_det_dataset(layout, root, split, config.seed, config.val_fraction)
+
+    return {  # rsna is listed for seg so that choosing it says to use `train det`
+        "seg": (SEG_LAYOUTS + ("rsna",), seg_sets),
+        "det": (DET_LAYOUTS, det_sets),
+    }
+
+
+def _field_type(f):
+    """The argparse type of a config field (annotations are strings: "int | None", ...)."""
+    if "type" in f.metadata:
+        return f.metadata["type"]
+    name = str(f.type).replace(" | None", "").strip()
+    return {"int": int, "float": float, "str": str, "bool": bool}[name]
+
+
+def add_config_flags(parser, config_class) -> None:
+    """One flag per user-facing field of config_class: --name (a bool defaulting to True: its
+    --no-name switch), plus the field's aliases and extra switches. Unset flags stay None, so
+    only the flags given override a default or a resumed run's saved config."""
+    from .engine.config import cli_fields
+
+    for f in cli_fields(config_class):
+        md = f.metadata
+        name = md.get("flag", f.name).replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        kind = _field_type(f)
+        if kind is bool:
+            flag, const = (f"--no-{name}", False) if default else (f"--{name}", True)
+            words = f"off: {md['help']}" if default else md["help"]
+            parser.add_argument(flag, dest=f.name, action="store_const", const=const, help=words)
+            continue
+        names = [f"--{name}", *(f"--{a}" for a in md.get("aliases", ()))]
+        parser.add_argument(
+            *names,
+            dest=f.name,
+            type=kind,
+            choices=md.get("choices"),
+            nargs=md.get("nargs"),
+            metavar=md.get("metavar"),
+            help=md["help"] + ("" if default is None else f" (default {default})"),
+        )
+        for switch, value, words in md.get("switches", ()):
+            parser.add_argument(
+                f"--{switch}", dest=f.name, action="store_const", const=value, help=words
+            )
+
+
+def _config(task, args):
+    """A fresh run: the flags given over the config's defaults (--data, --layout, --model
+    required). A resumed run: the saved config with the flags given over it (the trainer
+    refuses changes other than engine.config.RESUMABLE_CHANGES)."""
     from .engine.checkpoint import load_checkpoint
+    from .engine.config import cli_fields
 
-    given = {f: getattr(args, a) for a, f in _TRAIN_FLAGS.items() if getattr(args, a) is not None}
+    cls = task.config_class
+    given = {f.name: getattr(args, f.name) for f in cli_fields(cls)}
+    given = {k: v for k, v in given.items() if v is not None}
     if args.resume:
-        saved = load_checkpoint(args.out / "last.pt")["config"]
-        keep = {k: given[k] for k in ("epochs", "device", "num_workers") if k in given}
-        return TrainConfig.from_dict({**saved, **keep, "progress": not args.no_progress})
+        saved = cls.upgrade(dict(load_checkpoint(args.out / "last.pt")["config"]))
+        return cls.from_dict({**saved, "progress": True, **given})
     missing = [f"--{n}" for n in ("data", "layout", "model") if getattr(args, n) is None]
     if missing:
         raise ValueError(f"{', '.join(missing)} required (unless --resume)")
-    extra = {
-        "data": str(args.data.resolve()),
-        "layout": args.layout,
-        "rgb": args.rgb,
-        "plane": args.plane,
-    }
-    given.update({f: False for a, f in _TRAIN_SWITCHES.items() if getattr(args, a)})
-    return TrainConfig(
-        **given,
-        amp=not args.no_amp,
-        progress=not args.no_progress,
-        deterministic=args.deterministic,
-        extra=extra,
-    )
+    extra = {"data": str(args.data.resolve()), "layout": args.layout}
+    extra.update({k: getattr(args, k) for k in ("rgb", "plane") if hasattr(args, k)})
+    return cls(**given, extra=extra)
 
 
-def _train_seg(args) -> int:
-    from .engine import train_segmentation
-    from .engine.data import open_seg_dataset
+def _train(args) -> int:
+    """`train <task>`: config, datasets (split by val_fraction), training, a line per epoch."""
+    from .engine import TASKS, train
 
-    def open_sets(config):
-        x = config.extra
-        return _split_sets(
-            open_seg_dataset, config, rgb=x.get("rgb", False), plane=x.get("plane", "transverse")
-        )
-
-    return _train(
-        "seg",
-        args,
-        _train_config,
-        open_sets,
-        train_segmentation,
-        lambda r: (
-            f"train loss {r['train_loss']:.4f}, val loss {r['val_loss']:.4f}, "
-            f"val IoU {r['val_iou']:.3f}, val Dice {r['val_dice']:.3f}"
-        ),
-    )
-
-
-def _split_sets(open_dataset, config, **kw):
-    """(train, val) datasets of the run's data: the split by val_fraction, or all and None."""
-    x = config.extra
-    kw.update(seed=config.seed, val_fraction=config.val_fraction)
-    if config.val_fraction <= 0:
-        return open_dataset(x["layout"], x["data"], None, **kw), None
-    return (
-        open_dataset(x["layout"], x["data"], "train", **kw),
-        open_dataset(x["layout"], x["data"], "val", **kw),
-    )
-
-
-def _train(kind: str, args, config_of, open_sets, train_fn, epoch_line) -> int:
-    """The shared flow of `train seg` / `train det`: config, datasets, training, a line per
-    epoch."""
-    name = f"train {kind}"
+    task, name = TASKS[args.kind], f"train {args.kind}"
+    _, open_sets = _task_cli()[args.kind]
     try:
-        config = config_of(args)
-        train, val = open_sets(config)
+        config = _config(task, args)
+        x = config.extra
+        if config.val_fraction <= 0:
+            train_set, val_set = open_sets(x["layout"], x["data"], None, config), None
+        else:
+            train_set = open_sets(x["layout"], x["data"], "train", config)
+            val_set = open_sets(x["layout"], x["data"], "val", config)
     except (ValueError, FileNotFoundError, KeyError) as e:
         return _fail(name, e)
     main = _is_rank0()  # under torchrun every process runs this; one report is enough
     if main:
+        n_val = len(val_set) if val_set else 0
         print(
-            f"training {config.model} on {len(train)} images ({len(val) if val else 0} for "
-            f"validation), {config.epochs} epochs -> {args.out}",
+            f"training {config.model} on {len(train_set)} images ({n_val} for validation), "
+            f"{config.epochs} epochs -> {args.out}",
             file=sys.stderr,
         )
     try:
-        history = train_fn(config, train, val, args.out, resume=args.resume)
+        history = train(config, train_set, val_set, args.out, resume=args.resume)
     except (FileExistsError, FileNotFoundError, FloatingPointError, ValueError) as e:
         return _fail(name, e)
     if main:
         for row in history:
-            print(f"epoch {row['epoch']}: {epoch_line(row)}")
+            print(f"epoch {row['epoch']}: {task.epoch_line(row)}")
         print(f"wrote {args.out}/last.pt, best.pt, metrics.csv, metrics.png")
     return 0
+
+
+def _loaded(args, task: str):
+    """(device, eval-mode model, config) of --checkpoint, which must be a `task` checkpoint."""
+    from .engine import load_model, resolve_device
+
+    device = resolve_device(args.device)
+    return (device, *load_model(args.checkpoint, device, task=task))
 
 
 def _is_rank0() -> bool:
@@ -220,11 +226,29 @@ def _is_rank0() -> bool:
     return int(os.environ.get("RANK", "0") or 0) == 0
 
 
-# ---------------------------------------------------------------------- predict seg
+def _add_train(sub) -> None:
+    from .data.datasets import PLANES
+    from .engine import TASKS
+
+    kinds = sub.add_parser("train", help="train a model").add_subparsers(dest="kind", required=True)
+    for name, (layouts, _) in _task_cli().items():
+        task = TASKS[name]
+        s = kinds.add_parser(name, help=task.description)
+        s.add_argument("--data", type=Path, help="dataset folder")
+        s.add_argument("--layout", choices=layouts, help="on-disk layout of --data")
+        s.add_argument("--out", type=Path, required=True, help="run folder")
+        s.add_argument("--resume", action="store_true", help="continue the run in --out")
+        add_config_flags(s, task.config_class)
+        if name == "seg":  # how the datasets read the images (kept in the config's extra)
+            s.add_argument("--rgb", action="store_true", help="3 colour channels instead of grey")
+            s.add_argument("--plane", default="transverse", choices=PLANES, help="MRI slices")
+        s.set_defaults(fn=_train)
+
+
+# ---------------------------------------------------------------------- predict, evaluate
 
 
 def _predict_seg(args) -> int:
-    from .engine import load_model, resolve_device
     from .engine.inference import (
         input_files,
         predict_mask,
@@ -234,8 +258,7 @@ def _predict_seg(args) -> int:
     )
 
     try:
-        device = resolve_device(args.device)
-        model, config = load_model(args.checkpoint, device)
+        device, model, config = _loaded(args, "seg")
         tile = config.size if args.tile is None else args.tile
         overlap = tile // 4 if args.overlap is None else args.overlap
         if tile and not 0 <= overlap < tile:
@@ -269,17 +292,12 @@ def _predict_seg(args) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------- evaluate seg
-
-
 def _evaluate_seg(args) -> int:
-    from .engine import load_model, resolve_device
-    from .engine.data import open_seg_dataset
-    from .engine.evaluate import evaluate_segmentation, format_report
+    from .engine.seg_data import open_seg_dataset
+    from .engine.seg_eval import evaluate_segmentation, format_report
 
     try:
-        device = resolve_device(args.device)
-        model, config = load_model(args.checkpoint, device)
+        device, model, config = _loaded(args, "seg")
         x = config.extra
         split = None if args.split == "all" else args.split
         data = open_seg_dataset(
@@ -316,7 +334,7 @@ def _evaluate_seg(args) -> int:
 
 def _write_json(path: Path, result: dict) -> None:
     """An evaluation's figures as JSON (NaN as null), its folder made as needed."""
-    from .engine.evaluate import json_safe
+    from .engine.logging import json_safe
 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(json_safe(result), indent=1, allow_nan=False) + "\n")
@@ -325,8 +343,8 @@ def _write_json(path: Path, result: dict) -> None:
 
 def _demo(args) -> int:
     from .engine.demo import run_demo
-    from .engine.det import format_det_report
-    from .engine.evaluate import format_report
+    from .engine.det_eval import format_det_report
+    from .engine.seg_eval import format_report
 
     if args.out.exists() and any(args.out.iterdir()):
         return _fail("demo", FileExistsError(f"{args.out} is not empty; name a new folder"))
@@ -337,80 +355,16 @@ def _demo(args) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------- det
-
-_DET_FLAGS = {
-    "model": "model",
-    "epochs": "epochs",
-    "device": "device",
-    "batch_size": "batch_size",
-    "lr": "lr",
-    "min_size": "min_size",
-    "max_size": "max_size",
-    "weights": "weights",
-    "weights_backbone": "weights_backbone",
-    "seed": "seed",
-    "optimizer": "optimizer",
-    "hflip": "hflip",
-    "vflip": "vflip",
-    "warmup_steps": "warmup_steps",
-    "anchor_sizes": "anchor_sizes",
-    "rois_per_image": "rois_per_image",
-    "box_loss": "box_loss",
-    "cls_loss": "cls_loss",
-}
-
-
-def _det_config(args):
-    """A fresh run: the flags over DetConfig's defaults; a resumed run: the saved config with
-    epochs and device from the command line."""
-    from .engine.checkpoint import load_checkpoint
-    from .engine.det import DetConfig
-
-    given = {f: getattr(args, a) for a, f in _DET_FLAGS.items() if getattr(args, a) is not None}
-    if args.resume:
-        saved = load_checkpoint(args.out / "last.pt")["config"]
-        keep = {k: given[k] for k in ("epochs", "device") if k in given}
-        return DetConfig.from_dict({**saved, **keep, "progress": not args.no_progress})
-    missing = [f"--{n}" for n in ("data", "layout", "model") if getattr(args, n) is None]
-    if missing:
-        raise ValueError(f"{', '.join(missing)} required (unless --resume)")
-    extra = {"data": str(args.data.resolve()), "layout": args.layout}
-    return DetConfig(
-        **given,
-        hist_eq=args.hist_eq,
-        amp=not args.no_amp,
-        progress=not args.no_progress,
-        extra=extra,
-    )
-
-
-def _train_det(args) -> int:
-    from .engine.det import open_det_dataset, train_detection
-
-    return _train(
-        "det",
-        args,
-        _det_config,
-        lambda c: _split_sets(open_det_dataset, c),
-        train_detection,
-        lambda r: (
-            f"loss {r['loss']:.4f}, val mAP {r['val_map']:.3f}, "
-            f"val AP50 {r['val_map_50']:.3f}, val RSNA {r['val_rsna']:.3f}"
-        ),
-    )
-
-
 def _predict_det(args) -> int:
     import csv
 
-    from .engine import resolve_device
-    from .engine.det import draw_boxes, load_detector, predict_detections, prepare_image
+    from .engine import predict_detections
+    from .engine.det_data import prepare_image
     from .engine.inference import input_files, read_input
+    from .metrics import draw_boxes
 
     try:
-        device = resolve_device(args.device)
-        model, config = load_detector(args.checkpoint, device)
+        device, model, config = _loaded(args, "det")
         files = input_files(args.inputs)
     except (ValueError, FileNotFoundError) as e:
         return _fail("predict det", e)
@@ -439,12 +393,11 @@ def _predict_det(args) -> int:
 
 
 def _evaluate_det(args) -> int:
-    from .engine import resolve_device
-    from .engine.det import evaluate_detection, format_det_report, load_detector, open_det_dataset
+    from .engine.det_data import open_det_dataset
+    from .engine.det_eval import evaluate_detection, format_det_report
 
     try:
-        device = resolve_device(args.device)
-        model, config = load_detector(args.checkpoint, device)
+        device, model, config = _loaded(args, "det")
         split = None if args.split == "all" else args.split
         data = open_det_dataset(
             args.layout, args.data, split, seed=config.seed, val_fraction=config.val_fraction
@@ -465,94 +418,43 @@ def _evaluate_det(args) -> int:
     return 0
 
 
-def _add_train_det(kinds) -> None:
-    from .engine.det import DET_LAYOUTS, DET_MODELS
+def _add_inference(sub) -> None:
+    from .engine.det_data import DET_LAYOUTS
+    from .engine.seg_data import SEG_LAYOUTS
 
-    s = kinds.add_parser("det", help="train a Faster R-CNN detector")
-    s.add_argument("--data", type=Path, help="dataset folder")
-    s.add_argument("--layout", choices=DET_LAYOUTS)
-    s.add_argument("--model", choices=DET_MODELS)
-    s.add_argument("--out", type=Path, required=True, help="run folder")
-    s.add_argument("--resume", action="store_true", help="continue the run in --out")
-    s.add_argument("--epochs", type=int)
-    s.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
-    s.add_argument("--batch-size", type=int)
-    s.add_argument("--lr", type=float, help="learning rate (default 1e-3, / 10 every 20 epochs)")
-    s.add_argument("--optimizer", choices=["sgd", "adam"])
-    s.add_argument(
-        "--warmup-steps",
-        type=int,
-        metavar="N",
-        help="linear lr warmup from lr / 1000 over the first N steps (default 0)",
+    predict = sub.add_parser("predict", help="predict masks or boxes").add_subparsers(
+        dest="kind", required=True
     )
-    s.add_argument(
-        "--hflip",
-        type=float,
-        metavar="P",
-        help="probability of a left-right flip of each training image (default 0)",
+    evaluate = sub.add_parser("evaluate", help="score a model").add_subparsers(
+        dest="kind", required=True
     )
-    s.add_argument(
-        "--anchor-sizes",
-        type=float,
-        nargs="+",
-        metavar="PX",
-        help="RPN anchor side per FPN level (5 values; vgg16: 1, scaling its 128/256/512)",
-    )
-    s.add_argument(
-        "--box-loss",
-        choices=["smooth_l1", "l1"],
-        help="box regression loss of both heads (default smooth_l1)",
-    )
-    s.add_argument(
-        "--cls-loss",
-        choices=["ce", "focal"],
-        help="classification loss of both heads (default ce; focal: gamma 2)",
-    )
-    s.add_argument(
-        "--rois-per-image",
-        type=int,
-        metavar="N",
-        help="RoIs sampled per training image (default: the model's, 128 or 512)",
-    )
-    s.add_argument(
-        "--vflip",
-        type=float,
-        metavar="P",
-        help="probability of a top-bottom flip of each training image (default 0)",
-    )
-    s.add_argument("--min-size", type=int, help="shorter image side in the model (default 600)")
-    s.add_argument("--max-size", type=int, help="longest image side in the model (default 1000)")
-    s.add_argument("--weights", help="detector state_dict file to start from")
-    s.add_argument("--weights-backbone", help="torchvision classification state_dict (backbone)")
-    s.add_argument("--seed", type=int)
-    s.add_argument("--hist-eq", action="store_true", help="histogram equalization of the inputs")
-    s.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
-    s.add_argument("--no-progress", action="store_true", help="no progress bar")
-    s.set_defaults(fn=_train_det)
-
-
-def _add_det_inference(predict, evaluate) -> None:
-    from .engine.det import DET_LAYOUTS
-
+    s = predict.add_parser("seg", help="masks for PNG/TIFF/DICOM files or DICOM series folders")
+    _input_flags(s, "files, series folders or image folders")
+    _inference_flags(s)
+    s.add_argument("--min-size", type=int, default=16, help="post-processing: smallest object")
+    s.set_defaults(fn=_predict_seg)
     s = predict.add_parser("det", help="boxes (CSV and PNG) for PNG/TIFF/DICOM images")
-    s.add_argument("--checkpoint", type=Path, required=True)
-    s.add_argument("inputs", nargs="+", type=Path, help="image files or folders")
-    s.add_argument("--out", type=Path, required=True, help="output folder")
+    _input_flags(s, "image files or folders")
     s.add_argument("--score-threshold", type=float, default=0.5)
     s.add_argument("--device", default="auto")
     s.set_defaults(fn=_predict_det)
+    s = evaluate.add_parser(
+        "seg",
+        help="IoU, Dice, sensitivity, specificity (and DSB score) beside the classical baseline",
+    )
+    _evaluate_flags(s, SEG_LAYOUTS)
+    s.add_argument("--figures", type=Path, metavar="DIR", help="write contour overlays")
+    s.add_argument("--no-classical", action="store_true", help="skip the classical baseline")
+    _inference_flags(s)
+    s.set_defaults(fn=_evaluate_seg)
     s = evaluate.add_parser("det", help="RSNA score, COCO AP, AP50, TP/FP/FN, PR curve")
-    s.add_argument("--checkpoint", type=Path, required=True)
-    s.add_argument("--data", type=Path, required=True)
-    s.add_argument("--layout", required=True, choices=DET_LAYOUTS)
-    s.add_argument("--split", choices=["all", "val", "train"], default="all")
+    _evaluate_flags(s, DET_LAYOUTS)
     s.add_argument(
         "--score-threshold",
         type=float,
         default=0.5,
         help="detections counted in TP/FP/FN (AP uses all)",
     )
-    s.add_argument("--json", type=Path, metavar="PATH", help="write the figures as JSON")
     s.add_argument(
         "--figures",
         type=Path,
@@ -571,86 +473,16 @@ def _add_det_inference(predict, evaluate) -> None:
     s.set_defaults(fn=_evaluate_det)
 
 
-def _add_train(sub) -> None:
-    from .engine.config import GAN_MODES, LOSSES, MODELS, OPTIMIZERS
-
-    kinds = sub.add_parser("train", help="train a model").add_subparsers(dest="kind", required=True)
-    _add_train_det(kinds)
-    s = kinds.add_parser("seg", help="train a segmentation model (U-Net, FPN, U-Net+GAN)")
-    s.add_argument("--data", type=Path, help="dataset folder")
-    s.add_argument(
-        "--layout",
-        choices=["dsb2018", "folders", "mri", "rsna"],
-        help="on-disk layout (rsna has no masks: use train det)",
-    )
-    s.add_argument("--model", choices=MODELS)
-    s.add_argument("--out", type=Path, required=True, help="run folder")
-    s.add_argument("--resume", action="store_true", help="continue the run in --out")
-    s.add_argument("--epochs", type=int)
-    s.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
-    s.add_argument("--batch-size", type=int)
-    s.add_argument("--lr", type=float, help="learning rate (default 0.01)")
-    s.add_argument("--optimizer", choices=OPTIMIZERS)
-    s.add_argument("--step-size", type=int, help="epochs between lr halvings (default 10)")
-    s.add_argument("--loss", choices=LOSSES)
-    s.add_argument("--size", type=int, help="training image side (default 256)")
-    s.add_argument("--depth", type=int, help="U-Net poolings (default 4)")
-    s.add_argument("--width", type=int, help="U-Net first-level channels (default 64)")
-    s.add_argument("--encoder-weights", help="torchvision-format ResNet state_dict file (fpn_*)")
-    s.add_argument("--seed", type=int)
-    s.add_argument("--workers", type=int, help="data loader processes (default 0)")
-    s.add_argument("--val-fraction", type=float, help="share of images for validation (0.2)")
-    s.add_argument("--gan-mode", choices=GAN_MODES, help="U-Net+GAN schedule")
-    s.add_argument("--gan-lambda", type=float)
-    s.add_argument("--d-lr", type=float, help="discriminator learning rate")
-    s.add_argument("--init-checkpoint", help="U-Net checkpoint to start the generator from")
-    s.add_argument("--rgb", action="store_true", help="3 colour channels instead of grey")
-    s.add_argument("--plane", default="transverse", choices=["transverse", "coronal", "sagittal"])
-    s.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
-    s.add_argument("--gamma", type=float, help="lr factor every --step-size epochs (default 0.5)")
-    s.add_argument("--weight-decay", type=float)
-    s.add_argument("--d-width", type=int, help="discriminator first-layer channels (unet_gan)")
-    s.add_argument("--no-hflip", action="store_true", help="no random left-right flips")
-    s.add_argument("--no-vflip", action="store_true", help="no random top-bottom flips")
-    s.add_argument(
-        "--no-resize",
-        action="store_true",
-        help="crop --size windows at the original scale (no shorter-side resize)",
-    )
-    s.add_argument(
-        "--deterministic",
-        action="store_true",
-        help="deterministic kernels (cuDNN): bit-reproducible on CUDA, slower",
-    )
-    s.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
-    s.add_argument("--no-progress", action="store_true", help="no progress bar")
-    s.set_defaults(fn=_train_seg)
-
-
-def _add_inference(sub) -> None:
-    predict = sub.add_parser("predict", help="predict masks or boxes").add_subparsers(
-        dest="kind", required=True
-    )
-    evaluate = sub.add_parser("evaluate", help="score a model").add_subparsers(
-        dest="kind", required=True
-    )
-    _add_det_inference(predict, evaluate)
-    kinds = predict
-    s = kinds.add_parser("seg", help="masks for PNG/TIFF/DICOM files or DICOM series folders")
+def _input_flags(s, what: str) -> None:
     s.add_argument("--checkpoint", type=Path, required=True)
-    s.add_argument("inputs", nargs="+", type=Path, help="files, series folders or image folders")
+    s.add_argument("inputs", nargs="+", type=Path, help=what)
     s.add_argument("--out", type=Path, required=True, help="output folder")
-    _inference_flags(s)
-    s.add_argument("--min-size", type=int, default=16, help="post-processing: smallest object")
-    s.set_defaults(fn=_predict_seg)
-    kinds = evaluate
-    s = kinds.add_parser(
-        "seg",
-        help="IoU, Dice, sensitivity, specificity (and DSB score) beside the classical baseline",
-    )
+
+
+def _evaluate_flags(s, layouts) -> None:
     s.add_argument("--checkpoint", type=Path, required=True)
     s.add_argument("--data", type=Path, required=True)
-    s.add_argument("--layout", required=True, choices=["dsb2018", "folders", "mri"])
+    s.add_argument("--layout", required=True, choices=layouts)
     s.add_argument(
         "--split",
         choices=["all", "val", "train"],
@@ -658,10 +490,6 @@ def _add_inference(sub) -> None:
         help="the training run's split to score (default all images)",
     )
     s.add_argument("--json", type=Path, metavar="PATH", help="write the figures as JSON")
-    s.add_argument("--figures", type=Path, metavar="DIR", help="write contour overlays")
-    s.add_argument("--no-classical", action="store_true", help="skip the classical baseline")
-    _inference_flags(s)
-    s.set_defaults(fn=_evaluate_seg)
 
 
 def _inference_flags(s) -> None:
@@ -677,8 +505,14 @@ def _inference_flags(s) -> None:
     s.add_argument("--overlap", type=int, help="pixels between windows (default tile // 4)")
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="fastdet", description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The `fastdet` command's parser (each subcommand's handler in its `fn` default)."""
+    from .data.synthetic import KINDS
+
+    p = argparse.ArgumentParser(
+        prog="fastdet",
+        description="fastdet: fast detection and segmentation for biomedical images.",
+    )
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("info", help="build, backends, devices")
     s.add_argument("--json", action="store_true", help="print the build info as JSON")
@@ -705,7 +539,7 @@ def main(argv=None) -> int:
         dest="data_command", required=True
     )
     s = data.add_parser("synth", help="write a small synthetic dataset in a real dataset's layout")
-    s.add_argument("kind", choices=["rsna", "dsb2018", "mri"])
+    s.add_argument("kind", choices=KINDS)
     s.add_argument("out", type=Path, help="output folder")
     s.add_argument("--n", type=int, default=None, help="images (rsna, dsb2018) or subjects (mri)")
     s.add_argument("--seed", type=int, default=0)
@@ -717,7 +551,11 @@ def main(argv=None) -> int:
     s.add_argument("--quick", action="store_true", help="seconds instead of minutes (a smoke run)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(fn=_demo)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     return args.fn(args)
 
 

@@ -1,40 +1,56 @@
-"""fastdet.engine: training loops, checkpoints, inference and evaluation for segmentation.
+"""fastdet.engine: one trainer for every task, and inference and evaluation around it.
 
-- `TrainConfig`, `train_segmentation(config, train_set, val_set, out_dir, resume=False)`:
-  SGD/Adam with step decay, U-Net+GAN schedules (per batch or per epoch), mixed precision on
-  CUDA, DDP under torchrun, metrics CSV and plot, atomic checkpoints, exact resume.
-- `load_model(checkpoint)`, `predict_mask(...)` / `predict_logits(...)`: inference with
-  optional sliding-window tiling.
-- `DetConfig`, `train_detection(config, train_set, val_set, out_dir, resume=False)`: Faster
-  R-CNN training (engine.det); `load_detector`, `evaluate_detection` for inference and scores.
-- `evaluate_segmentation(...)`: per-image, per-subject and overall scores beside the
-  classical baseline.
-"""
+- `train(config, train_set, val_set, out_dir, resume=False)`: the trainer (engine.trainer) runs
+  the task of the config: `SegConfig` (U-Net, FPN, U-Net+GAN; engine.seg) or `DetConfig`
+  (Faster R-CNN; engine.det). SGD/Adam with step decay and warmup, mixed precision on CUDA, DDP
+  under torchrun, metrics CSV and plot, atomic checkpoints, exact resume.
+- `load_model(checkpoint, device, task=None)`: (eval-mode model, config) of any task's checkpoint.
+- Segmentation: `predict_mask(...)` / `predict_logits(...)` with optional sliding-window tiling
+  (engine.inference), `evaluate_segmentation(...)` beside the classical baseline (engine.seg_eval).
+- Detection: `predict_detections`, `evaluate_detection` (engine.det_eval).
+
+`train_segmentation`, `train_detection` and `TrainConfig` are the former names of `train` and
+`SegConfig`, kept so existing code runs."""
 
 from .checkpoint import atomic_save, load_checkpoint
-from .config import TrainConfig
-from .det import DetConfig, evaluate_detection, load_detector, train_detection
-from .evaluate import evaluate_segmentation
+from .config import RunConfig
+from .det import DetConfig, predict_detections
+from .det_eval import evaluate_detection
 from .inference import predict_logits, predict_mask, sliding_window
-from .loop import NonFiniteLossError
-from .models import build_model, load_model, resolve_device
-from .seg import train_segmentation
+from .seg import SegConfig
+from .seg_eval import evaluate_segmentation
+from .tasks import TASKS, load_model
+from .trainer import NonFiniteLossError, Trainer, resolve_device, train
+
+TrainConfig = SegConfig
+train_segmentation = train_detection = train
+
+
+def load_detector(checkpoint, device="cpu"):
+    """load_model of a detection checkpoint (another kind is a ValueError)."""
+    return load_model(checkpoint, device, task="det")
+
 
 __all__ = [
+    "RunConfig",
+    "SegConfig",
+    "DetConfig",
     "TrainConfig",
+    "train",
     "train_segmentation",
+    "train_detection",
+    "Trainer",
+    "TASKS",
     "NonFiniteLossError",
-    "build_model",
     "load_model",
+    "load_detector",
     "resolve_device",
     "atomic_save",
     "load_checkpoint",
-    "evaluate_segmentation",
     "predict_logits",
     "predict_mask",
     "sliding_window",
-    "DetConfig",
-    "train_detection",
-    "load_detector",
+    "predict_detections",
+    "evaluate_segmentation",
     "evaluate_detection",
 ]

@@ -1,91 +1,144 @@
-"""TrainConfig: every setting of a segmentation run, saved as the run folder's config.json and
-inside each checkpoint, so a run can be resumed and its model rebuilt for prediction."""
+"""RunConfig: the settings every training task shares, written once. Each task's config
+(SegConfig, DetConfig, ...) subclasses it, adds its own fields and may change a default. A config
+is saved as the run folder's config.json and inside every checkpoint, so a run can be resumed
+and its model rebuilt; the command line's flags are made from the fields (see `cli_fields`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-MODELS = ("unet", "fpn_resnet18", "fpn_resnet34", "fpn_resnet50", "unet_gan")
 OPTIMIZERS = ("sgd", "adam")
-LOSSES = ("bce", "focal", "dice", "bce_dice")
-GAN_MODES = ("none", "batch", "epoch")
+# Settings a resumed run may change: they do not alter what is computed (the weight files are
+# read only by a fresh run; a resumed one takes every weight from last.pt).
+RESUMABLE_CHANGES = frozenset(
+    {"epochs", "progress", "num_workers", "device", "extra", "weights", "weights_backbone"}
+)
+# Segmentation keys of configs written before the configs were unified -> today's names.
+RENAMED = {"encoder_weights": "weights_backbone", "init_checkpoint": "weights"}
+
+
+def setting(default=None, help: str = "", *, factory=None, **cli):
+    """A config field with its command-line description. cli: choices, flag (the flag's name
+    when it is not the field's), aliases (more flag names), type, nargs, metavar, exempt=True
+    (no flag: an internal setting), switches ((flag, value, help), ...: flags that set the
+    field to a value, e.g. --no-hflip)."""
+    meta = {"help": help, **cli}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
-class TrainConfig:
-    """Settings of `train_segmentation`. Defaults follow the original work: SGD with momentum
-    0.9, lr 0.01 halved every 10 epochs, BCE loss."""
+class RunConfig:
+    """Settings of one training run. Defaults here are the shared ones; tasks override some."""
 
-    model: str = "unet"
-    in_channels: int | None = None  # None: taken from the first training image
-    depth: int = 4  # U-Net poolings (unet, unet_gan)
-    width: int = 64  # U-Net first-level channels (unet, unet_gan)
-    d_width: int = 32  # discriminator width (unet_gan)
-    encoder_weights: str | None = None  # local torchvision-format ResNet state_dict (fpn_*)
-    epochs: int = 50
-    batch_size: int = 8
-    lr: float = 0.01
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    step_size: int = 10  # StepLR: multiply lr by gamma every step_size epochs
-    gamma: float = 0.5
-    loss: str = "bce"
-    size: int = 256  # training crop side (after Resize, when resize is on)
-    resize: bool = True  # scale the shorter side to `size` before cropping
-    hflip: bool = True
-    vflip: bool = True
-    seed: int = 0
-    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1"
-    amp: bool = True  # mixed precision; only ever used on CUDA
-    num_workers: int = 0
-    val_fraction: float = 0.2  # used by the command line to split the data
-    gan_mode: str = "none"  # "batch": D step then G step each batch; "epoch": D/G epochs
-    gan_lambda: float = 0.1
-    d_lr: float = 1e-4  # discriminator's Adam learning rate
-    init_checkpoint: str | None = None  # U-Net weights to start the generator from
-    progress: bool = True  # tqdm bar (also off when stderr is not a terminal)
-    deterministic: bool = False  # deterministic kernels (cuDNN), slower on CUDA
-    extra: dict = field(default_factory=dict)  # free-form notes (layout, data folder, ...)
+    task: ClassVar[str] = ""
+
+    model: str = setting("", "network")
+    epochs: int = setting(50, "training epochs")
+    batch_size: int = setting(8, "images per step (per process under torchrun)")
+    lr: float = setting(0.01, "learning rate")
+    optimizer: str = setting("sgd", "optimizer (SGD with momentum, or Adam)", choices=OPTIMIZERS)
+    momentum: float = setting(0.9, "SGD momentum")
+    weight_decay: float = setting(0.0, "L2 weight decay")
+    step_size: int = setting(10, "epochs between learning-rate decays (StepLR)")
+    gamma: float = setting(0.5, "learning-rate factor every --step-size epochs")
+    warmup_steps: int = setting(
+        0, "linear learning-rate warmup from lr / 1000 over the first N steps", metavar="N"
+    )
+    hflip: float = setting(0.5, "probability of a left-right flip of a training image", metavar="P")
+    vflip: float = setting(0.5, "probability of a top-bottom flip of a training image", metavar="P")
+    seed: int = setting(0, "seed of every random draw (weights, shuffles, augmentation)")
+    device: str = setting("auto", "auto (CUDA when available), cpu, cuda, cuda:N")
+    amp: bool = setting(True, "mixed precision (only ever used on CUDA)")
+    progress: bool = setting(True, "progress bar (also off when stderr is not a terminal)")
+    deterministic: bool = setting(
+        False, "deterministic kernels (cuDNN): bit-reproducible on CUDA, slower"
+    )
+    num_workers: int = setting(0, "data loader processes", flag="workers")
+    val_fraction: float = setting(0.2, "share of the images held out for validation")
+    weights: str | None = setting(None, "model state_dict or engine checkpoint to start from")
+    weights_backbone: str | None = setting(
+        None, "torchvision-format classification state_dict file for the backbone"
+    )
+    extra: dict = setting(factory=dict, exempt=True)  # free-form notes (layout, data folder, ...)
 
     def __post_init__(self):
         self.validate()
 
     def validate(self) -> None:
         """Raises ValueError naming the first bad setting."""
-        choices = {"model": MODELS, "optimizer": OPTIMIZERS, "loss": LOSSES, "gan_mode": GAN_MODES}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(
-                    f"TrainConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}"
-                )
-        for name in ("epochs", "batch_size", "size", "step_size", "depth", "width", "d_width"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)!r}")
-        if not self.lr > 0 or not self.d_lr > 0:
-            raise ValueError(f"TrainConfig.lr and d_lr must be > 0, got {self.lr}, {self.d_lr}")
+        self._check_choices()
+        for name in ("epochs", "batch_size", "step_size"):
+            self._check_at_least(name, 1)
+        self._check_at_least("num_workers", 0)
+        if not self.lr > 0:
+            raise ValueError(f"{self._name}.lr must be > 0, got {self.lr!r}")
         if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"TrainConfig.val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.gan_mode != "none" and self.model != "unet_gan":
             raise ValueError(
-                f"TrainConfig.gan_mode={self.gan_mode!r} needs model 'unet_gan', got {self.model!r}"
+                f"{self._name}.val_fraction must be in [0, 1), got {self.val_fraction!r}"
             )
-        if self.num_workers < 0:
-            raise ValueError(f"TrainConfig.num_workers must be >= 0, got {self.num_workers}")
+        for name in ("hflip", "vflip"):
+            if isinstance(getattr(self, name), bool) or not 0 <= getattr(self, name) <= 1:
+                raise ValueError(
+                    f"{self._name}.{name} is a probability: in [0, 1], got {getattr(self, name)!r}"
+                )
+        if int(self.warmup_steps) != self.warmup_steps or self.warmup_steps < 0:
+            raise ValueError(
+                f"{self._name}.warmup_steps must be an integer >= 0, got {self.warmup_steps!r}"
+            )
+
+    @property
+    def _name(self) -> str:
+        return type(self).__name__
+
+    def _check_choices(self) -> None:
+        for f in dataclasses.fields(self):
+            allowed = f.metadata.get("choices")
+            if allowed is not None and getattr(self, f.name) not in allowed:
+                raise ValueError(
+                    f"{self._name}.{f.name} must be one of {tuple(allowed)}, "
+                    f"got {getattr(self, f.name)!r}"
+                )
+
+    def _check_at_least(self, name: str, low: int) -> None:
+        value = getattr(self, name)
+        if int(value) != value or value < low:
+            raise ValueError(f"{self._name}.{name} must be an integer >= {low}, got {value!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        """Inverse of to_dict; unknown keys raise (a typo would otherwise pass unnoticed)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
+    def from_dict(cls, d: dict):
+        """Inverse of to_dict; keys of older configs are mapped (see `upgrade`); unknown keys
+        raise (a typo would otherwise pass unnoticed)."""
+        d = cls.upgrade(dict(d))
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
-            raise ValueError(f"TrainConfig: unknown setting(s) {unknown}")
+            raise ValueError(f"{cls.__name__}: unknown setting(s) {unknown}")
         return cls(**d)
+
+    @classmethod
+    def upgrade(cls, d: dict) -> dict:
+        """A saved config in today's keys: renamed settings take their new names, and flips saved
+        as booleans (segmentation, before the configs were unified) become probabilities."""
+        for old, new in RENAMED.items():
+            if old in d:
+                value = d.pop(old)
+                d.setdefault(new, value)
+        for name in ("hflip", "vflip"):
+            if isinstance(d.get(name), bool):
+                d[name] = 0.5 if d[name] else 0.0
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n"
+
+
+def cli_fields(config_class) -> list:
+    """The fields of a config class that the command line sets (all but the exempt ones)."""
+    return [f for f in dataclasses.fields(config_class) if not f.metadata.get("exempt")]

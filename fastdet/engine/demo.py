@@ -14,19 +14,15 @@ import time
 from pathlib import Path
 
 from .checkpoint import atomic_write_text
-from .config import TrainConfig
-from .data import open_seg_dataset
-from .det import (
-    DetConfig,
-    evaluate_detection,
-    format_det_report,
-    load_detector,
-    open_det_dataset,
-    train_detection,
-)
-from .evaluate import evaluate_segmentation, format_report, json_safe
-from .models import load_model
-from .seg import train_segmentation
+from .det import DetConfig
+from .det_data import open_det_dataset
+from .det_eval import evaluate_detection, format_det_report
+from .logging import json_safe
+from .seg import SegConfig
+from .seg_data import open_seg_dataset
+from .seg_eval import evaluate_segmentation, format_report
+from .tasks import load_model
+from .trainer import train
 
 # (images, image side, epochs, U-Net depth, width, crop): a few minutes on 2 CPU cores, or seconds
 PRESETS = {"full": (24, 128, 30, 3, 16, 96), "quick": (6, 64, 2, 2, 4, 32)}
@@ -62,9 +58,9 @@ def _segmentation(out: Path, preset, seed: int, progress: bool):
 
     n, side, epochs, depth, width, crop = preset
     data = synth_dsb2018(out / "data", n=n, seed=seed, size=side)
-    train = open_seg_dataset("dsb2018", data, "train", seed=seed, val_fraction=0.25)
-    val = open_seg_dataset("dsb2018", data, "val", seed=seed, val_fraction=0.25)
-    config = TrainConfig(
+    train_set = open_seg_dataset("dsb2018", data, "train", seed=seed, val_fraction=0.25)
+    val_set = open_seg_dataset("dsb2018", data, "val", seed=seed, val_fraction=0.25)
+    config = SegConfig(
         model="unet",
         depth=depth,
         width=width,
@@ -80,9 +76,10 @@ def _segmentation(out: Path, preset, seed: int, progress: bool):
         progress=progress,
         extra={"data": str(data), "layout": "dsb2018"},
     )
-    history = train_segmentation(config, train, val, out / "seg")
+    history = train(config, train_set, val_set, out / "seg")
     model, saved = load_model(out / "seg" / "best.pt", "cpu")
-    return evaluate_segmentation(model, saved, val, "cpu", tile=0, figures=out / "figures"), history
+    result = evaluate_segmentation(model, saved, val_set, "cpu", tile=0, figures=out / "figures")
+    return result, history
 
 
 def demo_det_config(
@@ -116,14 +113,15 @@ def _detection(out: Path, preset, seed: int, progress: bool):
 
     n, side, epochs = preset
     data = synth_rsna(out / "det_data", n=n, seed=seed, size=side)
-    train = open_det_dataset("rsna", data, "train", seed=seed, val_fraction=0.25)
-    val = open_det_dataset("rsna", data, "val", seed=seed, val_fraction=0.25)
+    train_set = open_det_dataset("rsna", data, "train", seed=seed, val_fraction=0.25)
+    val_set = open_det_dataset("rsna", data, "val", seed=seed, val_fraction=0.25)
     config = demo_det_config(
         side, epochs, seed, progress, extra={"data": str(data), "layout": "rsna"}
     )
-    history = train_detection(config, train, val, out / "det")
-    model, saved = load_detector(out / "det" / "best.pt", "cpu")
-    return evaluate_detection(model, saved, val, "cpu", figures=out / "figures" / "det"), history
+    history = train(config, train_set, val_set, out / "det")
+    model, saved = load_model(out / "det" / "best.pt", "cpu")
+    result = evaluate_detection(model, saved, val_set, "cpu", figures=out / "figures" / "det")
+    return result, history
 
 
 def _report(result, seg_history, det_history, out: Path, seconds) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import match_channels, standardize
+from .seg_data import match_channels, standardize
 
 IMAGE_EXTS = (".png", ".tif", ".tiff", ".dcm")
 

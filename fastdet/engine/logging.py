@@ -1,4 +1,4 @@
-"""Run records: the per-epoch metrics CSV, its plot and the progress bar.
+"""Run records: the per-epoch metrics CSV, its plot, the progress bar and strict JSON.
 
 The CSV is rewritten whole (atomically) from the history after every epoch, so after a resume
 it holds exactly the epochs of the checkpoint it resumed from, never a half-written row."""
@@ -13,9 +13,6 @@ from pathlib import Path
 
 from .checkpoint import atomic_write, atomic_write_text
 
-COLUMNS = ("epoch", "train_loss", "val_loss", "val_iou", "val_dice", "lr", "seconds")
-GAN_COLUMNS = ("phase", "d_loss")
-
 
 def _cell(v):
     if isinstance(v, float):
@@ -23,19 +20,14 @@ def _cell(v):
     return v
 
 
-def write_rows_csv(path, rows: list, columns) -> Path:
-    """rows (dicts) as a CSV with `columns`, rewritten whole and atomically."""
+def write_metrics_csv(path, rows: list, columns) -> Path:
+    """rows (dicts, e.g. one per epoch) as a CSV with `columns`, rewritten whole and atomically."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for row in rows:
         w.writerow({k: _cell(row.get(k, "")) for k in columns})
     return atomic_write_text(path, buf.getvalue())
-
-
-def write_metrics_csv(path, history: list, gan: bool = False) -> Path:
-    """history: one dict per epoch with COLUMNS (and GAN_COLUMNS for U-Net+GAN runs)."""
-    return write_rows_csv(path, history, COLUMNS + (GAN_COLUMNS if gan else ()))
 
 
 def read_metrics_csv(path) -> list:
@@ -53,8 +45,9 @@ def read_metrics_csv(path) -> list:
         return [{k: num(k, v) for k, v in r.items()} for r in csv.DictReader(f)]
 
 
-def plot_history(path, history: list) -> Path | None:
-    """Losses (train, validation) and validation Dice per epoch as a PNG; None when empty."""
+def plot_history(path, history: list, losses, scores) -> Path | None:
+    """Two panels per epoch as a PNG, losses left and scores right (each `(title, ((key, label),
+    ...))`); None when the history is empty."""
     if not history:
         return None
     import matplotlib
@@ -63,21 +56,32 @@ def plot_history(path, history: list) -> Path | None:
     import matplotlib.pyplot as plt
 
     ep = [r["epoch"] for r in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5), dpi=100)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), dpi=100)
     try:
-        ax1.plot(ep, [r["train_loss"] for r in history], "o-", label="train")
-        ax1.plot(ep, [r["val_loss"] for r in history], "o-", label="validation")
-        ax1.set(xlabel="epoch", ylabel="loss", title="Loss")
-        ax1.legend()
-        ax2.plot(ep, [r["val_dice"] for r in history], "o-", label="Dice")
-        ax2.plot(ep, [r["val_iou"] for r in history], "o-", label="IoU")
-        ax2.set(xlabel="epoch", ylabel="score", ylim=(0, 1), title="Validation")
-        ax2.legend()
+        for ax, (title, curves), ylabel in zip(axes, (losses, scores), ("loss", "score")):
+            for key, label in curves:
+                ax.plot(ep, [r[key] for r in history], "o-", label=label)
+            ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+            ax.legend(fontsize=7)
+        axes[1].set_ylim(0, 1)
         fig.tight_layout()
         atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         plt.close(fig)
     return Path(path)
+
+
+def json_safe(obj):
+    """NaN and inf -> None, numpy scalars -> Python values, so the output is strict JSON."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "item"):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def progress(iterable, total: int, desc: str, enabled: bool):

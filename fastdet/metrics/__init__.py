@@ -4,14 +4,15 @@ segmenter. Numpy arrays in (torch tensors accepted), numpy or Python floats out.
 - segmentation: iou, dice, sensitivity, specificity, precision (per image, per slice or per
   volume; mean ± std or pooled; MONAI's empty-mask conventions), summarize, confusion_matrix.
 - detection: dsb_score (2018 Data Science Bowl, instance label images), rsna_score (RSNA
-  Pneumonia Detection Challenge, boxes), coco_map (pycocotools' COCOeval bbox AP).
+  Pneumonia Detection Challenge, boxes), coco_map (pycocotools' COCOeval bbox AP), and their
+  one greedy matcher (greedy_match, match_detections).
 - postprocess: keep_largest_component, fill_holes, remove_small_objects, split_instances,
   clean_mask (scipy.ndimage, scikit-image).
 - classical: classical_segment, the traditional baseline (smoothing, Otsu, morphology,
   watershed).
 - tables: per-subject IoU/Dice rows per method, CSV.
-- figures: contour overlays (ground truth green, prediction red, both yellow) and
-  precision-recall curves, as PNG (Pillow, matplotlib).
+- figures: contour overlays (ground truth green, prediction red, both yellow), detections
+  drawn over the image (draw_boxes) and precision-recall curves, as PNG (Pillow, matplotlib).
 
 Runtime dependencies beyond numpy: scipy (imported here) and scikit-image (imported inside
 split_instances and classical_segment only). pycocotools is needed only by the tests.
@@ -25,11 +26,13 @@ from .detection import (
     coco_map,
     dsb_image_score,
     dsb_score,
+    greedy_match,
     label_iou,
+    match_detections,
     rsna_image_score,
     rsna_score,
 )
-from .figures import overlay, pr_curve, save_overlay, save_pr_curves
+from .figures import draw_boxes, overlay, pr_curve, save_overlay, save_pr_curves
 from .postprocess import (
     clean_mask,
     fill_holes,
@@ -72,12 +75,15 @@ __all__ = [
     "confusion_matrix",
     "dice",
     "dsb_image_score",
+    "draw_boxes",
     "dsb_score",
     "fill_holes",
     "format_mean_std",
     "iou",
     "keep_largest_component",
+    "greedy_match",
     "label_iou",
+    "match_detections",
     "label_components",
     "method_summary",
     "metric_from_counts",

@@ -118,25 +118,63 @@ def _confidence_order(scores: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- RSNA pneumonia
 
 
-def _rsna_matches(iou: np.ndarray, t: float, match: str) -> int:
-    """True positives at threshold t; iou is [P, G] with predictions by decreasing confidence."""
+def greedy_match(iou, thresholds, *, strict: bool = False, prefer_last: bool = False):
+    """[T, P] bool: prediction p is matched at threshold thresholds[i] (all thresholds at once).
+
+    The rows of iou [P, G] are the predictions by decreasing confidence; each in turn takes the
+    still-free ground truth of highest IoU when that IoU >= t (> t with strict). Among equal
+    IoUs the lower ground-truth index wins (the higher with prefer_last: pycocotools' rule).
+    This is the one greedy matcher of the RSNA score, COCO mAP and match_detections."""
+    iou = np.asarray(iou, np.float64)
+    t = np.atleast_1d(np.asarray(thresholds, np.float64))
     n_p, n_g = iou.shape
+    matched = np.zeros((t.size, n_p), bool)
+    if n_g == 0:
+        return matched
+    free = np.ones((t.size, n_g), bool)
+    rows = np.arange(t.size)
+    for d in range(n_p):  # most confident first
+        cand = np.where(free, iou[d][None, :], -np.inf)
+        j = n_g - 1 - cand[:, ::-1].argmax(1) if prefer_last else cand.argmax(1)
+        best = cand[rows, j]
+        ok = best > t if strict else best >= t
+        matched[ok, d] = True
+        free[rows[ok], j[ok]] = False
+    return matched
+
+
+def match_detections(pred: dict, target: dict, iou_threshold: float = 0.5) -> np.ndarray:
+    """is_tp [D] of one image's detections {"boxes", "scores"} against {"boxes"}: taken by
+    decreasing score (ties keep input order), each matched to the free ground truth of highest
+    IoU >= iou_threshold (greedy_match; IoU from fastdet.ops.box_iou in float32)."""
+    from fastdet.ops import box_iou
+
+    scores = np.asarray(pred["scores"], np.float64).reshape(-1)
+    tp = np.zeros(len(scores), bool)
+    gt = np.asarray(target["boxes"], np.float32).reshape(-1, 4)
+    if len(gt) == 0 or len(scores) == 0:
+        return tp
+    order = _confidence_order(scores)
+    iou = np.asarray(box_iou(np.asarray(pred["boxes"], np.float32).reshape(-1, 4), gt))
+    tp[order] = greedy_match(iou[order], iou_threshold)[0]
+    return tp
+
+
+def _rsna_matches(iou: np.ndarray, t: np.ndarray, match: str) -> np.ndarray:
+    """True positives [T] at thresholds t; iou is [P, G] with predictions by decreasing
+    confidence."""
     if match == "confidence":
-        free = np.ones(n_g, bool)
-        for d in range(n_p):  # most confident first takes its best free ground truth
-            if n_g == 0:
-                break
-            cand = np.where(free, iou[d], -1.0)
-            j = int(cand.argmax())  # first of equal maxima: the lower index
-            if cand[j] > t:
-                free[j] = False
-        return int(n_g - free.sum())
-    free = np.ones(n_p, bool)  # "kernel": each ground truth takes the first free prediction
-    for g in range(n_g):
-        hit = np.flatnonzero(free & (iou[:, g] >= t))
-        if hit.size:
-            free[hit[0]] = False
-    return int(n_p - free.sum())
+        return greedy_match(iou, t, strict=True).sum(1)
+    n_p, n_g = iou.shape
+    tp = np.zeros(t.size, np.int64)
+    for i, x in enumerate(t):  # "kernel": each ground truth takes the first free prediction
+        free = np.ones(n_p, bool)
+        for g in range(n_g):
+            hit = np.flatnonzero(free & (iou[:, g] >= x))
+            if hit.size:
+                free[hit[0]] = False
+        tp[i] = n_p - free.sum()
+    return tp
 
 
 def rsna_image_score(
@@ -170,7 +208,7 @@ def rsna_image_score(
             np.asarray(gt_boxes, np.float64).reshape(-1, 4),
         )
     )
-    tp = np.array([_rsna_matches(iou, float(x), match) for x in t], np.float64)
+    tp = _rsna_matches(iou, t, match).astype(np.float64)
     return float(np.mean(tp / (n_p + n_g - tp)))
 
 
@@ -217,25 +255,10 @@ def _coco_iou(dt: np.ndarray, gt: np.ndarray) -> np.ndarray:
 
 
 def _coco_match(iou: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """[T, D] bool: detection d (sorted by score) is a true positive at threshold t.
-
-    pycocotools' greedy rule: each detection takes, among ground truths not yet taken at t, the
-    one with the highest IoU provided IoU >= t; on equal IoU the later ground truth wins."""
-    n_d, n_g = iou.shape
-    n_t = thresholds.size
-    matched = np.zeros((n_t, n_d), bool)
-    if n_g == 0:
-        return matched
-    thr = np.minimum(thresholds, 1 - 1e-10)
-    free = np.ones((n_t, n_g), bool)
-    rows = np.arange(n_t)
-    for d in range(n_d):  # all thresholds at once
-        cand = np.where(free, iou[d][None, :], -np.inf)
-        j = n_g - 1 - cand[:, ::-1].argmax(1)  # last index among the maxima
-        ok = cand[rows, j] >= thr
-        matched[ok, d] = True
-        free[rows[ok], j[ok]] = False
-    return matched
+    """[T, D] bool: detection d (sorted by score) is a true positive at threshold t, by
+    pycocotools' greedy rule (IoU >= t, thresholds capped at 1 - 1e-10; on equal IoU the later
+    ground truth wins)."""
+    return greedy_match(iou, np.minimum(thresholds, 1 - 1e-10), prefer_last=True)
 
 
 def _class_pr(p, t, cls, max_det, thresholds):

@@ -1,4 +1,5 @@
-"""Figures for reports: contour overlays of segmentations and precision-recall curves, as PNG.
+"""Figures for reports: contour overlays of segmentations, detections drawn as boxes and
+precision-recall curves, as PNG.
 
 Overlay colours follow the field's convention: ground truth green, prediction red, and yellow
 where they agree (the two contours coincide, or, with `fill`, the regions overlap).
@@ -108,4 +109,31 @@ def save_pr_curves(path, curves: dict, title: str = "Precision-recall") -> Path:
         fig.savefig(path)
     finally:
         plt.close(fig)
+    return path
+
+
+def draw_boxes(path, image, pred: dict, truth=None, scale: int = 1) -> Path:
+    """A PNG of the image ([H, W] or channels-first [C, H, W]: grey, min-max scaled, enlarged
+    `scale` times) with the detections pred {"boxes" [D, 4], "scores" [D]} in red, their scores
+    beside, and the ground-truth boxes `truth` [K, 4] (if given) in green."""
+    from PIL import Image, ImageDraw
+
+    x = np.asarray(_as_numpy(image, "image", sequence=True), np.float32)
+    x = x.mean(0) if x.ndim == 3 else x
+    lo, hi = float(x.min()), float(x.max())
+    grey = ((x - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(x)).astype(np.uint8)
+    im = Image.fromarray(grey).convert("RGB")
+    if scale > 1:
+        im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+    draw = ImageDraw.Draw(im)
+    truth = [] if truth is None else _as_numpy(truth, "truth", sequence=True).reshape(-1, 4)
+    for box in np.asarray(truth, np.float64).tolist():
+        draw.rectangle([v * scale for v in box], outline=GREEN, width=2)
+    boxes = _as_numpy(pred["boxes"], "boxes", sequence=True).reshape(-1, 4).tolist()
+    for box, score in zip(boxes, _as_numpy(pred["scores"], "scores", sequence=True).tolist()):
+        draw.rectangle([v * scale for v in box], outline=RED, width=2)
+        draw.text((box[0] * scale + 2, box[1] * scale + 1), f"{score:.2f}", fill=YELLOW)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path)
     return path

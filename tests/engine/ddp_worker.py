@@ -16,15 +16,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from conftest import DiscDataset  # noqa: E402
 
-from fastdet.engine import TrainConfig  # noqa: E402
-from fastdet.engine.seg import SegTrainer  # noqa: E402
+from fastdet.engine import (
+    SegConfig,  # noqa: E402
+    Trainer,  # noqa: E402
+)
 
 
 def _rng_digest() -> str:
     return hashlib.sha1(torch.get_rng_state().numpy().tobytes()).hexdigest()
 
 
-def _record_buffers(trainer: SegTrainer, seen: list) -> None:
+def _record_buffers(trainer: Trainer, seen: list) -> None:
     """Appends a digest of the model's buffers after each validation (which leaves them as it
     used them: eval mode does not update BatchNorm statistics)."""
     validate = trainer._validate
@@ -47,14 +49,14 @@ def main(out: str) -> None:
     )
     train, val = DiscDataset(8, 32, seed=0), DiscDataset(3, 32, seed=1)
     bn_at_val = []
-    first = SegTrainer(TrainConfig(epochs=1, **base), train, val, Path(out), resume=False)
+    first = Trainer(SegConfig(epochs=1, **base), train, val, Path(out), resume=False)
     try:  # joins the process group (torchrun's environment) and leaves it in `close`
         rank, world = first.dist.rank, first.dist.world_size
         torch.manual_seed(100 + rank)  # the processes' streams differ (as with dropout)
         _record_buffers(first, bn_at_val)
         first.fit()
         rng_after_first = _rng_digest()
-        second = SegTrainer(TrainConfig(epochs=2, **base), train, val, Path(out), resume=True)
+        second = Trainer(SegConfig(epochs=2, **base), train, val, Path(out), resume=True)
         rng_at_resume = _rng_digest()
         _record_buffers(second, bn_at_val)
         hist = second.fit()

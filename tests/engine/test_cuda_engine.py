@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from fastdet.engine import TrainConfig, load_model, predict_mask, train_segmentation
+from fastdet.engine import SegConfig, load_model, predict_mask, train_segmentation
 from fastdet.engine.checkpoint import load_checkpoint
 
 from .conftest import DiscDataset
@@ -16,7 +16,7 @@ from .conftest import DiscDataset
 pytestmark = pytest.mark.gpu
 
 
-def cuda_config(**kw) -> TrainConfig:
+def cuda_config(**kw) -> SegConfig:
     base = dict(
         model="unet",
         depth=2,
@@ -32,7 +32,7 @@ def cuda_config(**kw) -> TrainConfig:
         deterministic=True,
     )
     base.update(kw)
-    return TrainConfig(**base)
+    return SegConfig(**base)
 
 
 def test_amp_training_on_cuda_learns_and_checkpoints(tmp_path):
@@ -95,7 +95,7 @@ def det_cuda_config(**kw):
 
 
 def test_det_amp_training_on_cuda(tmp_path):
-    from fastdet.engine.det import train_detection
+    from fastdet.engine import train_detection
 
     data = _rsna(tmp_path)
     hist = train_detection(det_cuda_config(hflip=0.5, warmup_steps=2), data, data, tmp_path / "run")
@@ -132,7 +132,8 @@ def test_det_cuda_prediction_matches_cpu(tmp_path, monkeypatch):
     Detections near the cut-offs (score threshold, top-100, NMS IoU ties) may differ with
     rounding, so each side's detections are matched to twins on the other: all of the top 10
     and nearly all of the rest must have one."""
-    from fastdet.engine.det import load_detector, predict_detections, prepare_image, train_detection
+    from fastdet.engine import load_detector, predict_detections, train_detection
+    from fastdet.engine.det_data import prepare_image
 
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)

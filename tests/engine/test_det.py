@@ -12,21 +12,12 @@ import torch
 
 from fastdet.data import RSNADataset
 from fastdet.data.synthetic import synth_rsna
-from fastdet.engine import NonFiniteLossError
-from fastdet.engine.det import (
-    DET_COLUMNS,
-    LOSS_KEYS,
-    WARMUP_FACTOR,
-    DetConfig,
-    DetTensors,
-    DetTrainer,
-    build_detector,
-    load_detector,
-    prepare_image,
-    train_detection,
-    warmup_factor,
-)
+from fastdet.engine import NonFiniteLossError, Trainer, load_detector, train_detection
+from fastdet.engine.det import DET_COLUMNS, LOSS_KEYS, DetConfig
+from fastdet.engine.det import build_model as build_detector
+from fastdet.engine.det_data import DetTensors, prepare_image
 from fastdet.engine.logging import read_metrics_csv
+from fastdet.engine.trainer import WARMUP_FACTOR, warmup_factor
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +77,7 @@ def test_resume_is_exact(rsna, tmp_path):
 def test_nan_loss_names_epoch_and_step(rsna, tmp_path, monkeypatch):
     import fastdet.engine.det as det
 
-    build = det.build_detector
+    build = det.build_model
     calls = []
 
     def nan_on_second_step(config, pretrained=True):
@@ -103,7 +94,7 @@ def test_nan_loss_names_epoch_and_step(rsna, tmp_path, monkeypatch):
         model.forward = patched
         return model
 
-    monkeypatch.setattr(det, "build_detector", nan_on_second_step)
+    monkeypatch.setattr(det, "build_model", nan_on_second_step)
     with pytest.raises(NonFiniteLossError, match="epoch 1, step 2") as e:
         train_detection(tiny(), rsna, None, tmp_path / "nan")
     assert (e.value.epoch, e.value.step, e.value.global_step) == (1, 2, 2)
@@ -121,7 +112,7 @@ def test_diverged_weights_stop_like_a_nan_loss(rsna, tmp_path, monkeypatch):
                 raise ValueError("rel_codes contains NaN or inf")
             return super().forward(images, targets)
 
-    monkeypatch.setattr(det, "build_detector", lambda config, pretrained=True: Diverged())
+    monkeypatch.setattr(det, "build_model", lambda config, pretrained=True: Diverged())
     with pytest.raises(NonFiniteLossError, match="forward pass failed: rel_codes") as e:
         train_detection(tiny(), rsna, None, tmp_path / "inf")
     assert (e.value.epoch, e.value.step) == (1, 1)
@@ -129,8 +120,6 @@ def test_diverged_weights_stop_like_a_nan_loss(rsna, tmp_path, monkeypatch):
 
 
 def test_anchor_sizes_and_rois_per_image_reach_the_model():
-    from fastdet.engine.det import build_detector
-
     net = build_detector(DetConfig(anchor_sizes=[8, 16, 32, 64, 128], rois_per_image=32))
     assert net.rpn.anchor_generator.sizes == ((8.0,), (16.0,), (32.0,), (64.0,), (128.0,))
     assert net.roi_heads.batch_size_per_image == 32
@@ -143,7 +132,6 @@ def test_anchor_sizes_and_rois_per_image_reach_the_model():
 
 
 def test_loss_options_reach_both_heads(rsna, tmp_path):
-    from fastdet.engine.det import build_detector
 
     net = build_detector(DetConfig(box_loss="l1", cls_loss="focal"))
     assert (net.rpn.box_loss, net.rpn.cls_loss) == ("l1", "focal")
@@ -273,7 +261,7 @@ class FakeDetector(torch.nn.Module):
 
 def _lrs_of_run(config, data, out, resume=False) -> list:
     """The learning rate of each optimizer step of a run (or of its resumed part)."""
-    trainer = DetTrainer(config, data, None, out, resume)
+    trainer = Trainer(config, data, None, out, resume)
     lrs = []
     trainer.opt.register_step_pre_hook(lambda opt, args, kw: lrs.append(opt.param_groups[0]["lr"]))
     try:
@@ -286,7 +274,7 @@ def _lrs_of_run(config, data, out, resume=False) -> list:
 def test_warmup_learning_rate_per_step(rsna, tmp_path, monkeypatch):
     import fastdet.engine.det as det
 
-    monkeypatch.setattr(det, "build_detector", lambda config, pretrained=True: FakeDetector())
+    monkeypatch.setattr(det, "build_model", lambda config, pretrained=True: FakeDetector())
     config = tiny(epochs=3, batch_size=1, warmup_steps=5, step_size=2, gamma=0.1, lr=0.02)
     lrs = _lrs_of_run(config, rsna, tmp_path / "straight")
     assert len(lrs) == 12  # 4 steps per epoch
@@ -309,7 +297,7 @@ def test_resume_of_a_run_saved_before_the_new_settings(rsna, tmp_path, monkeypat
     defaults (what that run did), and not with other values."""
     import fastdet.engine.det as det
 
-    monkeypatch.setattr(det, "build_detector", lambda config, pretrained=True: FakeDetector())
+    monkeypatch.setattr(det, "build_model", lambda config, pretrained=True: FakeDetector())
     train_detection(tiny(epochs=1), rsna, None, tmp_path / "old")
     ckpt = torch.load(tmp_path / "old" / "last.pt", weights_only=True)
     for k in ("hflip", "vflip", "warmup_steps"):
@@ -340,7 +328,7 @@ def test_batch_without_boxes_reaches_every_trainable_parameter():
 def test_draw_boxes_enlarges_and_draws_truth(tmp_path):
     from PIL import Image
 
-    from fastdet.engine.det import draw_boxes
+    from fastdet.metrics import draw_boxes
 
     pred = {"boxes": torch.tensor([[2.0, 2, 8, 8]]), "scores": torch.tensor([0.9])}
     path = draw_boxes(

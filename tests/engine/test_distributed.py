@@ -74,7 +74,7 @@ def test_torchrun_detection_two_cpu_processes(tmp_path):
     """Faster R-CNN (ResNet-18 FPN, 64 px) on 2 gloo processes: 4 training images (2 without
     boxes) in batches of 1 per process, flips and warmup on, one epoch, then a resume to two."""
     from fastdet.data.synthetic import synth_rsna
-    from fastdet.engine.det import load_detector
+    from fastdet.engine import load_detector
 
     data = synth_rsna(tmp_path / "rsna", n=6, seed=0, size=64)
     out = tmp_path / "run"
@@ -107,15 +107,13 @@ def test_non_finite_loss_on_another_process(monkeypatch):
     NaN/inf came from another process (both trainers' checks, without torchrun)."""
     from types import SimpleNamespace
 
-    from fastdet.engine import NonFiniteLossError, distributed
-    from fastdet.engine.det import DetTrainer
-    from fastdet.engine.seg import SegTrainer
+    from fastdet.engine import NonFiniteLossError, Trainer, distributed
 
     monkeypatch.setattr(distributed, "any_true", lambda flag, device: True)  # some process saw NaN
     stub = SimpleNamespace(
         dist=distributed.DistInfo(rank=1, world_size=2), device=torch.device("cpu")
     )
-    for check in (SegTrainer._check, DetTrainer._check):
+    for check in (Trainer.check_loss,):
         with pytest.raises(
             NonFiniteLossError,
             match=r"^loss is NaN or inf on another process "

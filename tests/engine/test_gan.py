@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from fastdet.engine import TrainConfig, train_segmentation
+from fastdet.engine import SegConfig, train_segmentation
 from fastdet.engine.checkpoint import load_checkpoint
 
 
-def gan_config(**kw) -> TrainConfig:
+def gan_config(**kw) -> SegConfig:
     base = dict(
         model="unet_gan",
         depth=2,
@@ -27,13 +27,13 @@ def gan_config(**kw) -> TrainConfig:
         seed=1,
     )
     base.update(kw)
-    return TrainConfig(**base)
+    return SegConfig(**base)
 
 
 @pytest.fixture
 def unet_run(tmp_path, discs):
     """A 1-epoch U-Net run whose checkpoint starts the generators."""
-    cfg = TrainConfig(
+    cfg = SegConfig(
         model="unet",
         depth=2,
         width=4,
@@ -56,18 +56,18 @@ def _changed(a: dict, b: dict) -> bool:
 
 
 def test_generator_starts_from_unet(tmp_path, discs, unet_run):
-    cfg = gan_config(gan_mode="batch", epochs=1, init_checkpoint=str(unet_run))
+    cfg = gan_config(gan_mode="batch", epochs=1, weights=str(unet_run))
     trainer_out = tmp_path / "gan"
-    from fastdet.engine.seg import SegTrainer
+    from fastdet.engine import Trainer
 
-    t = SegTrainer(cfg, *discs, trainer_out, resume=False)
+    t = Trainer(cfg, *discs, trainer_out, resume=False)
     unet = load_checkpoint(unet_run)["model"]
     for k, v in t.model.generator.state_dict().items():
         assert torch.equal(v, unet[k]), k
 
 
 def test_batch_alternation_trains_both(tmp_path, discs, unet_run):
-    cfg = gan_config(gan_mode="batch", init_checkpoint=str(unet_run))
+    cfg = gan_config(gan_mode="batch", weights=str(unet_run))
     hist = train_segmentation(cfg, *discs, tmp_path / "gan")
     assert [r["phase"] for r in hist] == ["gan", "gan"]
     assert all(math.isfinite(r["d_loss"]) and math.isfinite(r["train_loss"]) for r in hist)
@@ -82,15 +82,13 @@ def test_epoch_alternation_phases(tmp_path, discs, unet_run):
     """Epoch 1 trains D only, epoch 2 G only: each network's parameters and buffers change
     only in its own phase."""
     out = tmp_path / "gan"
-    train_segmentation(
-        gan_config(gan_mode="epoch", epochs=1, init_checkpoint=str(unet_run)), *discs, out
-    )
+    train_segmentation(gan_config(gan_mode="epoch", epochs=1, weights=str(unet_run)), *discs, out)
     s1 = load_checkpoint(out / "last.pt")["model"]
     start = load_checkpoint(unet_run)["model"]
     g0 = {"generator." + k: v for k, v in start.items()}
     assert not _changed(g0, _parts(s1, "generator."))  # D epoch: G untouched
     hist = train_segmentation(
-        gan_config(gan_mode="epoch", epochs=2, init_checkpoint=str(unet_run)),
+        gan_config(gan_mode="epoch", epochs=2, weights=str(unet_run)),
         *discs,
         out,
         resume=True,
@@ -106,10 +104,10 @@ def test_epoch_alternation_phases(tmp_path, discs, unet_run):
 
 def test_d_epoch_moves_discriminator(tmp_path, discs):
     """Without an init checkpoint too: the D epoch changes D's weights."""
-    from fastdet.engine.seg import SegTrainer
+    from fastdet.engine import Trainer
 
     cfg = gan_config(gan_mode="epoch", epochs=1)
-    t = SegTrainer(cfg, *discs, tmp_path, resume=False)
+    t = Trainer(cfg, *discs, tmp_path, resume=False)
     d_before = {k: v.clone() for k, v in t.model.discriminator.state_dict().items()}
     g_before = {k: v.clone() for k, v in t.model.generator.state_dict().items()}
     t.fit()

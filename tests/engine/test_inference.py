@@ -7,8 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from fastdet.engine import TrainConfig
-from fastdet.engine.data import match_channels, standardize
+from fastdet.engine import SegConfig
 from fastdet.engine.inference import (
     _starts,
     predict_logits,
@@ -17,6 +16,7 @@ from fastdet.engine.inference import (
     write_png_mask,
     write_volume_mask,
 )
+from fastdet.engine.seg_data import match_channels, standardize
 
 
 class Pointwise(nn.Module):
@@ -62,7 +62,7 @@ def test_sliding_window_covers_with_full_tiles():
 
 
 def test_predict_logits_resizes_back():
-    cfg = TrainConfig(model="unet", in_channels=1, size=16)
+    cfg = SegConfig(model="unet", in_channels=1, size=16)
     m = Counter()
     logits = predict_logits(m, torch.rand(3, 40, 24), cfg, tile=16, overlap=4)
     assert logits.shape == (40, 24)

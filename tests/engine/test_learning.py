@@ -5,9 +5,9 @@ config seeds 0-5 (about 6 s); the threshold leaves margin for other platforms' a
 from __future__ import annotations
 
 from fastdet.data.synthetic import synth_dsb2018
-from fastdet.engine import TrainConfig, load_model, train_segmentation
-from fastdet.engine.data import open_seg_dataset
-from fastdet.engine.evaluate import evaluate_segmentation
+from fastdet.engine import SegConfig, load_model, train_segmentation
+from fastdet.engine.seg_data import open_seg_dataset
+from fastdet.engine.seg_eval import evaluate_segmentation
 
 MIN_DICE = 0.8
 
@@ -18,7 +18,7 @@ def test_unet_learns_synthetic_nuclei(tmp_path):
     train = open_seg_dataset("dsb2018", tmp_path / "data", "train", **kw)
     val = open_seg_dataset("dsb2018", tmp_path / "data", "val", **kw)
     assert (len(train), len(val)) == (9, 3)
-    cfg = TrainConfig(
+    cfg = SegConfig(
         model="unet",
         depth=2,
         width=8,

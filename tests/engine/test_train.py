@@ -8,14 +8,14 @@ import os
 import pytest
 import torch
 
-from fastdet.engine import NonFiniteLossError, TrainConfig, load_model, train_segmentation
+from fastdet.engine import NonFiniteLossError, SegConfig, load_model, train_segmentation
 from fastdet.engine.checkpoint import atomic_save, load_checkpoint
 from fastdet.engine.logging import read_metrics_csv
 
 from .conftest import DiscDataset
 
 
-def tiny(**kw) -> TrainConfig:
+def tiny(**kw) -> SegConfig:
     base = dict(
         model="unet",
         depth=2,
@@ -29,7 +29,7 @@ def tiny(**kw) -> TrainConfig:
         seed=3,
     )
     base.update(kw)
-    return TrainConfig(**base)
+    return SegConfig(**base)
 
 
 def test_run_folder(tmp_path, discs):
@@ -132,9 +132,9 @@ def test_atomic_save_keeps_old_file_on_failure(tmp_path):
 
 def test_config_validation():
     with pytest.raises(ValueError, match="optimizer"):
-        TrainConfig(optimizer="rmsprop")
+        SegConfig(optimizer="rmsprop")
     with pytest.raises(ValueError, match="unet_gan"):
-        TrainConfig(model="unet", gan_mode="batch")
+        SegConfig(model="unet", gan_mode="batch")
     with pytest.raises(ValueError, match="unknown"):
-        TrainConfig.from_dict({"modle": "unet"})
-    assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()
+        SegConfig.from_dict({"modle": "unet"})
+    assert SegConfig.from_dict(SegConfig().to_dict()) == SegConfig()

@@ -457,3 +457,23 @@ def test_coco_map_max_detections():
     assert coco_map(p, t)["map"] == pytest.approx(0.25, abs=0.01)
     with pytest.raises(ValueError, match="max_detections must be >= 1, got 0"):
         coco_map(p, t, max_detections=0)
+
+
+def test_greedy_match_rules():
+    """The one matcher: confidence order, best free ground truth, >= or > t, ties by index."""
+    from fastdet.metrics import greedy_match, match_detections
+
+    iou = np.array([[0.6, 0.6], [0.6, 0.5], [0.9, 0.0]])
+    # prediction 0 takes gt 0 (lower index on a tie), 1 takes the free gt 1 at t <= 0.5 only,
+    # 2 finds both taken although its IoU with gt 0 is higher (greedy, not optimal)
+    assert greedy_match(iou, [0.5, 0.55]).tolist() == [[True, True, False], [True, False, False]]
+    assert greedy_match(iou, 0.5, strict=True).tolist() == [[True, False, False]]
+    tie = np.array([[0.6, 0.6], [0.0, 0.55]])
+    assert greedy_match(tie, 0.5).tolist() == [[True, True]]  # 0 takes gt 0, 1 takes gt 1
+    # pycocotools' rule: the later gt wins the tie, so prediction 1 finds only gt 0 (IoU 0)
+    assert greedy_match(tie, 0.5, prefer_last=True).tolist() == [[True, False]]
+    assert greedy_match(np.zeros((3, 0)), [0.5]).shape == (1, 3)
+    pred = {"boxes": np.array([[0, 0, 10, 10], [0, 0, 10, 10.0]]), "scores": np.array([0.2, 0.9])}
+    target = {"boxes": np.array([[0, 0, 10, 10.0]])}
+    assert match_detections(pred, target).tolist() == [False, True]  # the higher score first
+    assert not match_detections(pred, {"boxes": np.zeros((0, 4))}).any()

@@ -183,16 +183,3 @@ def _num(v) -> str:
     return ("nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}").rjust(
         11
     )
-
-
-def json_safe(obj):
-    """NaN and inf -> None, numpy scalars -> Python values, so the output is strict JSON."""
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if hasattr(obj, "item"):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj

@@ -1,0 +1,113 @@
+"""Evaluation of a detector: RSNA score (all detections and thresholded), COCO AP / AP50 / AP75,
+per-image TP / FP / FN at IoU 0.5, the precision-recall curve and the boxes drawn."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..metrics import coco_map, draw_boxes, match_detections, pr_curve, rsna_score, save_pr_curves
+from .det import predict_detections
+from .det_data import prepare_image
+
+
+def evaluate_detection(
+    model,
+    config,
+    dataset,
+    device,
+    score_threshold: float = 0.5,
+    figures=None,
+    max_figures: int = 20,
+) -> dict:
+    """RSNA score (of all detections, and of those scoring >= score_threshold, as a thresholded
+    submission would be scored), COCO mAP / AP50 / AP75 over `dataset`, and per image the TP / FP
+    / FN at IoU 0.5 among detections scoring >= score_threshold. figures: a folder for
+    pr_curve.png and, for the first max_figures images, boxes/<id>.png (detections >=
+    score_threshold red, ground truth green; the row's "figure")."""
+    preds, kept, targets, rows = [], [], [], []
+    for i in range(len(dataset)):
+        s = dataset[i]
+        pred = predict_detections(model, [prepare_image(s["image"], config)], device)[0]
+        target = {
+            "boxes": torch.as_tensor(s["boxes"], dtype=torch.float32).reshape(-1, 4),
+            "labels": torch.as_tensor(s["labels"], dtype=torch.int64).reshape(-1),
+        }
+        preds.append(pred)
+        kept.append({k: v[pred["scores"] >= score_threshold] for k, v in pred.items()})
+        targets.append(target)
+        rows.append(_image_row(s.get("id", str(i)), kept[-1], target))
+        if figures is not None and i < max_figures:
+            rows[-1]["figure"] = str(_box_figure(Path(figures), s, kept[-1]))
+    coco = coco_map(preds, targets)
+    result = {
+        "images": len(preds),
+        "rsna": float(rsna_score(preds, targets)),
+        "rsna_thresholded": float(rsna_score(kept, targets)),
+        "map": float(coco["map"]),
+        "map_50": float(coco["map_50"]),
+        "map_75": float(coco["map_75"]),
+        "score_threshold": score_threshold,
+        "tp": sum(r["tp"] for r in rows),
+        "fp": sum(r["fp"] for r in rows),
+        "fn": sum(r["fn"] for r in rows),
+        "per_image": rows,
+    }
+    if figures is not None:
+        result["pr_curve"] = str(_pr_figure(Path(figures), preds, targets))
+    return result
+
+
+def _image_row(image_id: str, kept: dict, target: dict) -> dict:
+    tp = match_detections(kept, target)
+    return {
+        "id": image_id,
+        "tp": int(tp.sum()),
+        "fp": int((~tp).sum()),
+        "fn": int(len(target["boxes"]) - tp.sum()),
+    }
+
+
+def _box_figure(folder: Path, sample: dict, kept: dict) -> Path:
+    """boxes/<id>.png, enlarged to about 512 px when the image is smaller."""
+    name = re.sub(r"[^\w.-]", "_", str(sample.get("id", "image")))
+    side = max(torch.as_tensor(sample["image"]).shape[-2:])
+    return draw_boxes(
+        folder / "boxes" / f"{name}.png",
+        sample["image"],
+        kept,
+        truth=sample["boxes"],
+        scale=max(1, 512 // int(side)),
+    )
+
+
+def _pr_figure(folder: Path, preds: list, targets: list) -> Path:
+    """pr_curve.png of all detections matched at IoU 0.5."""
+    scores = [p["scores"].numpy() for p in preds]
+    tps = [match_detections(p, t) for p, t in zip(preds, targets)]
+    curve = pr_curve(
+        np.concatenate(scores) if scores else np.zeros(0),
+        np.concatenate(tps) if tps else np.zeros(0, bool),
+        sum(len(t["boxes"]) for t in targets),
+    )
+    return save_pr_curves(folder / "pr_curve.png", {"IoU 0.5": curve}, "Precision-recall (IoU 0.5)")
+
+
+def format_det_report(result: dict) -> str:
+    """The figures of evaluate_detection as text lines."""
+    lines = [
+        f"images: {result['images']}",
+        f"RSNA score: {result['rsna']:.4f} (all detections), "
+        f"{result['rsna_thresholded']:.4f} (score >= {result['score_threshold']:g})",
+        f"COCO AP: {result['map']:.4f}",
+        f"AP50: {result['map_50']:.4f}",
+        f"AP75: {result['map_75']:.4f}",
+        f"at IoU 0.5, score >= {result['score_threshold']:g}: TP {result['tp']}, "
+        f"FP {result['fp']}, FN {result['fn']}",
+        "id\tTP\tFP\tFN",
+    ]
+    lines += [f"{r['id']}\t{r['tp']}\t{r['fp']}\t{r['fn']}" for r in result["per_image"]]
+    return "\n".join(lines)

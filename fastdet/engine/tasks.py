@@ -1,0 +1,53 @@
+"""The registry of training tasks, and models back from checkpoints of any task.
+
+Adding a task: one module with its config (a RunConfig subclass with a `task` name) and its
+Task subclass (engine.trainer.Task), registered in TASKS below; the trainer, the checkpoints and
+the `fastdet train|predict|evaluate <task>` flags follow from them."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .checkpoint import load_checkpoint, model_state
+from .det import DetTask
+from .seg import SegTask
+
+TASKS = {t.name: t for t in (SegTask, DetTask)}
+_NAMES = {"seg": "segmentation", "det": "detection"}
+
+
+def task_class(config) -> type:
+    """The Task class of a config (by its `task` name)."""
+    name = getattr(config, "task", "")
+    if name not in TASKS:
+        raise TypeError(f"no training task for a {type(config).__name__} (task {name!r})")
+    return TASKS[name]
+
+
+def checkpoint_task(ckpt: dict, path) -> type:
+    """The Task class that wrote an engine checkpoint (by its "format"; checkpoints of the first
+    segmentation engine may lack one and count as segmentation)."""
+    if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
+        raise ValueError(f"{path}: not a fastdet training checkpoint (no 'config' and 'model')")
+    fmt = ckpt.get("format", SegTask.checkpoint_format)
+    for task in TASKS.values():
+        if task.checkpoint_format == fmt:
+            return task
+    known = sorted(t.checkpoint_format for t in TASKS.values())
+    raise ValueError(f"{path}: unknown checkpoint format {fmt!r} (this fastdet reads {known})")
+
+
+def load_model(path, device="cpu", task: str | None = None) -> tuple[nn.Module, object]:
+    """(model in eval mode on `device`, its config) from an engine checkpoint of any task;
+    task ("seg", "det", ...): the kind expected, another kind is a ValueError naming both."""
+    ckpt = load_checkpoint(path)
+    found = checkpoint_task(ckpt, path)
+    if task is not None and found.name != task:
+        raise ValueError(
+            f"{path}: a {_NAMES.get(found.name, found.name)} checkpoint ({found.checkpoint_format})"
+            f", not {_NAMES.get(task, task)}: use the `{found.name}` commands"
+        )
+    config = found.config_class.from_dict(ckpt["config"])
+    model = found(config).build_model(config, pretrained=False)
+    model.load_state_dict(model_state(ckpt))
+    return model.to(device).eval(), config
