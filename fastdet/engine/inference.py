@@ -96,6 +96,7 @@ def read_input(path) -> tuple[str, torch.Tensor | np.ndarray, dict]:
     2-D NIfTI; colour as the datasets read it), or "volume" with a float32 [Z, H, W] array (a
     folder of DICOM files, or a multi-frame DICOM) and meta holding its spacing (z, y, x)."""
     from ..data.datasets import image_tensor, read_image_2d  # the datasets' own reading rules
+    from ..data.dicom import DataError
 
     path = Path(path)
     if path.is_dir():
@@ -114,6 +115,8 @@ def read_input(path) -> tuple[str, torch.Tensor | np.ndarray, dict]:
         return "image", image_tensor(a, rgb=True if a.ndim == 3 else None), {}
     try:
         a = read_image_2d(path)
+    except DataError:
+        raise  # names the file already
     except ValueError as e:
         raise ValueError(f"{path}: cannot read as a 2-D image ({e})") from e
     # colour keeps R, G, B (alpha dropped); match_channels averages them for a grey model,
