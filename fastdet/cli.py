@@ -495,6 +495,7 @@ def _inference_flags(s) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The `fastdet` command's parser (each subcommand's handler in its `fn` default)."""
+    from .bench.cases import KINDS as BENCH_KINDS
     from .data.synthetic import KINDS
 
     p = argparse.ArgumentParser(
@@ -512,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--only", metavar="TEXT", help="only cases whose name contains TEXT")
     s.add_argument(
         "--kind",
-        choices=["all", "ops", "models"],
+        choices=BENCH_KINDS,
         default="all",
         help="the ops' cases, the models' (segmentation, detection) or all",
     )

@@ -587,12 +587,15 @@ _GPU = {
 }
 
 
+KINDS = ("all", "ops", "models")  # `fastdet bench --kind`
+
+
 def cases_for(
     device: str, full: bool = False, only: str | None = None, kind: str = "all"
 ) -> list[Case]:
     """The cases of `device`'s suite; kind "ops" or "models" keeps one half."""
-    if kind not in ("all", "ops", "models"):
-        raise ValueError(f"kind must be 'all', 'ops' or 'models', got {kind!r}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     out = []
     for c in CASES:
         if kind != "all" and c.group.endswith("_model") != (kind == "models"):
