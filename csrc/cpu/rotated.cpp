@@ -59,10 +59,9 @@ template <typename T> class KeptCells {
     double minx = INFINITY, miny = INFINITY, maxx = -INFINITY, maxy = -INFINITY, sw = 0, sh = 0;
     int64_t m = 0;
     for (int64_t k = 0; k < n_; ++k) {
-      T ex, ey;
-      rbox_extent(boxes[k], &ex, &ey);
-      // A few ulps of T around it too: rotated_iou's own tests round in T, and a pair it finds
-      // overlapping must not be pruned here (the GPU does not prune).
+      const T ex = boxes[k].ex, ey = boxes[k].ey;
+      // A few ulps of T around it too: rotated_iou_above's own test rounds in T, and a pair it
+      // finds overlapping must not be pruned here (the GPU has no grid).
       const double cx = boxes[k].cx, cy = boxes[k].cy;
       const double slack = 8 * eps * (std::abs(cx) + std::abs(cy) + double(ex) + double(ey));
       x0_[k] = cx - ex - slack, x1_[k] = cx + ex + slack;
@@ -132,7 +131,7 @@ template <typename T> class KeptCells {
     if (stamp_[q] == k) return false;
     stamp_[q] = k;
     if (!(x0_[q] < x1_[k] && x0_[k] < x1_[q] && y0_[q] < y1_[k] && y0_[k] < y1_[q])) return false;
-    return double(rotated_iou(boxes_[q], boxes_[k])) > t;
+    return rotated_iou_above(boxes_[q], boxes_[k], t);
   }
   void cells(int64_t k, int64_t* i0, int64_t* i1, int64_t* j0, int64_t* j1) const {
     *i0 = cell(x0_[k], ox_, sx_, nx_), *i1 = cell(x1_[k], ox_, sx_, nx_);

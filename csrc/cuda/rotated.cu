@@ -7,15 +7,15 @@
 //
 // nms_rotated: order-preserving descending score keys (-0 == +0) -> stable cub radix sort (ties:
 // lower index first) -> RBoxes gathered in that order -> 64x64 suppression tiles, bit j of row
-// i's word set when IoU(i, j) > t (and, with classes, both have the same class), upper triangle
-// only, for CHUNKS of rows so the mask stays within nms.cu's bound -> one block takes the
-// chunk's row blocks in order: warp 0 resolves 64 rows from their diagonal words and the
+// i's word set when rotated_iou_above(i, j, t) (and, with classes, both have the same class),
+// upper triangle only, for CHUNKS of rows so the mask stays within nms.cu's bound -> one block
+// takes the chunk's row blocks in order: warp 0 resolves 64 rows from their diagonal words and the
 // removed bits, writes the kept indices (already in score order), and the block ORs the kept
 // rows into the removed words of all later columns. The host reads count + non-finite flag in
 // one copy and synchronises once.
 //
-// Floors: the sort; ~n^2/2 pair tests for the mask (a circle test, the clipping only where
-// circles meet); kept * nb / 2 mask words read by the one reducing block.
+// Floors: the sort; ~n^2/2 pair tests for the mask (a bound first, the clipping only where it
+// does not settle the pair); kept * nb / 2 mask words read by the one reducing block.
 //
 // Workspace, every piece rounded up to 256 bytes, plus 256 for an unaligned base:
 //   nb = ceil(n / 64); R = 64 * min(nb, max(64, 2^17 / nb)) mask rows per chunk
@@ -173,7 +173,7 @@ __global__ void __launch_bounds__(kTile)
     Word w = 0;
     for (int c = cb == rb ? tid + 1 : 0; c < nc; ++c) {
       if (CLASSES && ccls[c] != rcls) continue;
-      if (double(rotated_iou(row, cols[c])) > t) w |= Word(1) << c;
+      if (rotated_iou_above(row, cols[c], t)) w |= Word(1) << c;
     }
     mask[int64_t(i - rb0 * kTile) * nb + cb] = w;
   }
@@ -219,6 +219,7 @@ __global__ void __launch_bounds__(kReduceThreads)
     const int nk = nk_s;
     for (int wd = rb + 1 + tid; wd < nb; wd += blockDim.x) {
       Word acc = 0;
+#pragma unroll 4
       for (int k = 0; k < nk; ++k) acc |= rows[int64_t(list[k]) * nb + wd];
       removed[wd] |= acc;
     }

@@ -108,6 +108,7 @@ template <typename T> struct RBox {
   T c, s;    // its cos and sin
   T area;    // w * h, 0 when w <= 0 or h <= 0
   T r;       // half diagonal: the radius of the circle around the box
+  T ex, ey;  // half extents of the axis-aligned box around it
 };
 
 template <typename T> FASTDET_HD RBox<T> make_rbox(const T* b) {
@@ -120,18 +121,13 @@ template <typename T> FASTDET_HD RBox<T> make_rbox(const T* b) {
   o.area = empty ? T(0) : b[2] * b[3];
   o.deg = reduce_degrees(b[4]);
   sincos_degrees(o.deg, &o.s, &o.c);
-  // sqrt is correctly rounded on both devices; one ulp of padding keeps the circle outside
-  o.r =
-      rotated_detail::sqrt_(o.hw * o.hw + o.hh * o.hh) * (T(1) + T(sizeof(T) == 4 ? 1e-6 : 1e-15));
-  return o;
-}
-
-// Half extents of the axis-aligned box around b (for pruning; padded like r).
-template <typename T> FASTDET_HD void rbox_extent(const RBox<T>& b, T* ex, T* ey) {
-  using rotated_detail::abs_;
+  // Padded by a few ulps, so that rounding never puts a box outside its circle or extents.
   const T pad = T(1) + T(sizeof(T) == 4 ? 1e-6 : 1e-15);
-  *ex = (abs_(b.c) * b.hw + abs_(b.s) * b.hh) * pad;
-  *ey = (abs_(b.s) * b.hw + abs_(b.c) * b.hh) * pad;
+  o.r = rotated_detail::sqrt_(o.hw * o.hw + o.hh * o.hh) * pad;  // sqrt: IEEE on both devices
+  using rotated_detail::abs_;
+  o.ex = (abs_(o.c) * o.hw + abs_(o.s) * o.hh) * pad;
+  o.ey = (abs_(o.s) * o.hw + abs_(o.c) * o.hh) * pad;
+  return o;
 }
 
 namespace rotated_detail {
@@ -212,6 +208,23 @@ template <typename T> FASTDET_HD T rotated_iou(const RBox<T>& a, const RBox<T>& 
   if (ex * ex + ey * ey >= rr * rr) return T(0);  // the circles around them do not overlap
   const T inter = rotated_intersection(a, b);
   return inter > T(0) ? fmin_(inter / (a.area + b.area - inter), T(1)) : T(0);
+}
+
+// Whether IoU(a, b) > t, the decision of the NMS kernels on both devices. Where a bound settles
+// it the clipping is skipped: the intersection is at most the smaller area and the overlap of
+// the axis-aligned boxes around the two, which is often far below t. The bound carries 0.1%
+// over the clipping's rounding, so it only skips pairs whose IoU is surely <= t.
+template <typename T>
+FASTDET_HD bool rotated_iou_above(const RBox<T>& a, const RBox<T>& b, double t) {
+  using rotated_detail::abs_;
+  if (t < 0) return true;  // every IoU, 0 included, is above a negative threshold
+  if (!(a.area > T(0) && b.area > T(0))) return false;
+  const T ix = fmin_(a.ex + b.ex - abs_(b.cx - a.cx), T(2) * fmin_(a.ex, b.ex));
+  const T iy = fmin_(a.ey + b.ey - abs_(b.cy - a.cy), T(2) * fmin_(a.ey, b.ey));
+  if (!(ix > T(0) && iy > T(0))) return false;
+  const double ub = double(fmin_(ix * iy, fmin_(a.area, b.area))) * 1.001;
+  if (ub <= t * (double(a.area) + double(b.area) - ub)) return false;
+  return double(rotated_iou(a, b)) > t;
 }
 
 }  // namespace fastdet
