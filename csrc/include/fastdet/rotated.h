@@ -72,14 +72,14 @@ template <typename T> FASTDET_HD void sincos_small(T r, T* s, T* c) {
 // An angle in degrees reduced to about [-180, 180]. Exact (a - 360 q has no rounding error
 // while |a| < 2^24 for float, 2^53 for double), so equal angles stay equal.
 template <typename T> FASTDET_HD T reduce_degrees(T a) {
-  return a - T(360) * rotated_detail::round_(a / T(360));
+  return a - T(360) * rotated_detail::round_(a * T(1.0 / 360));  // q: any integer near a/360
 }
 
 // sin and cos of `deg` degrees, |deg| up to a few turns: an exact reduction to [-45, 45] plus a
 // quadrant, so multiples of 90 give exact 0 and +-1.
 template <typename T> FASTDET_HD void sincos_degrees(T deg, T* s, T* c) {
   using namespace rotated_detail;
-  T q = round_(deg / T(90));
+  T q = round_(deg * T(1.0 / 90));   // any integer near deg / 90: x stays exact
   const T x = deg - T(90) * q;       // exact
   q = fmin_(fmax_(q, T(-8)), T(8));  // NaN lands in range too: the int conversion stays defined
   T ss, cc;
@@ -162,6 +162,16 @@ FASTDET_HD int clip_side(const T* x, const T* y, int n, T sign, T lim, T* ox, T*
   return m;
 }
 
+// One clip_side pass from (px, py) into (qx, qy), then the two swap roles.
+template <bool Y, typename T>
+FASTDET_HD void clip_into(T** px, T** py, T** qx, T** qy, int* n, T sign, T lim) {
+  *n = clip_side<Y>(*px, *py, *n, sign, lim, *qx, *qy);
+  T* t = *px;
+  *px = *qx, *qx = t;
+  t = *py;
+  *py = *qy, *qy = t;
+}
+
 }  // namespace rotated_detail
 
 // Intersection area of a and b (both with area > 0). b is taken into a's frame: centre
@@ -189,15 +199,19 @@ template <typename T> FASTDET_HD T rotated_intersection(const RBox<T>& a, const 
   x0[1] = dx - ux + vx, y0[1] = dy - uy + vy;
   x0[2] = dx - ux - vx, y0[2] = dy - uy - vy;
   x0[3] = dx + ux - vx, y0[3] = dy + uy - vy;
-  int n = clip_side<false>(x0, y0, 4, T(1), a.hw, x1, y1);
-  n = clip_side<false>(x1, y1, n, T(-1), a.hw, x0, y0);
-  n = clip_side<true>(x0, y0, n, T(1), a.hh, x1, y1);
-  n = clip_side<true>(x1, y1, n, T(-1), a.hh, x0, y0);
+  // Only the sides of a that b crosses (its extents say which); each pass writes the other pair
+  // of arrays.
+  T *px = x0, *py = y0, *qx = x1, *qy = y1;
+  int n = 4;
+  if (dx + bx > a.hw) clip_into<false>(&px, &py, &qx, &qy, &n, T(1), a.hw);
+  if (dx - bx < -a.hw) clip_into<false>(&px, &py, &qx, &qy, &n, T(-1), a.hw);
+  if (dy + by > a.hh) clip_into<true>(&px, &py, &qx, &qy, &n, T(1), a.hh);
+  if (dy - by < -a.hh) clip_into<true>(&px, &py, &qx, &qy, &n, T(-1), a.hh);
   // Shoelace; the polygon keeps b's orientation, whichever it is.
   T twice = T(0);
   for (int i = 0; i < n; ++i) {
     const int j = i + 1 == n ? 0 : i + 1;
-    twice += x0[i] * y0[j] - x0[j] * y0[i];
+    twice += px[i] * py[j] - px[j] * py[i];
   }
   return fmin_(T(0.5) * abs_(twice), fmin_(a.area, b.area));
 }
