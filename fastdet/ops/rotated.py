@@ -21,6 +21,7 @@ ValueError on the CPU (and in the GPU NMS); NMS ties in score keep the lower ind
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import numpy as np
@@ -216,3 +217,85 @@ def batched_nms_rotated(boxes, scores, idxs, iou_threshold: float):
     b, s = _prepare(boxes, scores, idxs=idxs)
     i = _prepare_idxs(idxs, b.shape[0])
     return _batched_op(b, s, i, t) if isinstance(b, Tensor) else _nms(b, s, i, t)
+
+
+# --- fmt= of box_iou and box_convert --------------------------------------------------------
+# Where this fastdet's box_iou and box_convert take fmt= (tables fastdet.ops.box_iou.IOU_BY_FORMAT
+# and fastdet.ops.box_convert.CONVERTERS), the rotated formats are registered there:
+# box_iou(a, b, fmt="cxcywhr") is box_iou_rotated, and box_convert converts among the three
+# rotated formats with torchvision's arithmetic (in the input's dtype; integer boxes rounded back).
+
+
+def _rad(r):
+    return r * torch.pi / 180.0
+
+
+def _cxcywhr_to_xywhr(b):
+    cx, cy, w, h, r = b.unbind(-1)
+    c, s = torch.cos(_rad(r)), torch.sin(_rad(r))
+    return torch.stack([cx - w / 2 * c - h / 2 * s, cy - h / 2 * c + w / 2 * s, w, h, r], -1)
+
+
+def _xywhr_to_cxcywhr(b):
+    x1, y1, w, h, r = b.unbind(-1)
+    c, s = torch.cos(_rad(r)), torch.sin(_rad(r))
+    return torch.stack([x1 + w / 2 * c + h / 2 * s, y1 - w / 2 * s + h / 2 * c, w, h, r], -1)
+
+
+def _xywhr_to_xyxyxyxy(b):
+    x1, y1, w, h, r = b.unbind(-1)
+    c, s = torch.cos(_rad(r)), torch.sin(_rad(r))
+    x2, y2 = x1 + w * c, y1 - w * s
+    return torch.stack([x1, y1, x2, y2, x2 + h * s, y2 + h * c, x1 + h * s, y1 + h * c], -1)
+
+
+def _xyxyxyxy_to_xywhr(b):
+    x1, y1, x2, y2, x3, y3, _, _ = b.unbind(-1)
+    r = torch.atan2(y1 - y2, x2 - x1) * 180 / torch.pi
+    w = ((x2 - x1) ** 2 + (y1 - y2) ** 2).sqrt()
+    h = ((x3 - x2) ** 2 + (y3 - y2) ** 2).sqrt()
+    return torch.stack([x1, y1, w, h, r], -1)
+
+
+def _as_given(fn):
+    """fn with torchvision's integer handling: computed in floating point, rounded back."""
+
+    def convert(b):
+        out = fn(b)
+        return out if b.is_floating_point() else out.round_().to(b.dtype)
+
+    return convert
+
+
+def _then(first, second):
+    return lambda b: second(first(b).to(b.dtype))
+
+
+_ROTATED_CONVERTERS = {
+    ("cxcywhr", "xywhr"): _as_given(_cxcywhr_to_xywhr),
+    ("xywhr", "cxcywhr"): _as_given(_xywhr_to_cxcywhr),
+    ("xywhr", "xyxyxyxy"): _as_given(_xywhr_to_xyxyxyxy),
+    ("xyxyxyxy", "xywhr"): _as_given(_xyxyxyxy_to_xywhr),
+}
+_ROTATED_CONVERTERS[("cxcywhr", "xyxyxyxy")] = _then(
+    _ROTATED_CONVERTERS[("cxcywhr", "xywhr")], _ROTATED_CONVERTERS[("xywhr", "xyxyxyxy")]
+)
+_ROTATED_CONVERTERS[("xyxyxyxy", "cxcywhr")] = _then(
+    _ROTATED_CONVERTERS[("xyxyxyxy", "xywhr")], _ROTATED_CONVERTERS[("xywhr", "cxcywhr")]
+)
+
+
+def _register_formats():
+    # by module name: the package attributes box_iou and box_convert are the functions
+    iou_table = getattr(importlib.import_module(f"{__package__}.box_iou"), "IOU_BY_FORMAT", None)
+    if iou_table is not None:
+        for fmt in FORMATS:
+            iou_table[fmt] = lambda boxes1, boxes2, fmt=fmt: box_iou_rotated(boxes1, boxes2, fmt)
+    try:
+        convert = importlib.import_module(f"{__package__}.box_convert")
+    except ImportError:  # a fastdet without box_convert
+        return
+    convert.CONVERTERS.update(_ROTATED_CONVERTERS)
+
+
+_register_formats()

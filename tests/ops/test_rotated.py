@@ -5,6 +5,8 @@ box_iou(fmt="cxcywhr")."""
 
 from __future__ import annotations
 
+import importlib
+import itertools
 import math
 from fractions import Fraction
 
@@ -412,6 +414,42 @@ def test_formats_follow_torchvisions_box_convert(fmt, rng, tv):
 def test_cxcywhr_format_is_the_identity(rng):
     x = t(rboxes(rng, 5, np.float32))
     assert ops.rotated_to_cxcywhr(x, "cxcywhr") is x
+
+
+BOX_IOU = importlib.import_module("fastdet.ops.box_iou")
+try:
+    BOX_CONVERT = importlib.import_module("fastdet.ops.box_convert")
+except ImportError:
+    BOX_CONVERT = None
+needs_fmt = pytest.mark.skipif(
+    not hasattr(BOX_IOU, "IOU_BY_FORMAT"), reason="this fastdet's box_iou has no fmt="
+)
+needs_box_convert = pytest.mark.skipif(BOX_CONVERT is None, reason="no fastdet.ops.box_convert")
+
+
+@needs_fmt
+@pytest.mark.parametrize("fmt", ["cxcywhr", "xywhr", "xyxyxyxy"])
+def test_box_iou_with_a_rotated_fmt_is_box_iou_rotated(fmt, rng, tv):
+    x, y = t(rboxes(rng, 30, np.float32)), t(rboxes(rng, 40, np.float32))
+    a, b = tv.ops.box_convert(x, "cxcywhr", fmt), tv.ops.box_convert(y, "cxcywhr", fmt)
+    got = ops.box_iou(a, b, fmt=fmt)
+    assert torch.equal(got, ops.box_iou_rotated(a, b, fmt=fmt))
+    assert (got - tv.ops.box_iou(a, b, fmt=fmt)).abs().median() < 1e-6
+    np.testing.assert_array_equal(ops.box_iou(a.numpy(), b.numpy(), fmt=fmt), got.numpy())
+
+
+@needs_box_convert
+@pytest.mark.parametrize(
+    "in_fmt,out_fmt", list(itertools.permutations(["cxcywhr", "xywhr", "xyxyxyxy"], 2))
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.int64], ids=str)
+def test_box_convert_of_rotated_formats_is_torchvisions(in_fmt, out_fmt, dtype, rng, tv):
+    x = tv.ops.box_convert(t(rboxes(rng, 50)), "cxcywhr", in_fmt)
+    x = x.round().to(dtype) if dtype == torch.int64 else x.to(dtype)
+    want = tv.ops.box_convert(x, in_fmt, out_fmt)
+    got = ops.box_convert(x, in_fmt, out_fmt)
+    assert got.dtype == want.dtype and torch.equal(got, want)
+    np.testing.assert_array_equal(ops.box_convert(x.numpy(), in_fmt, out_fmt), want.numpy())
 
 
 # --- nms_rotated --------------------------------------------------------------------------
