@@ -4,6 +4,7 @@ Environment switches:
   FASTDET_CUDA=AUTO|ON|OFF   compile the CUDA kernels when nvcc is found (AUTO), always, or never
   FASTDET_CUDA_ARCHS="90"    CUDA architectures (CMake syntax); default follows the nvcc version
   FASTDET_BUILD_TYPE=Release CMake build type
+  FASTDET_SANITIZE=address,undefined  compile the C++ kernels with these sanitizers (see README)
 """
 
 import os
@@ -44,6 +45,8 @@ class CMakeBuild(build_ext):
             f"-DFASTDET_CUDA={cuda}",
             f"-DFASTDET_VERSION={version()}",
         ]
+        if os.environ.get("FASTDET_SANITIZE"):
+            args.append(f"-DFASTDET_SANITIZE={os.environ['FASTDET_SANITIZE']}")
         if os.environ.get("FASTDET_CUDA_ARCHS"):
             args.append(f"-DCMAKE_CUDA_ARCHITECTURES={os.environ['FASTDET_CUDA_ARCHS']}")
         try:

@@ -90,8 +90,15 @@ def _synth(args) -> int:
     return 0
 
 
-def _fail(command: str, error: Exception) -> int:
-    print(f"fastdet {command}: {error}", file=sys.stderr)
+def _fail(command: str, error: BaseException) -> int:
+    """One or two lines on stderr naming what is wrong; exit status 2."""
+    if isinstance(error, OSError) and error.filename and error.strerror:
+        text = f"{error.filename}: {error.strerror}"  # not "[Errno 20] ..."
+    else:
+        text = str(error) or type(error).__name__
+    expected = (ValueError, OSError, FloatingPointError, RuntimeError, KeyError)
+    hint = "" if isinstance(error, expected) else "\n(an internal error: --debug shows where)"
+    print(f"fastdet {command}: {text}{hint}", file=sys.stderr)
     return 2
 
 
@@ -182,18 +189,20 @@ def _train(args) -> int:
     """`train <task>`: config, datasets (split by val_fraction), training, a line per epoch."""
     from .engine import TASKS, train
 
-    task, name = TASKS[args.kind], f"train {args.kind}"
+    task = TASKS[args.kind]
     _, open_sets = _task_cli()[args.kind]
-    try:
-        config = _config(task, args)
-        x = config.extra
-        if config.val_fraction <= 0:
-            train_set, val_set = open_sets(x["layout"], x["data"], None, config), None
-        else:
-            train_set = open_sets(x["layout"], x["data"], "train", config)
-            val_set = open_sets(x["layout"], x["data"], "val", config)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        return _fail(name, e)
+    config = _config(task, args)
+    x = config.extra
+    if "data" not in x or "layout" not in x:  # a run started from Python, not from here
+        raise ValueError(
+            f"{args.out}: the run's config does not name its data (extra.data, "
+            "extra.layout); resume it from Python with the datasets"
+        )
+    if config.val_fraction <= 0:
+        train_set, val_set = open_sets(x["layout"], x["data"], None, config), None
+    else:
+        train_set = open_sets(x["layout"], x["data"], "train", config)
+        val_set = open_sets(x["layout"], x["data"], "val", config)
     main = _is_rank0()  # under torchrun every process runs this; one report is enough
     if main:
         n_val = len(val_set) if val_set else 0
@@ -202,10 +211,7 @@ def _train(args) -> int:
             f"{config.epochs} epochs -> {args.out}",
             file=sys.stderr,
         )
-    try:
-        history = train(config, train_set, val_set, args.out, resume=args.resume)
-    except (FileExistsError, FileNotFoundError, FloatingPointError, ValueError) as e:
-        return _fail(name, e)
+    history = train(config, train_set, val_set, args.out, resume=args.resume)
     if main:
         for row in history:
             print(f"epoch {row['epoch']}: {task.epoch_line(row)}")
@@ -257,15 +263,12 @@ def _predict_seg(args) -> int:
         write_volume_mask,
     )
 
-    try:
-        device, model, config = _loaded(args, "seg")
-        tile = config.size if args.tile is None else args.tile
-        overlap = tile // 4 if args.overlap is None else args.overlap
-        if tile and not 0 <= overlap < tile:
-            raise ValueError(f"--overlap must be in [0, --tile), got {overlap} with tile {tile}")
-        files = input_files(args.inputs)
-    except (ValueError, FileNotFoundError) as e:
-        return _fail("predict seg", e)
+    device, model, config = _loaded(args, "seg")
+    tile = config.size if args.tile is None else args.tile
+    overlap = tile // 4 if args.overlap is None else args.overlap
+    if tile and not 0 <= overlap < tile:
+        raise ValueError(f"--overlap must be in [0, --tile), got {overlap} with tile {tile}")
+    files = input_files(args.inputs)
     opts = dict(
         config=config,
         tile=tile,
@@ -275,10 +278,7 @@ def _predict_seg(args) -> int:
         min_size=args.min_size,
     )
     for path in files:
-        try:
-            kind, data, meta = read_input(path)
-        except (ValueError, FileNotFoundError, OSError) as e:
-            return _fail("predict seg", e)
+        kind, data, meta = read_input(path)
         stem = path.name.split(".")[0] if path.is_file() else path.name
         if kind == "image":
             out = write_png_mask(args.out / f"{stem}_mask.png", predict_mask(model, data, **opts))
@@ -296,23 +296,20 @@ def _evaluate_seg(args) -> int:
     from .engine.seg_data import open_seg_dataset
     from .engine.seg_eval import evaluate_segmentation, format_report
 
-    try:
-        device, model, config = _loaded(args, "seg")
-        x = config.extra
-        split = None if args.split == "all" else args.split
-        data = open_seg_dataset(
-            args.layout,
-            args.data,
-            split,
-            seed=config.seed,
-            val_fraction=config.val_fraction,
-            rgb=x.get("rgb", False),
-            plane=x.get("plane", "transverse"),
-        )
-    except (ValueError, FileNotFoundError) as e:
-        return _fail("evaluate seg", e)
+    device, model, config = _loaded(args, "seg")
+    x = config.extra
+    split = None if args.split == "all" else args.split
+    data = open_seg_dataset(
+        args.layout,
+        args.data,
+        split,
+        seed=config.seed,
+        val_fraction=config.val_fraction,
+        rgb=x.get("rgb", False),
+        plane=x.get("plane", "transverse"),
+    )
     if len(data) == 0:
-        return _fail("evaluate seg", ValueError(f"no images in {args.data} ({args.split})"))
+        raise ValueError(f"no images in {args.data} ({args.split})")
     tile = config.size if args.tile is None else args.tile
     overlap = tile // 4 if args.overlap is None else args.overlap
     result = evaluate_segmentation(
@@ -347,7 +344,7 @@ def _demo(args) -> int:
     from .engine.seg_eval import format_report
 
     if args.out.exists() and any(args.out.iterdir()):
-        return _fail("demo", FileExistsError(f"{args.out} is not empty; name a new folder"))
+        raise FileExistsError(f"{args.out} is not empty; name a new folder")
     result = run_demo(args.out, quick=args.quick, progress=not args.no_progress)
     print("segmentation\n" + format_report(result["segmentation"]))
     print("\ndetection\n" + format_det_report(result["detection"]))
@@ -363,19 +360,13 @@ def _predict_det(args) -> int:
     from .engine.inference import input_files, read_input
     from .metrics import draw_boxes
 
-    try:
-        device, model, config = _loaded(args, "det")
-        files = input_files(args.inputs)
-    except (ValueError, FileNotFoundError) as e:
-        return _fail("predict det", e)
+    device, model, config = _loaded(args, "det")
+    files = input_files(args.inputs)
     args.out.mkdir(parents=True, exist_ok=True)
     for path in files:
-        try:
-            kind, image, _ = read_input(path)
-            if kind != "image":
-                raise ValueError(f"{path}: a volume; predict det takes 2-D images")
-        except (ValueError, FileNotFoundError, OSError) as e:
-            return _fail("predict det", e)
+        kind, image, _ = read_input(path)
+        if kind != "image":
+            raise ValueError(f"{path}: a volume; predict det takes 2-D images")
         pred = predict_detections(model, [prepare_image(image, config)], device)[0]
         keep = pred["scores"] >= args.score_threshold
         pred = {k: v[keep] for k, v in pred.items()}
@@ -396,16 +387,13 @@ def _evaluate_det(args) -> int:
     from .engine.det_data import open_det_dataset
     from .engine.det_eval import evaluate_detection, format_det_report
 
-    try:
-        device, model, config = _loaded(args, "det")
-        split = None if args.split == "all" else args.split
-        data = open_det_dataset(
-            args.layout, args.data, split, seed=config.seed, val_fraction=config.val_fraction
-        )
-    except (ValueError, FileNotFoundError) as e:
-        return _fail("evaluate det", e)
+    device, model, config = _loaded(args, "det")
+    split = None if args.split == "all" else args.split
+    data = open_det_dataset(
+        args.layout, args.data, split, seed=config.seed, val_fraction=config.val_fraction
+    )
     if len(data) == 0:
-        return _fail("evaluate det", ValueError(f"no images in {args.data} ({args.split})"))
+        raise ValueError(f"no images in {args.data} ({args.split})")
     figures = args.figures or (args.json.parent if args.json else None)  # never the cwd unasked
     result = evaluate_detection(
         model, config, data, device, args.score_threshold, figures, args.max_figures
@@ -513,6 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fastdet",
         description="fastdet: fast detection and segmentation for biomedical images.",
     )
+    p.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("info", help="build, backends, devices")
     s.add_argument("--json", action="store_true", help="print the build info as JSON")
@@ -555,8 +544,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Runs a command; a failure prints one or two lines and returns 2 (--debug: the traceback)."""
     args = build_parser().parse_args(argv)
-    return args.fn(args)
+    command = " ".join(str(getattr(args, k)) for k in ("command", "kind") if getattr(args, k, None))
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:
+        print(f"fastdet {command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if args.debug:
+            raise
+        return _fail(command, e)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,16 @@ def atomic_write(path, write) -> Path:
     return path
 
 
+def remove_stale_temporaries(folder) -> list[Path]:
+    """Deletes the temporary files atomic_write leaves behind when its process is killed
+    mid-write (".<name>.<random>.tmp"); returns them. The finished files are never touched."""
+    folder = Path(folder)
+    stale = sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def atomic_save(obj, path) -> Path:
     """torch.save(obj) to `path` atomically."""
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
@@ -91,13 +101,28 @@ def resume_rng_state(ckpt: dict, info) -> dict:
     return ckpt["rng"]
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that exists but cannot be read (truncated, not a torch.save file, or
+    holding more than tensors and plain values). The message starts with the path."""
+
+
 def load_checkpoint(path, map_location="cpu") -> dict:
     """Reads a checkpoint written by the engine (tensors and plain Python values only, so with
-    weights_only=True: loading a checkpoint cannot run code)."""
+    weights_only=True: loading a checkpoint cannot run code). Raises FileNotFoundError, or
+    CheckpointError naming the file when its content is not a readable checkpoint."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    return torch.load(path, map_location=map_location, weights_only=True)
+        raise FileNotFoundError(2, f"{path}: checkpoint not found", str(path))
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except PermissionError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a damaged file fails in any of torch.load's layers
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (truncated, or not written by torch.save): "
+            f"{first[:200]}"
+        ) from e
 
 
 def model_state(checkpoint) -> dict:

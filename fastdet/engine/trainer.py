@@ -37,6 +37,7 @@ from .checkpoint import (
     atomic_write_text,
     check_resumable,
     gather_rng_states,
+    remove_stale_temporaries,
     restore_training_state,
     run_checkpoint,
     training_state,
@@ -224,7 +225,8 @@ class Trainer:
         if ckpt:  # under DDP each process resumes its own sampling stream
             task.load_state_dict(ckpt)
             restore_training_state(self, ckpt)
-        if self.dist.is_main:
+        if self.dist.is_main:  # a run killed mid-write left its temporary files behind
+            remove_stale_temporaries(self.out)
             atomic_write_text(self.out / "config.json", config.to_json())
 
     def _loaders(self, train_set, val_set) -> None:

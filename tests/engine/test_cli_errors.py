@@ -1,0 +1,236 @@
+"""The command line's bad-input table: every failure exits 2 with one or two lines naming the
+file, flag or value and what was expected, never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from fastdet.cli import main
+from fastdet.data.synthetic import synth_dsb2018, synth_rsna
+from fastdet.engine import SegConfig, Trainer
+from fastdet.engine.checkpoint import load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def seg_run(tmp_path_factory):
+    """A one-epoch segmentation run on 4 synthetic nuclei images: (data folder, run folder)."""
+    root = tmp_path_factory.mktemp("cli_errors")
+    data = synth_dsb2018(root / "data", n=4, seed=0, size=32)
+    from fastdet.data import DSB2018Dataset
+
+    config = SegConfig(model="unet", depth=1, width=2, size=16, epochs=1, batch_size=2)
+    trainer = Trainer(
+        SegConfig(**{**config.to_dict(), "device": "cpu", "progress": False}),
+        DSB2018Dataset(data),
+        None,
+        root / "run",
+    )
+    trainer.fit()
+    trainer.close()
+    return data, root / "run"
+
+
+def _corrupt(folder, good):
+    """Checkpoints that are not: truncated, random bytes, text, empty."""
+    raw = good.read_bytes()
+    files = {
+        "truncated": raw[: len(raw) // 2],
+        "random": bytes(range(256)) * 64,
+        "text": b"this is not a checkpoint\n",
+        "empty": b"",
+    }
+    for name, content in files.items():
+        (folder / f"{name}.pt").write_bytes(content)
+    return [folder / f"{name}.pt" for name in files]
+
+
+def _fails(capsys, argv, *needles):
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err and 1 <= err.count("\n") <= 2, err
+    for needle in needles:
+        assert str(needle) in err, (needle, err)
+    return err
+
+
+def test_corrupt_checkpoints(tmp_path, capsys, seg_run):
+    data, run = seg_run
+    for bad in _corrupt(tmp_path, run / "last.pt"):
+        msg = "not a readable checkpoint" if bad.stat().st_size else bad.name
+        _fails(
+            capsys,
+            ["evaluate", "seg", "--checkpoint", bad, "--data", data, "--layout", "dsb2018"],
+            bad,
+            msg,
+        )
+        _fails(capsys, ["predict", "det", "--checkpoint", bad, data, "--out", tmp_path / "o"], bad)
+        resumed = tmp_path / f"resume_{bad.stem}"
+        resumed.mkdir()
+        (resumed / "last.pt").write_bytes(bad.read_bytes())
+        _fails(capsys, ["train", "seg", "--out", resumed, "--resume"], resumed / "last.pt")
+
+
+def test_wrong_checkpoint_kind(tmp_path, capsys, seg_run):
+    data, run = seg_run
+    _fails(
+        capsys,
+        ["evaluate", "det", "--checkpoint", run / "last.pt", "--data", data, "--layout", "dsb2018"],
+        "segmentation checkpoint",
+        "not detection",
+    )
+    _fails(
+        capsys,
+        ["predict", "det", "--checkpoint", run / "last.pt", data, "--out", tmp_path],
+        "segmentation checkpoint",
+    )
+
+
+def test_output_paths_that_are_files(tmp_path, capsys, seg_run):
+    data, run = seg_run
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    flags = ["--data", data, "--layout", "dsb2018", "--model", "unet", "--depth", "1"]
+    flags += ["--width", "2", "--size", "16", "--epochs", "1", "--device", "cpu"]
+    _fails(capsys, ["train", "seg", "--out", afile / "run", *flags], afile)
+    image = next(data.glob("*/images/*.png"))
+    _fails(
+        capsys, ["predict", "seg", "--checkpoint", run / "last.pt", image, "--out", afile], afile
+    )
+
+
+def test_bad_data_folders_and_files(tmp_path, capsys):
+    flags = ["--model", "unet", "--depth", "1", "--width", "2", "--size", "16", "--epochs", "1"]
+    flags += ["--device", "cpu", "--no-progress"]
+    _fails(
+        capsys,
+        [
+            "train",
+            "seg",
+            "--out",
+            tmp_path / "r1",
+            "--data",
+            tmp_path / "missing",
+            "--layout",
+            "dsb2018",
+            *flags,
+        ],
+        tmp_path / "missing",
+    )
+    (tmp_path / "empty").mkdir()
+    _fails(
+        capsys,
+        [
+            "train",
+            "seg",
+            "--out",
+            tmp_path / "r2",
+            "--data",
+            tmp_path / "empty",
+            "--layout",
+            "folders",
+            *flags,
+        ],
+        tmp_path / "empty",
+    )
+    rsna = synth_rsna(tmp_path / "rsna", n=4, seed=0, size=64)
+    _fails(
+        capsys,
+        ["train", "seg", "--out", tmp_path / "r3", "--data", rsna, "--layout", "dsb2018", *flags],
+        rsna,
+    )  # a folder of another layout
+    labels = rsna / "stage_2_train_labels.csv"
+    labels.write_bytes(bytes(range(256)) * 4)
+    det = ["--model", "resnet18_fpn", "--min-size", "32", "--max-size", "32", "--epochs", "1"]
+    _fails(
+        capsys,
+        ["train", "det", "--out", tmp_path / "r4", "--data", rsna, "--layout", "rsna", *det],
+        labels.name,
+    )
+    dsb = synth_dsb2018(tmp_path / "dsb", n=4, seed=0, size=32)
+    png = next(dsb.glob("*/images/*.png"))
+    png.write_bytes(png.read_bytes()[:60])  # truncated
+    _fails(
+        capsys,
+        ["train", "seg", "--out", tmp_path / "r5", "--data", dsb, "--layout", "dsb2018", *flags],
+        png.name,
+    )
+
+
+def test_bad_values_and_flags(tmp_path, capsys, seg_run):
+    data, run = seg_run
+    _fails(
+        capsys,
+        [
+            "train",
+            "seg",
+            "--out",
+            tmp_path / "r",
+            "--data",
+            data,
+            "--layout",
+            "dsb2018",
+            "--model",
+            "unet",
+            "--lr",
+            "-1",
+        ],
+        "lr",
+    )
+    _fails(
+        capsys,
+        [
+            "train",
+            "seg",
+            "--out",
+            tmp_path / "r",
+            "--data",
+            data,
+            "--layout",
+            "dsb2018",
+            "--model",
+            "unet",
+            "--hflip",
+            "2",
+        ],
+        "hflip",
+    )
+    with pytest.raises(SystemExit) as e:  # argparse: its own two lines (usage, error)
+        main(["train", "seg", "--out", str(tmp_path), "--model", "yolo"])
+    assert e.value.code == 2 and "invalid choice: 'yolo'" in capsys.readouterr().err
+
+
+def test_debug_shows_the_traceback(tmp_path, seg_run):
+    bad = _corrupt(tmp_path, seg_run[1] / "last.pt")[0]
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        main(
+            [
+                "--debug",
+                "evaluate",
+                "seg",
+                "--checkpoint",
+                str(bad),
+                "--data",
+                str(tmp_path),
+                "--layout",
+                "dsb2018",
+            ]
+        )
+
+
+def test_stale_temporaries_of_a_killed_run_are_removed(tmp_path, seg_run):
+    """A kill -9 during a checkpoint or plot write leaves `.<name>.<random>.tmp`; the resumed
+    run removes it (the finished files stay)."""
+    import shutil
+
+    data, run = seg_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    for name in (".metrics.png.abc123.tmp", ".last.pt.x9.tmp"):
+        (copy / name).write_bytes(b"half")
+    from fastdet.data import DSB2018Dataset
+
+    config = SegConfig.from_dict({**load_checkpoint(copy / "last.pt")["config"], "epochs": 2})
+    trainer = Trainer(config, DSB2018Dataset(data), None, copy, resume=True)
+    trainer.close()
+    assert not list(copy.glob(".*.tmp")) and (copy / "last.pt").is_file()
