@@ -377,6 +377,72 @@ void bind_cuda(py::module_& m) {
 }
 #endif
 
+// Rotated boxes: the cpu and cuda submodules made above gain box_iou_rotated and nms_rotated.
+void bind_rotated(py::module_& m) {
+  auto c = m.attr("cpu").cast<py::module_>();
+  c.def(
+      "box_iou_rotated",
+      [](DType dt, ptr a, int64_t n, ptr b, int64_t m, ptr out) {
+        dispatch(dt, [&](auto tag) {
+          FD_T;
+          fastdet::cpu::box_iou_rotated(P<T>(a), n, P<T>(b), m, P<T>(out));
+        });
+      },
+      "dtype"_a, "boxes1"_a, "n"_a, "boxes2"_a, "m"_a, "out"_a,
+      "IoU of every pair of n and m rotated boxes [., 5] into out [n, m].", nogil);
+  c.def(
+      "nms_rotated",
+      [](DType dt, ptr b, ptr s, ptr idx, int64_t n, double thr, ptr keep) {
+        return dispatch(dt, [&](auto tag) {
+          FD_T;
+          return idx ? fastdet::cpu::batched_nms_rotated(P<T>(b), P<T>(s), P<int64_t>(idx), n, thr,
+                                                         P<int64_t>(keep))
+                     : fastdet::cpu::nms_rotated(P<T>(b), P<T>(s), n, thr, P<int64_t>(keep));
+        });
+      },
+      "dtype"_a, "boxes"_a, "scores"_a, "idxs"_a, "n"_a, "iou_threshold"_a, "keep"_a,
+      "Greedy NMS of rotated boxes [n, 5], per int64 category idxs unless idxs is 0: kept "
+      "indices into keep; returns their count or a negative Status.",
+      nogil);
+#ifdef FASTDET_WITH_CUDA
+  namespace cu = fastdet::cuda;
+  auto g = m.attr("cuda").cast<py::module_>();
+  g.def(
+      "nms_rotated_workspace_bytes",
+      [](int64_t n) { return cu::nms_rotated_workspace_bytes(n, false); }, "n"_a,
+      "Workspace bytes nms_rotated needs for n boxes (idxs 0).");
+  g.def(
+      "batched_nms_rotated_workspace_bytes",
+      [](int64_t n) { return cu::nms_rotated_workspace_bytes(n, true); }, "n"_a,
+      "Workspace bytes nms_rotated needs for n boxes with idxs.");
+  g.def(
+      "box_iou_rotated",
+      [](DType dt, ptr a, int64_t n, ptr b, int64_t m, ptr out, int dev, ptr st) {
+        dispatch(dt, [&](auto tag) {
+          FD_T;
+          cu::box_iou_rotated(P<T>(a), n, P<T>(b), m, P<T>(out), dev, V(st));
+        });
+      },
+      "dtype"_a, "boxes1"_a, "n"_a, "boxes2"_a, "m"_a, "out"_a, "device"_a, "stream"_a,
+      "IoU of every pair of n and m rotated boxes [., 5] into out [n, m].", nogil);
+  g.def(
+      "nms_rotated",
+      [](DType dt, ptr b, ptr s, ptr idx, int64_t n, double thr, ptr keep, ptr ws, size_t wsb,
+         int dev, ptr st) {
+        return dispatch(dt, [&](auto tag) {
+          FD_T;
+          return cu::nms_rotated(P<T>(b), P<T>(s), P<int64_t>(idx), n, thr, P<int64_t>(keep), V(ws),
+                                 wsb, dev, V(st));
+        });
+      },
+      "dtype"_a, "boxes"_a, "scores"_a, "idxs"_a, "n"_a, "iou_threshold"_a, "keep"_a, "workspace"_a,
+      "workspace_bytes"_a, "device"_a, "stream"_a,
+      "Greedy NMS of rotated boxes [n, 5], per int64 category idxs unless idxs is 0: kept "
+      "indices into keep; returns their count or a negative Status (syncs).",
+      nogil);
+#endif
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -395,4 +461,5 @@ PYBIND11_MODULE(_C, m) {
 #else
   m.attr("with_cuda") = false;
 #endif
+  bind_rotated(m);
 }

@@ -23,3 +23,23 @@ def test_readme_claimed_outputs():
     assert ops.nms(boxes, scores, 0.5).tolist() == [0, 2]
     assert ops.batched_nms(boxes, scores, torch.tensor([0, 1, 1]), 0.5).tolist() == [0, 1, 2]
     assert ops.nms(boxes.numpy(), scores.numpy(), 0.5).tolist() == [0, 2]
+
+
+def test_readme_rotated_claims():
+    import torch
+
+    from fastdet import ops
+
+    rboxes = torch.tensor([[50, 50, 40, 20, 0], [50, 50, 20, 40, 90], [60, 50, 40, 20, 30.0]])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    iou = ops.box_iou_rotated(rboxes, rboxes)
+    assert iou[0, 1] == 1 and round(float(iou[0, 2]), 2) == 0.45
+    assert ops.nms_rotated(rboxes, scores, 0.5).tolist() == [0, 2]
+    assert ops.batched_nms_rotated(rboxes, scores, torch.tensor([0, 1, 1]), 0.5).tolist() == [
+        0,
+        1,
+        2,
+    ]
+    corners = torch.tensor([[30, 40, 70, 40, 70, 60, 30, 60.0]])
+    assert ops.rotated_to_cxcywhr(corners, "xyxyxyxy").tolist() == [[50, 50, 40, 20, 0]]
+    assert ops.box_iou_rotated(corners, corners, fmt="xyxyxyxy").tolist() == [[1.0]]

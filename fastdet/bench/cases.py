@@ -618,3 +618,92 @@ def cases_for(
             continue
         out.append(c)
     return out
+
+
+# --- rotated boxes (fastdet.ops.rotated) --------------------------------------------------
+
+
+def rotated_boxes(n: int, g: torch.Generator, objects: int | None = None, image: float = 1000.0):
+    """n rotated boxes (cx, cy, w, h, angle in degrees) and scores: sides 4..125 px and any
+    angle anywhere in the image, or, with `objects`, jittered copies of that many objects
+    (centre +-15%, size x0.75-1.25, angle +-10 degrees), as proposals are."""
+    if objects is None:
+        xy = torch.rand(n, 2, generator=g) * image
+        wh = 4 + torch.rand(n, 2, generator=g) * 121
+        a = torch.rand(n, 1, generator=g) * 360 - 180
+    else:
+        c = torch.rand(objects, 2, generator=g) * 800 + 100
+        size = torch.rand(objects, 2, generator=g) * 150 + 30
+        turn = torch.rand(objects, 1, generator=g) * 360 - 180
+        k = torch.randint(0, objects, (n,), generator=g)
+        xy = c[k] + (torch.rand(n, 2, generator=g) - 0.5) * 0.3 * size[k]
+        wh = size[k] * (0.75 + 0.5 * torch.rand(n, 2, generator=g))
+        a = turn[k] + (torch.rand(n, 1, generator=g) - 0.5) * 20
+    return torch.cat([xy, wh, a], 1), torch.rand(n, generator=g)
+
+
+def _rotated_iou_case(n, m, objects=None):
+    def make(device):
+        def gen(g):
+            return {"a": rotated_boxes(n, g, objects)[0], "b": rotated_boxes(m, g, objects)[0]}
+
+        sets = _sets(device, gen)
+        impls = {
+            "fastdet": lambda d: ops.box_iou_rotated(d["a"], d["b"]),
+            "write output (floor)": lambda d: torch.empty((n, m), device=device).fill_(0.5),
+        }
+        if _tv():
+            impls["torchvision"] = lambda d: _tv().ops.box_iou(d["a"], d["b"], fmt="cxcywhr")
+        return sets, impls
+
+    suffix = f"_clustered{objects}" if objects else ""
+    return Case(
+        f"box_iou_rotated_{n}x{m}{suffix}",
+        "box_iou_rotated",
+        {"n": n, "m": m, "clustered_objects": objects, "output_bytes": 4 * n * m},
+        make,
+        floor="write output (floor)",
+        graph=True,
+    )
+
+
+def _rotated_nms_case(n, objects=None):
+    from ..ops import _reference
+
+    def make(device):
+        def gen(g):
+            b, s = rotated_boxes(n, g, objects)
+            return {"boxes": b, "scores": s}
+
+        sets = _sets(device, gen)
+        impls = {"fastdet": lambda d: ops.nms_rotated(d["boxes"], d["scores"], 0.5)}
+        if device == "cpu":  # what a user would write: numpy, bounding circles, then clipping
+            sets = [
+                dict(d, np_boxes=d["boxes"].numpy(), np_scores=d["scores"].numpy()) for d in sets
+            ]
+            impls["numpy reference"] = lambda d: _reference.nms_rotated(
+                d["np_boxes"], d["np_scores"], 0.5
+            )
+        return sets, impls
+
+    suffix = f"_clustered{objects}" if objects else "_uniform"
+    return Case(
+        f"nms_rotated_{n}{suffix}",
+        "nms_rotated",
+        {"n": n, "iou_threshold": 0.5, "clustered_objects": objects},
+        make,
+        min_runs=3,  # the numpy reference takes seconds at 10,000 boxes
+    )
+
+
+_ROTATED = [
+    _rotated_iou_case(1000, 1000),
+    _rotated_iou_case(1000, 1000, objects=20),
+    _rotated_iou_case(4000, 4000),
+    _rotated_nms_case(2000),
+    _rotated_nms_case(10000),
+    _rotated_nms_case(10000, objects=20),
+]
+CASES += _ROTATED
+_CPU |= {c.name for c in _ROTATED if c.name != "box_iou_rotated_4000x4000"}
+_GPU |= {c.name for c in _ROTATED}

@@ -8,6 +8,7 @@ from .box_iou import box_area, box_iou, generalized_box_iou
 from .boxes import clip_boxes_to_image, remove_small_boxes
 from .nms import batched_nms, nms
 from .roi_align import RoIAlign, roi_align
+from .rotated import batched_nms_rotated, box_iou_rotated, nms_rotated, rotated_to_cxcywhr
 from .soft_nms import soft_nms
 
 __all__ = [
@@ -15,13 +16,17 @@ __all__ = [
     "BoxCoder",
     "RoIAlign",
     "batched_nms",
+    "batched_nms_rotated",
     "box_area",
     "box_iou",
+    "box_iou_rotated",
     "cell_anchors",
     "clip_boxes_to_image",
     "generalized_box_iou",
     "nms",
+    "nms_rotated",
     "remove_small_boxes",
     "roi_align",
+    "rotated_to_cxcywhr",
     "soft_nms",
 ]

@@ -231,3 +231,121 @@ def remove_small_boxes(boxes, min_size):
         if b[i, 2] - b[i, 0] >= t(min_size) and b[i, 3] - b[i, 1] >= t(min_size)
     ]
     return np.array(keep, dtype=np.int64)
+
+
+# --- rotated boxes ------------------------------------------------------------------------
+# [N, 5] (cx, cy, w, h, angle in degrees, counter-clockwise on an image with y down: the point
+# at local offset (u, v) is (cx + u cos a + v sin a, cy - u sin a + v cos a)); float64 numpy,
+# vectorised over pairs. A box with w <= 0 or h <= 0 has IoU 0 with every box.
+
+
+def rotated_corners(boxes):
+    """[N, 5] -> [N, 4, 2] corners in a consistent cyclic order, float64."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 5)
+    r = np.deg2rad(b[:, 4])
+    c, s = np.cos(r)[:, None], np.sin(r)[:, None]
+    u = b[:, 2:3] / 2 * np.array([1, -1, -1, 1])
+    v = b[:, 3:4] / 2 * np.array([1, 1, -1, -1])
+    return np.stack([b[:, :1] + u * c + v * s, b[:, 1:2] - u * s + v * c], -1)
+
+
+def _clip_polygons(px, py, count, ax, ay, bx, by):
+    """Sutherland-Hodgman, one step for P polygons at once: polygon p (px[p, :count[p]]) keeps
+    the part left of the line a[p] -> b[p] (cross >= 0). Returns the new (px, py, count)."""
+    k = px.shape[1]
+    cols = np.arange(k)
+    nxt = np.where(cols[None, :] + 1 < count[:, None], cols[None, :] + 1, 0)
+    qx, qy = np.take_along_axis(px, nxt, 1), np.take_along_axis(py, nxt, 1)
+    dx, dy = (bx - ax)[:, None], (by - ay)[:, None]
+    sp = dx * (py - ay[:, None]) - dy * (px - ax[:, None])
+    sq = dx * (qy - ay[:, None]) - dy * (qx - ax[:, None])
+    valid = cols[None, :] < count[:, None]
+    keep = valid & (sp >= 0)
+    cross = valid & (((sp > 0) & (sq < 0)) | ((sp < 0) & (sq > 0)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(cross, sp / np.where(cross, sp - sq, 1), 0)
+    ox = np.stack([px, px + (qx - px) * t], 2).reshape(len(px), 2 * k)
+    oy = np.stack([py, py + (qy - py) * t], 2).reshape(len(px), 2 * k)
+    mask = np.stack([keep, cross], 2).reshape(len(px), 2 * k)
+    order = np.argsort(~mask, axis=1, kind="stable")  # kept slots first, in polygon order
+    count = mask.sum(1)
+    width = max(int(count.max(initial=0)), 1)
+    return (
+        np.take_along_axis(ox, order, 1)[:, :width],
+        np.take_along_axis(oy, order, 1)[:, :width],
+        count,
+    )
+
+
+def rotated_intersections(corners1, corners2):
+    """Areas of corners1[p] (convex quads, [P, 4, 2]) intersected with corners2[p]."""
+    c2 = np.array(corners2, np.float64)
+    # orient the clipping quads counter-clockwise in (x, y) so that their inside is on the left
+    signed = np.sum(
+        c2[:, :, 0] * np.roll(c2[:, :, 1], -1, 1) - np.roll(c2[:, :, 0], -1, 1) * c2[:, :, 1], 1
+    )
+    c2[signed < 0] = c2[signed < 0, ::-1]
+    px, py = corners1[:, :, 0].copy(), corners1[:, :, 1].copy()
+    count = np.full(len(px), 4)
+    for e in range(4):
+        a, b = c2[:, e], c2[:, (e + 1) % 4]
+        px, py, count = _clip_polygons(px, py, count, a[:, 0], a[:, 1], b[:, 0], b[:, 1])
+    cols = np.arange(px.shape[1])
+    nxt = np.where(cols[None, :] + 1 < count[:, None], cols[None, :] + 1, 0)
+    qx, qy = np.take_along_axis(px, nxt, 1), np.take_along_axis(py, nxt, 1)
+    terms = np.where(cols[None, :] < count[:, None], px * qy - qx * py, 0)
+    return np.where(count >= 3, np.abs(terms.sum(1)) / 2, 0.0)
+
+
+def _rotated_ious(b1, b2):
+    """IoU of pairs b1[p], b2[p] ([P, 5] each), float64."""
+    # about b1's centre: the shoelace of coordinates near 1e8 would cancel away every digit
+    b1, b2 = b1.copy(), b2.copy()
+    b2[:, :2] -= b1[:, :2]
+    b1[:, :2] = 0
+    a1, a2 = b1[:, 2] * b1[:, 3], b2[:, 2] * b2[:, 3]
+    ok = (b1[:, 2] > 0) & (b1[:, 3] > 0) & (b2[:, 2] > 0) & (b2[:, 3] > 0)
+    inter = rotated_intersections(rotated_corners(b1), rotated_corners(b2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(ok, np.clip(inter / (a1 + a2 - inter), 0, 1), 0.0)
+
+
+def box_iou_rotated(boxes1, boxes2):
+    """[N, 5], [M, 5] -> [N, M] float64 IoU by polygon clipping (every pair, in row chunks)."""
+    a = np.asarray(boxes1, np.float64).reshape(-1, 5)
+    b = np.asarray(boxes2, np.float64).reshape(-1, 5)
+    out = np.zeros((len(a), len(b)))
+    rows = max(1, 20000 // max(len(b), 1))
+    for i in range(0, len(a), rows):
+        blk = a[i : i + rows]
+        pa, pb = np.repeat(blk, len(b), 0), np.tile(b, (len(blk), 1))
+        out[i : i + rows] = _rotated_ious(pa, pb).reshape(len(blk), len(b))
+    return out
+
+
+def nms_rotated(boxes, scores, iou_threshold, idxs=None):
+    """Greedy NMS of rotated boxes (per class of idxs when given), as a numpy user would write
+    it: each kept box against the live later boxes whose bounding circles meet its own, in
+    float64. Kept indices in decreasing score (ties: lower index first)."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 5)
+    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
+    b = b[order]
+    cls = None if idxs is None else np.asarray(idxs)[order]
+    radius = np.hypot(b[:, 2], b[:, 3]) / 2
+    live = np.ones(len(b), bool)
+    keep = []
+    for i in range(len(b)):
+        if not live[i]:
+            continue
+        keep.append(order[i])
+        if iou_threshold < 0:  # every IoU (>= 0) is above it: the rest of the class goes
+            live[i + 1 :] &= False if cls is None else cls[i + 1 :] != cls[i]
+            continue
+        rest = i + 1 + np.flatnonzero(live[i + 1 :])
+        if cls is not None:
+            rest = rest[cls[rest] == cls[i]]
+        near = rest[np.hypot(*(b[rest, :2] - b[i, :2]).T) < radius[rest] + radius[i]]
+        if len(near):
+            iou = _rotated_ious(np.repeat(b[i : i + 1], len(near), 0), b[near])
+            live[near[iou > iou_threshold]] = False
+    return np.array(keep, dtype=np.int64)

@@ -127,3 +127,27 @@ void clip_boxes(const T* boxes, int64_t n, double height, double width, T* out, 
 }  // namespace cuda
 
 }  // namespace fastdet
+
+// Rotated boxes [n, 5]: (cx, cy, w, h, angle in degrees, counter-clockwise on an image whose y
+// axis points down); the geometry is fastdet/rotated.h. NMS rules as nms / batched_nms above.
+namespace fastdet::cpu {
+template <typename T> void box_iou_rotated(const T* a, int64_t n, const T* b, int64_t m, T* out);
+template <typename T>
+int64_t nms_rotated(const T* boxes, const T* scores, int64_t n, double iou_threshold,
+                    int64_t* keep);
+template <typename T>
+int64_t batched_nms_rotated(const T* boxes, const T* scores, const int64_t* idxs, int64_t n,
+                            double iou_threshold, int64_t* keep);
+}  // namespace fastdet::cpu
+
+namespace fastdet::cuda {
+template <typename T>
+void box_iou_rotated(const T* a, int64_t n, const T* b, int64_t m, T* out, int device,
+                     void* stream);
+// workspace: nms_rotated_workspace_bytes(n, batched) bytes; the call synchronises once.
+size_t nms_rotated_workspace_bytes(int64_t n, bool batched);
+template <typename T>
+int64_t nms_rotated(const T* boxes, const T* scores, const int64_t* idxs, int64_t n,
+                    double iou_threshold, int64_t* keep, void* workspace, size_t workspace_bytes,
+                    int device, void* stream);
+}  // namespace fastdet::cuda
