@@ -47,6 +47,11 @@ void bind_enums(py::module_& m) {
   py::enum_<fastdet::SoftNmsMethod>(m, "SoftNmsMethod", "soft_nms score decay")
       .value("linear", fastdet::kLinear, "s *= 1 - IoU where IoU > iou_threshold")
       .value("gaussian", fastdet::kGaussian, "s *= exp(-IoU^2 / sigma)");
+  py::enum_<fastdet::IouKind>(m, "IouKind", "Member of the pairwise IoU family")
+      .value("iou", fastdet::kIou)
+      .value("generalized", fastdet::kGiou)
+      .value("distance", fastdet::kDiou)
+      .value("complete", fastdet::kCiou);
 }
 
 void bind_cpu(py::module_& m) {
@@ -94,6 +99,17 @@ void bind_cpu(py::module_& m) {
       },
       "dtype"_a, "boxes1"_a, "n"_a, "boxes2"_a, "m"_a, "out"_a,
       "Generalized IoU of every pair of n and m boxes into out [n, m].", nogil);
+  c.def(
+      "pairwise_iou",
+      [](fastdet::IouKind kind, DType dt, ptr a, ptr b, int64_t batch, int64_t n, int64_t m,
+         double eps, ptr out) {
+        dispatch(dt, [&](auto tag) {
+          FD_T;
+          fastdet::cpu::pairwise_iou(kind, P<T>(a), P<T>(b), batch, n, m, eps, P<T>(out));
+        });
+      },
+      "kind"_a, "dtype"_a, "boxes1"_a, "boxes2"_a, "batch"_a, "n"_a, "m"_a, "eps"_a, "out"_a,
+      "IoU family of [batch, n, 4] and [batch, m, 4] boxes into out [batch, n, m].", nogil);
   c.def(
       "nms",
       [](DType dt, ptr b, ptr s, int64_t n, double thr, ptr keep) {
@@ -286,6 +302,18 @@ void bind_cuda(py::module_& m) {
       "workspace_bytes"_a, "device"_a, "stream"_a,
       "NMS per int64 category idxs: kept indices into keep; returns their count or a Status.",
       nogil);
+  c.def(
+      "pairwise_iou",
+      [](fastdet::IouKind kind, DType dt, ptr a, ptr b, int64_t batch, int64_t n, int64_t m,
+         double eps, ptr out, int dev, ptr st) {
+        dispatch(dt, [&](auto tag) {
+          FD_T;
+          cu::pairwise_iou(kind, P<T>(a), P<T>(b), batch, n, m, eps, P<T>(out), dev, V(st));
+        });
+      },
+      "kind"_a, "dtype"_a, "boxes1"_a, "boxes2"_a, "batch"_a, "n"_a, "m"_a, "eps"_a, "out"_a,
+      "device"_a, "stream"_a,
+      "IoU family of [batch, n, 4] and [batch, m, 4] boxes into out [batch, n, m].", nogil);
   c.def(
       "soft_nms",
       [](DType dt, ptr b, ptr s, int64_t n, double thr, double sigma, double sthr,

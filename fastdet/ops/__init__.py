@@ -1,10 +1,19 @@
-"""fastdet.ops: a drop-in for torchvision.ops' box ops, NMS and RoIAlign, plus soft_nms,
-AnchorGenerator and BoxCoder. Torch tensors (CPU/CUDA), numpy arrays and cupy arrays in; the
-same kind out. Every op is also a torch custom op (torch.ops.fastdet.*) for torch.compile."""
+"""fastdet.ops: a drop-in for torchvision.ops' box ops (IoU variants, box_convert), NMS and
+RoIAlign, plus soft_nms, AnchorGenerator and BoxCoder. Torch tensors (CPU/CUDA), numpy arrays
+and cupy arrays in; the same kind out. Every kernel is also a torch custom op
+(torch.ops.fastdet.*) for torch.compile."""
 
+from ._arrays import RoIBoxesError, ShapeError
 from .anchors import AnchorGenerator, cell_anchors
 from .box_coder import BoxCoder
-from .box_iou import box_area, box_iou, generalized_box_iou
+from .box_convert import box_convert
+from .box_iou import (
+    box_area,
+    box_iou,
+    complete_box_iou,
+    distance_box_iou,
+    generalized_box_iou,
+)
 from .boxes import clip_boxes_to_image, remove_small_boxes
 from .nms import batched_nms, nms
 from .roi_align import RoIAlign, roi_align
@@ -14,11 +23,16 @@ __all__ = [
     "AnchorGenerator",
     "BoxCoder",
     "RoIAlign",
+    "RoIBoxesError",
+    "ShapeError",
     "batched_nms",
     "box_area",
+    "box_convert",
     "box_iou",
     "cell_anchors",
     "clip_boxes_to_image",
+    "complete_box_iou",
+    "distance_box_iou",
     "generalized_box_iou",
     "nms",
     "remove_small_boxes",

@@ -15,6 +15,9 @@ enum Status : int64_t {
 // soft_nms decay
 enum SoftNmsMethod : int { kLinear = 0, kGaussian = 1 };
 
+// The pairwise IoU family: IoU, generalized (GIoU), distance (DIoU) and complete (CIoU).
+enum IouKind : int { kIou = 0, kGiou = 1, kDiou = 2, kCiou = 3 };
+
 namespace cpu {
 int max_threads();
 void set_num_threads(int n);
@@ -24,6 +27,11 @@ template <typename T> void box_area(const T* boxes, int64_t n, T* out);
 template <typename T> void box_iou(const T* a, int64_t n, const T* b, int64_t m, T* out);
 template <typename T>
 void generalized_box_iou(const T* a, int64_t n, const T* b, int64_t m, T* out);
+// batch independent pairs of box sets: a [batch, n, 4], b [batch, m, 4] -> out [batch, n, m].
+// eps: DIoU's and CIoU's (torchvision's default 1e-7); ignored by IoU and GIoU.
+template <typename T>
+void pairwise_iou(IouKind kind, const T* a, const T* b, int64_t batch, int64_t n, int64_t m,
+                  double eps, T* out);
 
 // keep: room for n indices, written in decreasing score (ties: lower index first).
 template <typename T>
@@ -88,6 +96,9 @@ size_t batched_nms_workspace_bytes(int64_t n);
 template <typename T>
 int64_t batched_nms(const T* boxes, const T* scores, const int64_t* idxs, int64_t n,
                     double iou_threshold, int64_t* keep, void* workspace, size_t workspace_bytes,
+template <typename T>
+void pairwise_iou(IouKind kind, const T* a, const T* b, int64_t batch, int64_t n, int64_t m,
+                  double eps, T* out, int device, void* stream);
                     int device, void* stream);
 size_t soft_nms_workspace_bytes(int64_t n);
 template <typename T>
