@@ -36,7 +36,7 @@ def clip_boxes_to_image(boxes, size):
     arrays.kind(boxes, "boxes")
     arrays.check_float(boxes, "boxes")
     if boxes.ndim < 1 or boxes.shape[-1] != 4:
-        raise ValueError(f"boxes must have shape [..., 4], got {tuple(boxes.shape)}")
+        raise arrays.ShapeError(f"boxes must have shape [..., 4], got {tuple(boxes.shape)}")
     if len(size) != 2:
         raise ValueError(f"size must be (height, width), got {size!r}")
     h, w = float(size[0]), float(size[1])
