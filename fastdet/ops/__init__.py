@@ -1,7 +1,8 @@
-"""fastdet.ops: a drop-in for torchvision.ops' box ops (IoU variants, box_convert), NMS and
-RoIAlign, plus soft_nms, AnchorGenerator and BoxCoder. Torch tensors (CPU/CUDA), numpy arrays
-and cupy arrays in; the same kind out. Every kernel is also a torch custom op
-(torch.ops.fastdet.*) for torch.compile."""
+"""fastdet.ops: a drop-in for torchvision.ops' box family (box ops, IoU variants and their
+losses, NMS, RoIAlign, RoIPool, MultiScaleRoIAlign, masks_to_boxes, sigmoid_focal_loss), plus
+soft_nms, AnchorGenerator and BoxCoder. Torch tensors (CPU/CUDA), numpy arrays and cupy arrays
+in; the same kind out. Every kernel is also a torch custom op (torch.ops.fastdet.*) for
+torch.compile."""
 
 from ._arrays import RoIBoxesError, ShapeError
 from .anchors import AnchorGenerator, cell_anchors
@@ -15,6 +16,12 @@ from .box_iou import (
     generalized_box_iou,
 )
 from .boxes import clip_boxes_to_image, remove_small_boxes
+from .focal_loss import sigmoid_focal_loss
+from .iou_loss import (
+    complete_box_iou_loss,
+    distance_box_iou_loss,
+    generalized_box_iou_loss,
+)
 from .nms import batched_nms, nms
 from .roi_align import RoIAlign, roi_align
 from .soft_nms import soft_nms
@@ -32,10 +39,14 @@ __all__ = [
     "cell_anchors",
     "clip_boxes_to_image",
     "complete_box_iou",
+    "complete_box_iou_loss",
     "distance_box_iou",
+    "distance_box_iou_loss",
     "generalized_box_iou",
+    "generalized_box_iou_loss",
     "nms",
     "remove_small_boxes",
     "roi_align",
+    "sigmoid_focal_loss",
     "soft_nms",
 ]
