@@ -17,6 +17,11 @@ from torch import Tensor
 
 from . import _arrays as arrays
 
+try:  # decides a data-dependent size as False while torch.compile traces (torch >= 2.7)
+    from torch.fx.experimental.symbolic_shapes import guard_or_false as _guard_or_false
+except ImportError:  # pragma: no cover
+    _guard_or_false = bool
+
 
 def _finish(keep, count, what="nms"):
     if count < 0:
@@ -123,7 +128,7 @@ def batched_nms(boxes, scores, idxs, iou_threshold: float):
     suppress each other, whatever their coordinates. No boxes: an empty result at once, the other
     arguments unread (as torchvision)."""
     arrays.kind(boxes, "boxes")
-    if arrays.numel(boxes) == 0:
+    if _guard_or_false(arrays.numel(boxes) == 0):  # a size unknown while tracing: the kernel's way
         return arrays.empty(boxes, (0,), np.int64)
     t = arrays.check_threshold(iou_threshold)
     b, s = arrays.prepare_boxes_scores(boxes, scores, idxs=idxs)
