@@ -15,7 +15,7 @@ from .box_iou import (
     distance_box_iou,
     generalized_box_iou,
 )
-from .boxes import clip_boxes_to_image, remove_small_boxes
+from .boxes import clip_boxes_to_image, masks_to_boxes, remove_small_boxes
 from .focal_loss import sigmoid_focal_loss
 from .iou_loss import (
     complete_box_iou_loss,
@@ -44,6 +44,7 @@ __all__ = [
     "distance_box_iou_loss",
     "generalized_box_iou",
     "generalized_box_iou_loss",
+    "masks_to_boxes",
     "nms",
     "remove_small_boxes",
     "roi_align",
