@@ -4,6 +4,7 @@ soft_nms, AnchorGenerator and BoxCoder. Torch tensors (CPU/CUDA), numpy arrays a
 in; the same kind out. Every kernel is also a torch custom op (torch.ops.fastdet.*) for
 torch.compile."""
 
+from . import poolers
 from ._arrays import RoIBoxesError, ShapeError
 from .anchors import AnchorGenerator, cell_anchors
 from .box_coder import BoxCoder
@@ -23,12 +24,14 @@ from .iou_loss import (
     generalized_box_iou_loss,
 )
 from .nms import batched_nms, nms
+from .poolers import MultiScaleRoIAlign
 from .roi_align import RoIAlign, roi_align
 from .soft_nms import soft_nms
 
 __all__ = [
     "AnchorGenerator",
     "BoxCoder",
+    "MultiScaleRoIAlign",
     "RoIAlign",
     "RoIBoxesError",
     "ShapeError",
@@ -46,6 +49,7 @@ __all__ = [
     "generalized_box_iou_loss",
     "masks_to_boxes",
     "nms",
+    "poolers",
     "remove_small_boxes",
     "roi_align",
     "sigmoid_focal_loss",
