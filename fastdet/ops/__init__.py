@@ -26,6 +26,7 @@ from .iou_loss import (
 from .nms import batched_nms, nms
 from .poolers import MultiScaleRoIAlign
 from .roi_align import RoIAlign, roi_align
+from .roi_pool import RoIPool, roi_pool
 from .soft_nms import soft_nms
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "MultiScaleRoIAlign",
     "RoIAlign",
     "RoIBoxesError",
+    "RoIPool",
     "ShapeError",
     "batched_nms",
     "box_area",
@@ -52,6 +54,7 @@ __all__ = [
     "poolers",
     "remove_small_boxes",
     "roi_align",
+    "roi_pool",
     "sigmoid_focal_loss",
     "soft_nms",
 ]
