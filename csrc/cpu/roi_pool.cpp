@@ -4,8 +4,8 @@
 // bin gives 0 and argmax -1; ties keep the first maximum in row-major order.
 //
 // Forward: a task is one (RoI, channel) pair, whose bins read rows of one plane. Backward: a task
-// owns a channel of every image and adds its RoIs' gradients in (RoI, bin) order, so the sums are
-// race-free and bit-identical for any thread count.
+// owns a block of channels of every image and adds its RoIs' gradients in (RoI, bin) order, so
+// the sums are race-free and bit-identical for any thread count.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -93,17 +93,25 @@ void roi_pool_backward(const T* grad_out, const int32_t* argmax, const T* rois, 
                        T* grad_input) {
   const int64_t plane = H * W, per = PH * PW;
   std::fill(grad_input, grad_input + N * C * plane, T(0));
-  if (K <= 0 || plane == 0) return;
-#pragma omp parallel for schedule(static) num_threads(threads_for(K * C * per, 1 << 14))
-  for (int64_t c = 0; c < C; ++c) {
+  if (K <= 0 || C <= 0 || plane == 0) return;
+  // A task owns a block of channels and walks the RoIs in order, reading each RoI's rows of
+  // grad_out for the block contiguously (a channel at a time would stride C * PH * PW apart).
+  const int nt = threads_for(K * C * per, 1 << 14);
+  const int64_t block = std::max<int64_t>(1, std::min<int64_t>(64, C / (4 * int64_t(nt))));
+  const int64_t blocks = (C + block - 1) / block;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+  for (int64_t cb = 0; cb < blocks; ++cb) {
+    const int64_t c0 = cb * block, c1 = std::min(C, c0 + block);
     for (int64_t k = 0; k < K; ++k) {
       const int64_t b = int64_t(rois[5 * k]);
       if (b < 0 || b >= N) continue;
-      T* g = grad_input + (b * C + c) * plane;
-      const T* go = grad_out + (k * C + c) * per;
-      const int32_t* am = argmax + (k * C + c) * per;
-      for (int64_t i = 0; i < per; ++i)
-        if (am[i] >= 0) g[am[i]] += go[i];
+      for (int64_t c = c0; c < c1; ++c) {
+        T* g = grad_input + (b * C + c) * plane;
+        const T* go = grad_out + (k * C + c) * per;
+        const int32_t* am = argmax + (k * C + c) * per;
+        for (int64_t i = 0; i < per; ++i)
+          if (am[i] >= 0) g[am[i]] += go[i];
+      }
     }
   }
 }
