@@ -152,8 +152,10 @@ def _iou_case(n, m, op="box_iou"):
             impls["numba"] = lambda d: nb[1](d["np_a"], d["np_b"])
         return sets, impls
 
+    # box_iou_<kind>_...: `--only box_iou` runs the family, `--only box_iou_1000` box_iou alone
+    kind = op.removesuffix("_box_iou")
     return Case(
-        f"{op}_{n}x{m}",
+        f"box_iou_{n}x{m}" if op == "box_iou" else f"box_iou_{kind}_{n}x{m}",
         op,
         {"n": n, "m": m, "output_bytes": 4 * n * m},
         make,
