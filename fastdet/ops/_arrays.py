@@ -211,7 +211,9 @@ def to_torch(x):
     if isinstance(x, torch.Tensor):
         return x
     if isinstance(x, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(x) if x.dtype.byteorder == ">" else x)
+        if not x.flags.writeable or not x.dtype.isnative or any(st < 0 for st in x.strides):
+            x = np.array(x, dtype=x.dtype.newbyteorder("="))  # a copy torch can view
+        return torch.from_numpy(x)
     return torch.from_dlpack(x)
 
 

@@ -79,3 +79,14 @@ def test_compiles():
         lambda x: ops.box_convert(x, "cxcywh", "xyxy"), fullgraph=True, backend="aot_eager"
     )
     assert torch.equal(f(b), ops.box_convert(b, "cxcywh", "xyxy"))
+
+
+def test_numpy_views_torch_cannot_share(make, recwarn):
+    # negative strides, read-only broadcasts and big-endian arrays are copied, silently
+    b = make.boxes(6, np.float64)
+    want = ops.box_convert(b, "xyxy", "cxcywh")
+    np.testing.assert_array_equal(ops.box_convert(b[::-1], "xyxy", "cxcywh"), want[::-1])
+    wide = ops.box_convert(np.broadcast_to(b, (2, 6, 4)), "xyxy", "cxcywh")
+    np.testing.assert_array_equal(wide, np.broadcast_to(want, (2, 6, 4)))
+    np.testing.assert_array_equal(ops.box_convert(b.astype(">f8"), "xyxy", "cxcywh"), want)
+    assert not [w for w in recwarn if "not writable" in str(w.message)]
