@@ -47,6 +47,11 @@ void bind_enums(py::module_& m) {
   py::enum_<fastdet::SoftNmsMethod>(m, "SoftNmsMethod", "soft_nms score decay")
       .value("linear", fastdet::kLinear, "s *= 1 - IoU where IoU > iou_threshold")
       .value("gaussian", fastdet::kGaussian, "s *= exp(-IoU^2 / sigma)");
+  py::enum_<fastdet::IouKind>(m, "IouKind", "Member of the pairwise IoU family")
+      .value("iou", fastdet::kIou)
+      .value("generalized", fastdet::kGiou)
+      .value("distance", fastdet::kDiou)
+      .value("complete", fastdet::kCiou);
 }
 
 void bind_cpu(py::module_& m) {
@@ -94,6 +99,17 @@ void bind_cpu(py::module_& m) {
       },
       "dtype"_a, "boxes1"_a, "n"_a, "boxes2"_a, "m"_a, "out"_a,
       "Generalized IoU of every pair of n and m boxes into out [n, m].", nogil);
+  c.def(
+      "pairwise_iou",
+      [](fastdet::IouKind kind, DType dt, ptr a, ptr b, int64_t batch, int64_t n, int64_t m,
+         double eps, ptr out) {
+        dispatch(dt, [&](auto tag) {
+          FD_T;
+          fastdet::cpu::pairwise_iou(kind, P<T>(a), P<T>(b), batch, n, m, eps, P<T>(out));
+        });
+      },
+      "kind"_a, "dtype"_a, "boxes1"_a, "boxes2"_a, "batch"_a, "n"_a, "m"_a, "eps"_a, "out"_a,
+      "IoU family of [batch, n, 4] and [batch, m, 4] boxes into out [batch, n, m].", nogil);
   c.def(
       "nms",
       [](DType dt, ptr b, ptr s, int64_t n, double thr, ptr keep) {
@@ -157,6 +173,33 @@ void bind_cpu(py::module_& m) {
       "num_rois"_a, "pooled_height"_a, "pooled_width"_a, "spatial_scale"_a, "sampling_ratio"_a,
       "aligned"_a, "grad_input"_a,
       "RoIAlign's input gradient, overwriting grad_input [N, C, H, W] (deterministic).", nogil);
+  c.def(
+      "roi_pool_forward",
+      [](DType dt, ptr x, int64_t N, int64_t C, int64_t H, int64_t W, ptr rois, int64_t K,
+         int64_t PH, int64_t PW, double scale, ptr out, ptr argmax) {
+        dispatch(dt, [&](auto tag) {
+          FD_T;
+          fastdet::cpu::roi_pool_forward(P<T>(x), N, C, H, W, P<T>(rois), K, PH, PW, scale,
+                                         P<T>(out), P<int32_t>(argmax));
+        });
+      },
+      "dtype"_a, "input"_a, "batch_size"_a, "channels"_a, "height"_a, "width"_a, "rois"_a,
+      "num_rois"_a, "pooled_height"_a, "pooled_width"_a, "spatial_scale"_a, "out"_a, "argmax"_a,
+      "RoIPool of input [N, C, H, W] over rois [K, 5] into out and int32 argmax [K, C, PH, PW].",
+      nogil);
+  c.def(
+      "roi_pool_backward",
+      [](DType dt, ptr g, ptr argmax, ptr rois, int64_t K, int64_t N, int64_t C, int64_t H,
+         int64_t W, int64_t PH, int64_t PW, ptr gin) {
+        dispatch(dt, [&](auto tag) {
+          FD_T;
+          fastdet::cpu::roi_pool_backward(P<T>(g), P<int32_t>(argmax), P<T>(rois), K, N, C, H, W,
+                                          PH, PW, P<T>(gin));
+        });
+      },
+      "dtype"_a, "grad_output"_a, "argmax"_a, "rois"_a, "num_rois"_a, "batch_size"_a, "channels"_a,
+      "height"_a, "width"_a, "pooled_height"_a, "pooled_width"_a, "grad_input"_a,
+      "RoIPool's input gradient, overwriting grad_input [N, C, H, W] (deterministic).", nogil);
   c.def(
       "grid_anchors",
       [](DType dt, ptr base, int64_t A, int64_t gh, int64_t gw, double sh, double sw, ptr out) {
@@ -260,6 +303,18 @@ void bind_cuda(py::module_& m) {
       "dtype"_a, "boxes1"_a, "n"_a, "boxes2"_a, "m"_a, "out"_a, "device"_a, "stream"_a,
       "Generalized IoU of every pair of n and m boxes into out [n, m].", nogil);
   c.def(
+      "pairwise_iou",
+      [](fastdet::IouKind kind, DType dt, ptr a, ptr b, int64_t batch, int64_t n, int64_t m,
+         double eps, ptr out, int dev, ptr st) {
+        dispatch(dt, [&](auto tag) {
+          FD_T;
+          cu::pairwise_iou(kind, P<T>(a), P<T>(b), batch, n, m, eps, P<T>(out), dev, V(st));
+        });
+      },
+      "kind"_a, "dtype"_a, "boxes1"_a, "boxes2"_a, "batch"_a, "n"_a, "m"_a, "eps"_a, "out"_a,
+      "device"_a, "stream"_a,
+      "IoU family of [batch, n, 4] and [batch, m, 4] boxes into out [batch, n, m].", nogil);
+  c.def(
       "nms",
       [](DType dt, ptr b, ptr s, int64_t n, double thr, ptr keep, ptr ws, size_t wsb, int dev,
          ptr st) {
@@ -331,6 +386,35 @@ void bind_cuda(py::module_& m) {
       "aligned"_a, "grad_input"_a, "deterministic"_a, "shared"_a, "workspace"_a,
       "workspace_bytes"_a, "device"_a, "stream"_a,
       "RoIAlign's input gradient, overwriting grad_input [N, C, H, W].", nogil);
+  c.def(
+      "roi_pool_forward",
+      [](DType dt, ptr x, int64_t N, int64_t C, int64_t H, int64_t W, ptr rois, int64_t K,
+         int64_t PH, int64_t PW, double scale, ptr out, ptr argmax, int dev, ptr st) {
+        dispatch(dt, [&](auto tag) {
+          FD_T;
+          cu::roi_pool_forward(P<T>(x), N, C, H, W, P<T>(rois), K, PH, PW, scale, P<T>(out),
+                               P<int32_t>(argmax), dev, V(st));
+        });
+      },
+      "dtype"_a, "input"_a, "batch_size"_a, "channels"_a, "height"_a, "width"_a, "rois"_a,
+      "num_rois"_a, "pooled_height"_a, "pooled_width"_a, "spatial_scale"_a, "out"_a, "argmax"_a,
+      "device"_a, "stream"_a,
+      "RoIPool of input [N, C, H, W] over rois [K, 5] into out and int32 argmax [K, C, PH, PW].",
+      nogil);
+  c.def(
+      "roi_pool_backward",
+      [](DType dt, ptr g, ptr argmax, ptr rois, int64_t K, int64_t N, int64_t C, int64_t H,
+         int64_t W, int64_t PH, int64_t PW, ptr gin, int dev, ptr st) {
+        dispatch(dt, [&](auto tag) {
+          FD_T;
+          cu::roi_pool_backward(P<T>(g), P<int32_t>(argmax), P<T>(rois), K, N, C, H, W, PH, PW,
+                                P<T>(gin), dev, V(st));
+        });
+      },
+      "dtype"_a, "grad_output"_a, "argmax"_a, "rois"_a, "num_rois"_a, "batch_size"_a, "channels"_a,
+      "height"_a, "width"_a, "pooled_height"_a, "pooled_width"_a, "grad_input"_a, "device"_a,
+      "stream"_a, "RoIPool's input gradient, overwriting grad_input [N, C, H, W] (float atomics).",
+      nogil);
   c.def(
       "grid_anchors",
       [](DType dt, ptr base, int64_t A, int64_t gh, int64_t gw, double sh, double sw, ptr out,

@@ -23,6 +23,10 @@ def test_readme_claimed_outputs():
     assert ops.nms(boxes, scores, 0.5).tolist() == [0, 2]
     assert ops.batched_nms(boxes, scores, torch.tensor([0, 1, 1]), 0.5).tolist() == [0, 1, 2]
     assert ops.nms(boxes.numpy(), scores.numpy(), 0.5).tolist() == [0, 2]
+    assert ops.box_iou(boxes.view(1, 3, 4), boxes[:2], fmt="xyxy").shape == (1, 3, 2)
+    assert ops.box_iou(boxes.int(), boxes.int()).dtype == torch.float32
+    masks = ops.masks_to_boxes(torch.zeros(2, 64, 64, dtype=torch.bool))
+    assert masks.shape == (2, 4) and masks.dtype == torch.float32
 
 
 def test_readme_rotated_claims():

@@ -131,27 +131,32 @@ def _batched_case(n, classes):
     return Case(f"batched_nms_{n}_{classes}cls", "batched_nms", {"n": n, "classes": classes}, make)
 
 
-def _iou_case(n, m):
+def _iou_case(n, m, op="box_iou"):
+    """op: box_iou or another member of the pairwise family (generalized_, distance_,
+    complete_box_iou), each against torchvision's."""
+
     def make(device):
         def gen(g):
             return {"a": uniform_boxes(n, g)[0], "b": uniform_boxes(m, g)[0]}
 
         sets = _sets(device, gen)
         impls = {
-            "fastdet": lambda d: ops.box_iou(d["a"], d["b"]),
+            "fastdet": lambda d: getattr(ops, op)(d["a"], d["b"]),
             "write output (floor)": lambda d: torch.empty((n, m), device=device).fill_(0.5),
         }
         if _tv():
-            impls["torchvision"] = lambda d: _tv().ops.box_iou(d["a"], d["b"])
-        nb = numba_ops() if device == "cpu" else None
+            impls["torchvision"] = lambda d: getattr(_tv().ops, op)(d["a"], d["b"])
+        nb = numba_ops() if device == "cpu" and op == "box_iou" else None
         if nb:
             sets = [dict(d, np_a=d["a"].numpy(), np_b=d["b"].numpy()) for d in sets]
             impls["numba"] = lambda d: nb[1](d["np_a"], d["np_b"])
         return sets, impls
 
+    # box_iou_<kind>_...: `--only box_iou` runs the family, `--only box_iou_1000` box_iou alone
+    kind = op.removesuffix("_box_iou")
     return Case(
-        f"box_iou_{n}x{m}",
-        "box_iou",
+        f"box_iou_{n}x{m}" if op == "box_iou" else f"box_iou_{kind}_{n}x{m}",
+        op,
         {"n": n, "m": m, "output_bytes": 4 * n * m},
         make,
         floor="write output (floor)",
@@ -249,6 +254,63 @@ def _roi_case(shape, k, mode, scale, quick=True, backward=None):
         quick=quick,
         graph=mode != "fwd+bwd",
     )
+
+
+def _roi_pool_case(shape, k, mode, scale, quick=True):
+    """roi_pool, 7x7 bins: mode "fwd" or "fwd+bwd" (through autograd), against torchvision."""
+    N, C, H, W = shape
+
+    def make(device):
+        def gen(g):
+            return {
+                "x": torch.randn(shape, generator=g),
+                "rois": _rois(k, g, N, H / scale, W / scale),
+                "grad": torch.randn(k, C, 7, 7, generator=g),
+            }
+
+        def run(fn):
+            def f(d):
+                if mode == "fwd":
+                    return fn(d["x"], d["rois"], 7, scale)
+                x = d["x"].detach().requires_grad_()
+                fn(x, d["rois"], 7, scale).backward(d["grad"])
+                return x.grad
+
+            return f
+
+        impls = {"fastdet": run(ops.roi_pool)}
+        if _tv():
+            impls["torchvision"] = run(_tv().ops.roi_pool)
+        return _sets(device, gen), impls
+
+    params = {"input": list(shape), "rois": k, "output": 7, "spatial_scale": scale, "mode": mode}
+    name = f"roi_pool_{'x'.join(map(str, shape))}_{k}rois_{mode}"
+    return Case(name, "roi_pool", params, make, quick=quick, graph=mode == "fwd")
+
+
+def _iou_loss_case(op, n):
+    """An IoU loss over n paired boxes, forward and backward (mean reduction), against
+    torchvision's: both are element-wise torch ops, so the ratio shows the same work."""
+
+    def make(device):
+        def gen(g):
+            a = uniform_boxes(n, g)[0]
+            return {"a": a, "b": a + torch.randn(n, 4, generator=g) * 8}
+
+        def run(fn):
+            def f(d):
+                a = d["a"].detach().requires_grad_()
+                fn(a, d["b"], reduction="mean").backward()
+                return a.grad
+
+            return f
+
+        impls = {"fastdet": run(getattr(ops, op))}
+        if _tv():
+            impls["torchvision"] = run(getattr(_tv().ops, op))
+        return _sets(device, gen), impls
+
+    return Case(f"{op}_{n}_fwd+bwd", op, {"n": n, "reduction": "mean"}, make, quick=n <= 100000)
 
 
 def _deterministic(fn, *args):
@@ -513,6 +575,8 @@ def _det_case(model: str, train: bool, size: int = 600):
     )
 
 
+_PAIRWISE = ("generalized_box_iou", "distance_box_iou", "complete_box_iou")
+_IOU_LOSSES = ("generalized_box_iou_loss", "distance_box_iou_loss", "complete_box_iou_loss")
 CPU_FEATURES = (1, 512, 38, 50)  # VGG16 conv5 on a 600 x 800 image (stride 16)
 GPU_FEATURES = (8, 256, 200, 272)  # FPN P2 of a batch of 8 images of 800 x 1088
 
@@ -540,6 +604,18 @@ CASES: list[Case] = [
         for b in (None, "atomic")
         if b is None or mode != "fwd"
     ],
+    *[_iou_case(1000, 1000, op) for op in _PAIRWISE],
+    *[
+        _roi_pool_case(CPU_FEATURES, k, mode, 1 / 16, quick=k < 2000)
+        for k in (300, 2000)
+        for mode in ("fwd", "fwd+bwd")
+    ],
+    *[
+        _roi_pool_case(GPU_FEATURES, k, mode, 1 / 4)
+        for k in (1000, 5000)
+        for mode in ("fwd", "fwd+bwd")
+    ],
+    *[_iou_loss_case(op, n) for op in _IOU_LOSSES for n in (10000, 1000000)],
     _anchor_case(2, 800, 1344, cold=False),
     _anchor_case(2, 800, 1344, cold=True),
     _anchor_case(8, 800, 1344, cold=False),
@@ -600,15 +676,16 @@ def cases_for(
     for c in CASES:
         if kind != "all" and c.group.endswith("_model") != (kind == "models"):
             continue
+        both = c.group.endswith("_model") or c.group in _PAIRWISE + _IOU_LOSSES
         on_cpu = (
             c.name in _CPU
-            or (c.group == "roi_align" and c.params["input"] == list(CPU_FEATURES))
-            or c.group.endswith("_model")
+            or (c.group in ("roi_align", "roi_pool") and c.params["input"] == list(CPU_FEATURES))
+            or both
         )
         on_gpu = (
             c.name in _GPU
-            or (c.group == "roi_align" and c.params["input"] == list(GPU_FEATURES))
-            or c.group.endswith("_model")
+            or (c.group in ("roi_align", "roi_pool") and c.params["input"] == list(GPU_FEATURES))
+            or both
         )
         if not (on_cpu if device == "cpu" else on_gpu):
             continue

@@ -10,12 +10,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..ops import sigmoid_focal_loss
+
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-def _reduce(x: torch.Tensor, reduction: str) -> torch.Tensor:
+def _check_reduction(reduction: str) -> None:
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def _reduce(x: torch.Tensor, reduction: str) -> torch.Tensor:
+    _check_reduction(reduction)
     return x.mean() if reduction == "mean" else x.sum() if reduction == "sum" else x
 
 
@@ -36,17 +42,13 @@ def bce(logits, target, reduction: str = "mean"):
 
 def focal(logits, target, alpha: float = 0.25, gamma: float = 2.0, reduction: str = "mean"):
     """Focal loss: -alpha_t (1 - p_t)^gamma log p_t, with p_t the probability of the true class and
-    alpha_t = alpha for positives, 1 - alpha for negatives (alpha < 0: no weighting)."""
+    alpha_t = alpha for positives, 1 - alpha for negatives (alpha < 0: no weighting); computed by
+    fastdet.ops.sigmoid_focal_loss (torchvision's), with "mean" as the default reduction."""
     target = _check(logits, target)
     if gamma < 0:
         raise ValueError(f"gamma must be >= 0, got {gamma}")
-    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    p = torch.sigmoid(logits)
-    p_t = p * target + (1 - p) * (1 - target)
-    loss = ce * (1 - p_t) ** gamma
-    if alpha >= 0:
-        loss = (alpha * target + (1 - alpha) * (1 - target)) * loss
-    return _reduce(loss, reduction)
+    _check_reduction(reduction)
+    return sigmoid_focal_loss(logits, target, -1.0 if alpha < 0 else alpha, gamma, reduction)
 
 
 def dice(logits, target, eps: float = 1.0, reduction: str = "mean"):

@@ -12,6 +12,16 @@ from .._ext import _C
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _NP_FLOATS = (np.float16, np.float32, np.float64)
+_INTS = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+class ShapeError(ValueError, RuntimeError):
+    """A bad shape where torchvision's kernels raise RuntimeError (NMS, box ops): code written
+    for either library catches it."""
+
+
+class RoIBoxesError(ValueError, AssertionError):
+    """Boxes of roi_align / roi_pool of the wrong shape, where torchvision asserts."""
 
 
 def kind(x, name: str) -> str:
@@ -61,9 +71,29 @@ def check_float(x, name: str) -> None:
         raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {dt}")
 
 
-def check_shape(x, name: str, last: int | None = 4, ndim: int = 2, what: str = "[N, 4]") -> None:
+def is_int(x) -> bool:
+    """An integer (not bool) array."""
+    if isinstance(x, torch.Tensor):
+        return x.dtype in _INTS
+    return np.dtype(x.dtype).kind in "iu"
+
+
+def check_float_or_int(x, name: str) -> None:
+    if not is_int(x):
+        try:
+            check_float(x, name)
+        except TypeError:
+            raise TypeError(
+                f"{name} must be float16, bfloat16, float32, float64 or an integer type, "
+                f"got {x.dtype}"
+            ) from None
+
+
+def check_shape(
+    x, name: str, last: int | None = 4, ndim: int = 2, what: str = "[N, 4]", error=ShapeError
+) -> None:
     if x.ndim != ndim or (last is not None and x.shape[-1] != last):
-        raise ValueError(f"{name} must have shape {what}, got {tuple(x.shape)}")
+        raise error(f"{name} must have shape {what}, got {tuple(x.shape)}")
 
 
 def check_boxes(x, name: str) -> None:
@@ -75,7 +105,7 @@ def check_scores(boxes, scores, name: str = "scores") -> None:
     """scores: float [N] with N = len(boxes)."""
     check_float(scores, name)
     if scores.ndim != 1 or scores.shape[0] != boxes.shape[0]:
-        raise ValueError(
+        raise ShapeError(
             f"{name} must have shape [N] with N = {boxes.shape[0]} (boxes), "
             f"got {tuple(scores.shape)}"
         )
@@ -163,6 +193,7 @@ _TORCH_OF = {
     np.dtype(np.float32): torch.float32,
     np.dtype(np.float64): torch.float64,
     np.dtype(np.int64): torch.int64,
+    np.dtype(np.int32): torch.int32,
     np.dtype(np.uint8): torch.uint8,
 }
 _NP_OF = {v: k for k, v in _TORCH_OF.items()}
@@ -172,6 +203,35 @@ def _cupy():
     import cupy
 
     return cupy
+
+
+def to_torch(x):
+    """A torch view of a numpy or cupy array (no copy; cupy through DLPack); tensors as they
+    are."""
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, np.ndarray):
+        if not x.flags.writeable or not x.dtype.isnative or any(st < 0 for st in x.strides):
+            x = np.array(x, dtype=x.dtype.newbyteorder("="))  # a copy torch can view
+        return torch.from_numpy(x)
+    return torch.from_dlpack(x)
+
+
+def from_torch(t, like):
+    """t as an array of like's kind (numpy or cupy; no copy where the framework allows)."""
+    if isinstance(like, torch.Tensor):
+        return t
+    if isinstance(like, np.ndarray):
+        return t.numpy()
+    return _cupy().from_dlpack(t)
+
+
+def via_torch(fn, *xs, **kwargs):
+    """fn(*xs) for arrays of any kind: numpy and cupy arrays go through torch views and the
+    result comes back as their kind. For the ops that are a few framework ops (box_convert,
+    masks_to_boxes, the losses)."""
+    out = fn(*(to_torch(x) for x in xs), **kwargs)
+    return out if isinstance(xs[0], torch.Tensor) else from_torch(out, xs[0])
 
 
 def cuda_module():

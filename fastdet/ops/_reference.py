@@ -68,6 +68,79 @@ def generalized_box_iou(boxes1, boxes2):
         )
 
 
+def distance_box_iou(boxes1, boxes2, eps=1e-7):
+    """[N, 4], [M, 4] -> [N, M] DIoU = IoU - d^2 / (c^2 + eps): d between the centres, c the
+    diagonal of the enclosing box (sides clamped at 0); IoU alone where c^2 + eps is 0."""
+    a, b = _f(boxes1), _f(boxes2)
+    t = a.dtype.type
+    iou = box_iou(a, b)
+    hw = np.maximum(
+        np.maximum(a[:, None, 2], b[None, :, 2]) - np.minimum(a[:, None, 0], b[None, :, 0]), t(0)
+    )
+    hh = np.maximum(
+        np.maximum(a[:, None, 3], b[None, :, 3]) - np.minimum(a[:, None, 1], b[None, :, 1]), t(0)
+    )
+    diag = hw * hw + hh * hh + t(eps)
+    dx = (a[:, None, 0] + a[:, None, 2]) / t(2) - (b[None, :, 0] + b[None, :, 2]) / t(2)
+    dy = (a[:, None, 1] + a[:, None, 3]) / t(2) - (b[None, :, 1] + b[None, :, 3]) / t(2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pen = np.where(diag > 0, (dx * dx + dy * dy) / np.where(diag > 0, diag, 1), 0)
+    return (iou - pen).astype(a.dtype)
+
+
+def aspect_angle(boxes):
+    """[N, 4] -> [N] atan(w / h) with sides clamped at 0; pi / 2 where h is 0 and w is not, 0
+    for a point (CIoU's aspect term, finite for every box)."""
+    b = _f(boxes).astype(np.float64)
+    w, h = np.maximum(b[:, 2] - b[:, 0], 0), np.maximum(b[:, 3] - b[:, 1], 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(h > 0, np.arctan(w / np.where(h > 0, h, 1)), np.where(w > 0, np.pi / 2, 0))
+
+
+def complete_box_iou(boxes1, boxes2, eps=1e-7):
+    """[N, 4], [M, 4] -> [N, M] CIoU = DIoU - alpha v, v = 4 / pi^2 (angle1 - angle2)^2 and
+    alpha = v / (1 - IoU + v + eps), in the input dtype (the angles' atan in float64, rounded)."""
+    a, b = _f(boxes1), _f(boxes2)
+    t = a.dtype.type
+    iou = box_iou(a, b)
+    diou = distance_box_iou(a, b, eps)
+    d = aspect_angle(a).astype(a.dtype)[:, None] - aspect_angle(b).astype(a.dtype)[None, :]
+    v = t(4 / np.pi**2) * (d * d)
+    den = t(1) - iou + v + t(eps)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, diou - v / np.where(den > 0, den, 1) * v, diou).astype(a.dtype)
+
+
+def roi_pool(input, rois, output_size, spatial_scale=1.0):
+    """[N, C, H, W], [K, 5] -> [K, C, PH, PW] by torchvision's rules, in Python loops: corners
+    scaled and rounded half away from zero, malformed RoIs 1x1, bin p over [floor(p * bin),
+    ceil((p + 1) * bin)) + start clipped to the map, empty bins 0. Scaling and the bin arithmetic
+    in the input dtype."""
+    x, r = np.asarray(input), np.asarray(rois)
+    t = x.dtype.type
+    ph_, pw_ = output_size
+    _, C, H, W = x.shape
+    out = np.zeros((len(r), C, ph_, pw_), x.dtype)
+
+    def rnd(v):
+        v = float(t(v) * t(spatial_scale))
+        return int(math.floor(abs(v) + 0.5)) * (1 if v >= 0 else -1)
+
+    for k, (bi, x1, y1, x2, y2) in enumerate(r):
+        sx, sy, ex, ey = rnd(x1), rnd(y1), rnd(x2), rnd(y2)
+        bin_h = t(max(ey - sy + 1, 1)) / t(ph_)
+        bin_w = t(max(ex - sx + 1, 1)) / t(pw_)
+        for ph in range(ph_):
+            h0 = min(max(int(math.floor(t(ph) * bin_h)) + sy, 0), H)
+            h1 = min(max(int(math.ceil(t(ph + 1) * bin_h)) + sy, 0), H)
+            for pw in range(pw_):
+                w0 = min(max(int(math.floor(t(pw) * bin_w)) + sx, 0), W)
+                w1 = min(max(int(math.ceil(t(pw + 1) * bin_w)) + sx, 0), W)
+                if h1 > h0 and w1 > w0:
+                    out[k, :, ph, pw] = x[int(bi), :, h0:h1, w0:w1].reshape(C, -1).max(1)
+    return out
+
+
 def ious_with(kept, cand):
     """IoU of one box `cand` [4] with each of the boxes `kept` [K, 4], as torchvision's nms
     computes it, in their dtype: inter / (area_kept + area_cand - inter); 0 where either box is

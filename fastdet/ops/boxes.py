@@ -1,4 +1,5 @@
-"""clip_boxes_to_image and remove_small_boxes, as torchvision.ops, on torch/numpy/cupy."""
+"""clip_boxes_to_image, remove_small_boxes and masks_to_boxes, as torchvision.ops, on
+torch/numpy/cupy."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def clip_boxes_to_image(boxes, size):
     arrays.kind(boxes, "boxes")
     arrays.check_float(boxes, "boxes")
     if boxes.ndim < 1 or boxes.shape[-1] != 4:
-        raise ValueError(f"boxes must have shape [..., 4], got {tuple(boxes.shape)}")
+        raise arrays.ShapeError(f"boxes must have shape [..., 4], got {tuple(boxes.shape)}")
     if len(size) != 2:
         raise ValueError(f"size must be (height, width), got {size!r}")
     h, w = float(size[0]), float(size[1])
@@ -85,3 +86,34 @@ def remove_small_boxes(boxes, min_size: float):
     b = arrays.prepare(boxes, arrays.compute_dtype(boxes))
     m = float(min_size)
     return _small_op(b, m) if isinstance(b, Tensor) else _small(b, m)
+
+
+def _first_last(hit: Tensor):
+    """Index of the first and of the last True along the last dimension (0 where none is)."""
+    idx = torch.arange(hit.shape[-1], device=hit.device)
+    first = torch.where(hit, idx, hit.shape[-1]).amin(-1)
+    last = torch.where(hit, idx, -1).amax(-1)
+    return first, last
+
+
+def _masks_to_boxes(masks: Tensor) -> Tensor:
+    n, h, w = masks.shape
+    if n == 0 or h == 0 or w == 0:
+        return torch.zeros((n, 4), dtype=torch.float32, device=masks.device)
+    hit = masks != 0  # NaN counts as set, as in torchvision's masks.bool()
+    rows, cols = hit.any(2), hit.any(1)
+    y1, y2 = _first_last(rows)
+    x1, x2 = _first_last(cols)
+    boxes = torch.stack([x1, y1, x2, y2], 1).to(torch.float32)
+    return torch.where(rows.any(1, keepdim=True), boxes, 0.0)  # an empty mask: [0, 0, 0, 0]
+
+
+def masks_to_boxes(masks):
+    """Boxes [N, 4] (x1, y1, x2, y2, float32, inclusive pixel indices) enclosing the non-zero
+    pixels of each mask of masks [N, H, W] (any dtype); an empty mask gives [0, 0, 0, 0]. A
+    single row or column gives x1 = x2 or y1 = y2. With H or W = 0: N boxes of zeros
+    (torchvision: no boxes)."""
+    arrays.kind(masks, "masks")
+    if masks.ndim != 3:
+        raise arrays.ShapeError(f"masks must have shape [N, H, W], got {tuple(masks.shape)}")
+    return arrays.via_torch(_masks_to_boxes, masks)

@@ -17,6 +17,11 @@ from torch import Tensor
 
 from . import _arrays as arrays
 
+try:  # decides a data-dependent size as False while torch.compile traces (torch >= 2.7)
+    from torch.fx.experimental.symbolic_shapes import guard_or_false as _guard_or_false
+except ImportError:  # pragma: no cover
+    _guard_or_false = bool
+
 
 def _finish(keep, count, what="nms"):
     if count < 0:
@@ -111,14 +116,20 @@ def _prepare_idxs(idxs, n):
     elif np.dtype(idxs.dtype).kind not in "iu":
         raise TypeError(f"idxs must be an integer array, got {idxs.dtype}")
     if idxs.ndim != 1 or idxs.shape[0] != n:
-        raise ValueError(f"idxs must have shape [N] with N = {n} (boxes), got {tuple(idxs.shape)}")
+        raise arrays.ShapeError(
+            f"idxs must have shape [N] with N = {n} (boxes), got {tuple(idxs.shape)}"
+        )
     return arrays.prepare(idxs, torch.int64 if isinstance(idxs, Tensor) else np.int64)
 
 
 def batched_nms(boxes, scores, idxs, iou_threshold: float):
     """NMS within each category: boxes [N, 4], scores [N], idxs [N] integer categories ->
     int64 indices [K] of the kept boxes in decreasing score. Boxes of different categories never
-    suppress each other, whatever their coordinates."""
+    suppress each other, whatever their coordinates. No boxes: an empty result at once, the other
+    arguments unread (as torchvision)."""
+    arrays.kind(boxes, "boxes")
+    if _guard_or_false(arrays.numel(boxes) == 0):  # a size unknown while tracing: the kernel's way
+        return arrays.empty(boxes, (0,), np.int64)
     t = arrays.check_threshold(iou_threshold)
     b, s = arrays.prepare_boxes_scores(boxes, scores, idxs=idxs)
     i = _prepare_idxs(idxs, b.shape[0])

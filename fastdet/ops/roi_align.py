@@ -125,15 +125,19 @@ def _roi_align_op(
     sampling_ratio: int,
     aligned: bool,
 ) -> Tensor:
-    return _forward(
-        input.contiguous(),
-        rois.contiguous(),
+    # Any float dtype: float16/bfloat16 are computed in float32 and rounded once, as the
+    # public roi_align does.
+    dt = arrays.compute_dtype(input)
+    out = _forward(
+        arrays.prepare(input, dt),
+        arrays.prepare(rois, dt),
         spatial_scale,
         pooled_height,
         pooled_width,
         sampling_ratio,
         aligned,
     )
+    return out.to(input.dtype)
 
 
 @_roi_align_op.register_fake
@@ -155,9 +159,10 @@ def _roi_align_backward_op(
     sampling_ratio: int,
     aligned: bool,
 ) -> Tensor:
+    dt = arrays.compute_dtype(grad)
     return _backward(
-        grad.contiguous(),
-        rois.contiguous(),
+        arrays.prepare(grad, dt),
+        arrays.prepare(rois, dt),
         spatial_scale,
         pooled_height,
         pooled_width,
@@ -167,7 +172,7 @@ def _roi_align_backward_op(
         width,
         sampling_ratio,
         aligned,
-    )
+    ).to(grad.dtype)
 
 
 @_roi_align_backward_op.register_fake
@@ -209,7 +214,7 @@ def _to_rois(boxes, dtype, like):
         for i, b in enumerate(boxes):
             arrays.same_kind(input=like, **{f"boxes[{i}]": b})
             arrays.check_float(b, f"boxes[{i}]")
-            arrays.check_shape(b, f"boxes[{i}]", 4, 2, "[Ki, 4]")
+            arrays.check_shape(b, f"boxes[{i}]", 4, 2, "[Ki, 4]", arrays.RoIBoxesError)
         if isinstance(like, Tensor):
             parts = [
                 torch.cat([torch.full_like(b[:, :1], i, dtype=dtype), b.to(dtype)], 1)
@@ -225,7 +230,12 @@ def _to_rois(boxes, dtype, like):
     arrays.same_kind(input=like, boxes=boxes)
     arrays.check_float(boxes, "boxes")
     arrays.check_shape(
-        boxes, "boxes", 5, 2, "[K, 5] (batch index, x1, y1, x2, y2) or a list of [Ki, 4]"
+        boxes,
+        "boxes",
+        5,
+        2,
+        "[K, 5] (batch index, x1, y1, x2, y2) or a list of [Ki, 4]",
+        arrays.RoIBoxesError,
     )
     return arrays.prepare(boxes, dtype)
 
@@ -239,6 +249,7 @@ def _pair(output_size):
     return ph, pw
 
 
+@torch.fx.wrap  # a leaf of torch.fx traces (as torchvision's): its checks read real values
 def roi_align(
     input,
     boxes,
@@ -251,7 +262,7 @@ def roi_align(
     arrays.kind(input, "input")
     arrays.check_float(input, "input")
     if input.ndim != 4:
-        raise ValueError(f"input must have shape [N, C, H, W], got {tuple(input.shape)}")
+        raise arrays.ShapeError(f"input must have shape [N, C, H, W], got {tuple(input.shape)}")
     ph, pw = _pair(output_size)
     dt = arrays.compute_dtype(input)
     x = arrays.prepare(input, dt)

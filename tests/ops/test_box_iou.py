@@ -1,4 +1,6 @@
-"""box_area, box_iou, generalized_box_iou against the reference and torchvision.ops."""
+"""box_area and the pairwise IoU family (box_iou, generalized_box_iou, distance_box_iou,
+complete_box_iou) against the reference and torchvision.ops: formats, integer and half dtypes,
+batched (broadcast) boxes, edge cases, custom-op checks."""
 
 import re
 
@@ -11,9 +13,16 @@ from hypothesis import strategies as st
 from fastdet import ops
 from fastdet.ops import _reference as reference
 
-PAIRWISE = ["box_iou", "generalized_box_iou"]
+PAIRWISE = ["box_iou", "generalized_box_iou", "distance_box_iou", "complete_box_iou"]
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: dict(rtol=1e-6, atol=1e-7), np.float64: dict(rtol=1e-12, atol=1e-15)}
+# CIoU's atan comes from different libraries (libm, torch's vectorised one, the reference's
+# float64 one rounded): a few ulps of the angle.
+CIOU_TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-10, atol=1e-13)}
+
+
+def tol(op, dtype):
+    return (CIOU_TOL if op == "complete_box_iou" else TOL)[dtype]
 
 
 def t(x):
@@ -33,8 +42,8 @@ def test_pairwise_matches_reference_and_torchvision(op, dtype, device, make, tv)
     assert got.device.type == device and got.shape == (n, m) and got.dtype == t(a).dtype
     want = getattr(tv.ops, op)(t(a).to(device), t(b).to(device))
     if device == "cpu":
-        np.testing.assert_allclose(got.numpy(), getattr(reference, op)(a, b), **TOL[dtype])
-        torch.testing.assert_close(got, want, **TOL[dtype])
+        np.testing.assert_allclose(got.numpy(), getattr(reference, op)(a, b), **tol(op, dtype))
+        torch.testing.assert_close(got, want, **tol(op, dtype))
     else:  # the CPU kernel's values; torchvision's CUDA build contracts to FMA (we do not)
         cpu = getattr(ops, op)(t(a), t(b))
         torch.testing.assert_close(got.cpu(), cpu, rtol=1e-6, atol=1e-6)
@@ -46,7 +55,7 @@ def test_pairwise_matches_torchvision_on_clustered_boxes(dtype, make, tv):
     a = make.clustered(300, dtype)
     for op in PAIRWISE:
         torch.testing.assert_close(
-            getattr(ops, op)(t(a), t(a)), getattr(tv.ops, op)(t(a), t(a)), **TOL[dtype]
+            getattr(ops, op)(t(a), t(a)), getattr(tv.ops, op)(t(a), t(a)), **tol(op, dtype)
         )
 
 
@@ -199,11 +208,11 @@ def test_huge_coordinates_match_reference_and_torchvision(op, make, tv):
     near = a[:25] + make.rng.uniform(-1e5, 1e5, (25, 1))
     b = np.concatenate([near, make.boxes(25, np.float64, image=1e8, lo=1e6, hi=1e7)])
     got = getattr(ops, op)(t(a), t(b))
-    np.testing.assert_allclose(got.numpy(), getattr(reference, op)(a, b), rtol=1e-12, atol=1e-15)
-    torch.testing.assert_close(got, getattr(tv.ops, op)(t(a), t(b)), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(got.numpy(), getattr(reference, op)(a, b), **tol(op, np.float64))
+    torch.testing.assert_close(got, getattr(tv.ops, op)(t(a), t(b)), **tol(op, np.float64))
     got32 = getattr(ops, op)(t(a).float(), t(b).float())
     want32 = getattr(reference, op)(a.astype(np.float32), b.astype(np.float32))
-    np.testing.assert_allclose(got32.numpy(), want32, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(got32.numpy(), want32, **tol(op, np.float32))
 
 
 @pytest.mark.parametrize("op", PAIRWISE)
@@ -212,8 +221,8 @@ def test_negative_coordinates_match_reference_and_torchvision(op, make, tv):
     b = np.concatenate([a[:20] + 1.0, make.boxes(20, np.float64) - 2000.0])
     assert (reference.box_iou(a[:20], b[:20]).diagonal() > 0).all()  # overlapping pairs
     got = getattr(ops, op)(t(a), t(b))
-    np.testing.assert_allclose(got.numpy(), getattr(reference, op)(a, b), rtol=1e-12, atol=1e-15)
-    torch.testing.assert_close(got, getattr(tv.ops, op)(t(a), t(b)), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(got.numpy(), getattr(reference, op)(a, b), **tol(op, np.float64))
+    torch.testing.assert_close(got, getattr(tv.ops, op)(t(a), t(b)), **tol(op, np.float64))
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
@@ -258,32 +267,36 @@ def test_box_area_non_contiguous(make):
     assert torch.equal(ops.box_area(t(b.T.copy()).T), ops.box_area(t(b)))
 
 
-@pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.bool])
-def test_non_float_boxes_raise_type_error(dtype):
+@pytest.mark.parametrize("dtype", [torch.bool, torch.complex64])
+def test_non_numeric_boxes_raise_type_error(dtype):
     b = torch.zeros(2, 4, dtype=dtype)
-    with pytest.raises(TypeError, match="boxes1 must be float16, bfloat16, float32 or float64"):
+    expected = "must be float16, bfloat16, float32, float64 or an integer type"
+    with pytest.raises(TypeError, match="boxes1 " + expected):
         ops.box_iou(b, torch.zeros(2, 4))
-    with pytest.raises(TypeError, match="boxes2 must be float16"):
+    with pytest.raises(TypeError, match="boxes2 " + expected):
         ops.generalized_box_iou(torch.zeros(2, 4), b)
-    with pytest.raises(TypeError, match="boxes must be float16"):
+    with pytest.raises(TypeError, match="boxes " + expected):
         ops.box_area(b)
 
 
-def test_numpy_int_boxes_raise_type_error():
-    with pytest.raises(TypeError, match="boxes1.*int64"):
-        ops.box_iou(np.zeros((2, 4), np.int64), np.zeros((2, 4), np.float32))
-
-
-@pytest.mark.parametrize("shape", [(3, 5), (4,), (1, 1, 4), (3, 3)])
+@pytest.mark.parametrize("shape", [(3, 5), (4,), (3, 3), ()])
 def test_wrong_shape_raises_naming_argument_and_shape(shape):
     bad = torch.zeros(shape)
-    expected = re.escape(f"must have shape [N, 4], got {shape}")
-    with pytest.raises(ValueError, match="boxes2 " + expected):
-        ops.box_iou(torch.zeros(2, 4), bad)
-    with pytest.raises(ValueError, match="boxes1 " + expected):
-        ops.generalized_box_iou(bad, torch.zeros(2, 4))
-    with pytest.raises(ValueError, match="boxes " + expected):
-        ops.box_area(bad)
+    expected = re.escape(f"must have shape [..., N, 4], got {shape}")
+    for op in PAIRWISE:
+        with pytest.raises(ValueError, match="boxes2 " + expected):
+            getattr(ops, op)(torch.zeros(2, 4), bad)
+        with pytest.raises(RuntimeError, match="boxes1 " + expected):  # torchvision's type too
+            getattr(ops, op)(bad, torch.zeros(2, 4))
+    if shape != (4,):  # one box [4] has an area (a scalar), as in torchvision
+        with pytest.raises(
+            ops.ShapeError, match=re.escape(f"boxes must have shape [..., 4], got {shape}")
+        ):
+            ops.box_area(bad)
+
+
+def test_shape_error_is_value_error_and_runtime_error():
+    assert issubclass(ops.ShapeError, ValueError) and issubclass(ops.ShapeError, RuntimeError)
 
 
 def test_mixing_torch_and_numpy_raises_type_error():
@@ -321,13 +334,31 @@ def test_custom_ops_pass_opcheck(dtype, device, make):
     a = t(make.boxes(20)).to(device, dtype)
     b = t(make.boxes(7)).to(device, dtype)
     strided = a.t().contiguous().t()  # same values, column-major
-    for op in (torch.ops.fastdet.box_iou, torch.ops.fastdet.generalized_box_iou):
-        for args in [(a, b), (b, a), (a[:0], b), (strided, b)]:
-            torch.library.opcheck(op, args)
-        assert torch.equal(op(strided, b), op(a, b))
-    for args in [(a,), (a[:0],), (strided,)]:
+    batched = (t(make.boxes(30)).to(device, dtype).view(2, 15, 4), b.expand(2, 7, 4))
+    for name in PAIRWISE:
+        op = getattr(torch.ops.fastdet, name)
+        eps = (1e-7,) if name in ("distance_box_iou", "complete_box_iou") else ()
+        for args in [(a, b), (b, a), (a[:0], b), (strided, b), batched]:
+            torch.library.opcheck(op, args + eps)
+        assert torch.equal(op(strided, b, *eps), op(a, b, *eps))
+    for args in [(a,), (a[:0],), (strided,), (batched[0],)]:
         torch.library.opcheck(torch.ops.fastdet.box_area, args)
     assert torch.equal(torch.ops.fastdet.box_area(strided), torch.ops.fastdet.box_area(a))
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.float16, torch.bfloat16, torch.int16, torch.int32, torch.int64], ids=str
+)
+def test_custom_ops_take_every_dtype_the_public_functions_take(dtype, device, make):
+    a = t(make.boxes(9, np.float64)).to(device, dtype)
+    b = t(make.boxes(5, np.float64)).to(device, dtype)
+    for name in PAIRWISE:
+        eps = (1e-7,) if name in ("distance_box_iou", "complete_box_iou") else ()
+        op = getattr(torch.ops.fastdet, name)
+        torch.library.opcheck(op, (a, b) + eps)
+        assert torch.equal(op(a, b, *eps), getattr(ops, name)(a, b))
+    torch.library.opcheck(torch.ops.fastdet.box_area, (a,))
+    assert torch.equal(torch.ops.fastdet.box_area(a), ops.box_area(a))
 
 
 def test_concurrent_threads_match_sequential_calls(make, concurrently):
@@ -354,3 +385,250 @@ def test_iou_properties_hold_for_any_boxes(a, b):
     giou = ops.generalized_box_iou(a, b)
     np.testing.assert_allclose(giou, reference.generalized_box_iou(a, b), rtol=1e-12, atol=1e-15)
     assert np.isfinite(giou).all() and (giou >= -1).all() and (giou <= iou + 1e-12).all()
+
+
+# --- torchvision 0.29's API: integer boxes, fmt=, batched boxes -------------------------------
+
+INT_DTYPES = [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64]
+
+
+def int_boxes(make, n, dtype, hi=100):
+    """[n, 4] integer boxes (some inverted, some empty) that fit every integer dtype."""
+    b = make.rng.integers(0, hi, (n, 4))
+    b[: n // 2, 2:] = b[: n // 2, :2] + make.rng.integers(0, hi // 2, (n // 2, 2))
+    return torch.from_numpy(b % 127).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", INT_DTYPES, ids=str)
+@pytest.mark.parametrize("op", PAIRWISE)
+def test_integer_boxes_give_torchvisions_dtype_and_values(op, dtype, device, make, tv):
+    a, b = int_boxes(make, 23, dtype).to(device), int_boxes(make, 17, dtype).to(device)
+    got = getattr(ops, op)(a, b)
+    assert got.dtype == torch.float32 and got.device.type == device  # torchvision's dtype
+    # The integers computed in float64, rounded once; torchvision's (signed areas, NaN for
+    # empty pairs) agrees wherever both boxes are proper.
+    want = getattr(ops, op)(a.double(), b.double()).float()
+    assert torch.equal(got, want)
+    proper_a = ((a[:, 2:] > a[:, :2]).all(1)).cpu()
+    proper_b = ((b[:, 2:] > b[:, :2]).all(1)).cpu()
+    theirs = getattr(tv.ops, op)(a.cpu().to(torch.int64), b.cpu().to(torch.int64))
+    torch.testing.assert_close(
+        got.cpu()[proper_a][:, proper_b], theirs[proper_a][:, proper_b], rtol=1e-5, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("dtype", INT_DTYPES, ids=str)
+def test_box_area_of_integer_boxes_has_torchvisions_dtype(dtype, device, make, tv):
+    b = int_boxes(make, 31, dtype).to(device)
+    got = ops.box_area(b)
+    want = tv.ops.box_area(b.cpu())
+    assert got.dtype == want.dtype  # int32, or int64 for int64 boxes
+    proper = (b[:, 2:] >= b[:, :2]).all(1).cpu()
+    assert torch.equal(got.cpu()[proper], want[proper])
+    assert (got.cpu()[~proper] == 0).all()  # inverted: 0 (torchvision: signed)
+
+
+def test_torchvisions_own_integer_cases(tv):
+    # test_ops.py's INT_BOXES / INT_BOXES2 and the expected values it lists for each op.
+    boxes1 = [[0, 0, 100, 100], [0, 0, 50, 50], [200, 200, 300, 300], [0, 0, 25, 25]]
+    boxes2 = [[0, 0, 100, 100], [0, 0, 50, 50], [200, 200, 300, 300]]
+    for dtype in (torch.int16, torch.int32, torch.int64):
+        a, b = torch.tensor(boxes1, dtype=dtype), torch.tensor(boxes2, dtype=dtype)
+        for op in PAIRWISE:
+            torch.testing.assert_close(getattr(ops, op)(a, b), getattr(tv.ops, op)(a, b))
+        assert torch.equal(ops.box_area(a), tv.ops.box_area(a))
+
+
+def test_numpy_integer_boxes():
+    a = np.array([[0, 0, 4, 2], [1, 1, 3, 3]], np.int32)
+    got = ops.box_iou(a, a)
+    assert isinstance(got, np.ndarray) and got.dtype == np.float32
+    np.testing.assert_allclose(got, [[1.0, 2 / 10], [2 / 10, 1.0]], rtol=1e-7)
+    area = ops.box_area(a.astype(np.int16))
+    assert area.dtype == np.int32 and area.tolist() == [8, 4]
+    assert ops.box_area(a.astype(np.int64)).dtype == np.int64
+
+
+@pytest.mark.parametrize(
+    "d1,d2,want",
+    [
+        (torch.int64, torch.float64, torch.float64),
+        (torch.int32, torch.float32, torch.float32),
+        (torch.int16, torch.float16, torch.float32),
+        (torch.float16, torch.float32, torch.float32),
+        (torch.float16, torch.float16, torch.float16),  # fastdet: the boxes' dtype
+        (torch.bfloat16, torch.bfloat16, torch.bfloat16),
+    ],
+    ids=str,
+)
+def test_result_dtype_of_mixed_inputs(d1, d2, want, make):
+    a, b = t(make.boxes(4)).to(d1), t(make.boxes(3)).to(d2)
+    for op in PAIRWISE:
+        assert getattr(ops, op)(a, b).dtype == want
+        assert getattr(ops, op)(b, a).dtype == want
+
+
+@pytest.mark.parametrize(
+    "shape1,shape2",
+    [
+        ((3, 7, 4), (3, 5, 4)),
+        ((3, 7, 4), (5, 4)),
+        ((6, 4), (2, 3, 5, 4)),
+        ((2, 1, 7, 4), (3, 5, 4)),
+    ],
+)
+@pytest.mark.parametrize("op", PAIRWISE)
+def test_batched_boxes_broadcast_as_torchvision(op, shape1, shape2, device, make, tv):
+    a = t(make.boxes(int(np.prod(shape1[:-1])), np.float64).reshape(shape1)).to(device)
+    b = t(make.boxes(int(np.prod(shape2[:-1])), np.float64).reshape(shape2)).to(device)
+    got = getattr(ops, op)(a, b)
+    want = getattr(tv.ops, op)(a, b)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, **tol(op, np.float64))
+    # each batch element is the unbatched op on its pair
+    lead = got.shape[:-2]
+    aa, bb = a.expand(lead + a.shape[-2:]), b.expand(lead + b.shape[-2:])
+    for i in np.ndindex(*lead):
+        assert torch.equal(got[i], getattr(ops, op)(aa[i], bb[i]))
+
+
+@pytest.mark.parametrize("op", PAIRWISE)
+def test_batched_numpy_boxes(op, make):
+    a = make.boxes(2 * 3 * 6).reshape(2, 3, 6, 4)
+    b = make.boxes(5).reshape(5, 4)
+    got = getattr(ops, op)(a, b)
+    assert isinstance(got, np.ndarray) and got.shape == (2, 3, 6, 5)
+    assert np.array_equal(got[1, 2], getattr(ops, op)(a[1, 2], b))
+
+
+def test_batched_boxes_that_do_not_broadcast_raise():
+    with pytest.raises(ops.ShapeError, match="leading dimensions do not broadcast"):
+        ops.box_iou(torch.zeros(2, 3, 4), torch.zeros(3, 5, 4))
+
+
+def test_batched_empty_dimensions(make):
+    a = t(make.boxes(6)).view(2, 3, 4)
+    assert ops.box_iou(a[:0], a[:1]).shape == (0, 3, 3)
+    assert ops.complete_box_iou(a, a[:, :0]).shape == (2, 3, 0)
+    assert ops.box_area(a[:, :0]).shape == (2, 0)
+
+
+FORMATS = ["xyxy", "xywh", "cxcywh"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.int64], ids=str)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_fmt_matches_torchvision(fmt, dtype, device, make, tv):
+    xyxy = t(make.boxes(40, np.float64)).round()
+    a = tv.ops.box_convert(xyxy, "xyxy", fmt).to(device, dtype)
+    b = tv.ops.box_convert(xyxy.flip(0), "xyxy", fmt).to(device, dtype)
+    got = ops.box_iou(a, b, fmt=fmt)
+    torch.testing.assert_close(got, tv.ops.box_iou(a, b, fmt=fmt), rtol=1e-6, atol=1e-7)
+    assert got.dtype == tv.ops.box_iou(a.cpu(), b.cpu(), fmt=fmt).dtype
+    area = ops.box_area(a, fmt=fmt)
+    want = tv.ops.box_area(a, fmt=fmt)
+    assert area.dtype == want.dtype
+    torch.testing.assert_close(area, want, rtol=1e-12, atol=0)
+
+
+def test_fmt_on_numpy_and_batched(make):
+    a = make.boxes(12).reshape(3, 4, 4)
+    for fmt in FORMATS:
+        conv = ops.box_convert(a, "xyxy", fmt)
+        np.testing.assert_allclose(ops.box_iou(conv, conv, fmt=fmt), ops.box_iou(a, a), atol=1e-5)
+
+
+def test_area_in_wh_formats_clamps_negative_sides():
+    b = torch.tensor([[5.0, 5.0, -2.0, 3.0], [0.0, 0.0, 2.0, 3.0]])
+    assert ops.box_area(b, fmt="xywh").tolist() == [0.0, 6.0]
+    assert ops.box_area(b, fmt="cxcywh").tolist() == [0.0, 6.0]
+    assert ops.box_area(b.half(), fmt="xywh").dtype == torch.float16
+
+
+@pytest.mark.parametrize("fmt", ["xxyy", "XYXY", ""])
+def test_unknown_fmt_raises_value_error(fmt):
+    with pytest.raises(ValueError, match="unsupported box format"):
+        ops.box_iou(torch.zeros(1, 4), torch.zeros(1, 4), fmt=fmt)
+    with pytest.raises(ValueError, match="unsupported box format"):
+        ops.box_area(torch.zeros(1, 4), fmt=fmt)
+
+
+@pytest.mark.parametrize("fmt", ["xywhr", "cxcywhr", "xyxyxyxy"])
+def test_rotated_fmt_is_box_iou_rotateds(fmt):
+    from fastdet.ops.box_iou import IOU_BY_FORMAT
+
+    if fmt in IOU_BY_FORMAT:
+        pytest.skip("rotated boxes are present in this build (fastdet.ops.rotated)")
+    with pytest.raises(ValueError, match="rotated-box format.*box_iou_rotated"):
+        ops.box_iou(torch.zeros(1, 5), torch.zeros(1, 5), fmt=fmt)
+
+
+# --- DIoU and CIoU ---------------------------------------------------------------------------
+
+
+def test_diou_and_ciou_of_one_pair():
+    a = torch.tensor([[0.0, 0.0, 4.0, 2.0]], dtype=torch.float64)
+    b = torch.tensor([[2.0, 1.0, 6.0, 2.0]], dtype=torch.float64)
+    iou = 2 / 10
+    # centres (2, 1) and (4, 1.5); hull 6 x 2
+    d2, c2 = 2.0**2 + 0.5**2, 6.0**2 + 2.0**2
+    diou = iou - d2 / (c2 + 1e-7)
+    assert ops.distance_box_iou(a, b).item() == pytest.approx(diou, rel=1e-15)
+    v = 4 / np.pi**2 * (np.arctan(4 / 2) - np.arctan(4 / 1)) ** 2
+    ciou = diou - v / (1 - iou + v + 1e-7) * v
+    assert ops.complete_box_iou(a, b).item() == pytest.approx(ciou, rel=1e-14)
+    assert ops.distance_box_iou(a, b, eps=0.5).item() == pytest.approx(iou - d2 / (c2 + 0.5))
+
+
+@pytest.mark.parametrize("op", ["distance_box_iou", "complete_box_iou"])
+def test_diou_ciou_of_degenerate_boxes_are_finite_and_match_reference(op):
+    d = torch.cat([DEGENERATE, torch.tensor([[0.0, 0.0, 10.0, 10.0], [3.0, 3.0, 3.0, 9.0]])])
+    for eps in (1e-7, 0.0):
+        got = getattr(ops, op)(d, d, eps=eps)
+        assert torch.isfinite(got).all()
+        np.testing.assert_allclose(
+            got.numpy(), getattr(reference, op)(d.numpy(), d.numpy(), eps), rtol=1e-6, atol=1e-7
+        )
+
+
+@pytest.mark.parametrize("op", ["distance_box_iou", "complete_box_iou"])
+def test_diou_ciou_bounds(op, make):
+    a, b = t(make.clustered(200, np.float64)), t(make.boxes(150, np.float64))
+    got = getattr(ops, op)(a, b)
+    low = -1 if op == "distance_box_iou" else -2  # CIoU subtracts alpha v <= 1 more
+    assert (got >= low).all() and (got <= ops.box_iou(a, b) + 1e-12).all()
+
+
+# --- GPU ------------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("op", PAIRWISE)
+def test_batched_and_narrow_on_gpu_match_cpu(op, dtype, make):
+    # m <= 256 takes the flat path, m > 256 the register path; odd sizes leave n * m unaligned
+    # across batch elements (scalar stores), even ones keep it aligned.
+    for lead, n, m in [
+        ((), 33, 7),
+        ((3,), 33, 7),
+        ((2, 2), 12, 8),
+        ((3,), 5, 300),
+        ((2,), 64, 256),
+    ]:
+        a = t(make.boxes(int(np.prod(lead, dtype=int)) * n, np.float64)).view(*lead, n, 4)
+        b = t(make.boxes(int(np.prod(lead, dtype=int)) * m, np.float64)).view(*lead, m, 4)
+        a, b = a.to(dtype), b.to(dtype)
+        got = getattr(ops, op)(a.cuda(), b.cuda()).cpu()
+        want = getattr(ops, op)(a, b)
+        rel = 1e-5 if dtype == torch.float32 else 1e-12
+        torch.testing.assert_close(got, want, rtol=rel, atol=rel)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("op", PAIRWISE)
+def test_integer_and_half_boxes_on_gpu(op, make):
+    for dtype in (torch.int32, torch.float16):
+        a = int_boxes(make, 40, dtype) if dtype == torch.int32 else t(make.boxes(40)).half()
+        got = getattr(ops, op)(a.cuda(), a.cuda())
+        assert got.dtype == getattr(ops, op)(a, a).dtype
+        torch.testing.assert_close(got.cpu(), getattr(ops, op)(a, a), rtol=1e-3, atol=1e-3)

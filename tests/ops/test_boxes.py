@@ -248,3 +248,59 @@ def test_custom_ops_pass_opcheck(dtype, device, make):
         F.clip_boxes_to_image(strided, 800.0, 600.0), F.clip_boxes_to_image(b, 800.0, 600.0)
     )
     assert torch.equal(F.remove_small_boxes(strided, 40.0), F.remove_small_boxes(b, 40.0))
+
+
+# --- masks_to_boxes ---------------------------------------------------------------------------
+
+
+def random_masks(rng, n, h, w):
+    """[n, h, w] bool masks: a random blob per mask, some empty, one a single pixel."""
+    m = np.zeros((n, h, w), bool)
+    for i in range(n):
+        if i % 5 == 4:
+            continue  # empty
+        y0, x0 = rng.integers(0, h), rng.integers(0, w)
+        y1, x1 = rng.integers(y0, h) + 1, rng.integers(x0, w) + 1
+        m[i, y0:y1, x0:x1] = rng.random((y1 - y0, x1 - x0)) < 0.3
+    m[0] = False
+    m[0, rng.integers(0, h), rng.integers(0, w)] = True
+    return m
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.bool, torch.uint8, torch.int64, torch.float16, torch.float32], ids=str
+)
+def test_masks_to_boxes_matches_torchvision(dtype, rng, device, tv):
+    m = torch.from_numpy(random_masks(rng, 23, 37, 51)).to(device, dtype)
+    got = ops.masks_to_boxes(m)
+    assert got.dtype == torch.float32 and got.device.type == device
+    assert torch.equal(got, tv.ops.masks_to_boxes(m))
+
+
+def test_masks_to_boxes_edges(tv):
+    m = torch.zeros(3, 4, 6)
+    m[1, 3, 5] = 1  # the last pixel
+    m[2, :, 2] = float("nan")  # NaN counts as set, as torchvision's masks.bool()
+    got = ops.masks_to_boxes(m)
+    assert got.tolist() == [[0, 0, 0, 0], [5, 3, 5, 3], [2, 0, 2, 3]]
+    assert torch.equal(got, tv.ops.masks_to_boxes(m))
+    assert ops.masks_to_boxes(torch.zeros(0, 4, 6)).shape == (0, 4)
+    # no pixels: one zero box per mask (torchvision returns none)
+    assert torch.equal(ops.masks_to_boxes(torch.zeros(3, 0, 6)), torch.zeros(3, 4))
+
+
+def test_masks_to_boxes_numpy_and_errors(rng):
+    m = random_masks(rng, 6, 9, 7)
+    got = ops.masks_to_boxes(m)
+    assert isinstance(got, np.ndarray) and got.dtype == np.float32
+    np.testing.assert_array_equal(got, ops.masks_to_boxes(torch.from_numpy(m)).numpy())
+    with pytest.raises(ops.ShapeError, match=r"masks must have shape \[N, H, W\], got \(9, 7\)"):
+        ops.masks_to_boxes(m[0])
+    with pytest.raises(TypeError, match="masks must be a torch.Tensor"):
+        ops.masks_to_boxes([[0, 1]])
+
+
+def test_masks_to_boxes_compiles(rng):
+    m = torch.from_numpy(random_masks(rng, 5, 8, 8))
+    f = torch.compile(ops.masks_to_boxes, fullgraph=True, backend="aot_eager")
+    assert torch.equal(f(m), ops.masks_to_boxes(m))

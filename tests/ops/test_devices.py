@@ -164,3 +164,53 @@ def test_other_device_than_current(make):
         got = ops.box_iou(a, a)
     assert got.device == a.device
     torch.testing.assert_close(got.cpu(), ops.box_iou(a.cpu(), a.cpu()))
+
+
+def test_cupy_in_cupy_out_for_the_drop_in_ops(make, rng):
+    cp = pytest.importorskip("cupy")
+    a = t(make.boxes(60)).view(3, 20, 4)
+    b = t(make.boxes(7))
+    for name in ("distance_box_iou", "complete_box_iou"):
+        got = getattr(ops, name)(cp.asarray(a.numpy()), cp.asarray(b.numpy()))
+        assert isinstance(got, cp.ndarray) and got.shape == (3, 20, 7)
+        want = getattr(ops, name)(a.cuda(), b.cuda())
+        np.testing.assert_array_equal(cp.asnumpy(got), want.cpu().numpy())
+    ints = cp.asarray(np.round(make.boxes(9)).astype(np.int32))
+    assert ops.box_iou(ints, ints).dtype == np.float32 and ops.box_area(ints).dtype == np.int32
+    conv = ops.box_convert(cp.asarray(b.numpy()), "xyxy", "cxcywh")
+    assert isinstance(conv, cp.ndarray)
+    np.testing.assert_array_equal(cp.asnumpy(conv), ops.box_convert(b, "xyxy", "cxcywh").numpy())
+    masks = rng.random((4, 9, 11)) < 0.05
+    got = ops.masks_to_boxes(cp.asarray(masks))
+    assert isinstance(got, cp.ndarray)
+    np.testing.assert_array_equal(cp.asnumpy(got), ops.masks_to_boxes(masks))
+    x = rng.standard_normal((2, 3, 10, 12)).astype(np.float32)
+    r = np.array([[0, 1.0, 2.0, 8.0, 9.0], [1, 0.0, 0.0, 11.0, 9.0]], np.float32)
+    got = ops.roi_pool(cp.asarray(x), cp.asarray(r), 3)
+    assert isinstance(got, cp.ndarray)
+    np.testing.assert_array_equal(cp.asnumpy(got), ops.roi_pool(x, r, 3))
+    loss = ops.complete_box_iou_loss(cp.asarray(b.numpy()), cp.asarray(b.numpy()[::-1].copy()))
+    assert isinstance(loss, cp.ndarray) and loss.shape == (7,)
+
+
+def test_drop_in_ops_capture_in_a_cuda_graph(make, rng):
+    a = t(make.boxes(600)).view(2, 300, 4).cuda()
+    b = t(make.boxes(100)).cuda()
+    x = t(rng.standard_normal((2, 8, 30, 30), dtype=np.float32)).cuda()
+    r = image_rois(rng, 50, 2, 120, 120).cuda()
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):  # warm-up outside the capture
+        ops.complete_box_iou(a, b)
+        ops.roi_pool(x, r, 7, 0.25)
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        ciou = ops.complete_box_iou(a, b)
+        pooled = ops.roi_pool(x, r, 7, 0.25)
+    a.copy_(t(make.boxes(600)).view(2, 300, 4).cuda())
+    x.copy_(t(rng.standard_normal((2, 8, 30, 30), dtype=np.float32)).cuda())
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(ciou, ops.complete_box_iou(a, b))
+    assert torch.equal(pooled, ops.roi_pool(x, r, 7, 0.25))

@@ -486,6 +486,30 @@ def test_batched_nms_empty_input():
     assert isinstance(got, np.ndarray) and got.shape == (0,) and got.dtype == np.int64
 
 
+def test_batched_nms_of_no_boxes_returns_at_once_as_torchvision(tv):
+    # torchvision's test: boxes empty, the other arguments unused
+    empty = torch.empty((0,), dtype=torch.int64)
+    got = ops.batched_nms(empty, None, None, None)
+    assert torch.equal(got, tv.ops.batched_nms(empty, None, None, None))
+    assert got.dtype == torch.int64 and got.shape == (0,)
+    got = ops.batched_nms(np.zeros((0, 4), np.float32), None, None, None)
+    assert isinstance(got, np.ndarray) and got.dtype == np.int64 and got.shape == (0,)
+
+
+def test_input_errors_are_runtime_errors_as_in_torchvision():
+    # torchvision's test_nms_input_errors; fastdet's errors are ValueErrors as well
+    for boxes, scores in [
+        (torch.rand(4), torch.rand(3)),
+        (torch.rand(3, 5), torch.rand(3)),
+        (torch.rand(3, 4), torch.rand(3, 2)),
+        (torch.rand(3, 4), torch.rand(4)),
+    ]:
+        with pytest.raises(RuntimeError):
+            ops.nms(boxes, scores, 0.5)
+        with pytest.raises(ops.ShapeError):
+            ops.batched_nms(boxes, scores, torch.zeros(3, dtype=torch.int64), 0.5)
+
+
 @pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.uint8])
 def test_batched_nms_accepts_any_integer_idxs(dtype, make):
     b, s, c = make.clustered(200), make.scores(200), make.classes(200, 4)

@@ -239,6 +239,59 @@ def test_custom_ops_pass_opcheck(rng, dtype, device):
         torch.library.opcheck(torch.ops.fastdet.roi_align_backward, (grad, boxes, *back))
 
 
+def test_shape_errors_are_torchvisions_exception_types():
+    # torchvision asserts on the boxes' shape (AssertionError) and its kernel checks the input's
+    # (RuntimeError); fastdet's errors are both that and ValueError.
+    a = torch.linspace(1, 8 * 8, 8 * 8).reshape(1, 1, 8, 8)
+    with pytest.raises(AssertionError, match=r"boxes must have shape \[K, 5\]"):
+        ops.roi_align(a, torch.tensor([[0, 0, 3, 3]], dtype=a.dtype), output_size=(2, 2))
+    with pytest.raises(AssertionError, match=r"boxes\[0\] must have shape \[Ki, 4\]"):
+        ops.roi_align(a, [torch.tensor([[0, 0, 3]], dtype=a.dtype)], output_size=(2, 2))
+    assert issubclass(ops.RoIBoxesError, ValueError)
+    with pytest.raises(RuntimeError, match="input must have shape"):
+        ops.roi_align(a[0], torch.zeros(1, 5), 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_registered_op_takes_half_types(rng, dtype, device):
+    # torch.ops.fastdet.roi_align takes every dtype roi_align does, computing in float32
+    x = features(rng, (2, 3, 10, 12)).to(device, dtype)
+    r = rois(rng, 6, 2, 10, 12, scale=0.5).to(device, dtype)
+    args = (0.5, 3, 2, 2, True)
+    got = torch.ops.fastdet.roi_align(x, r, *args)
+    assert got.dtype == dtype
+    assert torch.equal(got, ops.roi_align(x, r, (3, 2), 0.5, 2, True))
+    torch.library.opcheck(torch.ops.fastdet.roi_align, (x, r.float(), *args))
+    g = torch.ones(6, 3, 3, 2, dtype=dtype, device=device)
+    back = (0.5, 3, 2, 2, 3, 10, 12, 2, True)
+    gin = torch.ops.fastdet.roi_align_backward(g, r, *back)
+    assert gin.dtype == dtype
+    want = torch.ops.fastdet.roi_align_backward(g.float(), r.float(), *back)
+    assert torch.equal(gin, want.to(dtype))
+
+
+def test_module_is_a_torch_fx_leaf(rng):
+    from torchvision.models.feature_extraction import get_graph_node_names
+
+    m = RoIAlign(5, 0.5, -1, aligned=True)
+    traced = torch.fx.symbolic_trace(m)
+    calls = [n for n in traced.graph.nodes if n.op == "call_function"]
+    assert [n.target for n in calls] == [ops.roi_align]
+    x, r = features(rng, (2, 3, 10, 12)), rois(rng, 6, 2, 10, 12, scale=0.5)
+    assert torch.equal(traced(x, r), m(x, r))
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = m
+
+        def forward(self, a, b):
+            return self.layer(a, b)
+
+    train, evaluation = get_graph_node_names(Wrapper())
+    assert train == evaluation and len(train) == 3  # a, b and the one leaf call
+
+
 def test_torch_compile_fullgraph(rng):
     x = features(rng, (1, 3, 12, 12)).requires_grad_()
     r = rois(rng, 5, 1, 12, 12)

@@ -15,6 +15,9 @@ enum Status : int64_t {
 // soft_nms decay
 enum SoftNmsMethod : int { kLinear = 0, kGaussian = 1 };
 
+// The pairwise IoU family: IoU, generalized (GIoU), distance (DIoU) and complete (CIoU).
+enum IouKind : int { kIou = 0, kGiou = 1, kDiou = 2, kCiou = 3 };
+
 namespace cpu {
 int max_threads();
 void set_num_threads(int n);
@@ -24,6 +27,11 @@ template <typename T> void box_area(const T* boxes, int64_t n, T* out);
 template <typename T> void box_iou(const T* a, int64_t n, const T* b, int64_t m, T* out);
 template <typename T>
 void generalized_box_iou(const T* a, int64_t n, const T* b, int64_t m, T* out);
+// batch independent pairs of box sets: a [batch, n, 4], b [batch, m, 4] -> out [batch, n, m].
+// eps: DIoU's and CIoU's (torchvision's default 1e-7); ignored by IoU and GIoU.
+template <typename T>
+void pairwise_iou(IouKind kind, const T* a, const T* b, int64_t batch, int64_t n, int64_t m,
+                  double eps, T* out);
 
 // keep: room for n indices, written in decreasing score (ties: lower index first).
 template <typename T>
@@ -46,6 +54,17 @@ template <typename T>
 void roi_align_backward(const T* grad_out, int64_t N, int64_t C, int64_t H, int64_t W,
                         const T* rois, int64_t K, int64_t PH, int64_t PW, double spatial_scale,
                         int64_t sampling_ratio, bool aligned, T* grad_input);
+// RoIPool (Fast R-CNN): out [K, C, PH, PW] and argmax [K, C, PH, PW] (index h * W + w of the
+// maximum within its plane, -1 for an empty bin, whose output is 0). Backward overwrites
+// grad_input [N, C, H, W] (deterministic: threads own channels).
+template <typename T>
+void roi_pool_forward(const T* input, int64_t N, int64_t C, int64_t H, int64_t W, const T* rois,
+                      int64_t K, int64_t PH, int64_t PW, double spatial_scale, T* out,
+                      int32_t* argmax);
+template <typename T>
+void roi_pool_backward(const T* grad_out, const int32_t* argmax, const T* rois, int64_t K,
+                       int64_t N, int64_t C, int64_t H, int64_t W, int64_t PH, int64_t PW,
+                       T* grad_input);
 
 // One feature level: out[(y * gw + x) * A + a] = base[a] + (x*sw, y*sh, x*sw, y*sh).
 template <typename T>
@@ -77,6 +96,9 @@ void box_iou(const T* a, int64_t n, const T* b, int64_t m, T* out, int device, v
 template <typename T>
 void generalized_box_iou(const T* a, int64_t n, const T* b, int64_t m, T* out, int device,
                          void* stream);
+template <typename T>
+void pairwise_iou(IouKind kind, const T* a, const T* b, int64_t batch, int64_t n, int64_t m,
+                  double eps, T* out, int device, void* stream);
 
 // NMS family: the caller allocates `workspace` of nms_workspace_bytes(n) (or the batched /
 // soft variant); the call synchronises the stream once, to read the kept count.
@@ -111,6 +133,15 @@ void roi_align_backward(const T* grad_out, int64_t N, int64_t C, int64_t H, int6
                         int64_t sampling_ratio, bool aligned, T* grad_input, bool deterministic,
                         bool shared, void* workspace, size_t workspace_bytes, int device,
                         void* stream);
+template <typename T>
+void roi_pool_forward(const T* input, int64_t N, int64_t C, int64_t H, int64_t W, const T* rois,
+                      int64_t K, int64_t PH, int64_t PW, double spatial_scale, T* out,
+                      int32_t* argmax, int device, void* stream);
+// Float atomics, as torchvision: sums where bins share a maximum vary in the last bits.
+template <typename T>
+void roi_pool_backward(const T* grad_out, const int32_t* argmax, const T* rois, int64_t K,
+                       int64_t N, int64_t C, int64_t H, int64_t W, int64_t PH, int64_t PW,
+                       T* grad_input, int device, void* stream);
 
 template <typename T>
 void grid_anchors(const T* base, int64_t A, int64_t gh, int64_t gw, double stride_h,

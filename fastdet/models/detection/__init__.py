@@ -2,6 +2,7 @@
 fastdet's ops. Presets fasterrcnn_vgg16 (the original), fasterrcnn_resnet50_fpn (torchvision's,
 checkpoint-compatible) and fasterrcnn_resnet18_fpn (CPU-sized). See faster_rcnn.py."""
 
+from ...ops import MultiScaleRoIAlign
 from .backbones import (
     BackboneWithFPN,
     FeaturePyramidNetwork,
@@ -16,7 +17,7 @@ from .faster_rcnn import (
     fasterrcnn_vgg16,
     load_detector_weights,
 )
-from .roi_heads import FastRCNNPredictor, MultiScaleRoIAlign, RoIHeads, TwoMLPHead
+from .roi_heads import FastRCNNPredictor, RoIHeads, TwoMLPHead
 from .rpn import RegionProposalNetwork, RPNHead
 from .transform import DetectionTransform, ImageList
 

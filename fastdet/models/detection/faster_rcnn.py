@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ...ops import AnchorGenerator
+from ...ops import AnchorGenerator, MultiScaleRoIAlign
 from .backbones import VGG16Backbone, resnet_fpn_backbone
-from .roi_heads import FastRCNNPredictor, MultiScaleRoIAlign, RoIHeads, TwoMLPHead
+from .roi_heads import FastRCNNPredictor, RoIHeads, TwoMLPHead
 from .rpn import RegionProposalNetwork, RPNHead
 from .transform import DetectionTransform
 

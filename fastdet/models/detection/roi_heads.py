@@ -1,6 +1,6 @@
 """RoI head of Faster R-CNN (Fast R-CNN on proposals), torchvision's structure and rules, on
-fastdet's roi_align, box_iou, box_area, BoxCoder, clip_boxes_to_image, remove_small_boxes and
-batched_nms.
+fastdet's box_iou, BoxCoder, clip_boxes_to_image, remove_small_boxes and batched_nms (the
+pooling, MultiScaleRoIAlign, is in fastdet.ops).
 
 Training: the ground-truth boxes join the proposals; proposals with IoU >= fg_iou_thresh with a
 ground truth take its label, those below bg_iou_thresh are background (label 0);
@@ -11,8 +11,6 @@ softmax scores, class-specific boxes clipped to the image, score > score_thresh,
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -20,75 +18,10 @@ from torch import Tensor, nn
 from ...ops import (
     BoxCoder,
     batched_nms,
-    box_area,
     clip_boxes_to_image,
     remove_small_boxes,
-    roi_align,
 )
 from . import _utils as det_utils
-
-
-def _infer_scale(feature: Tensor, image_size: tuple[int, int]) -> float:
-    """The level's scale, a power of 2 nearest to feature height / image height (torchvision's
-    rule, computed in float32 so ties round as there)."""
-    approx = float(feature.shape[-2]) / float(image_size[0])
-    return 2 ** float(torch.tensor(approx).log2().round())
-
-
-class MultiScaleRoIAlign(nn.Module):
-    """RoIAlign over the feature maps named featmap_names (torchvision's MultiScaleRoIAlign):
-    each box goes to level k = floor(canonical_level + log2(sqrt(area) / canonical_scale) + 1e-6),
-    clamped to the available levels (FPN's rule); with a single level, every box goes to it.
-    Scales come from the largest image size of the batch (before padding)."""
-
-    def __init__(
-        self,
-        featmap_names: list[str],
-        output_size=7,
-        sampling_ratio: int = 2,
-        canonical_scale: int = 224,
-        canonical_level: int = 4,
-    ):
-        super().__init__()
-        self.featmap_names = list(featmap_names)
-        self.output_size = (
-            (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
-        )
-        self.sampling_ratio = sampling_ratio
-        self.canonical_scale, self.canonical_level = canonical_scale, canonical_level
-
-    def levels(self, boxes: list[Tensor], k_min: int, k_max: int) -> Tensor:
-        """int64 [sum Ni]: each box's level index in 0..k_max - k_min."""
-        s = torch.sqrt(torch.cat([box_area(b) for b in boxes]))
-        k = torch.floor(
-            self.canonical_level
-            + torch.log2(s / self.canonical_scale)
-            + torch.tensor(1e-6, dtype=s.dtype)
-        )
-        return k.clamp(min=k_min, max=k_max).to(torch.int64) - k_min
-
-    def forward(self, features: dict, boxes: list[Tensor], image_sizes) -> Tensor:
-        """features: dict of [B, C, Hl, Wl]; boxes: per image [Ni, 4] in image pixels ->
-        [sum Ni, C, PH, PW] in the order of the concatenated boxes."""
-        feats = [v for k, v in features.items() if k in self.featmap_names]
-        max_size = (max(s[0] for s in image_sizes), max(s[1] for s in image_sizes))
-        scales = [_infer_scale(f, max_size) for f in feats]
-        rois = torch.cat(
-            [torch.cat([torch.full_like(b[:, :1], i), b], 1) for i, b in enumerate(boxes)]
-        )
-        if len(feats) == 1:
-            return roi_align(feats[0], rois, self.output_size, scales[0], self.sampling_ratio)
-        k_min = int(-math.log2(scales[0]))
-        k_max = int(-math.log2(scales[-1]))
-        lv = self.levels(boxes, k_min, k_max)
-        out = feats[0].new_zeros((rois.shape[0], feats[0].shape[1]) + self.output_size)
-        for level, (f, scale) in enumerate(zip(feats, scales)):
-            idx = torch.where(lv == level)[0]
-            if idx.numel():
-                out[idx] = roi_align(f, rois[idx], self.output_size, scale, self.sampling_ratio).to(
-                    out.dtype
-                )
-        return out
 
 
 class TwoMLPHead(nn.Module):

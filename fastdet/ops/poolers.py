@@ -1,0 +1,115 @@
+"""MultiScaleRoIAlign: RoIAlign over an FPN's levels, as torchvision.ops.MultiScaleRoIAlign.
+
+Differences from torchvision.ops: the level scales come from each call's largest image size
+(torchvision computes them on the first call and keeps them, so a later batch of larger images
+pools from the wrong scale); inverted boxes go to the lowest level (torchvision: NaN level).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .box_iou import box_area
+from .roi_align import roi_align
+
+
+def _infer_scale(feature: Tensor, image_size: tuple[int, int]) -> float:
+    """The level's scale, a power of 2 nearest to feature height / image height (torchvision's
+    rule, computed in float32 so ties round as there)."""
+    approx = float(feature.shape[-2]) / float(image_size[0])
+    return 2 ** float(torch.tensor(approx).log2().round())
+
+
+def box_levels(
+    boxes: list[Tensor], k_min: int, k_max: int, canonical_scale: int, canonical_level: int
+) -> Tensor:
+    """int64 [sum Ni]: each box's level index in 0..k_max - k_min, FPN's rule
+    k = floor(canonical_level + log2(sqrt(area) / canonical_scale) + 1e-6), clamped."""
+    s = torch.sqrt(torch.cat([box_area(b) for b in boxes]))
+    k = torch.floor(
+        canonical_level + torch.log2(s / canonical_scale) + torch.tensor(1e-6, dtype=s.dtype)
+    )
+    return k.clamp(min=k_min, max=k_max).to(torch.int64) - k_min
+
+
+@torch.fx.wrap  # one leaf of torch.fx traces: the level assignment reads real values
+def _multiscale_roi_align(
+    features: dict,
+    boxes: list[Tensor],
+    image_sizes,
+    featmap_names: list[str],
+    output_size: tuple[int, int],
+    sampling_ratio: int,
+    canonical_scale: int,
+    canonical_level: int,
+) -> Tensor:
+    feats = [v for k, v in features.items() if k in featmap_names]
+    if not feats:
+        raise ValueError(f"features hold none of featmap_names {featmap_names}")
+    if not image_sizes:
+        raise ValueError("image_sizes must name at least one image size")
+    max_size = (max(s[0] for s in image_sizes), max(s[1] for s in image_sizes))
+    scales = [_infer_scale(f, max_size) for f in feats]
+    rois = torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], 1) for i, b in enumerate(boxes)])
+    if len(feats) == 1:
+        return roi_align(feats[0], rois, output_size, scales[0], sampling_ratio)
+    k_min = int(-math.log2(scales[0]))
+    k_max = int(-math.log2(scales[-1]))
+    lv = box_levels(boxes, k_min, k_max, canonical_scale, canonical_level)
+    out = feats[0].new_zeros((rois.shape[0], feats[0].shape[1]) + tuple(output_size))
+    for level, (f, scale) in enumerate(zip(feats, scales)):
+        idx = torch.where(lv == level)[0]
+        if idx.numel():
+            # Levels may differ in dtype under autocast; the result keeps the first level's.
+            out[idx] = roi_align(f, rois[idx], output_size, scale, sampling_ratio).to(out.dtype)
+    return out
+
+
+class MultiScaleRoIAlign(nn.Module):
+    """RoIAlign over the feature maps named featmap_names (torchvision's MultiScaleRoIAlign):
+    each box goes to level k = floor(canonical_level + log2(sqrt(area) / canonical_scale) + 1e-6),
+    clamped to the available levels (FPN's rule); with a single level, every box goes to it.
+    Scales come from the largest image size of the batch (before padding)."""
+
+    def __init__(
+        self,
+        featmap_names: list[str],
+        output_size=7,
+        sampling_ratio: int = 2,
+        canonical_scale: int = 224,
+        canonical_level: int = 4,
+    ):
+        super().__init__()
+        self.featmap_names = list(featmap_names)
+        self.output_size = (
+            (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+        )
+        self.sampling_ratio = sampling_ratio
+        self.canonical_scale, self.canonical_level = canonical_scale, canonical_level
+
+    def levels(self, boxes: list[Tensor], k_min: int, k_max: int) -> Tensor:
+        """int64 [sum Ni]: each box's level index in 0..k_max - k_min."""
+        return box_levels(boxes, k_min, k_max, self.canonical_scale, self.canonical_level)
+
+    def forward(self, features: dict, boxes: list[Tensor], image_sizes) -> Tensor:
+        """features: dict of [B, C, Hl, Wl]; boxes: per image [Ni, 4] in image pixels ->
+        [sum Ni, C, PH, PW] in the order of the concatenated boxes."""
+        return _multiscale_roi_align(
+            features,
+            boxes,
+            image_sizes,
+            self.featmap_names,
+            self.output_size,
+            self.sampling_ratio,
+            self.canonical_scale,
+            self.canonical_level,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(featmap_names={self.featmap_names}, "
+            f"output_size={self.output_size}, sampling_ratio={self.sampling_ratio})"
+        )
