@@ -14,6 +14,7 @@ read-only; an in-place change is detected and the anchors recomputed.
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 
 import torch
@@ -163,12 +164,14 @@ class AnchorGenerator(nn.Module):
         key = (grid_sizes, strides, dtype, str(device))
         hit = self._cache.get(key)
         if hit is not None and hit[0]._version == hit[1]:  # unchanged since we made it
-            self._cache.move_to_end(key)
+            with contextlib.suppress(KeyError):  # another thread may have evicted it since get
+                self._cache.move_to_end(key)
             return hit[0]
         anchors = self.grid_anchors(grid_sizes, strides, dtype, device)
         if torch.compiler.is_compiling():
             return anchors
         self._cache[key] = (anchors, anchors._version)
         while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+            with contextlib.suppress(KeyError):  # emptied by another thread meanwhile
+                self._cache.popitem(last=False)
         return anchors
