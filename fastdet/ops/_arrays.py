@@ -360,3 +360,26 @@ def check_output_size(op: str, shape, like) -> None:
             f"{cap} allowed; set {MAX_OUTPUT_BYTES_ENV} (bytes; default: physical memory) "
             "to raise the limit"
         )
+
+
+# Beyond these, an area ((2L)^2) plus another (a union, up to 8 L^2) overflows the compute dtype
+# and an IoU would come out 0 where it is not (torchvision: NaN): 8 * 2^124 < 2^128 in float32,
+# 8 * 2^1020 < 2^1024 in float64. float16 and bfloat16 compute in float32, far inside.
+COORDINATE_LIMIT = {4: 2.0**62, 8: 2.0**510}
+
+
+def check_coordinates(x, name: str) -> None:
+    """check_finite, and coordinates beyond COORDINATE_LIMIT raise too, in the same single
+    pass. CPU arrays only, as check_finite."""
+    if is_cuda(x) or numel(x) == 0:
+        return
+    size = x.element_size() if isinstance(x, torch.Tensor) else x.itemsize
+    limit = COORDINATE_LIMIT[size]
+    if _C.cpu.count_beyond(dtype_code(x), ptr(x), numel(x), limit):
+        check_finite(x, name)  # NaN or inf: that message
+        dt = "float32" if size == 4 else "float64"
+        raise ValueError(
+            f"{name} has coordinates beyond +-{limit:.3g} (2^{int(math.log2(limit))}), where "
+            f"{dt} areas overflow and IoU is undefined"
+            + ("; pass float64 boxes" if size == 4 else "")
+        )

@@ -25,6 +25,12 @@ from . import _arrays as arrays
 
 def cell_anchors(sizes, aspect_ratios, dtype=torch.float32, device="cpu") -> Tensor:
     """Base anchors [len(ratios) * len(sizes), 4] centred on 0 (torchvision's generate_anchors)."""
+    for name, values in (("sizes", sizes), ("aspect_ratios", aspect_ratios)):
+        if not isinstance(values, (list, tuple)) or not values:
+            raise TypeError(f"{name} must be a non-empty tuple of numbers, got {values!r}")
+        for x in values:
+            if not arrays.check_real(x, name, finite=True) > 0:
+                raise ValueError(f"{name} must be positive, got {values}")
     scales = torch.as_tensor(sizes, dtype=torch.float32)
     ratios = torch.as_tensor(aspect_ratios, dtype=torch.float32)
     h_ratios = torch.sqrt(ratios)

@@ -19,8 +19,8 @@ from . import _arrays as arrays
 
 def _pairwise(name: str, a, b):
     n, m = a.shape[0], b.shape[0]
-    arrays.check_finite(a, "boxes1")
-    arrays.check_finite(b, "boxes2")
+    arrays.check_coordinates(a, "boxes1")
+    arrays.check_coordinates(b, "boxes2")
     arrays.check_output_size(name, (n, m), a)
     out = arrays.empty(a, (n, m))
     if n and m:

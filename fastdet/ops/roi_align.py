@@ -13,7 +13,8 @@ one, past the 1.5x we accept for a default.
 input [N, C, H, W]; boxes either [K, 5] (batch index, x1, y1, x2, y2) or a list of N [Ki, 4];
 output [K, C, PH, PW]. `aligned=True` shifts by half a pixel (the correct alignment);
 sampling_ratio <= 0 samples ceil(roi size / output size) points per bin, > 0 that many (at most
-MAX_SAMPLING_RATIO = 1024 per axis; more raises ValueError). spatial_scale must be finite.
+MAX_SAMPLING_RATIO = 1024 per axis; more raises ValueError). spatial_scale must be finite and
+> 0.
 """
 
 from __future__ import annotations
@@ -253,6 +254,15 @@ def _pair(output_size):
 MAX_SAMPLING_RATIO = 1024
 
 
+def _spatial_scale(value) -> float:
+    # <= 0 mirrors or collapses every RoI: no feature map means that (torchvision's CPU kernel
+    # fails on some such RoIs with "cannot create std::vector larger than max_size()").
+    scale = arrays.check_real(value, "spatial_scale", finite=True)
+    if not scale > 0:
+        raise ValueError(f"spatial_scale must be > 0, got {scale}")
+    return scale
+
+
 def _sampling_ratio(value) -> int:
     sr = arrays.check_int(value, "sampling_ratio", maximum=MAX_SAMPLING_RATIO)
     return sr if sr > 0 else -1  # every value <= 0 means adaptive; -1 fits the int64 schema
@@ -276,7 +286,7 @@ def roi_align(
     x = arrays.prepare(input, dt)
     rois = _to_rois(boxes, dt, input)
     args = (
-        arrays.check_real(spatial_scale, "spatial_scale", finite=True),
+        _spatial_scale(spatial_scale),
         ph,
         pw,
         _sampling_ratio(sampling_ratio),

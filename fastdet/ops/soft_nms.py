@@ -28,7 +28,7 @@ def _soft(boxes, scores, iou_threshold, sigma, score_threshold, method: int):
     if kernel_method is None:  # only reachable through torch.ops.fastdet.soft_nms
         raise ValueError(f"method must be one of {sorted(_METHOD_OF_INT)}, got {method}")
     n = boxes.shape[0]
-    arrays.check_finite(boxes, "boxes")
+    arrays.check_coordinates(boxes, "boxes")
     arrays.check_finite(scores, "scores")
     keep = arrays.empty(boxes, (n,), np.int64)
     out = arrays.empty(scores, (n,))

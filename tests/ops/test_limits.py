@@ -124,7 +124,7 @@ REFUSED = {
     "soft_nms.iou_threshold": [NAN, True],
     "soft_nms.sigma": [NAN, 0.0, -1.0, False],
     "soft_nms.score_threshold": [NAN, True],
-    "roi_align.spatial_scale": [NAN, INF, -INF, True, 2**2000],
+    "roi_align.spatial_scale": [NAN, INF, -INF, 0.0, -0.25, True, 2**2000],
     "roi_align.sampling_ratio": [2.5, 2.0, NAN, True, 1025, 2**31, 2**63, 2**100],
     "roi_align.output_size": [2.5, 0, -3, True, (2, 2, 2), (2,), 2**31, 2**63],
     "roi_align.aligned": [1, 0, "False", 1.0],
