@@ -257,3 +257,37 @@ def test_check_output_size_counts_in_python_ints():
     with pytest.raises(ValueError, match=r"op: the output of shape \(3, 2305843009213693952\)"):
         _arrays.check_output_size("op", (3, 2**61), like)  # fits int64, its bytes do not
     _arrays.check_output_size("op", (0, 2**62), like)  # empty: nothing to refuse
+
+
+# ---------------------------------------------------------------------------- coordinate range
+
+
+@pytest.mark.parametrize("dtype,limit", [(np.float32, 2.0**62), (np.float64, 2.0**510)])
+@pytest.mark.parametrize("op", ["box_iou", "generalized_box_iou", "nms", "soft_nms"])
+def test_coordinates_whose_areas_overflow_raise(op, dtype, limit):
+    def run(b):
+        if op in ("nms", "soft_nms"):
+            return getattr(ops, op)(b, np.ones(len(b), dtype), 0.5)
+        return getattr(ops, op)(b, b)
+
+    at = np.array([[-limit, -limit, limit, limit], [0, 0, 1, 1]], dtype)
+    run(at)  # the limit itself: areas and unions still fit
+    if op == "box_iou":
+        np.testing.assert_allclose(
+            ops.box_iou(at, at), [[1, 0.25 / limit**2], [0.25 / limit**2, 1]]
+        )
+    beyond = at.copy()
+    beyond[0, 2] = np.nextafter(dtype(limit), dtype(np.inf))
+    with pytest.raises(ValueError, match=r"boxes1? has coordinates beyond \+-"):
+        run(beyond)
+    beyond[0, 2] = np.nan
+    with pytest.raises(ValueError, match=r"boxes1? contains NaN or inf"):
+        run(beyond)
+
+
+def test_batched_nms_refuses_coordinates_whose_areas_overflow():
+    b = np.array([[0, 0, 1e20, 1e20], [0, 0, 1e20, 1e20]], np.float32)
+    with pytest.raises(ValueError, match="boxes has coordinates beyond"):
+        ops.batched_nms(b, np.ones(2, np.float32), np.zeros(2, np.int64), 0.5)
+    keep = ops.batched_nms(b.astype(np.float64), np.ones(2), np.zeros(2, np.int64), 0.5)
+    assert keep.tolist() == [0]  # in float64 the same boxes are fine: IoU 1
