@@ -315,6 +315,11 @@ def native_dtype(dt):
     return dt if dt.isnative else dt.newbyteorder("=")
 
 
+def same_dtype(a, b) -> bool:
+    """a and b hold the same type whatever their byte order ('>f2' and '<f2': True)."""
+    return native_dtype(a.dtype) == native_dtype(b.dtype)
+
+
 def _physical_memory() -> int:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

@@ -111,7 +111,9 @@ class BoxCoder:
         else:
             out = _encode(g, p, self.weights)
         return (
-            arrays.cast(out, reference_boxes) if reference_boxes.dtype == proposals.dtype else out
+            arrays.cast(out, reference_boxes)
+            if arrays.same_dtype(reference_boxes, proposals)
+            else out
         )
 
     def decode_single(self, rel_codes, boxes):
@@ -124,7 +126,9 @@ class BoxCoder:
                 f"rel_codes must have shape [N, 4k] with N = {boxes.shape[0]} (boxes), "
                 f"got {tuple(rel_codes.shape)}"
             )
-        dt = arrays.compute_dtype(rel_codes)
+        # Both decide (float64 boxes are not squeezed into float32 codes' range, where 1e39
+        # would read as inf); the output takes rel_codes' dtype, as torchvision's.
+        dt = arrays.compute_dtype(rel_codes, boxes)
         c, b = arrays.prepare(rel_codes, dt), arrays.prepare(boxes, dt)
         if isinstance(c, Tensor):
             out = _decode_op(c, b, list(self.weights), self.bbox_xform_clip)

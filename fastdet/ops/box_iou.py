@@ -73,7 +73,7 @@ def _two(op, name, boxes1, boxes2):
     dt = arrays.compute_dtype(boxes1, boxes2)
     a, b = arrays.prepare(boxes1, dt), arrays.prepare(boxes2, dt)
     out = op(a, b) if isinstance(a, Tensor) else _pairwise(name, a, b)
-    return arrays.cast(out, boxes1) if boxes1.dtype == boxes2.dtype else out
+    return arrays.cast(out, boxes1) if arrays.same_dtype(boxes1, boxes2) else out
 
 
 def box_iou(boxes1, boxes2):
