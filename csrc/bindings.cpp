@@ -70,6 +70,16 @@ void bind_cpu(py::module_& m) {
       },
       "dtype"_a, "x"_a, "n"_a, "Number of NaN and inf among the n values at x.", nogil);
   c.def(
+      "count_beyond",
+      [](DType dt, ptr x, int64_t n, double limit) {
+        return dispatch(dt, [&](auto tag) {
+          FD_T;
+          return fastdet::cpu::count_beyond(P<T>(x), n, limit);
+        });
+      },
+      "dtype"_a, "x"_a, "n"_a, "limit"_a,
+      "Number of NaN, inf and |v| > limit among the n values at x.", nogil);
+  c.def(
       "box_area",
       [](DType dt, ptr b, int64_t n, ptr out) {
         dispatch(dt, [&](auto tag) {

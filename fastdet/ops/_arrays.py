@@ -4,6 +4,8 @@ kind out. Kernels receive raw pointers; outputs are allocated by the input's own
 from __future__ import annotations
 
 import math
+import operator
+import os
 
 import numpy as np
 import torch
@@ -113,10 +115,7 @@ def check_scores(boxes, scores, name: str = "scores") -> None:
 
 def check_threshold(value, name: str = "iou_threshold") -> float:
     """value as a float; NaN raises (it would compare false with everything)."""
-    t = float(value)
-    if math.isnan(t):
-        raise ValueError(f"{name} must be a number, got NaN")
-    return t
+    return check_real(value, name)
 
 
 def prepare_boxes_scores(boxes, scores, **more):
@@ -133,7 +132,7 @@ def compute_dtype(*xs):
     """float64 if any input is float64, else float32 (float16/bfloat16 compute in float32)."""
     if isinstance(xs[0], torch.Tensor):
         return torch.float64 if any(x.dtype == torch.float64 for x in xs) else torch.float32
-    return np.float64 if any(np.dtype(x.dtype) == np.float64 for x in xs) else np.float32
+    return np.float64 if any(native_dtype(x.dtype) == np.float64 for x in xs) else np.float32
 
 
 def prepare(x, dtype):
@@ -148,7 +147,9 @@ def cast(x, like):
     """x converted back to like's dtype (float16 in, float16 out)."""
     if x.dtype == like.dtype:
         return x
-    return x.to(like.dtype) if isinstance(x, torch.Tensor) else x.astype(like.dtype)
+    if isinstance(x, torch.Tensor):
+        return x.to(like.dtype)
+    return x.astype(native_dtype(like.dtype), copy=False)  # native out, whatever came in
 
 
 # Looked up once: the kernels take the enum member itself (a scoped enum refuses ints).
@@ -294,3 +295,156 @@ def check_finite(x, name: str) -> None:
 def is_fake(x) -> bool:
     """True for the fake tensors torch.compile traces with (no data to check)."""
     return isinstance(x, torch.Tensor) and type(x).__name__ == "FakeTensor"
+
+
+# Scalar arguments, byte order and output sizes: every public op validates through these, so a
+# bad value raises naming the argument instead of failing deep in float(), a schema or a kernel.
+
+_INT64_MAX = 2**63 - 1
+# Refused where a number is expected: bool is an int to Python but never means one here.
+_NOT_NUMBERS = (bool, np.bool_, str, bytes, complex, np.complexfloating)
+
+
+def _describe(value) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+def _is_bool_array(value) -> bool:
+    dt = getattr(value, "dtype", None)
+    return (
+        dt == torch.bool
+        if isinstance(dt, torch.dtype)
+        else isinstance(dt, np.dtype) and dt.kind in "bc"
+    )
+
+
+def check_real(
+    value, name: str, *, finite: bool = False, minimum=None, allow_nan: bool = False
+) -> float:
+    """value as a float: TypeError unless a real number (bool, str, None refused); ValueError for
+    NaN (unless allow_nan), for inf when `finite`, and below `minimum`."""
+    if value is None or isinstance(value, _NOT_NUMBERS) or _is_bool_array(value):
+        raise TypeError(f"{name} must be a real number, got {_describe(value)}")
+    try:
+        v = float(value)
+    except OverflowError:  # an int beyond float's range
+        raise ValueError(f"{name} must be a finite number, got {_describe(value)}") from None
+    except (TypeError, ValueError, RuntimeError):  # RuntimeError: a tensor of several values
+        raise TypeError(f"{name} must be a real number, got {_describe(value)}") from None
+    if math.isnan(v):
+        if allow_nan:
+            return v
+        raise ValueError(f"{name} must be a number, got NaN")
+    if finite and math.isinf(v):
+        raise ValueError(f"{name} must be a finite number, got {v}")
+    if minimum is not None and v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    return v
+
+
+def check_int(value, name: str, *, minimum=None, maximum: int = _INT64_MAX) -> int:
+    """value as an int: TypeError unless an integer (float, bool, str, None refused); ValueError
+    outside [minimum, maximum]."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an integer, got {_describe(value)}")
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {_describe(value)}") from None
+    if minimum is not None and v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    if v > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {v}")
+    return v
+
+
+def check_bool(value, name: str) -> bool:
+    """A bool (or numpy bool): bool("False") is True, so nothing else is coerced."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {_describe(value)}")
+    return bool(value)
+
+
+def native_dtype(dt):
+    """numpy dtype dt in the machine's byte order: '>f8' computes as float64, not as float32,
+    and the kernels (which read native floats) never see swapped bytes. torch dtypes pass."""
+    if isinstance(dt, torch.dtype):
+        return dt
+    dt = np.dtype(dt)
+    return dt if dt.isnative else dt.newbyteorder("=")
+
+
+def same_dtype(a, b) -> bool:
+    """a and b hold the same type whatever their byte order ('>f2' and '<f2': True)."""
+    return native_dtype(a.dtype) == native_dtype(b.dtype)
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): no default cap
+        return _INT64_MAX
+
+
+_PHYSICAL_MEMORY = _physical_memory()
+MAX_OUTPUT_BYTES_ENV = "FASTDET_MAX_OUTPUT_BYTES"
+
+
+def max_output_bytes() -> int:
+    """The largest output an op allocates: $FASTDET_MAX_OUTPUT_BYTES, read per call, or the
+    machine's physical memory."""
+    env = os.environ.get(MAX_OUTPUT_BYTES_ENV)
+    if not env:
+        return _PHYSICAL_MEMORY
+    try:
+        return int(env)
+    except ValueError:
+        raise ValueError(
+            f"{MAX_OUTPUT_BYTES_ENV} must be a number of bytes (an integer), got {env!r}"
+        ) from None
+
+
+def check_output_size(op: str, shape, like) -> None:
+    """Refuses, before allocating, an output whose element count overflows int64 or whose bytes
+    exceed max_output_bytes(): a clear ValueError instead of an allocator's error, a wrapped
+    size, or minutes of swapping."""
+    count = 1
+    for s in shape:
+        count *= int(s)
+    nbytes = count * (like.element_size() if isinstance(like, torch.Tensor) else like.itemsize)
+    shape = tuple(int(s) for s in shape)
+    if count > _INT64_MAX:
+        raise ValueError(
+            f"{op}: the output shape {shape} has {count} elements, more than int64 can count"
+        )
+    cap = max_output_bytes()
+    if nbytes > cap:
+        raise ValueError(
+            f"{op}: the output of shape {shape} would take {nbytes} bytes, more than the "
+            f"{cap} allowed; set {MAX_OUTPUT_BYTES_ENV} (bytes; default: physical memory) "
+            "to raise the limit"
+        )
+
+
+# Beyond these, an area ((2L)^2) plus another (a union, up to 8 L^2) overflows the compute dtype
+# and an IoU would come out 0 where it is not (torchvision: NaN): 8 * 2^124 < 2^128 in float32,
+# 8 * 2^1020 < 2^1024 in float64. float16 and bfloat16 compute in float32, far inside.
+COORDINATE_LIMIT = {4: 2.0**62, 8: 2.0**510}
+
+
+def check_coordinates(x, name: str) -> None:
+    """check_finite, and coordinates beyond COORDINATE_LIMIT raise too, in the same single
+    pass. CPU arrays only, as check_finite."""
+    if is_cuda(x) or numel(x) == 0:
+        return
+    size = x.element_size() if isinstance(x, torch.Tensor) else x.itemsize
+    limit = COORDINATE_LIMIT[size]
+    if _C.cpu.count_beyond(dtype_code(x), ptr(x), numel(x), limit):
+        check_finite(x, name)  # NaN or inf: that message
+        dt = "float32" if size == 4 else "float64"
+        raise ValueError(
+            f"{name} has coordinates beyond +-{limit:.3g} (2^{int(math.log2(limit))}), where "
+            f"{dt} areas overflow and IoU is undefined"
+            + ("; pass float64 boxes" if size == 4 else "")
+        )

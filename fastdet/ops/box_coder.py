@@ -81,11 +81,17 @@ class BoxCoder:
     def __init__(
         self, weights=(1.0, 1.0, 1.0, 1.0), bbox_xform_clip: float = math.log(1000.0 / 16)
     ):
-        weights = tuple(float(w) for w in weights)
-        if len(weights) != 4 or not all(math.isfinite(w) and w != 0 for w in weights):
+        if (
+            isinstance(weights, (str, bytes))
+            or not hasattr(weights, "__len__")
+            or len(weights) != 4
+        ):
+            raise ValueError(f"weights must be 4 finite non-zero numbers, got {weights!r}")
+        weights = tuple(arrays.check_real(w, "weights", allow_nan=True) for w in weights)
+        if not all(math.isfinite(w) and w != 0 for w in weights):
             raise ValueError(f"weights must be 4 finite non-zero numbers, got {weights}")
         self.weights = weights
-        self.bbox_xform_clip = float(bbox_xform_clip)
+        self.bbox_xform_clip = arrays.check_real(bbox_xform_clip, "bbox_xform_clip")
 
     def encode_single(self, reference_boxes, proposals):
         """Regression targets [N, 4] of reference (ground-truth) boxes [N, 4] w.r.t. proposals
@@ -105,7 +111,9 @@ class BoxCoder:
         else:
             out = _encode(g, p, self.weights)
         return (
-            arrays.cast(out, reference_boxes) if reference_boxes.dtype == proposals.dtype else out
+            arrays.cast(out, reference_boxes)
+            if arrays.same_dtype(reference_boxes, proposals)
+            else out
         )
 
     def decode_single(self, rel_codes, boxes):
@@ -118,7 +126,9 @@ class BoxCoder:
                 f"rel_codes must have shape [N, 4k] with N = {boxes.shape[0]} (boxes), "
                 f"got {tuple(rel_codes.shape)}"
             )
-        dt = arrays.compute_dtype(rel_codes)
+        # Both decide (float64 boxes are not squeezed into float32 codes' range, where 1e39
+        # would read as inf); the output takes rel_codes' dtype, as torchvision's.
+        dt = arrays.compute_dtype(rel_codes, boxes)
         c, b = arrays.prepare(rel_codes, dt), arrays.prepare(boxes, dt)
         if isinstance(c, Tensor):
             out = _decode_op(c, b, list(self.weights), self.bbox_xform_clip)
@@ -128,23 +138,34 @@ class BoxCoder:
 
     def encode(self, reference_boxes: list, proposals: list):
         """Per-image lists of [Ni, 4] boxes -> a tuple of per-image [Ni, 4] targets."""
+        ref, prop = _cat(reference_boxes, "reference_boxes"), _cat(proposals, "proposals")
         sizes = [len(b) for b in reference_boxes]
-        targets = self.encode_single(_cat(reference_boxes), _cat(proposals))
+        targets = self.encode_single(ref, prop)
         return tuple(_split(targets, sizes))
 
     def decode(self, rel_codes, boxes: list):
         """Codes [sum Ni, 4k] against per-image boxes -> [sum Ni, k, 4], as torchvision."""
         if not isinstance(boxes, (list, tuple)):
             raise TypeError(f"boxes must be a list of [Ni, 4] arrays, got {type(boxes).__name__}")
-        concat = _cat(boxes)
+        concat = _cat(boxes, "boxes")
         box_sum = concat.shape[0]
+        arrays.kind(rel_codes, "rel_codes")
         if box_sum > 0:
+            if arrays.numel(rel_codes) % (4 * box_sum):
+                raise ValueError(
+                    f"rel_codes must hold 4k codes per box for {box_sum} boxes, "
+                    f"got shape {tuple(rel_codes.shape)}"
+                )
             rel_codes = rel_codes.reshape(box_sum, -1)
         pred = self.decode_single(rel_codes, concat)
         return pred.reshape(box_sum, -1, 4) if box_sum > 0 else pred
 
 
-def _cat(xs):
+def _cat(xs, name):
+    if not isinstance(xs, (list, tuple)) or not xs:
+        raise TypeError(f"{name} must be a non-empty list of [Ni, 4] arrays, got {xs!r:.60}")
+    for i, x in enumerate(xs):
+        arrays.kind(x, f"{name}[{i}]")
     if isinstance(xs[0], Tensor):
         return torch.cat(list(xs), 0)
     mod = arrays.np if arrays.kind(xs[0], "boxes") == "numpy" else arrays._cupy()

@@ -42,7 +42,7 @@ def _dtypes(a, b):
         da, db = a.dtype, b.dtype
     else:
         f64, f32 = np.dtype(np.float64), np.dtype(np.float32)
-        da, db = np.dtype(a.dtype), np.dtype(b.dtype)
+        da, db = arrays.native_dtype(a.dtype), arrays.native_dtype(b.dtype)
     if f64 in (da, db):
         return f64, f64
     if arrays.is_int(a) or arrays.is_int(b):
@@ -59,9 +59,10 @@ def _pairwise(name: str, a, b, eps: float = 0.0):
         )
     compute, result = _dtypes(a, b)
     a, b = arrays.prepare(a, compute), arrays.prepare(b, compute)
-    arrays.check_finite(a, "boxes1")
-    arrays.check_finite(b, "boxes2")
+    arrays.check_coordinates(a, "boxes1")
+    arrays.check_coordinates(b, "boxes2")
     lead, n, m = tuple(a.shape[:-2]), a.shape[-2], b.shape[-2]
+    arrays.check_output_size(name, lead + (n, m), a)
     batch = int(np.prod(lead, dtype=np.int64))
     out = arrays.empty(a, lead + (n, m))
     if batch and n and m:

@@ -38,9 +38,10 @@ def clip_boxes_to_image(boxes, size):
     arrays.check_float(boxes, "boxes")
     if boxes.ndim < 1 or boxes.shape[-1] != 4:
         raise arrays.ShapeError(f"boxes must have shape [..., 4], got {tuple(boxes.shape)}")
-    if len(size) != 2:
+    if isinstance(size, (str, bytes)) or not hasattr(size, "__len__") or len(size) != 2:
         raise ValueError(f"size must be (height, width), got {size!r}")
-    h, w = float(size[0]), float(size[1])
+    # >= 0: clamping to [0, negative] has no meaning (and std::clamp requires lo <= hi).
+    h, w = (arrays.check_real(v, n, minimum=0) for v, n in zip(size, ("size[0]", "size[1]")))
     b = arrays.prepare(boxes, arrays.compute_dtype(boxes))
     out = _clip_op(b, h, w) if isinstance(b, Tensor) else _clip(b, h, w)
     return arrays.cast(out, boxes)
@@ -84,7 +85,7 @@ def remove_small_boxes(boxes, min_size: float):
     arrays.kind(boxes, "boxes")
     arrays.check_boxes(boxes, "boxes")
     b = arrays.prepare(boxes, arrays.compute_dtype(boxes))
-    m = float(min_size)
+    m = arrays.check_real(min_size, "min_size")
     return _small_op(b, m) if isinstance(b, Tensor) else _small(b, m)
 
 

@@ -32,7 +32,7 @@ def _finish(keep, count, what="nms"):
 
 def _nms(boxes, scores, iou_threshold: float):
     n = boxes.shape[0]
-    arrays.check_finite(boxes, "boxes")
+    arrays.check_coordinates(boxes, "boxes")
     arrays.check_finite(scores, "scores")
     keep = arrays.empty(boxes, (n,), np.int64)
     if n == 0:
@@ -54,7 +54,7 @@ def _nms(boxes, scores, iou_threshold: float):
 
 def _batched(boxes, scores, idxs, iou_threshold: float):
     n = boxes.shape[0]
-    arrays.check_finite(boxes, "boxes")
+    arrays.check_coordinates(boxes, "boxes")
     arrays.check_finite(scores, "scores")
     keep = arrays.empty(boxes, (n,), np.int64)
     if n == 0:

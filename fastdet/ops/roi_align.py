@@ -12,7 +12,9 @@ one, past the 1.5x we accept for a default.
 
 input [N, C, H, W]; boxes either [K, 5] (batch index, x1, y1, x2, y2) or a list of N [Ki, 4];
 output [K, C, PH, PW]. `aligned=True` shifts by half a pixel (the correct alignment);
-sampling_ratio <= 0 samples ceil(roi size / output size) points per bin, > 0 that many.
+sampling_ratio <= 0 samples ceil(roi size / output size) points per bin, > 0 that many (at most
+MAX_SAMPLING_RATIO = 1024 per axis; more raises ValueError). spatial_scale must be finite and
+> 0.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def _forward(x, rois, scale, ph, pw, sr, aligned):
     N, C, H, W = x.shape
     K = rois.shape[0]
     _check_rois(rois, N)
+    arrays.check_output_size("roi_align", (K, C, ph, pw), x)
     out = arrays.empty(x, (K, C, ph, pw))
     if K and arrays.numel(x):
         arrays.launch(
@@ -241,12 +244,38 @@ def _to_rois(boxes, dtype, like):
 
 
 def _pair(output_size):
-    if isinstance(output_size, int):
-        output_size = (output_size, output_size)
-    ph, pw = (int(v) for v in output_size)
+    if isinstance(output_size, (list, tuple)):
+        if len(output_size) != 2:
+            raise ValueError(
+                f"output_size must be an int or (height, width), got {tuple(output_size)}"
+            )
+        sizes = output_size
+    else:
+        sizes = (output_size, output_size)
+    # At most INT_MAX: the CUDA kernels index bins with int.
+    ph, pw = (arrays.check_int(v, "output_size", maximum=2**31 - 1) for v in sizes)
     if ph < 1 or pw < 1:
-        raise ValueError(f"output_size must be positive, got {tuple(output_size)}")
+        raise ValueError(f"output_size must be positive, got {(ph, pw)}")
     return ph, pw
+
+
+# Explicit sampling_ratio costs (PH + PW) * sampling_ratio taps per RoI on the CPU and
+# PH * PW * sampling_ratio^2 samples on the GPU: 2^31 would run for minutes on a few RoIs.
+MAX_SAMPLING_RATIO = 1024
+
+
+def _spatial_scale(value) -> float:
+    # <= 0 mirrors or collapses every RoI: no feature map means that (torchvision's CPU kernel
+    # fails on some such RoIs with "cannot create std::vector larger than max_size()").
+    scale = arrays.check_real(value, "spatial_scale", finite=True)
+    if not scale > 0:
+        raise ValueError(f"spatial_scale must be > 0, got {scale}")
+    return scale
+
+
+def _sampling_ratio(value) -> int:
+    sr = arrays.check_int(value, "sampling_ratio", maximum=MAX_SAMPLING_RATIO)
+    return sr if sr > 0 else -1  # every value <= 0 means adaptive; -1 fits the int64 schema
 
 
 @torch.fx.wrap  # a leaf of torch.fx traces (as torchvision's): its checks read real values
@@ -267,7 +296,13 @@ def roi_align(
     dt = arrays.compute_dtype(input)
     x = arrays.prepare(input, dt)
     rois = _to_rois(boxes, dt, input)
-    args = (float(spatial_scale), ph, pw, int(sampling_ratio), bool(aligned))
+    args = (
+        _spatial_scale(spatial_scale),
+        ph,
+        pw,
+        _sampling_ratio(sampling_ratio),
+        arrays.check_bool(aligned, "aligned"),
+    )
     out = _roi_align_op(x, rois, *args) if isinstance(x, Tensor) else _forward(x, rois, *args)
     return arrays.cast(out, input)
 

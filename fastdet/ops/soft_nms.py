@@ -8,6 +8,8 @@ gaussian: s *= exp(-o^2 / sigma). Boxes whose score falls below score_threshold 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -26,7 +28,7 @@ def _soft(boxes, scores, iou_threshold, sigma, score_threshold, method: int):
     if kernel_method is None:  # only reachable through torch.ops.fastdet.soft_nms
         raise ValueError(f"method must be one of {sorted(_METHOD_OF_INT)}, got {method}")
     n = boxes.shape[0]
-    arrays.check_finite(boxes, "boxes")
+    arrays.check_coordinates(boxes, "boxes")
     arrays.check_finite(scores, "scores")
     keep = arrays.empty(boxes, (n,), np.int64)
     out = arrays.empty(scores, (n,))
@@ -85,12 +87,14 @@ def soft_nms(
     """Soft-NMS. boxes [N, 4] (x1, y1, x2, y2), scores [N] -> (keep int64 [K], scores [K]):
     the selected boxes in selection order (decreasing decayed score) and their decayed scores.
     method "linear" uses iou_threshold; "gaussian" uses sigma (> 0)."""
-    if method not in _METHODS:
+    if not isinstance(method, str) or method not in _METHODS:
         raise ValueError(f"method must be 'linear' or 'gaussian', got {method!r}")
     t = arrays.check_threshold(iou_threshold)
-    sigma = float(sigma)
+    sigma = arrays.check_real(sigma, "sigma", allow_nan=True)
     if method == "gaussian" and not sigma > 0:
         raise ValueError(f"sigma must be > 0 for the gaussian method, got {sigma}")
+    if math.isnan(sigma):  # unused by "linear", but NaN is never meant
+        raise ValueError("sigma must be a number, got NaN")
     sthr = arrays.check_threshold(score_threshold, "score_threshold")
     b, s = arrays.prepare_boxes_scores(boxes, scores)
     args = (t, sigma, sthr, _METHODS[method])

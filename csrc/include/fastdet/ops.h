@@ -23,6 +23,8 @@ int max_threads();
 void set_num_threads(int n);
 
 template <typename T> int64_t count_nonfinite(const T* x, int64_t n);
+// Values that are NaN, inf or of magnitude > limit, in one pass.
+template <typename T> int64_t count_beyond(const T* x, int64_t n, double limit);
 template <typename T> void box_area(const T* boxes, int64_t n, T* out);
 template <typename T> void box_iou(const T* a, int64_t n, const T* b, int64_t m, T* out);
 template <typename T>
