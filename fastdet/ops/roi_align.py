@@ -265,8 +265,8 @@ MAX_SAMPLING_RATIO = 1024
 
 
 def _spatial_scale(value) -> float:
-    # <= 0 mirrors or collapses every RoI: no feature map means that (torchvision's CPU kernel
-    # fails on some such RoIs with "cannot create std::vector larger than max_size()").
+    # A scale <= 0 mirrors or collapses every RoI, which no feature map means (torchvision's
+    # CPU kernel fails on some such RoIs: "cannot create std::vector larger than max_size()").
     scale = arrays.check_real(value, "spatial_scale", finite=True)
     if not scale > 0:
         raise ValueError(f"spatial_scale must be > 0, got {scale}")

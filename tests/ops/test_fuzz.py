@@ -107,6 +107,8 @@ def _crash(op, why, tail):
 
 @pytest.fixture(scope="module")
 def fuzz_results():
+    pytest.importorskip("torchvision")  # the oracle
+    pytest.importorskip("hypothesis")
     results: dict = {}
     todo = [*OPS, "_segfault"]  # last: the self-test dies, and no op is left to restart for
     start = time.perf_counter()
