@@ -1293,7 +1293,10 @@ def case_decode(draw):
         vcr = vc.reshape(len(vb), -1) if len(vb) else vc
         w64 = tvc.decode_single(_t(vcr), _t(vb)).numpy()
         tdt = _torch(cdt)
-        wc = tvc.decode_single(_t(vcr, tdt), _t(vb, tdt)).double().numpy()
+        try:
+            wc = tvc.decode_single(_t(vcr, tdt), _t(vb, tdt)).double().numpy()
+        except RuntimeError:  # a clip beyond float32: torch refuses it (fastdet: no clipping)
+            wc = w64
         out = c.dtype
         shape = (len(vb), vcr.shape[1] // 4, 4) if as_list and len(vb) else vcr.shape
 
