@@ -45,8 +45,8 @@ class CMakeBuild(build_ext):
             f"-DFASTDET_CUDA={cuda}",
             f"-DFASTDET_VERSION={version()}",
         ]
-        if os.environ.get("FASTDET_SANITIZE"):
-            args.append(f"-DFASTDET_SANITIZE={os.environ['FASTDET_SANITIZE']}")
+        # always passed: CMake caches it, so a build after a sanitized one must clear it
+        args.append(f"-DFASTDET_SANITIZE={os.environ.get('FASTDET_SANITIZE', '')}")
         if os.environ.get("FASTDET_CUDA_ARCHS"):
             args.append(f"-DCMAKE_CUDA_ARCHITECTURES={os.environ['FASTDET_CUDA_ARCHS']}")
         try:
