@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
 
@@ -103,7 +104,7 @@ def mean(total: float, count: float) -> float:
     return total / count if count else math.nan
 
 
-class Task:
+class Task(ABC):
     """What a training task supplies. Subclass it, set the class attributes, override what
     differs, and register it in engine.tasks. `self.config` is the run's config."""
 
@@ -137,20 +138,21 @@ class Task:
         """The config the run uses (e.g. settings taken from the data)."""
         return config
 
+    @abstractmethod
     def build_model(self, config, pretrained: bool) -> torch.nn.Module:
         """The network; pretrained=False: the weights come from a checkpoint (read no file)."""
-        raise NotImplementedError
 
     def trainable(self, model: torch.nn.Module) -> torch.nn.Module:
         """The module the main optimizer trains (and DDP wraps)."""
         return model
 
+    @abstractmethod
     def dataset(self, data, augment: bool):
         """The training tensors of a dataset of sample dicts; has set_epoch(epoch)."""
-        raise NotImplementedError
 
     def setup(self, trainer: Trainer) -> None:
         """Anything beyond the model, optimizer and loaders (e.g. a discriminator's)."""
+        return None  # an optional hook
 
     def begin_epoch(self, epoch: int) -> dict:
         """Columns of the epoch's row the task decides before it trains (e.g. a GAN phase)."""
@@ -160,21 +162,22 @@ class Task:
         """Whether this epoch counts towards the step decay."""
         return True
 
+    @abstractmethod
     def train_step(self, trainer: Trainer, batch, where) -> dict:
         """One update; {loss name: float} (names of loss_names; a name left out this step is
         not counted in its mean)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def validate(self, trainer: Trainer) -> dict:
         """{metric name: float} over trainer.val_loader (this process's shard)."""
-        raise NotImplementedError
 
     def state_dict(self) -> dict:
         """Extra checkpoint entries (tensors and plain values)."""
         return {}
 
     def load_state_dict(self, ckpt: dict) -> None:
-        pass
+        """Restores what state_dict added to the checkpoint."""
+        return None  # an optional hook
 
 
 class Trainer:

@@ -448,3 +448,10 @@ def check_coordinates(x, name: str) -> None:
             f"{dt} areas overflow and IoU is undefined"
             + ("; pass float64 boxes" if size == 4 else "")
         )
+
+
+def fake_indices(like: torch.Tensor) -> torch.Tensor:
+    """The fake output of an op returning int64 indices [K] whose K depends on the data (NMS,
+    remove_small_boxes): an unbacked size for torch.compile / torch.export."""
+    k = torch.library.get_ctx().new_dynamic_size()
+    return like.new_empty((k,), dtype=torch.int64)

@@ -76,8 +76,7 @@ def _small_op(boxes: Tensor, min_size: float) -> Tensor:
 
 @_small_op.register_fake
 def _(boxes, min_size):
-    k = torch.library.get_ctx().new_dynamic_size()
-    return boxes.new_empty((k,), dtype=torch.int64)
+    return arrays.fake_indices(boxes)
 
 
 def remove_small_boxes(boxes, min_size: float):

@@ -179,19 +179,14 @@ def _batched_op(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     return _nms(boxes.contiguous(), scores.contiguous(), idxs.contiguous(), iou_threshold)
 
 
-def _fake_keep(boxes):
-    k = torch.library.get_ctx().new_dynamic_size()
-    return boxes.new_empty((k,), dtype=torch.int64)
-
-
 @_nms_op.register_fake
 def _(boxes, scores, iou_threshold):
-    return _fake_keep(boxes)
+    return arrays.fake_indices(boxes)
 
 
 @_batched_op.register_fake
 def _(boxes, scores, idxs, iou_threshold):
-    return _fake_keep(boxes)
+    return arrays.fake_indices(boxes)
 
 
 def _prepare(boxes, scores, **more):

@@ -72,8 +72,8 @@ def _soft_op(
 
 @_soft_op.register_fake
 def _(boxes, scores, iou_threshold, sigma, score_threshold, method):
-    k = torch.library.get_ctx().new_dynamic_size()
-    return boxes.new_empty((k,), dtype=torch.int64), scores.new_empty((k,))
+    keep = arrays.fake_indices(boxes)
+    return keep, scores.new_empty(keep.shape)
 
 
 def soft_nms(
