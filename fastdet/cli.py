@@ -214,7 +214,7 @@ def _train(args) -> int:
     history = train(config, train_set, val_set, args.out, resume=args.resume)
     if main:
         for row in history:
-            print(f"epoch {row['epoch']}: {task.epoch_line(row)}")
+            print(f"epoch {row['epoch']}: {task(config).epoch_line(row)}")
         print(f"wrote {args.out}/last.pt, best.pt, metrics.csv, metrics.png")
     return 0
 
@@ -380,7 +380,35 @@ def _predict_det(args) -> int:
                 w.writerow([stem, *(f"{v:.1f}" for v in b), f"{sc:.4f}", lab])
         png = draw_boxes(args.out / f"{stem}_boxes.png", image, pred)
         print(f"{path} -> {len(pred['boxes'])} boxes, {args.out / (stem + '_boxes.csv')}, {png}")
+        if "masks" in pred:
+            _write_instances(args.out / stem, image, pred, config, args.label_format)
     return 0
+
+
+def _write_instances(base: Path, image, pred: dict, config, fmt: str) -> None:
+    """<stem>_instances.png|.tif (uint16 label image of the detections >= the config's
+    instance_score) and <stem>_instances_overlay.png."""
+    import numpy as np
+    import tifffile
+    from PIL import Image
+
+    from .engine.det import instance_outputs
+    from .metrics import save_instance_overlay
+
+    size = tuple(np.asarray(image).shape[-2:])
+    _, labels = instance_outputs(pred, size, config)
+    labels = labels.numpy()
+    if labels.max(initial=0) > np.iinfo(np.uint16).max:
+        raise ValueError(f"{base}: more than 65535 instances do not fit a uint16 label image")
+    path = base.with_name(f"{base.name}_instances.{fmt}")
+    if fmt == "png":
+        Image.fromarray(labels.astype(np.uint16)).save(path)
+    else:
+        tifffile.imwrite(path, labels.astype(np.uint16))
+    shown = save_instance_overlay(
+        base.with_name(f"{base.name}_instances_overlay.png"), image, labels
+    )
+    print(f"  {int(labels.max(initial=0))} instances -> {path}, {shown}")
 
 
 def _evaluate_det(args) -> int:
@@ -395,8 +423,21 @@ def _evaluate_det(args) -> int:
     if len(data) == 0:
         raise ValueError(f"no images in {args.data} ({args.split})")
     figures = args.figures or (args.json.parent if args.json else None)  # never the cwd unasked
+    unet = None
+    if args.unet is not None:
+        from .engine import load_model
+
+        unet = load_model(args.unet, device, task="seg")
     result = evaluate_detection(
-        model, config, data, device, args.score_threshold, figures, args.max_figures
+        model,
+        config,
+        data,
+        device,
+        args.score_threshold,
+        figures,
+        args.max_figures,
+        unet=unet,
+        classical=args.classical,
     )
     print(format_det_report(result))
     if result.get("pr_curve"):
@@ -421,9 +462,19 @@ def _add_inference(sub) -> None:
     _inference_flags(s)
     s.add_argument("--min-size", type=int, default=16, help="post-processing: smallest object")
     s.set_defaults(fn=_predict_seg)
-    s = predict.add_parser("det", help="boxes (CSV and PNG) for PNG/TIFF/DICOM images")
+    s = predict.add_parser(
+        "det",
+        help="boxes (CSV and PNG) for PNG/TIFF/DICOM images; Mask R-CNN also a uint16 instance "
+        "label image and its overlay",
+    )
     _input_flags(s, "image files or folders")
     s.add_argument("--score-threshold", type=float, default=0.5)
+    s.add_argument(
+        "--label-format",
+        choices=("png", "tif"),
+        default="png",
+        help="Mask R-CNN's instance label images: 16-bit PNG or TIFF",
+    )
     s.add_argument("--device", default="auto")
     s.set_defaults(fn=_predict_det)
     s = evaluate.add_parser(
@@ -456,6 +507,17 @@ def _add_inference(sub) -> None:
         default=20,
         metavar="N",
         help="images drawn into boxes/ (default 20)",
+    )
+    s.add_argument(
+        "--unet",
+        type=Path,
+        metavar="SEG_CKPT",
+        help="Mask R-CNN: also score this segmentation checkpoint's instances (watershed split)",
+    )
+    s.add_argument(
+        "--classical",
+        action="store_true",
+        help="Mask R-CNN: also score the classical baseline's instances",
     )
     s.add_argument("--device", default="auto")
     s.set_defaults(fn=_evaluate_det)

@@ -16,12 +16,29 @@ from .det_data import DetTensors, collate
 from .sampling import gather_shards
 from .trainer import Task
 
-DET_MODELS = ("resnet18_fpn", "resnet50_fpn", "vgg16")
+BACKBONES = ("resnet18_fpn", "resnet50_fpn", "vgg16")
+MASK_BACKBONES = ("resnet18_fpn", "resnet50_fpn")
+# the short names are Faster R-CNN's; the long ones are the Python functions' names
+DET_MODELS = (
+    BACKBONES
+    + tuple(f"fasterrcnn_{b}" for b in BACKBONES)
+    + tuple(f"maskrcnn_{b}" for b in MASK_BACKBONES)
+)
 CHECKPOINT_FORMAT = "fastdet.det.v1"
 LOSS_KEYS = ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg")
+MASK_METRICS = ("val_mask_map", "val_mask_map_50", "val_dsb")
 DET_COLUMNS = (
     ("epoch",) + LOSS_KEYS + ("loss", "val_map", "val_map_50", "val_rsna", "lr", "seconds")
 )
+
+
+def backbone_of(model: str) -> str:
+    """ "maskrcnn_resnet18_fpn" -> "resnet18_fpn" (the short names are their own backbone)."""
+    return model.removeprefix("fasterrcnn_").removeprefix("maskrcnn_")
+
+
+def has_masks(model: str) -> bool:
+    return model.startswith("maskrcnn_")
 
 
 @dataclasses.dataclass
@@ -58,6 +75,15 @@ class DetConfig(RunConfig):
         "ce", "classification loss of both heads (focal: gamma 2)", choices=CLS_LOSSES
     )
     hist_eq: bool = setting(False, "histogram equalization of the inputs")
+    detections_per_img: int = setting(
+        100, "detections kept per image (nuclei: several hundred)", metavar="N"
+    )
+    mask_threshold: float = setting(
+        0.5, "Mask R-CNN: mask probability above which a pixel is in the instance"
+    )
+    instance_score: float = setting(
+        0.5, "Mask R-CNN: detections at or above this score enter instance label images"
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -71,8 +97,13 @@ class DetConfig(RunConfig):
             raise ValueError(f"DetConfig.max_size ({self.max_size}) < min_size ({self.min_size})")
         if self.rois_per_image is not None:
             self._check_at_least("rois_per_image", 1)
+        self._check_at_least("detections_per_img", 1)
+        for name in ("mask_threshold", "instance_score"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"DetConfig.{name} must be in [0, 1], got {v!r}")
         if self.anchor_sizes is not None:
-            levels = 1 if self.model == "vgg16" else 5
+            levels = 1 if backbone_of(self.model) == "vgg16" else 5
             if len(self.anchor_sizes) != levels or not all(a > 0 for a in self.anchor_sizes):
                 raise ValueError(
                     f"DetConfig.anchor_sizes: {levels} positive size(s) for "
@@ -81,12 +112,15 @@ class DetConfig(RunConfig):
 
 
 def build_model(config: DetConfig, pretrained: bool = True):
-    """The Faster R-CNN named by config.model; pretrained=False ignores the weight files (the
-    state comes from a checkpoint)."""
+    """The Faster R-CNN or Mask R-CNN named by config.model; pretrained=False ignores the
+    weight files (the state comes from a checkpoint). Mask R-CNN returns its masks unpasted
+    ([D, M, M] in each box): the engine pastes them with the fused ops."""
     from ..models.detection import (
         fasterrcnn_resnet18_fpn,
         fasterrcnn_resnet50_fpn,
         fasterrcnn_vgg16,
+        maskrcnn_resnet18_fpn,
+        maskrcnn_resnet50_fpn,
     )
 
     w = config.weights if pretrained else None
@@ -96,14 +130,21 @@ def build_model(config: DetConfig, pretrained: bool = True):
         max_size=config.max_size,
         box_loss=config.box_loss,
         cls_loss=config.cls_loss,
+        box_detections_per_img=config.detections_per_img,
     )
     if config.rois_per_image is not None:
         size["box_batch_size_per_image"] = int(config.rois_per_image)
     if config.anchor_sizes is not None:  # vgg16's one level keeps the original's three sizes x
         size["rpn_anchor_generator"] = _anchors(config)  # three ratios, scaled
-    if config.model == "resnet18_fpn":
+    arch = backbone_of(config.model)
+    if has_masks(config.model):
+        build = maskrcnn_resnet18_fpn if arch == "resnet18_fpn" else maskrcnn_resnet50_fpn
+        model = build(num_classes=config.num_classes, weights=w, weights_backbone=wb, **size)
+        model.paste_masks = False
+        return model
+    if arch == "resnet18_fpn":
         return fasterrcnn_resnet18_fpn(config.num_classes, weights=w, weights_backbone=wb, **size)
-    if config.model == "resnet50_fpn":
+    if arch == "resnet50_fpn":
         return fasterrcnn_resnet50_fpn(
             weights=w, num_classes=config.num_classes, weights_backbone=wb, **size
         )
@@ -116,7 +157,7 @@ def _anchors(config: DetConfig):
     from ..ops import AnchorGenerator
 
     ratios = (0.5, 1.0, 2.0)
-    if config.model == "vgg16":
+    if backbone_of(config.model) == "vgg16":
         f = float(config.anchor_sizes[0]) / 128
         return AnchorGenerator(((128 * f, 256 * f, 512 * f),), (ratios,))
     return AnchorGenerator(tuple((float(a),) for a in config.anchor_sizes), (ratios,) * 5)
@@ -147,6 +188,54 @@ def detection_scores(preds: list[dict], targets: list[dict]) -> dict:
     }
 
 
+def instance_outputs(pred: dict, size: tuple[int, int], config) -> tuple:
+    """A Mask R-CNN prediction (masks [D, M, M] in its boxes) -> (bool masks [D, H, W] at
+    config.mask_threshold, for mask AP; int32 instance label image [H, W] of the detections
+    scoring >= config.instance_score, the highest score owning shared pixels)."""
+    from ..ops import masks_to_labels, paste_masks
+
+    binary = paste_masks(pred["masks"], pred["boxes"], size, threshold=config.mask_threshold)
+    keep = pred["scores"] >= config.instance_score
+    labels = masks_to_labels(
+        pred["masks"][keep],
+        pred["boxes"][keep],
+        pred["scores"][keep],
+        size,
+        threshold=config.mask_threshold,
+    )
+    return binary, labels
+
+
+def labels_of(masks: torch.Tensor) -> torch.Tensor:
+    """int32 [H, W] label image of disjoint instance masks [K, H, W] (mask i -> label i + 1)."""
+    if masks.shape[0] == 0:
+        return torch.zeros(masks.shape[-2:], dtype=torch.int32)
+    ids = torch.arange(1, masks.shape[0] + 1, dtype=torch.int32)
+    return (masks.to(torch.int32) * ids[:, None, None]).amax(0)
+
+
+def mask_scores(preds: list[dict], targets: list[dict], config) -> dict:
+    """COCO mask mAP / AP50 / AP75 and the DSB-2018 score of Mask R-CNN predictions against
+    targets with "masks" [K, H, W]."""
+    from ..metrics import coco_map, dsb_score
+
+    dets, truths, pred_labels, gt_labels = [], [], [], []
+    for p, t in zip(preds, targets):
+        size = tuple(t["masks"].shape[-2:])
+        binary, labels = instance_outputs(p, size, config)
+        dets.append({**p, "masks": binary})
+        truths.append(t)
+        pred_labels.append(labels.numpy())
+        gt_labels.append(labels_of(t["masks"]).numpy())
+    coco = coco_map(dets, truths, iou_type="segm", max_detections=config.detections_per_img)
+    return {
+        "map": float(coco["map"]),
+        "map_50": float(coco["map_50"]),
+        "map_75": float(coco["map_75"]),
+        "dsb": float(dsb_score(pred_labels, gt_labels)),
+    }
+
+
 class DetTask(Task):
     """Detection on the trainer: the four Faster R-CNN losses summed per batch; validation
     mAP, mAP@0.5 and RSNA score."""
@@ -165,12 +254,33 @@ class DetTask(Task):
         ("Validation", (("val_map", "mAP"), ("val_map_50", "mAP@0.5"), ("val_rsna", "RSNA"))),
     )
 
-    @staticmethod
-    def epoch_line(row: dict) -> str:
-        return (
+    def __init__(self, config):
+        super().__init__(config)
+        if has_masks(config.model):  # Mask R-CNN: the mask loss, mask AP and the DSB score
+            self.loss_names = LOSS_KEYS + ("loss_mask", "loss")
+            self.metric_names = DetTask.metric_names + MASK_METRICS
+            self.best_metric = "val_mask_map_50"
+            self.plot = (
+                ("Training loss", tuple((k, k) for k in self.loss_names)),
+                DetTask.plot[1][:1]
+                + (
+                    DetTask.plot[1][1]
+                    + (
+                        ("val_mask_map", "mask mAP"),
+                        ("val_mask_map_50", "mask AP50"),
+                        ("val_dsb", "DSB"),
+                    ),
+                ),
+            )
+
+    def epoch_line(self, row: dict) -> str:
+        line = (
             f"loss {row['loss']:.4f}, val mAP {row['val_map']:.3f}, "
             f"val AP50 {row['val_map_50']:.3f}, val RSNA {row['val_rsna']:.3f}"
         )
+        if "val_dsb" in row:
+            line += f", mask AP50 {row['val_mask_map_50']:.3f}, DSB {row['val_dsb']:.3f}"
+        return line
 
     def build_model(self, config, pretrained):
         return build_model(config, pretrained)
@@ -195,7 +305,8 @@ class DetTask(Task):
         )
         value = trainer.check_loss(loss, where, failure=failure)
         trainer.update(loss)
-        return {**{k: float(losses[k].detach()) for k in LOSS_KEYS}, "loss": value}
+        names = self.loss_names[:-1]
+        return {**{k: float(losses[k].detach()) for k in names}, "loss": value}
 
     @staticmethod
     def _forward(trainer, images, targets):
@@ -221,4 +332,8 @@ class DetTask(Task):
             preds = gather_shards(preds, trainer.dist.world_size)
             targets = gather_shards(targets, trainer.dist.world_size)
         s = detection_scores(preds, targets)
-        return {"val_map": s["map"], "val_map_50": s["map_50"], "val_rsna": s["rsna"]}
+        out = {"val_map": s["map"], "val_map_50": s["map_50"], "val_rsna": s["rsna"]}
+        if has_masks(self.config.model):
+            m = mask_scores(preds, targets, self.config)
+            out.update(val_mask_map=m["map"], val_mask_map_50=m["map_50"], val_dsb=m["dsb"])
+        return out

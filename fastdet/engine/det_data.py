@@ -20,7 +20,7 @@ from ..data.transforms import (
 )
 from .sampling import EpochDataset
 
-DET_LAYOUTS = ("rsna", "dsb2018")
+DET_LAYOUTS = ("rsna", "dsb2018", "folders")
 
 
 def prepare_image(image, config) -> torch.Tensor:
@@ -41,7 +41,7 @@ def prepare_image(image, config) -> torch.Tensor:
         x = x.expand(3, -1, -1)
     elif x.shape[0] != 3:
         raise ValueError(f"detection needs 1 or 3 image channels, got {x.shape[0]}")
-    if config.model == "vgg16":
+    if config.model.endswith("vgg16"):
         x = CaffeNormalize(input_max=1.0)({"image": x})["image"]
     return x.contiguous()
 
@@ -55,6 +55,7 @@ class DetTensors(EpochDataset):
     def __init__(self, dataset, config, augment: bool = False):
         super().__init__(dataset, config.seed)
         self.config = config
+        self.masks = config.model.startswith("maskrcnn_")
         flips = []
         if augment and config.hflip > 0:
             flips.append(RandomHorizontalFlip(config.hflip, self.generator))
@@ -67,13 +68,36 @@ class DetTensors(EpochDataset):
         image = s["image"]
         boxes = torch.as_tensor(s["boxes"], dtype=torch.float32).reshape(-1, 4)
         labels = torch.as_tensor(s["labels"], dtype=torch.int64).reshape(-1)
+        instances = instance_image(s) if self.masks else None
         if self.flips is not None:
             image = torch.as_tensor(image, dtype=torch.float32)
             image = image[None] if image.ndim == 2 else image
             self.generator_for(i)
-            out = self.flips({"image": image, "boxes": boxes, "labels": labels})
-            image, boxes = out["image"], out["boxes"]
-        return prepare_image(image, self.config), {"boxes": boxes, "labels": labels}
+            sample = {"image": image, "boxes": boxes, "labels": labels}
+            if instances is not None:
+                sample["instances"] = instances
+            out = self.flips(sample)
+            image, boxes, instances = out["image"], out["boxes"], out.get("instances")
+        target = {"boxes": boxes, "labels": labels}
+        if instances is not None:
+            target["masks"] = instance_masks(instances, len(boxes))
+        return prepare_image(image, self.config), target
+
+
+def instance_image(sample: dict) -> torch.Tensor:
+    """The sample's instance label image [H, W] (labels 1..K matching its K boxes)."""
+    if "instances" not in sample:
+        raise ValueError(
+            f"sample {sample.get('id', '?')!r} has no instance masks: Mask R-CNN trains on "
+            "layouts with instances (dsb2018, folders)"
+        )
+    return torch.as_tensor(sample["instances"])
+
+
+def instance_masks(instances: torch.Tensor, k: int) -> torch.Tensor:
+    """uint8 [K, H, W]: mask i is the pixels labelled i + 1."""
+    ids = torch.arange(1, k + 1, dtype=instances.dtype, device=instances.device)
+    return (instances[None] == ids[:, None, None]).to(torch.uint8)
 
 
 def collate(batch):
@@ -82,11 +106,14 @@ def collate(batch):
 
 
 def open_det_dataset(layout: str, root, split=None, seed: int = 0, val_fraction: float = 0.2):
-    """RSNADataset ("rsna") or DSB2018Dataset ("dsb2018", boxes of the nuclei), split None /
-    "train" / "val" with split_seed=seed."""
-    from ..data import DSB2018Dataset, RSNADataset
+    """RSNADataset ("rsna"), DSB2018Dataset ("dsb2018", boxes and masks of the nuclei) or
+    ImageFolderDataset with instance label images ("folders": images/ and masks/, each mask an
+    integer label image, 0 background), split None / "train" / "val" with split_seed=seed."""
+    from ..data import DSB2018Dataset, ImageFolderDataset, RSNADataset
 
     if layout not in DET_LAYOUTS:
         raise ValueError(f"layout must be one of {DET_LAYOUTS}, got {layout!r}")
-    cls = RSNADataset if layout == "rsna" else DSB2018Dataset
-    return cls(root, split=split, split_seed=seed, val_fraction=val_fraction)
+    kw = dict(split=split, split_seed=seed, val_fraction=val_fraction)
+    if layout == "folders":
+        return ImageFolderDataset(root, instances=True, **kw)
+    return (RSNADataset if layout == "rsna" else DSB2018Dataset)(root, **kw)

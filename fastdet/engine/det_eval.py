@@ -9,9 +9,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..metrics import coco_map, draw_boxes, match_detections, pr_curve, rsna_score, save_pr_curves
-from .det import predict_detections
-from .det_data import prepare_image
+from ..metrics import (
+    classical_segment,
+    coco_map,
+    draw_boxes,
+    dsb_image_score,
+    match_detections,
+    pr_curve,
+    rsna_score,
+    save_instance_overlay,
+    save_pr_curves,
+)
+from .det import has_masks, instance_outputs, labels_of, mask_scores, predict_detections
+from .det_data import instance_image, instance_masks, prepare_image
 
 
 def evaluate_detection(
@@ -22,12 +32,21 @@ def evaluate_detection(
     score_threshold: float = 0.5,
     figures=None,
     max_figures: int = 20,
+    unet=None,
+    classical: bool = False,
 ) -> dict:
     """RSNA score (of all detections, and of those scoring >= score_threshold, as a thresholded
     submission would be scored), COCO mAP / AP50 / AP75 over `dataset`, and per image the TP / FP
     / FN at IoU 0.5 among detections scoring >= score_threshold. figures: a folder for
     pr_curve.png and, for the first max_figures images, boxes/<id>.png (detections >=
-    score_threshold red, ground truth green; the row's "figure")."""
+    score_threshold red, ground truth green; the row's "figure").
+
+    Mask R-CNN adds "instances": the DSB-2018 score and COCO mask AP / AP50 / AP75 (per image:
+    "dsb"), and beside them, on the same images, the DSB score of `unet` ((model, config) of a
+    segmentation checkpoint, instances split by watershed) and of the classical baseline
+    (classical=True); figures then also get instances/<id>.png overlays (the row's
+    "overlay")."""
+    masks = has_masks(config.model)
     preds, kept, targets, rows = [], [], [], []
     for i in range(len(dataset)):
         s = dataset[i]
@@ -36,13 +55,19 @@ def evaluate_detection(
             "boxes": torch.as_tensor(s["boxes"], dtype=torch.float32).reshape(-1, 4),
             "labels": torch.as_tensor(s["labels"], dtype=torch.int64).reshape(-1),
         }
+        if masks:
+            target["masks"] = instance_masks(instance_image(s), len(target["boxes"]))
         preds.append(pred)
         kept.append({k: v[pred["scores"] >= score_threshold] for k, v in pred.items()})
         targets.append(target)
         rows.append(_image_row(s.get("id", str(i)), kept[-1], target))
+        if masks:
+            rows[-1].update(_instance_row(s, pred, target, config, unet, classical, device))
         if figures is not None and i < max_figures:
             rows[-1]["figure"] = str(_box_figure(Path(figures), s, kept[-1]))
-    coco = coco_map(preds, targets)
+            if masks:
+                rows[-1]["overlay"] = str(_instance_figure(Path(figures), s, pred, config))
+    coco = coco_map(preds, targets, max_detections=config.detections_per_img)
     result = {
         "images": len(preds),
         "rsna": float(rsna_score(preds, targets)),
@@ -56,9 +81,59 @@ def evaluate_detection(
         "fn": sum(r["fn"] for r in rows),
         "per_image": rows,
     }
+    if masks:
+        result["instances"] = _instance_summary(preds, targets, rows, config)
     if figures is not None:
         result["pr_curve"] = str(_pr_figure(Path(figures), preds, targets))
     return result
+
+
+def _instance_row(sample, pred, target, config, unet, classical, device) -> dict:
+    """DSB score of this image's Mask R-CNN instances and, when asked, of U-Net + watershed
+    and of the classical baseline."""
+    from .seg_eval import _methods
+
+    size = tuple(target["masks"].shape[-2:])
+    truth = labels_of(target["masks"]).numpy()
+    _, labels = instance_outputs(pred, size, config)
+    row = {"dsb": dsb_image_score(labels.numpy(), truth)}
+    if unet is not None:
+        seg_model, seg_config = unet
+        tile = seg_config.size  # as `evaluate seg` does by default
+        got = _methods(
+            seg_model,
+            seg_config,
+            {**sample, "instances": truth},
+            device,
+            tile,
+            tile // 4,
+            True,
+            False,
+        )
+        row["dsb_unet"] = dsb_image_score(got["model"][1], truth)
+    if classical:
+        image = torch.as_tensor(sample["image"]).float().numpy()
+        row["dsb_classical"] = dsb_image_score(classical_segment(image, channel_axis=0)[1], truth)
+    return row
+
+
+def _instance_summary(preds, targets, rows, config) -> dict:
+    """DSB score (mean over images) of each method, COCO mask AP / AP50 / AP75."""
+    m = mask_scores(preds, targets, config)
+    out = {"dsb": m["dsb"], "mask_map": m["map"], "mask_map_50": m["map_50"]}
+    out["mask_map_75"] = m["map_75"]
+    for key in ("dsb_unet", "dsb_classical"):
+        if rows and key in rows[0]:
+            out[key] = float(np.mean([r[key] for r in rows]))
+    return out
+
+
+def _instance_figure(folder: Path, sample: dict, pred: dict, config) -> Path:
+    """instances/<id>.png: the image with each predicted instance's outline in its colour."""
+    name = re.sub(r"[^\w.-]", "_", str(sample.get("id", "image")))
+    image = torch.as_tensor(sample["image"])
+    _, labels = instance_outputs(pred, tuple(image.shape[-2:]), config)
+    return save_instance_overlay(folder / "instances" / f"{name}.png", image, labels.numpy())
 
 
 def _image_row(image_id: str, kept: dict, target: dict) -> dict:
@@ -110,4 +185,20 @@ def format_det_report(result: dict) -> str:
         "id\tTP\tFP\tFN",
     ]
     lines += [f"{r['id']}\t{r['tp']}\t{r['fp']}\t{r['fn']}" for r in result["per_image"]]
+    inst = result.get("instances")
+    if inst:
+        lines += [
+            f"mask AP: {inst['mask_map']:.4f}, AP50: {inst['mask_map_50']:.4f}, "
+            f"AP75: {inst['mask_map_75']:.4f}",
+            "DSB-2018 score (mean over images): "
+            + ", ".join(
+                f"{name} {inst[key]:.4f}"
+                for key, name in (
+                    ("dsb", "Mask R-CNN"),
+                    ("dsb_unet", "U-Net + watershed"),
+                    ("dsb_classical", "classical"),
+                )
+                if key in inst
+            ),
+        ]
     return "\n".join(lines)

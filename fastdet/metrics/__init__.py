@@ -32,7 +32,14 @@ from .detection import (
     rsna_image_score,
     rsna_score,
 )
-from .figures import draw_boxes, overlay, pr_curve, save_overlay, save_pr_curves
+from .figures import (
+    draw_boxes,
+    overlay,
+    pr_curve,
+    save_instance_overlay,
+    save_overlay,
+    save_pr_curves,
+)
 from .postprocess import (
     clean_mask,
     fill_holes,
@@ -91,6 +98,7 @@ __all__ = [
     "pr_curve",
     "precision",
     "read_csv",
+    "save_instance_overlay",
     "save_overlay",
     "save_pr_curves",
     "remove_small_objects",

@@ -115,5 +115,7 @@ def detections(items, name: str, with_scores: bool) -> list[dict]:
             if not np.isfinite(s).all():
                 raise ValueError(f"{where}['scores'] must be finite, found NaN or inf")
             row["scores"] = s
+        if "masks" in d:  # checked by the metric that uses them
+            row["masks"] = d["masks"]
         out.append(row)
     return out

@@ -261,19 +261,35 @@ def _coco_match(iou: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     return greedy_match(iou, np.minimum(thresholds, 1 - 1e-10), prefer_last=True)
 
 
-def _class_pr(p, t, cls, max_det, thresholds):
-    """Scores [D], matches [T, D] over all images for one class, and its ground-truth count."""
+def _mask_iou(dt: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """[D, G] IoU of bool masks [D, H, W] and [G, H, W] (pycocotools' RLE IoU: intersection
+    over union of pixel counts, float64), by a sparse product so large sparse sets are cheap."""
+    from scipy import sparse
+
+    if dt.shape[0] == 0 or gt.shape[0] == 0:
+        return np.zeros((dt.shape[0], gt.shape[0]))
+    a = sparse.csr_matrix(dt.reshape(dt.shape[0], -1), dtype=np.float64)
+    b = sparse.csr_matrix(gt.reshape(gt.shape[0], -1), dtype=np.float64)
+    inter = np.asarray((a @ b.T).todense()).reshape(dt.shape[0], gt.shape[0])
+    union = np.asarray(a.sum(1)).reshape(-1, 1) + np.asarray(b.sum(1)).reshape(1, -1) - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def _class_pr(p, t, cls, max_det, thresholds, key="boxes"):
+    """Scores [D], matches [T, D] over all images for one class, and its ground-truth count;
+    key "boxes" (box IoU) or "masks" (mask IoU)."""
+    iou = _coco_iou if key == "boxes" else _mask_iou
     scores, matches, n_gt = [], [], 0
     for a, b in zip(p, t):
-        gt = b["boxes"][b["labels"] == cls]
+        gt = b[key][b["labels"] == cls]
         n_gt += gt.shape[0]
         keep = a["labels"] == cls
         if not keep.any():
             continue
-        s, dt = a["scores"][keep], a["boxes"][keep]
+        s, dt = a["scores"][keep], a[key][keep]
         order = _confidence_order(s)[:max_det]
         scores.append(s[order])
-        matches.append(_coco_match(_coco_iou(dt[order], gt), thresholds))
+        matches.append(_coco_match(iou(dt[order], gt), thresholds))
     if not scores:
         return np.zeros(0), np.zeros((thresholds.size, 0), bool), n_gt
     return np.concatenate(scores), np.concatenate(matches, 1), n_gt
@@ -302,8 +318,23 @@ def _precision_recall(scores, matches, n_gt):
     return prec, rec
 
 
-def coco_map(preds, targets, *, max_detections=100):
-    """COCO bbox mAP as pycocotools' COCOeval computes it (area range "all", no crowd boxes).
+def _masks(items, name: str) -> None:
+    """Checks and converts each dict's "masks" to bool [N, H, W], one per box."""
+    for i, d in enumerate(items):
+        if "masks" not in d:
+            raise ValueError(f"{name}[{i}] has no 'masks': iou_type='segm' needs them")
+        m = inputs.binary(d["masks"], f"{name}[{i}]['masks']")
+        if m.ndim != 3 or m.shape[0] != d["boxes"].shape[0]:
+            raise ValueError(
+                f"{name}[{i}]['masks'] must be [N, H, W] with N = {d['boxes'].shape[0]} (its "
+                f"boxes), got {tuple(m.shape)}"
+            )
+        d["masks"] = m
+
+
+def coco_map(preds, targets, *, max_detections=100, iou_type="bbox"):
+    """COCO bbox or segm mAP as pycocotools' COCOeval computes it (area range "all", no crowd
+    objects).
 
     preds: list of {"boxes" [N, 4], "scores" [N], "labels" [N]}; targets: list of
     {"boxes" [M, 4], "labels" [M]}, one per image, boxes x1, y1, x2, y2 in pixels.
@@ -314,18 +345,27 @@ def coco_map(preds, targets, *, max_detections=100):
     points, averaged over thresholds and over the classes that have ground truth (classes that
     only occur in predictions are ignored, as in COCOeval).
 
+    iou_type "segm" matches by mask IoU instead (pycocotools' iouType="segm"): every dict then
+    also holds "masks" [N, H, W] binary (bool or 0/1), one per box, all of one image's size.
+
     Returns {"map": AP@[.5:.95], "map_50", "map_75", "mar_100": recall averaged over thresholds
     and classes, "classes": [K] labels with ground truth, "map_per_class": [K]}. When no image
     has ground truth the scores are -1.0, as in pycocotools and torchmetrics."""
     if int(max_detections) < 1:
         raise ValueError(f"max_detections must be >= 1, got {max_detections}")
+    if iou_type not in ("bbox", "segm"):
+        raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
     p, t = _detections(preds, targets)
+    key = "boxes" if iou_type == "bbox" else "masks"
+    if key == "masks":
+        _masks(p, "preds")
+        _masks(t, "targets")
     classes = np.unique(np.concatenate([b["labels"] for b in t] + [np.zeros(0, np.int64)]))
     thr = COCO_IOU_THRESHOLDS
     prec = np.zeros((thr.size, COCO_RECALL_THRESHOLDS.size, classes.size))
     rec = np.zeros((thr.size, classes.size))
     for k, cls in enumerate(classes):
-        s, m, n_gt = _class_pr(p, t, cls, int(max_detections), thr)
+        s, m, n_gt = _class_pr(p, t, cls, int(max_detections), thr, key)
         prec[:, :, k], rec[:, k] = _precision_recall(s, m, n_gt)
     if classes.size == 0:
         none = -1.0

@@ -89,6 +89,26 @@ def pr_curve(scores, is_tp, num_gt: int) -> tuple[np.ndarray, np.ndarray]:
     return precision, recall
 
 
+def save_instance_overlay(path, image, labels) -> Path:
+    """Writes a PNG of the image ([H, W] or [C, H, W], shown grey) with the outline of each
+    instance of the label image [H, W] (0 background) in its own colour (matplotlib's tab20,
+    cycled); returns the path."""
+    from matplotlib import colormaps
+    from PIL import Image
+    from skimage.segmentation import find_boundaries
+
+    labels = np.asarray(_as_numpy(labels, "labels"))
+    x = _as_numpy(image, "image")
+    out = _gray_rgb(x.mean(0) if x.ndim == 3 else x)  # channels-first in, grey out
+    edges = find_boundaries(labels, mode="inner") & (labels > 0)
+    colours = (np.asarray(colormaps["tab20"].colors) * 255).round().astype(np.uint8)
+    out[edges] = colours[(labels[edges] - 1) % len(colours)]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(out).save(path)
+    return path
+
+
 def save_pr_curves(path, curves: dict, title: str = "Precision-recall") -> Path:
     """curves: {name: (precision, recall)} -> one PNG with a line per name (matplotlib, Agg)."""
     import matplotlib

@@ -477,3 +477,137 @@ def test_greedy_match_rules():
     target = {"boxes": np.array([[0, 0, 10, 10.0]])}
     assert match_detections(pred, target).tolist() == [False, True]  # the higher score first
     assert not match_detections(pred, {"boxes": np.zeros((0, 4))}).any()
+
+
+# ---------------------------------------------------------------- COCO segm
+
+
+def random_instances(rng, shape=(40, 48)):
+    """Ground-truth masks (disjoint, from a label image) and predictions (each ground truth
+    shifted, eroded or grown, some dropped, plus spurious blobs; predictions may overlap)."""
+    from scipy import ndimage
+
+    gl = random_labels(rng, shape, int(rng.integers(0, 7)))
+    gt = [gl == k for k in np.unique(gl)[1:]]
+    gt = np.stack(gt) if gt else np.zeros((0, *shape), bool)
+    preds = []
+    for m in gt:
+        if rng.random() < 0.2:
+            continue
+        p = np.roll(m, tuple(rng.integers(-2, 3, 2)), (0, 1))
+        p = [p, ndimage.binary_erosion(p), ndimage.binary_dilation(p)][int(rng.integers(3))]
+        preds.append(p)
+    extra = random_labels(rng, shape, int(rng.integers(0, 4)), offset=9000)
+    preds += [extra == k for k in np.unique(extra)[1:]]
+    preds = np.stack(preds) if preds else np.zeros((0, *shape), bool)
+    return preds, gt
+
+
+def _mask_boxes(masks):
+    out = np.zeros((len(masks), 4))
+    for i, m in enumerate(masks):
+        ys, xs = np.nonzero(m)
+        if len(xs):
+            out[i] = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+    return out
+
+
+def pycoco_segm_stats(preds, targets, max_det):
+    """COCOeval segm AP, AP50, AP75 and recall (RLE masks) for the same detections with
+    maxDets (1, max_det), read from its accumulated arrays (summarize fixes maxDets 100)."""
+    from pycocotools import mask as mask_utils
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    def rle(m):
+        r = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+        return r
+
+    anns, res, h, w = [], [], *targets[0]["masks"].shape[1:]
+    for i, t in enumerate(targets):
+        for m, lab in zip(t["masks"], t["labels"]):
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i + 1,
+                    "category_id": int(lab) + 1,
+                    "segmentation": rle(m),
+                    "area": float(m.sum()),
+                    "bbox": list(mask_utils.toBbox(rle(m))),
+                    "iscrowd": 0,
+                }
+            )
+    for i, p in enumerate(preds):
+        for m, s, lab in zip(p["masks"], p["scores"], p["labels"]):
+            res.append(
+                {
+                    "image_id": i + 1,
+                    "category_id": int(lab) + 1,
+                    "segmentation": rle(m),
+                    "score": float(s),
+                }
+            )
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = {
+            "images": [{"id": i + 1, "height": h, "width": w} for i in range(len(targets))],
+            "annotations": anns,
+            "categories": [{"id": c} for c in (1, 2)],
+        }
+        gt.createIndex()
+        ev = COCOeval(gt, gt.loadRes(res), "segm")
+        ev.params.maxDets = sorted({1, max_det})  # evaluate() sorts them; -1 is max_det
+        ev.evaluate()
+        ev.accumulate()
+
+    def mean(a):  # COCOeval's summarize, at area "all" and the last maxDets
+        return float(a[a > -1].mean()) if (a > -1).any() else -1.0
+
+    prec, rec = ev.eval["precision"][..., 0, -1], ev.eval["recall"][..., 0, -1]
+    return mean(prec), mean(prec[0]), mean(prec[5]), mean(rec)
+
+
+@pytest.mark.parametrize("max_det", [100, 3])
+def test_coco_segm_map_equals_pycocotools(rng, max_det):
+    pytest.importorskip("pycocotools")
+    for _ in range(3):
+        preds, targets = [], []
+        for _ in range(int(rng.integers(1, 5))):
+            p, g = random_instances(rng)
+            preds.append(
+                {
+                    "boxes": _mask_boxes(p),
+                    "masks": p,
+                    "scores": np.round(rng.random(len(p)), 1),
+                    "labels": rng.integers(0, 2, len(p)),
+                }
+            )
+            targets.append(
+                {"boxes": _mask_boxes(g), "masks": g, "labels": rng.integers(0, 2, len(g))}
+            )
+        if not any(len(p["masks"]) for p in preds) or not any(len(t["masks"]) for t in targets):
+            continue
+        got = coco_map(preds, targets, iou_type="segm", max_detections=max_det)
+        stats = pycoco_segm_stats(preds, targets, max_det)
+        for key, want in zip(("map", "map_50", "map_75", "mar_100"), stats):
+            assert abs(got[key] - want) <= 1e-6, (key, got[key], want)
+
+
+def test_coco_segm_differs_from_bbox_and_checks_masks():
+    """Two L-shaped masks share one box: box AP counts both as matches of the one truth, mask
+    AP only the one that overlaps it."""
+    a = np.zeros((1, 10, 10), bool)
+    a[0, :, :2] = a[0, -2:, :] = True  # an L filling the bottom-left
+    b = np.zeros((1, 10, 10), bool)
+    b[0, :2, :] = b[0, :, -2:] = True  # the mirrored L
+    box = np.array([[0.0, 0, 10, 10]])
+    preds = [{"boxes": box, "masks": b, "scores": np.ones(1), "labels": np.zeros(1, int)}]
+    targets = [{"boxes": box, "masks": a, "labels": np.zeros(1, int)}]
+    assert coco_map(preds, targets)["map_50"] == pytest.approx(1.0)
+    assert coco_map(preds, targets, iou_type="segm")["map_50"] == 0.0
+    with pytest.raises(ValueError, match=r"preds\[0\] has no 'masks'"):
+        coco_map([{k: v for k, v in preds[0].items() if k != "masks"}], targets, iou_type="segm")
+    with pytest.raises(ValueError, match=r"targets\[0\]\['masks'\] must be \[N, H, W\] with N = 1"):
+        coco_map(preds, [{**targets[0], "masks": a[0]}], iou_type="segm")
+    with pytest.raises(ValueError, match="iou_type"):
+        coco_map(preds, targets, iou_type="mask")

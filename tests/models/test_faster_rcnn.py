@@ -217,7 +217,7 @@ def test_roi_sampling_rules():
     gt = _boxes(gen, 4)
     labels_gt = torch.tensor([1, 2, 3, 1])
     props = torch.cat([gt.repeat(30, 1) + torch.randn(120, 4, generator=gen), _boxes(gen, 800)])
-    p, lab, mgt = heads.select_training_samples(
+    p, lab, mgt, idx = heads.select_training_samples(
         [props, props[:50]],
         [{"boxes": gt, "labels": labels_gt}, {"boxes": gt[:0], "labels": labels_gt[:0]}],
     )
@@ -226,6 +226,7 @@ def test_roi_sampling_rules():
     assert (iou.values[lab[0] > 0] >= 0.5).all() and (iou.values[lab[0] == 0] < 0.5).all()
     assert torch.equal(lab[0][lab[0] > 0], labels_gt[iou.indices[lab[0] > 0]])
     assert torch.equal(mgt[0][lab[0] > 0], gt[iou.indices[lab[0] > 0]])
+    assert torch.equal(idx[0][lab[0] > 0], iou.indices[lab[0] > 0])
     assert len(p[1]) == 50 and (lab[1] == 0).all()
 
 

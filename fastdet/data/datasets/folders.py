@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .common import (
@@ -16,6 +17,7 @@ from .common import (
     _plane_shape,
     _png_size,
     _reading,
+    boxes_from_instances,
     image_tensor,
     read_image_2d,
     split_ids,
@@ -61,6 +63,12 @@ class ImageFolderDataset(_Checked):
     mask > 0 as 0/1, binarize=False keeps the label values (which must be integers in
     0..255). meta: path, mask_path, size. Files with other extensions are ignored.
 
+    instances=True reads each mask as an instance label image (integers, 0 background; any
+    integer dtype, e.g. uint16 PNG/TIFF for hundreds of objects) and adds "instances" int32
+    [H, W] renumbered 1..K in order of the original labels, "boxes" float32 [K, 4] x1y1x2y2
+    and "labels" int64 [K] all 1 (the detection and instance tasks' sample); "mask" is then
+    instances > 0.
+
     Checked at construction: every image has a mask (FileNotFoundError naming the image), a
     stem appears once per folder, headers are readable and PNGs whole (DataError naming the
     file), image and mask sizes match (ValueError naming the mask).
@@ -73,6 +81,7 @@ class ImageFolderDataset(_Checked):
         masks: str = "masks",
         rgb: bool | None = False,
         binarize: bool = True,
+        instances: bool = False,
         split=None,
         split_seed: int = 0,
         val_fraction: float = 0.2,
@@ -81,7 +90,7 @@ class ImageFolderDataset(_Checked):
     ):
         super().__init__(skip_bad, transform)
         self.root = Path(root)
-        self.rgb, self.binarize = rgb, bool(binarize)
+        self.rgb, self.binarize, self.instances = rgb, bool(binarize), bool(instances)
         self.images_dir, self.masks_dir = self.root / images, self.root / masks
         for folder in (self.images_dir, self.masks_dir):
             if not folder.is_dir():
@@ -144,7 +153,6 @@ class ImageFolderDataset(_Checked):
             mask = mask[..., 0]  # RGB(A) masks: the first channel
         sample = {
             "image": image_tensor(image, rgb=self.rgb),
-            "mask": torch.from_numpy(_mask_uint8(mask, self.binarize, mask_path)),
             "id": stem,
             "meta": {
                 "path": str(image_path),
@@ -152,4 +160,25 @@ class ImageFolderDataset(_Checked):
                 "size": tuple(mask.shape),
             },
         }
+        if self.instances:
+            inst = _instance_labels(mask, mask_path)
+            boxes = boxes_from_instances(inst)
+            sample["instances"] = torch.from_numpy(inst)
+            sample["boxes"] = torch.from_numpy(boxes)
+            sample["labels"] = torch.ones(len(boxes), dtype=torch.int64)
+            sample["mask"] = torch.from_numpy((inst > 0).astype(np.uint8))
+        else:
+            sample["mask"] = torch.from_numpy(_mask_uint8(mask, self.binarize, mask_path))
         return self._finish(sample)
+
+
+def _instance_labels(mask: np.ndarray, path: Path) -> np.ndarray:
+    """int32 [H, W]: an integer label image renumbered 1..K (0 stays background)."""
+    if not np.issubdtype(mask.dtype, np.integer) and not np.array_equal(mask, np.round(mask)):
+        raise ValueError(f"{path}: an instance label image must hold integers, got {mask.dtype}")
+    if mask.size and mask.min() < 0:
+        raise ValueError(f"{path}: instance labels must be >= 0, found {mask.min()}")
+    ids, inverse = np.unique(mask, return_inverse=True)
+    if ids[0] != 0:  # no background pixel: every id is an instance
+        inverse = inverse + 1
+    return inverse.reshape(mask.shape).astype(np.int32)

@@ -1,6 +1,8 @@
 """Faster R-CNN (fastdet.models.detection): torchvision's structure and state_dict keys, on
 fastdet's ops. Presets fasterrcnn_vgg16 (the original), fasterrcnn_resnet50_fpn (torchvision's,
-checkpoint-compatible) and fasterrcnn_resnet18_fpn (CPU-sized). See faster_rcnn.py."""
+checkpoint-compatible) and fasterrcnn_resnet18_fpn (CPU-sized); Mask R-CNN's
+maskrcnn_resnet50_fpn (torchvision's) and maskrcnn_resnet18_fpn. See faster_rcnn.py and
+mask_rcnn.py."""
 
 from ...ops import MultiScaleRoIAlign
 from .backbones import (
@@ -17,6 +19,8 @@ from .faster_rcnn import (
     fasterrcnn_vgg16,
     load_detector_weights,
 )
+from .mask_head import MaskRCNNHeads, MaskRCNNPredictor
+from .mask_rcnn import MaskRCNN, maskrcnn_resnet18_fpn, maskrcnn_resnet50_fpn
 from .roi_heads import FastRCNNPredictor, RoIHeads, TwoMLPHead
 from .rpn import RegionProposalNetwork, RPNHead
 from .transform import DetectionTransform, ImageList
@@ -29,6 +33,9 @@ __all__ = [
     "FeaturePyramidNetwork",
     "FrozenBatchNorm2d",
     "ImageList",
+    "MaskRCNN",
+    "MaskRCNNHeads",
+    "MaskRCNNPredictor",
     "MultiScaleRoIAlign",
     "RPNHead",
     "RegionProposalNetwork",
@@ -39,5 +46,7 @@ __all__ = [
     "fasterrcnn_resnet50_fpn",
     "fasterrcnn_vgg16",
     "load_detector_weights",
+    "maskrcnn_resnet18_fpn",
+    "maskrcnn_resnet50_fpn",
     "resnet_fpn_backbone",
 ]

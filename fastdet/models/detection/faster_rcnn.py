@@ -191,10 +191,15 @@ def _read_state_dict(path) -> dict:
     return state
 
 
+# the layers sized by the class count: left at their initialization when fine-tuning on others
+_CLASS_LAYERS = ("roi_heads.box_predictor.", "roi_heads.mask_predictor.mask_fcn_logits.")
+
+
 def load_detector_weights(model: FasterRCNN, path) -> FasterRCNN:
     """Loads a full detector state_dict (torchvision's keys). BatchNorm's num_batches_tracked
-    entries are ignored. A box predictor of another class count is left at its initialization
-    (fine-tuning a COCO model on other classes); any other mismatch is an error."""
+    entries are ignored. A box (or mask) predictor of another class count is left at its
+    initialization (fine-tuning a COCO model on other classes); any other mismatch is an
+    error."""
     state = {
         k: v for k, v in _read_state_dict(path).items() if not k.endswith("num_batches_tracked")
     }
@@ -202,7 +207,7 @@ def load_detector_weights(model: FasterRCNN, path) -> FasterRCNN:
     skipped = [
         k
         for k in state
-        if k.startswith("roi_heads.box_predictor.") and k in own and state[k].shape != own[k].shape
+        if k.startswith(_CLASS_LAYERS) and k in own and state[k].shape != own[k].shape
     ]
     for k in skipped:
         del state[k]
@@ -224,6 +229,7 @@ def _resnet_fpn(
     trainable_backbone_layers,
     defaults: dict,
     kwargs: dict,
+    model_class=None,
 ) -> FasterRCNN:
     # torchvision's rule: pretrained weights -> frozen BatchNorm and 3 trainable stages;
     # from scratch -> ordinary BatchNorm and every stage trainable
@@ -236,7 +242,7 @@ def _resnet_fpn(
     backbone = resnet_fpn_backbone(
         name, weights_backbone if weights is None else None, layers, frozen_bn=trained
     )
-    model = FasterRCNN(backbone, num_classes, **{**defaults, **kwargs})
+    model = (model_class or FasterRCNN)(backbone, num_classes, **{**defaults, **kwargs})
     return load_detector_weights(model, weights) if weights is not None else model
 
 

@@ -22,6 +22,7 @@ from ...ops import (
     remove_small_boxes,
 )
 from . import _utils as det_utils
+from .mask_head import mask_loss, mask_probabilities
 
 
 class TwoMLPHead(nn.Module):
@@ -75,9 +76,18 @@ class RoIHeads(nn.Module):
         box_loss: str = "smooth_l1",
         cls_loss: str = "ce",
         focal_gamma: float = 2.0,
+        mask_roi_pool=None,
+        mask_head=None,
+        mask_predictor=None,
     ):
         super().__init__()
         det_utils.check_loss_options(box_loss, cls_loss)
+        if (mask_roi_pool is None) != (mask_predictor is None) or (
+            mask_head is not None and mask_roi_pool is None
+        ):
+            raise ValueError("a mask branch needs mask_roi_pool and mask_predictor (and a head)")
+        self.mask_roi_pool, self.mask_head = mask_roi_pool, mask_head
+        self.mask_predictor = mask_predictor
         self.box_roi_pool, self.box_head, self.box_predictor = box_roi_pool, box_head, box_predictor
         self.fg_iou_thresh, self.bg_iou_thresh = fg_iou_thresh, bg_iou_thresh
         self.batch_size_per_image, self.positive_fraction = batch_size_per_image, positive_fraction
@@ -91,10 +101,13 @@ class RoIHeads(nn.Module):
             focal_gamma,
         )
 
+    def has_mask(self) -> bool:
+        return self.mask_predictor is not None
+
     def select_training_samples(self, proposals: list[Tensor], targets: list[dict]):
-        """Per image: sampled proposals [Si, 4], labels [Si] int64 (0 background) and the
-        matched ground-truth boxes [Si, 4] (zeros for background)."""
-        out_props, out_labels, out_gt = [], [], []
+        """Per image: sampled proposals [Si, 4], labels [Si] int64 (0 background), the
+        matched ground-truth boxes [Si, 4] (zeros for background) and their indices [Si]."""
+        out_props, out_labels, out_gt, out_idx = [], [], [], []
         for props, t in zip(proposals, targets):
             gt, gt_labels = t["boxes"].to(props.dtype), t["labels"]
             props = torch.cat([props, gt])
@@ -113,27 +126,57 @@ class RoIHeads(nn.Module):
             out_props.append(props[keep])
             out_labels.append(labels[keep])
             out_gt.append(gt[matched[keep]])
-        return out_props, out_labels, out_gt
+            out_idx.append(matched[keep])
+        return out_props, out_labels, out_gt, out_idx
 
     def forward(self, features: dict, proposals: list[Tensor], image_sizes, targets=None):
-        """Training: (empty list, {"loss_classifier", "loss_box_reg"}); evaluation: (list of
-        {"boxes" [Di, 4], "scores" [Di], "labels" [Di] int64}, {}) in the padded batch's frame."""
+        """Training: (empty list, {"loss_classifier", "loss_box_reg"} and, with a mask branch,
+        "loss_mask"); evaluation: (list of {"boxes" [Di, 4], "scores" [Di], "labels" [Di] int64}
+        and, with a mask branch, "masks" [Di, M, M] probabilities in each box, {}) in the padded
+        batch's frame."""
         if self.training:
             if targets is None:
                 raise ValueError("targets are required in training mode")
-            proposals, labels, matched_gt = self.select_training_samples(proposals, targets)
+            if self.has_mask() and not all("masks" in t for t in targets):
+                raise ValueError("Mask R-CNN's training targets need 'masks' [Ni, H, W]")
+            proposals, labels, matched_gt, matched = self.select_training_samples(
+                proposals, targets
+            )
         x = self.box_head(self.box_roi_pool(features, proposals, image_sizes))
         class_logits, box_regression = self.box_predictor(x)
         if self.training:
-            return [], self.compute_loss(
-                class_logits, box_regression, proposals, labels, matched_gt
-            )
+            losses = self.compute_loss(class_logits, box_regression, proposals, labels, matched_gt)
+            if self.has_mask():
+                losses["loss_mask"] = self._mask_loss(
+                    features, proposals, labels, matched, targets, image_sizes
+                )
+            return [], losses
         boxes, scores, labels = self.postprocess_detections(
             class_logits, box_regression, proposals, image_sizes
         )
-        return [
-            {"boxes": b, "scores": s, "labels": c} for b, s, c in zip(boxes, scores, labels)
-        ], {}
+        result = [{"boxes": b, "scores": s, "labels": c} for b, s, c in zip(boxes, scores, labels)]
+        if self.has_mask():
+            logits = self._mask_logits(features, boxes, image_sizes)
+            for r, m in zip(result, mask_probabilities(logits, labels)):
+                r["masks"] = m
+        return result, {}
+
+    def _mask_logits(self, features, boxes, image_sizes) -> Tensor:
+        x = self.mask_roi_pool(features, boxes, image_sizes)
+        return self.mask_predictor(self.mask_head(x) if self.mask_head is not None else x)
+
+    def _mask_loss(self, features, proposals, labels, matched, targets, image_sizes) -> Tensor:
+        """The mask loss on the positive sampled RoIs only (torchvision's rule)."""
+        pos = [torch.where(lab > 0)[0] for lab in labels]
+        boxes = [p[i] for p, i in zip(proposals, pos)]
+        logits = self._mask_logits(features, boxes, image_sizes)
+        return mask_loss(
+            logits,
+            boxes,
+            [t["masks"] for t in targets],
+            [t["labels"] for t in targets],
+            [m[i] for m, i in zip(matched, pos)],
+        )
 
     def compute_loss(self, class_logits, box_regression, proposals, labels, matched_gt) -> dict:
         labels = torch.cat(labels)

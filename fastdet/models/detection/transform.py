@@ -40,6 +40,15 @@ def resize_boxes(boxes: Tensor, old: tuple[int, int], new: tuple[int, int]) -> T
     return torch.stack((x1 * ratio_w, y1 * ratio_h, x2 * ratio_w, y2 * ratio_h), dim=1)
 
 
+def resize_masks(masks: Tensor, size: tuple[int, int]) -> Tensor:
+    """uint8 [N, h, w]: masks [N, H, W] resized to size (h, w) by nearest neighbour."""
+    if masks.ndim != 3:
+        raise ValueError(f"target masks must have shape [N, H, W], got {tuple(masks.shape)}")
+    if masks.shape[0] == 0:
+        return masks.new_zeros((0, *size), dtype=torch.uint8)
+    return F.interpolate(masks[:, None].float(), size=size)[:, 0].byte()
+
+
 class DetectionTransform(nn.Module):
     """min_size: an int, or a tuple from which training draws one per image (evaluation uses the
     last); image_mean / image_std: per-channel lists, or None for no normalization."""
@@ -62,7 +71,8 @@ class DetectionTransform(nn.Module):
 
     def forward(self, images: list[Tensor], targets=None):
         """images: list of [C, H, W] float tensors; targets: None or a list of dicts with "boxes"
-        [N, 4]. Returns (ImageList, targets with resized boxes; other keys kept, dicts copied)."""
+        [N, 4] and optionally "masks" [N, H, W]. Returns (ImageList, targets with resized boxes and
+        masks; other keys kept, dicts copied)."""
         out, new_targets = [], None if targets is None else []
         for i, img in enumerate(images):
             if img.dim() != 3:
@@ -76,6 +86,8 @@ class DetectionTransform(nn.Module):
                 t["boxes"] = resize_boxes(
                     t["boxes"], tuple(img.shape[-2:]), tuple(resized.shape[-2:])
                 )
+                if "masks" in t:  # instance masks [N, H, W]: nearest, as torchvision
+                    t["masks"] = resize_masks(t["masks"], tuple(resized.shape[-2:]))
                 new_targets.append(t)
         sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in out]
         return ImageList(self.batch(out), sizes), new_targets
@@ -88,9 +100,11 @@ class DetectionTransform(nn.Module):
         return (image - mean[:, None, None]) / std[:, None, None]
 
     def resize(self, image: Tensor) -> Tensor:
-        if self.training and len(self.min_size) > 1:
-            # drawn with torch's generator (as torchvision), so torch.manual_seed reproduces it
-            size = self.min_size[int(torch.randint(len(self.min_size), ()).item())]
+        if self.training:
+            # one uniform draw from torch's generator per training image, even for a single
+            # size, as torchvision: the samplers after it then draw what torchvision's draw
+            u = float(torch.empty(1).uniform_(0.0, float(len(self.min_size))))
+            size = self.min_size[int(u)]
         else:
             size = self.min_size[-1]
         h, w = image.shape[-2:]
