@@ -537,6 +537,92 @@ void bind_rotated(py::module_& m) {
 #endif
 }
 
+// Mask pasting: masks and boxes each float32 or float64 (the box arithmetic in the boxes' own
+// type, as torchvision), so the kernels take two DTypes.
+template <typename F> auto dispatch2(DType mask_dt, DType box_dt, F&& f) {
+  return dispatch(mask_dt, [&](auto mtag) {
+    return dispatch(box_dt, [&](auto btag) { return f(mtag, btag); });
+  });
+}
+
+#define FD_TB                                      \
+  using T = std::remove_pointer_t<decltype(mtag)>; \
+  using B = std::remove_pointer_t<decltype(btag)>
+
+void bind_masks(py::module_& m) {
+  auto c = m.attr("cpu").cast<py::module_>();
+  c.def(
+      "paste_masks",
+      [](DType dt, DType bdt, ptr masks, int64_t K, int64_t M, ptr boxes, int64_t padding,
+         int64_t H, int64_t W, py::object threshold, ptr out) {
+        const bool binary = !threshold.is_none();
+        const double thr = binary ? threshold.cast<double>() : 0.0;
+        py::gil_scoped_release release;
+        dispatch2(dt, bdt, [&](auto mtag, auto btag) {
+          FD_TB;
+          if (binary)
+            fastdet::cpu::paste_masks_binary(P<T>(masks), K, M, P<B>(boxes), padding, H, W, thr,
+                                             P<uint8_t>(out));
+          else
+            fastdet::cpu::paste_masks(P<T>(masks), K, M, P<B>(boxes), padding, H, W, P<T>(out));
+        });
+      },
+      "dtype"_a, "boxes_dtype"_a, "masks"_a, "num_masks"_a, "mask_size"_a, "boxes"_a, "padding"_a,
+      "height"_a, "width"_a, "threshold"_a, "out"_a,
+      "Masks [K, M, M] pasted into out [K, H, W] (probabilities, or uint8 prob > threshold).");
+  c.def(
+      "masks_to_labels",
+      [](DType dt, DType bdt, ptr masks, int64_t K, int64_t M, ptr boxes, ptr order,
+         int64_t padding, int64_t H, int64_t W, double threshold, ptr out) {
+        dispatch2(dt, bdt, [&](auto mtag, auto btag) {
+          FD_TB;
+          fastdet::cpu::masks_to_labels(P<T>(masks), K, M, P<B>(boxes), P<int64_t>(order), padding,
+                                        H, W, threshold, P<int32_t>(out));
+        });
+      },
+      "dtype"_a, "boxes_dtype"_a, "masks"_a, "num_masks"_a, "mask_size"_a, "boxes"_a, "order"_a,
+      "padding"_a, "height"_a, "width"_a, "threshold"_a, "out"_a,
+      "int32 label image out [H, W] of masks [K, M, M] in boxes (boxes 0: masks [K, H, W]).",
+      nogil);
+#ifdef FASTDET_WITH_CUDA
+  namespace cu = fastdet::cuda;
+  auto g = m.attr("cuda").cast<py::module_>();
+  g.def(
+      "paste_masks",
+      [](DType dt, DType bdt, ptr masks, int64_t K, int64_t M, ptr boxes, int64_t padding,
+         int64_t H, int64_t W, py::object threshold, ptr out, int dev, ptr st) {
+        const bool binary = !threshold.is_none();
+        const double thr = binary ? threshold.cast<double>() : 0.0;
+        py::gil_scoped_release release;
+        dispatch2(dt, bdt, [&](auto mtag, auto btag) {
+          FD_TB;
+          if (binary)
+            cu::paste_masks_binary(P<T>(masks), K, M, P<B>(boxes), padding, H, W, thr,
+                                   P<uint8_t>(out), dev, V(st));
+          else
+            cu::paste_masks(P<T>(masks), K, M, P<B>(boxes), padding, H, W, P<T>(out), dev, V(st));
+        });
+      },
+      "dtype"_a, "boxes_dtype"_a, "masks"_a, "num_masks"_a, "mask_size"_a, "boxes"_a, "padding"_a,
+      "height"_a, "width"_a, "threshold"_a, "out"_a, "device"_a, "stream"_a,
+      "Masks [K, M, M] pasted into out [K, H, W] (probabilities, or uint8 prob > threshold).");
+  g.def(
+      "masks_to_labels",
+      [](DType dt, DType bdt, ptr masks, int64_t K, int64_t M, ptr boxes, ptr order,
+         int64_t padding, int64_t H, int64_t W, double threshold, ptr out, int dev, ptr st) {
+        dispatch2(dt, bdt, [&](auto mtag, auto btag) {
+          FD_TB;
+          cu::masks_to_labels(P<T>(masks), K, M, P<B>(boxes), P<int64_t>(order), padding, H, W,
+                              threshold, P<int32_t>(out), dev, V(st));
+        });
+      },
+      "dtype"_a, "boxes_dtype"_a, "masks"_a, "num_masks"_a, "mask_size"_a, "boxes"_a, "order"_a,
+      "padding"_a, "height"_a, "width"_a, "threshold"_a, "out"_a, "device"_a, "stream"_a,
+      "int32 label image out [H, W] of masks [K, M, M] in boxes (boxes 0: masks [K, H, W]).",
+      nogil);
+#endif
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -556,4 +642,5 @@ PYBIND11_MODULE(_C, m) {
   m.attr("with_cuda") = false;
 #endif
   bind_rotated(m);
+  bind_masks(m);
 }

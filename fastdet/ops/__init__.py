@@ -1,8 +1,8 @@
 """fastdet.ops: a drop-in for torchvision.ops' box family (box ops, IoU variants and their
 losses, NMS, RoIAlign, RoIPool, MultiScaleRoIAlign, masks_to_boxes, sigmoid_focal_loss), plus
-soft_nms, AnchorGenerator and BoxCoder. Torch tensors (CPU/CUDA), numpy arrays and cupy arrays
-in; the same kind out. Every kernel is also a torch custom op (torch.ops.fastdet.*) for
-torch.compile."""
+soft_nms, AnchorGenerator, BoxCoder and Mask R-CNN's mask pasting (paste_masks,
+masks_to_labels). Torch tensors (CPU/CUDA), numpy arrays and cupy arrays in; the same kind out.
+Every kernel is also a torch custom op (torch.ops.fastdet.*) for torch.compile."""
 
 from . import poolers
 from ._arrays import RoIBoxesError, ShapeError
@@ -24,6 +24,7 @@ from .iou_loss import (
     generalized_box_iou_loss,
 )
 from .nms import batched_nms, nms
+from .paste_masks import masks_to_labels, paste_masks
 from .poolers import MultiScaleRoIAlign
 from .roi_align import RoIAlign, roi_align
 from .roi_pool import RoIPool, roi_pool
@@ -53,8 +54,10 @@ __all__ = [
     "generalized_box_iou",
     "generalized_box_iou_loss",
     "masks_to_boxes",
+    "masks_to_labels",
     "nms",
     "nms_rotated",
+    "paste_masks",
     "poolers",
     "remove_small_boxes",
     "roi_align",

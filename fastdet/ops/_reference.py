@@ -422,3 +422,79 @@ def nms_rotated(boxes, scores, iou_threshold, idxs=None):
             iou = _rotated_ious(np.repeat(b[i : i + 1], len(near), 0), b[near])
             live[near[iou > iou_threshold]] = False
     return np.array(keep, dtype=np.int64)
+
+
+# --- mask pasting (torchvision's paste_masks_in_image rules) --------------------------------
+# Per box: pad the M x M mask by `padding` zeros; grow the box about its centre by
+# (M + 2 padding) / M in the boxes' dtype; truncate the corners toward zero; resize the padded
+# mask to max(x2 - x0 + 1, 1) x max(y2 - y0 + 1, 1) with F.interpolate's bilinear
+# (align_corners=False) rules; paste at (x0, y0), clipped to the image. Arithmetic in the masks'
+# dtype (float32 or float64), the box growth in the boxes' dtype.
+
+
+def _resize_taps(d, n_in, n_out, t):
+    """Bilinear (align_corners=False) source taps of output indices d (int array) when n_in
+    samples are resized to n_out, in float type t: (i0, i1, l0, l1). The source index is
+    clamped at 0, the index at n_in - 1 (its upper tap then repeats it), the weight to [0, 1]."""
+    d = np.asarray(d, dtype=np.int64)
+    if n_in == n_out:  # F.interpolate copies
+        return d, d, np.ones(d.shape, t), np.zeros(d.shape, t)
+    scale = t(n_in) / t(n_out)
+    src = scale * (d.astype(t) + t(0.5)) - t(0.5)
+    src = np.where(src < 0, t(0), src).astype(t)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    l1 = np.clip(src - i0.astype(t), t(0), t(1)).astype(t)
+    i1 = np.where(i0 < n_in - 1, i0 + 1, i0)
+    return i0, i1, (t(1) - l1).astype(t), l1
+
+
+def paste_footprint(box, scale):
+    """(x0, y0, x2, y2) of a box grown by `scale` about its centre in the box's dtype and
+    truncated toward zero (torchvision's expand_boxes, then .to(int64))."""
+    tb = box.dtype.type
+    s = tb(scale)
+    w_half = (box[2] - box[0]) * tb(0.5) * s
+    h_half = (box[3] - box[1]) * tb(0.5) * s
+    xc = (box[2] + box[0]) * tb(0.5)
+    yc = (box[3] + box[1]) * tb(0.5)
+    return tuple(int(np.trunc(v)) for v in (xc - w_half, yc - h_half, xc + w_half, yc + h_half))
+
+
+def paste_masks(masks, boxes, image_shape, padding=1, threshold=None):
+    """masks [K, M, M], boxes [K, 4] -> [K, H, W] probabilities (bool prob > threshold when
+    given); a box wholly outside the image pastes nothing."""
+    m, b = _f(masks), _f(boxes)
+    t = m.dtype.type
+    K, M = m.shape[0], m.shape[-1]
+    H, W = image_shape
+    Mp = M + 2 * padding
+    out = np.zeros((K, H, W), m.dtype)
+    for k in range(K):
+        pad = np.zeros((Mp, Mp), m.dtype)
+        pad[padding : padding + M, padding : padding + M] = m[k]
+        x0, y0, x2, y2 = paste_footprint(b[k], float(Mp) / M)
+        w, h = max(x2 - x0 + 1, 1), max(y2 - y0 + 1, 1)
+        for y in range(max(y0, 0), min(y2 + 1, H)):
+            iy0, iy1, ly0, ly1 = _resize_taps(y - y0, Mp, h, t)
+            for x in range(max(x0, 0), min(x2 + 1, W)):
+                ix0, ix1, lx0, lx1 = _resize_taps(x - x0, Mp, w, t)
+                t0 = pad[iy0, ix0] * lx0 + pad[iy0, ix1] * lx1
+                t1 = pad[iy1, ix0] * lx0 + pad[iy1, ix1] * lx1
+                out[k, y, x] = t0 * ly0 + t1 * ly1
+    return out if threshold is None else out > t(threshold)
+
+
+def masks_to_labels(masks, boxes, scores, image_shape, threshold=0.5, padding=1):
+    """int32 [H, W]: pixel = k + 1 of the highest-scoring mask k (ties: lower k) whose pasted
+    probability is > threshold, else 0. boxes None: masks are [K, H, W] probabilities."""
+    probs = _f(masks) if boxes is None else paste_masks(masks, boxes, image_shape, padding)
+    s = _f(scores)
+    H, W = image_shape
+    out = np.zeros((H, W), np.int32)
+    best = np.full((H, W), -np.inf)
+    t = probs.dtype.type
+    for k in range(probs.shape[0]):
+        hit = (probs[k] > t(threshold)) & (s[k] > best)  # strictly greater: ties keep lower k
+        out[hit] = k + 1
+        best[hit] = s[k]
+    return out

@@ -184,3 +184,36 @@ int64_t nms_rotated(const T* boxes, const T* scores, const int64_t* idxs, int64_
                     double iou_threshold, int64_t* keep, void* workspace, size_t workspace_bytes,
                     int device, void* stream);
 }  // namespace fastdet::cuda
+
+// Mask pasting (fastdet/paste.h: torchvision's paste_masks_in_image rules). masks [K, M, M] of T,
+// boxes [K, 4] of B (the box arithmetic is done in B, as torchvision does it in the boxes'
+// dtype); out is overwritten entirely. paste_masks: out [K, H, W] probabilities;
+// paste_masks_binary: out [K, H, W] of 0/1 (prob > threshold). masks_to_labels: out int32
+// [H, W], pixel = k + 1 of the first mask k in `order` [K] whose prob > threshold, else 0
+// (order: decreasing score, ties lower index first); boxes null: masks are [K, H, W]
+// probabilities (M unused).
+namespace fastdet::cpu {
+template <typename T, typename B>
+void paste_masks(const T* masks, int64_t K, int64_t M, const B* boxes, int64_t padding, int64_t H,
+                 int64_t W, T* out);
+template <typename T, typename B>
+void paste_masks_binary(const T* masks, int64_t K, int64_t M, const B* boxes, int64_t padding,
+                        int64_t H, int64_t W, double threshold, uint8_t* out);
+template <typename T, typename B>
+void masks_to_labels(const T* masks, int64_t K, int64_t M, const B* boxes, const int64_t* order,
+                     int64_t padding, int64_t H, int64_t W, double threshold, int32_t* out);
+}  // namespace fastdet::cpu
+
+namespace fastdet::cuda {
+template <typename T, typename B>
+void paste_masks(const T* masks, int64_t K, int64_t M, const B* boxes, int64_t padding, int64_t H,
+                 int64_t W, T* out, int device, void* stream);
+template <typename T, typename B>
+void paste_masks_binary(const T* masks, int64_t K, int64_t M, const B* boxes, int64_t padding,
+                        int64_t H, int64_t W, double threshold, uint8_t* out, int device,
+                        void* stream);
+template <typename T, typename B>
+void masks_to_labels(const T* masks, int64_t K, int64_t M, const B* boxes, const int64_t* order,
+                     int64_t padding, int64_t H, int64_t W, double threshold, int32_t* out,
+                     int device, void* stream);
+}  // namespace fastdet::cuda
