@@ -430,6 +430,8 @@ DET_STAGES = {
         "torchvision::roi_align",
         "torchvision::_roi_align_backward",
     ),
+    # Mask R-CNN's output: fastdet's fused op, torchvision's Python loop of interpolations
+    "paste_masks_ms": ("fastdet::paste_masks", "paste_masks_in_image"),
 }
 DET_STAGES_NOTE = (
     "nms_ms includes the RPN's NMS, which filter_proposals_ms also counts; torchvision's "
@@ -508,19 +510,51 @@ def _annotated(obj, method: str):
 
 def _det_stages(fn, sets, device: str) -> dict:
     """Stage times of one detection impl (fn carries its model as fn.net)."""
-    with _annotated(fn.net.rpn, "filter_proposals"):
+    with _annotated(fn.net.rpn, "filter_proposals"), _traced_paste():
         return profile_stages(fn, sets[0], device, DET_STAGES, passes=3)
 
 
+@contextmanager
+def _traced_paste():
+    """torchvision's paste_masks_in_image (as its transform calls it) under a record_function."""
+    if not _tv():
+        yield
+        return
+    import torchvision.models.detection.transform as tv_transform
+
+    with _traced(tv_transform, "paste_masks_in_image"):
+        yield
+
+
+@contextmanager
+def _traced(module, name: str):
+    """module.name (a function) under a record_function of its name, restored on exit."""
+    orig = getattr(module, name)
+
+    def wrapped(*args, **kwargs):
+        with record_function(name):
+            return orig(*args, **kwargs)
+
+    setattr(module, name, wrapped)
+    try:
+        yield
+    finally:
+        setattr(module, name, orig)
+
+
 def _det_case(model: str, train: bool, size: int = 600):
-    """Faster R-CNN latency on one size x size image (inference) or one training step with 3
-    boxes; beside torchvision's fasterrcnn_resnet50_fpn with the same weights where it exists."""
+    """Faster R-CNN (or Mask R-CNN, model "maskrcnn_resnet50_fpn") latency on one size x size
+    image (inference) or one training step with 3 boxes (and their masks); beside
+    torchvision's resnet50_fpn model with the same weights where it exists. Mask R-CNN's
+    inference keeps torchvision's 100 detections and pastes their masks (fastdet's paste_masks,
+    torchvision's paste_masks_in_image): the paste_masks_ms stage."""
 
     def make(device):
         from ..models.detection import (
             fasterrcnn_resnet18_fpn,
             fasterrcnn_resnet50_fpn,
             fasterrcnn_vgg16,
+            maskrcnn_resnet50_fpn,
         )
 
         torch.manual_seed(0)
@@ -529,12 +563,14 @@ def _det_case(model: str, train: bool, size: int = 600):
             "resnet50_fpn": lambda: fasterrcnn_resnet50_fpn(num_classes=2, **kw),
             "resnet18_fpn": lambda: fasterrcnn_resnet18_fpn(2, **kw),
             "vgg16": lambda: fasterrcnn_vgg16(2, **kw),
+            "maskrcnn_resnet50_fpn": lambda: maskrcnn_resnet50_fpn(num_classes=2, **kw),
         }[model]
         nets = {"fastdet": build().to(device)}
-        if model == "resnet50_fpn" and _tv():
-            from torchvision.models.detection import fasterrcnn_resnet50_fpn as tv_frcnn
+        if model.endswith("resnet50_fpn") and _tv():
+            from torchvision.models import detection as tv_det
 
-            theirs = tv_frcnn(weights=None, weights_backbone=None, num_classes=2, **kw).to(device)
+            peer = getattr(tv_det, model if model.startswith("mask") else f"fasterrcnn_{model}")
+            theirs = peer(weights=None, weights_backbone=None, num_classes=2, **kw).to(device)
             theirs.load_state_dict(nets["fastdet"].state_dict())
             nets["torchvision"] = theirs
         for net in nets.values():
@@ -542,10 +578,13 @@ def _det_case(model: str, train: bool, size: int = 600):
 
         def gen(g):
             boxes = torch.tensor([[50.0, 60, 200, 220], [300, 310, 420, 480], [100, 400, 180, 560]])
-            return {
-                "images": [torch.rand(3, size, size, generator=g)],
-                "targets": [{"boxes": boxes, "labels": torch.tensor([1, 1, 1])}],
-            }
+            target = {"boxes": boxes, "labels": torch.tensor([1, 1, 1])}
+            if model.startswith("mask"):
+                masks = torch.zeros(3, size, size, dtype=torch.uint8)
+                for m, (x1, y1, x2, y2) in zip(masks, boxes.int().tolist()):
+                    m[y1 + 5 : y2 - 5, x1 + 5 : x2 - 5] = 1
+                target["masks"] = masks
+            return {"images": [torch.rand(3, size, size, generator=g)], "targets": [target]}
 
         def run(net):
             def f(d):
@@ -563,8 +602,9 @@ def _det_case(model: str, train: bool, size: int = 600):
         return _sets(device, gen), {k: run(n) for k, n in nets.items()}
 
     what = "train_step" if train else "inference"
+    name = model if model.startswith("mask") else f"fasterrcnn_{model}"
     return Case(
-        f"fasterrcnn_{model}_{size}_{what}",
+        f"{name}_{size}_{what}",
         "detection_model",
         {"model": model, "size": size, "batch": 1, "train": train},
         make,
@@ -629,7 +669,7 @@ CASES: list[Case] = [
     ],
     *[
         _det_case(m, train)
-        for m in ("resnet50_fpn", "resnet18_fpn", "vgg16")
+        for m in ("resnet50_fpn", "resnet18_fpn", "vgg16", "maskrcnn_resnet50_fpn")
         for train in (False, True)
     ],
 ]

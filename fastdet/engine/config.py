@@ -49,6 +49,9 @@ class RunConfig:
     warmup_steps: int = setting(
         0, "linear learning-rate warmup from lr / 1000 over the first N steps", metavar="N"
     )
+    clip_grad: float | None = setting(
+        None, "clip the gradients' global L2 norm to this (none: no clipping)", metavar="NORM"
+    )
     hflip: float = setting(0.5, "probability of a left-right flip of a training image", metavar="P")
     vflip: float = setting(0.5, "probability of a top-bottom flip of a training image", metavar="P")
     seed: int = setting(0, "seed of every random draw (weights, shuffles, augmentation)")
@@ -86,6 +89,13 @@ class RunConfig:
                 raise ValueError(
                     f"{self._name}.{name} is a probability: in [0, 1], got {getattr(self, name)!r}"
                 )
+        if self.clip_grad is not None and not (
+            isinstance(self.clip_grad, (int, float)) and 0 < self.clip_grad < float("inf")
+        ):
+            raise ValueError(
+                f"{self._name}.clip_grad must be a positive finite norm or None, got "
+                f"{self.clip_grad!r}"
+            )
         if int(self.warmup_steps) != self.warmup_steps or self.warmup_steps < 0:
             raise ValueError(
                 f"{self._name}.warmup_steps must be an integer >= 0, got {self.warmup_steps!r}"

@@ -332,6 +332,10 @@ class Trainer:
         opt, scaler = opt or self.opt, scaler or self.scaler
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        if self.config.clip_grad is not None:
+            scaler.unscale_(opt)  # clip the true gradients, not the loss-scaled ones
+            params = [p for g in opt.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.config.clip_grad)
         factor = warmup_factor(self.global_step, self.config.warmup_steps) if warmup else 1.0
         base = [g["lr"] for g in opt.param_groups]
         if factor != 1.0:

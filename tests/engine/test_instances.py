@@ -77,7 +77,7 @@ def test_mask_task_names_losses_and_best_metric():
 
 
 def test_mask_scores_of_a_perfect_prediction():
-    """Masks [D, 28, 28] equal to the truth inside the boxes score AP 1 and DSB 1."""
+    """Masks [D, 28, 28] of ones in the true boxes score AP50 1 and DSB 0.9."""
     truth = torch.zeros(2, 56, 56, dtype=torch.uint8)
     truth[0, 0:28, 0:28] = 1
     truth[1, 28:56, 14:42] = 1
@@ -91,7 +91,8 @@ def test_mask_scores_of_a_perfect_prediction():
     target = {"boxes": boxes, "labels": torch.ones(2, dtype=torch.int64), "masks": truth}
     config = DetConfig(model="maskrcnn_resnet18_fpn")
     s = mask_scores([pred], [target], config)
-    assert s["map_50"] == pytest.approx(1.0) and s["dsb"] == 1.0
+    # pasting blurs a box's edge by a pixel (torchvision's rule), which costs IoU 0.95 only
+    assert s["map_50"] == pytest.approx(1.0) and s["dsb"] == pytest.approx(0.9)
     pred["masks"] = torch.zeros(2, 28, 28)  # nothing above the threshold: no instance
     s = mask_scores([pred], [target], config)
     assert s["map_50"] == 0.0 and s["dsb"] == 0.0
@@ -106,7 +107,7 @@ def run(tmp_path_factory):
     assert (
         main(
             ["train", "det", *args, "--model", "maskrcnn_resnet18_fpn", "--out", str(tmp / "m")]
-            + ["--anchor-sizes", "8", "16", "32", "64", "128", "--detections-per-img", "300"]
+            + ["--anchor-sizes", "8", "16", "32", "64", "128", "--detections-per-img", "20"]
             + TINY
         )
         == 0

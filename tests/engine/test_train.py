@@ -138,3 +138,35 @@ def test_config_validation():
     with pytest.raises(ValueError, match="unknown"):
         SegConfig.from_dict({"modle": "unet"})
     assert SegConfig.from_dict(SegConfig().to_dict()) == SegConfig()
+
+
+def test_clip_grad_bounds_the_update(tmp_path, discs, monkeypatch):
+    """clip_grad: every step's gradients (all parameters together) are clipped to that global
+    norm before the optimizer steps; bad values are refused."""
+    norms = []
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def recording(params, max_norm, *a, **k):
+        params = list(params)
+        total = clip(params, max_norm, *a, **k)
+        norms.append(
+            (
+                float(total),
+                float(
+                    torch.linalg.vector_norm(
+                        torch.stack([p.grad.norm() for p in params if p.grad is not None])
+                    )
+                ),
+            )
+        )
+        return total
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording)
+    config = tiny(epochs=1, clip_grad=1e-3, momentum=0.0)
+    train_segmentation(config, *discs, tmp_path)
+    assert len(norms) == 2  # one per step
+    assert all(before > 1e-3 and after <= 1e-3 * (1 + 1e-4) for before, after in norms)
+    with pytest.raises(ValueError, match="clip_grad must be a positive finite norm"):
+        tiny(clip_grad=0.0)
+    with pytest.raises(ValueError, match="clip_grad"):
+        tiny(clip_grad=float("nan"))
