@@ -43,7 +43,8 @@ void bind_enums(py::module_& m) {
   py::enum_<fastdet::Status>(m, "Status",
                              "Negative results of the kernels that return a count (NMS family)")
       .value("non_finite", fastdet::kNonFinite, "a box coordinate or score is NaN or inf")
-      .value("workspace_too_small", fastdet::kOutOfMemory, "the workspace given is too small");
+      .value("workspace_too_small", fastdet::kOutOfMemory, "the workspace given is too small")
+      .value("bad_index", fastdet::kBadIndex, "an index argument is out of range");
   py::enum_<fastdet::SoftNmsMethod>(m, "SoftNmsMethod", "soft_nms score decay")
       .value("linear", fastdet::kLinear, "s *= 1 - IoU where IoU > iou_threshold")
       .value("gaussian", fastdet::kGaussian, "s *= exp(-IoU^2 / sigma)");
@@ -260,6 +261,21 @@ void bind_cpu(py::module_& m) {
       },
       "dtype"_a, "boxes"_a, "n"_a, "min_size"_a, "keep"_a,
       "Indices of boxes with both sides >= min_size into keep; returns their count.", nogil);
+  c.def(
+      "weighted_boxes_fusion",
+      [](ptr b, ptr s, ptr labels, ptr models, ptr skip, int64_t n, ptr weights, int64_t n_models,
+         double weight_sum, double weight_max, double iou_thr, int conf_type, bool overflow,
+         ptr out_b, ptr out_s, ptr out_l) {
+        return fastdet::cpu::weighted_boxes_fusion(
+            P<double>(b), P<double>(s), P<int64_t>(labels), P<int64_t>(models), P<uint8_t>(skip), n,
+            P<double>(weights), n_models, weight_sum, weight_max, iou_thr, conf_type, overflow,
+            P<double>(out_b), P<double>(out_s), P<int64_t>(out_l));
+      },
+      "boxes"_a, "scores"_a, "labels"_a, "models"_a, "skip"_a, "n"_a, "weights"_a, "n_models"_a,
+      "weight_sum"_a, "weight_max"_a, "iou_thr"_a, "conf_type"_a, "allows_overflow"_a,
+      "out_boxes"_a, "out_scores"_a, "out_labels"_a,
+      "Weighted boxes fusion of n float64 boxes: fused boxes, scores, labels; count or a Status.",
+      nogil);
 }
 
 #ifdef FASTDET_WITH_CUDA

@@ -10,6 +10,7 @@ namespace fastdet {
 enum Status : int64_t {
   kNonFinite = -1,    // a box coordinate or score is NaN or inf
   kOutOfMemory = -2,  // the workspace given is too small
+  kBadIndex = -3,     // an index argument (weighted_boxes_fusion's model) is out of range
 };
 
 // soft_nms decay
@@ -83,6 +84,17 @@ template <typename T>
 void clip_boxes(const T* boxes, int64_t n, double height, double width, T* out);
 template <typename T>
 int64_t remove_small_boxes(const T* boxes, int64_t n, double min_size, int64_t* keep);
+// Weighted boxes fusion (ensemble-boxes' rules, fastdet/wbf.h): n boxes of all models, each with
+// its score, int64 label, model index in [0, n_models) and skip flag (score below the
+// threshold); weights [n_models], weight_sum and weight_max their numpy sum and max; conf_type a
+// wbf::ConfType. Out: room for n fused boxes [n, 4], scores and labels, in decreasing score
+// (ties: the cluster's first box in input order); returns their count or a negative Status.
+int64_t weighted_boxes_fusion(const double* boxes, const double* scores, const int64_t* labels,
+                              const int64_t* models, const uint8_t* skip, int64_t n,
+                              const double* weights, int64_t n_models, double weight_sum,
+                              double weight_max, double iou_thr, int conf_type,
+                              bool allows_overflow, double* out_boxes, double* out_scores,
+                              int64_t* out_labels);
 }  // namespace cpu
 
 namespace cuda {
