@@ -132,7 +132,9 @@ def _model_array(x, name: str, ndim: int, torch_kind: bool):
         bad = a.dtype == torch.bool or a.dtype.is_complex
     else:
         if torch_kind:
-            raise TypeError(f"{name} is a {type(x).__name__} but other entries are tensors")
+            raise TypeError(
+                f"{name} is a {type(x).__name__} but other entries are tensors; pass one kind"
+            )
         try:
             a = np.asarray(x)
         except ValueError as e:  # ragged nested lists
