@@ -276,6 +276,19 @@ void bind_cpu(py::module_& m) {
       "out_boxes"_a, "out_scores"_a, "out_labels"_a,
       "Weighted boxes fusion of n float64 boxes: fused boxes, scores, labels; count or a Status.",
       nogil);
+  c.def(
+      "wbf_cluster",
+      [](ptr b, ptr ws, ptr w, ptr pos, ptr seg, int64_t nseg, double iou_thr, int conf_type,
+         ptr ob, ptr os, ptr ow, ptr oc, ptr of, ptr ncl, ptr asg) {
+        fastdet::cpu::wbf_cluster(P<double>(b), P<double>(ws), P<double>(w), P<int64_t>(pos),
+                                  P<int64_t>(seg), nseg, iou_thr, conf_type, P<double>(ob),
+                                  P<double>(os), P<double>(ow), P<int64_t>(oc), P<int64_t>(of),
+                                  P<int64_t>(ncl), P<int64_t>(asg));
+      },
+      "boxes"_a, "ws"_a, "w"_a, "pos"_a, "seg"_a, "nseg"_a, "iou_thr"_a, "conf_type"_a,
+      "out_boxes"_a, "out_s"_a, "out_w"_a, "out_count"_a, "out_first"_a, "ncl"_a, "assign"_a,
+      "Weighted boxes fusion's clustering of sorted label segments (every box vs every cluster).",
+      nogil);
 }
 
 #ifdef FASTDET_WITH_CUDA
@@ -484,6 +497,22 @@ void bind_cuda(py::module_& m) {
       },
       "dtype"_a, "boxes"_a, "n"_a, "height"_a, "width"_a, "out"_a, "device"_a, "stream"_a,
       "n boxes clipped to [0, width] x [0, height] into out [n, 4].", nogil);
+  c.def("wbf_cluster_workspace_bytes", &cu::wbf_cluster_workspace_bytes, "k"_a,
+        "Workspace bytes wbf_cluster needs for k boxes.");
+  c.def(
+      "wbf_cluster",
+      [](ptr b, ptr ws, ptr w, ptr pos, ptr seg, int64_t nseg, double iou_thr, int conf_type,
+         ptr ob, ptr os, ptr ow, ptr oc, ptr of, ptr ncl, ptr asg, ptr work, size_t wsb, int dev,
+         ptr st) {
+        cu::wbf_cluster(P<double>(b), P<double>(ws), P<double>(w), P<int64_t>(pos), P<int64_t>(seg),
+                        nseg, iou_thr, conf_type, P<double>(ob), P<double>(os), P<double>(ow),
+                        P<int64_t>(oc), P<int64_t>(of), P<int64_t>(ncl), P<int64_t>(asg), V(work),
+                        wsb, dev, V(st));
+      },
+      "boxes"_a, "ws"_a, "w"_a, "pos"_a, "seg"_a, "nseg"_a, "iou_thr"_a, "conf_type"_a,
+      "out_boxes"_a, "out_s"_a, "out_w"_a, "out_count"_a, "out_first"_a, "ncl"_a, "assign"_a,
+      "workspace"_a, "workspace_bytes"_a, "device"_a, "stream"_a,
+      "Weighted boxes fusion's clustering of sorted label segments: one block per segment.", nogil);
 }
 #endif
 

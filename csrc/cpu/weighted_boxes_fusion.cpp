@@ -55,10 +55,11 @@ class Grid {
       sw += it[i].box[2] - it[i].box[0];
       sh += it[i].box[3] - it[i].box[1];
     }
-    // Cells about the mean box size: a query spans a few cells. At most ~2 cells per box.
-    double gx = std::clamp(double(n) / std::max(sw, 1e-12), 1.0, 4096.0);
-    double gy = std::clamp(double(n) / std::max(sh, 1e-12), 1.0, 4096.0);
-    const double cap = 2.0 * double(n) + 16.0;
+    // Cells half the mean box size: a query (centres within ~w / 2 at the default threshold)
+    // spans a few cells. At most ~2 cells per box; a small label is one cell (a plain scan).
+    double gx = std::clamp(2.0 * double(n) / std::max(sw, 1e-12), 1.0, 4096.0);
+    double gy = std::clamp(2.0 * double(n) / std::max(sh, 1e-12), 1.0, 4096.0);
+    const double cap = n <= 32 ? 1.0 : 2.0 * double(n) + 16.0;
     if (gx * gy > cap) {
       const double f = std::sqrt(cap / (gx * gy));
       gx = std::max(1.0, gx * f);
@@ -242,7 +243,8 @@ int64_t weighted_boxes_fusion(const double* boxes, const double* scores, const i
             [&](int64_t a, int64_t b) { return seg[a + 1] - seg[a] > seg[b + 1] - seg[b]; });
   std::vector<Result> res(items.size());
   std::vector<int64_t> count(nseg);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads_for(int64_t(items.size()), 256))
+#pragma omp parallel for schedule(dynamic, 1) \
+    num_threads(threads_for(int64_t(items.size()), 1 << 14))
   for (int64_t k = 0; k < nseg; ++k) {
     const int64_t s = order[k];
     count[s] = fuse_label(items.data() + seg[s], seg[s + 1] - seg[s], weights, n_models, weight_sum,
@@ -263,6 +265,49 @@ int64_t weighted_boxes_fusion(const double* boxes, const double* scores, const i
     out_labels[r] = res[r].label;
   }
   return total;
+}
+
+// The clustering alone, on boxes already filtered and sorted (label, decreasing weighted score)
+// with label segments seg [nseg + 1]: every box against every cluster of its segment, as the
+// CUDA kernel does. Cluster c of segment s is row seg[s] + c of the outputs; ncl[s] clusters.
+void wbf_cluster(const double* boxes, const double* ws, const double* w, const int64_t* pos,
+                 const int64_t* seg, int64_t nseg, double iou_thr, int conf_type, double* out_boxes,
+                 double* out_s, double* out_w, int64_t* out_count, int64_t* out_first, int64_t* ncl,
+                 int64_t* assign) {
+#pragma omp parallel for schedule(dynamic, 1) \
+    num_threads(threads_for(nseg ? seg[nseg] : 0, 1 << 14))
+  for (int64_t s = 0; s < nseg; ++s) {
+    std::vector<wbf::Cluster> cl;
+    for (int64_t i = seg[s]; i < seg[s + 1]; ++i) {
+      const double* b = boxes + 4 * i;
+      int64_t arg = -1;
+      double top = iou_thr;
+      for (int64_t c = 0; c < int64_t(cl.size()); ++c) {
+        const double o = wbf::iou(cl[c].box, b);
+        if (o > top) {
+          top = o;
+          arg = c;
+        }
+      }
+      if (arg < 0) {
+        arg = int64_t(cl.size());
+        cl.emplace_back();
+        wbf::start(cl.back(), b, ws[i], w[i], pos[i]);
+      } else {
+        wbf::join(cl[arg], b, ws[i], w[i]);
+      }
+      assign[i] = arg;
+    }
+    for (int64_t c = 0; c < int64_t(cl.size()); ++c) {
+      const int64_t r = seg[s] + c;
+      for (int k = 0; k < 4; ++k) out_boxes[4 * r + k] = cl[c].box[k];
+      out_s[r] = wbf::stored_score(cl[c], conf_type);
+      out_w[r] = wbf::stored_weight(cl[c]);
+      out_count[r] = cl[c].count;
+      out_first[r] = cl[c].first;
+    }
+    ncl[s] = int64_t(cl.size());
+  }
 }
 
 }  // namespace fastdet::cpu

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._ext import _C
 from . import _arrays as arrays
 
 CONF_TYPES = ("avg", "max", "box_and_model_avg", "absent_model_aware_avg")
@@ -27,12 +28,12 @@ def _wbf(boxes, scores, labels, models, skip, weights, iou_thr, conf_type, allow
     [N], labels and models int64 [N], skip bool [N], weights float64 [M] (a CPU array)."""
     if not 0 <= conf_type < len(CONF_TYPES):  # only reachable through torch.ops.fastdet
         raise ValueError(f"conf_type must be in [0, {len(CONF_TYPES)}), got {conf_type}")
-    if arrays.is_cuda(boxes):
-        raise NotImplementedError(
-            "weighted_boxes_fusion has no CUDA kernel yet; pass CPU tensors or numpy arrays"
-        )
     n = boxes.shape[0]
     w = weights.numpy() if isinstance(weights, Tensor) else np.asarray(weights)
+    if arrays.is_cuda(boxes):
+        return _wbf_staged(
+            boxes, scores, labels, models, skip, w, iou_thr, conf_type, allows_overflow
+        )
     out_b = arrays.empty(boxes, (n, 4), np.float64)
     out_s = arrays.empty(boxes, (n,), np.float64)
     out_l = arrays.empty(boxes, (n,), np.int64)
@@ -62,6 +63,87 @@ def _wbf(boxes, scores, labels, models, skip, weights, iou_thr, conf_type, allow
         raise arrays.status_error(count, "weighted_boxes_fusion")
     copy = (lambda x: x.clone()) if isinstance(boxes, Tensor) else (lambda x: x.copy())
     return copy(out_b[:count]), copy(out_s[:count]), copy(out_l[:count])
+
+
+def _wbf_staged(boxes, scores, labels, models, skip, w, iou_thr, conf_type, allows_overflow):
+    """The GPU path (torch tensors; runs on CPU tensors too, which the tests use to check it
+    against the CPU kernel): the prefilter, sort and final scores as torch ops on the device,
+    the clustering in the wbf_cluster kernel. Same arithmetic as the CPU kernel, so the same
+    boxes; the distinct-model weight sums of "box_and_model_avg" and "absent_model_aware_avg"
+    are atomic sums on the GPU (their scores may differ from the CPU's in the last bits)."""
+    dev = boxes.device
+    m = w.shape[0]
+    f64 = torch.float64
+    empty = (boxes.new_zeros((0, 4)), scores.new_zeros((0,)), labels.new_zeros((0,)))
+    if boxes.shape[0] == 0:
+        return empty
+    bad = (models < 0) | (models >= m)
+    finite = torch.isfinite(boxes).all() & torch.isfinite(scores).all()
+    if bool(bad.any()):  # one sync for both checks: the flags are read together
+        raise arrays.status_error(int(_C.Status.bad_index), "weighted_boxes_fusion")
+    if not bool(finite):
+        raise arrays.status_error(int(_C.Status.non_finite), "weighted_boxes_fusion")
+    wt = torch.from_numpy(w).to(dev)
+    # ensemble-boxes' prefilter: swap inverted sides, clip to [0, 1], drop zero areas.
+    x1 = torch.minimum(boxes[:, 0], boxes[:, 2]).clamp(0, 1)
+    x2 = torch.maximum(boxes[:, 0], boxes[:, 2]).clamp(0, 1)
+    y1 = torch.minimum(boxes[:, 1], boxes[:, 3]).clamp(0, 1)
+    y2 = torch.maximum(boxes[:, 1], boxes[:, 3]).clamp(0, 1)
+    clipped = torch.stack([x1, y1, x2, y2], 1)
+    keep = ~skip & ((x2 - x1) * (y2 - y1) != 0)
+    idx = keep.nonzero().squeeze(1)
+    if idx.numel() == 0:
+        return empty
+    ws = scores * wt[models]
+    # label, then decreasing weighted score, then input position (stable sorts, last key first)
+    idx = idx[torch.sort(ws[idx], descending=True, stable=True).indices]
+    idx = idx[torch.sort(labels[idx], stable=True).indices]
+    k = idx.numel()
+    lab = labels[idx].contiguous()
+    seg_labels, counts = torch.unique_consecutive(lab, return_counts=True)
+    nseg = seg_labels.numel()
+    seg = torch.zeros(nseg + 1, dtype=torch.int64, device=dev)
+    seg[1:] = torch.cumsum(counts, 0)
+    seg_of = torch.repeat_interleave(torch.arange(nseg, device=dev), counts)  # per sorted box
+    ib = clipped[idx].contiguous()
+    iws = ws[idx].contiguous()
+    iw = wt[models[idx]].contiguous()
+    ipos = idx.contiguous()
+    ob = torch.empty((k, 4), dtype=f64, device=dev)
+    os_ = torch.empty(k, dtype=f64, device=dev)
+    ow = torch.empty(k, dtype=f64, device=dev)
+    oc = torch.empty(k, dtype=torch.int64, device=dev)
+    of = torch.empty(k, dtype=torch.int64, device=dev)
+    ncl = torch.empty(nseg, dtype=torch.int64, device=dev)
+    assign = torch.empty(k, dtype=torch.int64, device=dev)
+    ptrs = [arrays.ptr(x) for x in (ib, iws, iw, ipos, seg)]
+    outs = [arrays.ptr(x) for x in (ob, os_, ow, oc, of, ncl, assign)]
+    if boxes.is_cuda:
+        ws_args, _keep_alive = arrays.workspace(boxes, "wbf_cluster_workspace_bytes", k)
+        arrays.launch(boxes, "wbf_cluster", *ptrs, nseg, iou_thr, conf_type, *outs, *ws_args)
+    else:
+        _C.cpu.wbf_cluster(*ptrs, nseg, iou_thr, conf_type, *outs)
+    # the cluster rows: row seg[s] + c for c < ncl[s]
+    rows = (torch.arange(k, device=dev) - seg[seg_of] < ncl[seg_of]).nonzero().squeeze(1)
+    s, wf, n = os_[rows], ow[rows], oc[rows].to(f64)
+    weight_sum = float(np.sum(w))
+    if conf_type == _CONF_CODE["max"]:
+        score = s / float(np.max(w))
+    elif conf_type == _CONF_CODE["avg"]:
+        score = s * (n if allows_overflow else n.clamp(max=m)) / weight_sum
+    else:
+        # each cluster's distinct models: the distinct (cluster row, model) pairs of its boxes
+        pair = torch.unique((seg[seg_of] + assign) * m + models[idx])
+        usum = torch.zeros(k, dtype=f64, device=dev).index_add_(0, pair // m, wt[pair % m])
+        usum = usum[rows]
+        if conf_type == _CONF_CODE["box_and_model_avg"]:
+            score = s * n / wf * usum / weight_sum
+        else:  # absent_model_aware_avg
+            score = s * n / (wf + (weight_sum - usum))
+    order = torch.sort(of[rows], stable=True).indices
+    order = order[torch.sort(score[order], descending=True, stable=True).indices]
+    r = rows[order]
+    return ob[r], score[order], seg_labels[seg_of[r]]
 
 
 @torch.library.custom_op("fastdet::weighted_boxes_fusion", mutates_args=())
@@ -153,7 +235,11 @@ def _model_array(x, name: str, ndim: int, torch_kind: bool):
 def _check_data(b, s, lab, t: int) -> None:
     """NaN / inf and non-integer labels, naming the model (CPU data only: on the GPU this would
     cost a sync, and the kernel flags non-finite values there)."""
-    if arrays.is_cuda(b):
+    if arrays.is_cuda(b):  # the kernel path checks finiteness; float labels cost one sync here
+        if lab.dtype.is_floating_point and not bool(
+            (torch.isfinite(lab) & (lab.floor() == lab) & (lab.abs() < 2.0**63)).all()
+        ):
+            raise ValueError(f"labels_list[{t}] must hold integers")
         return
     bn = b.numpy() if isinstance(b, Tensor) else b
     sn = s.numpy() if isinstance(s, Tensor) else s

@@ -95,6 +95,16 @@ int64_t weighted_boxes_fusion(const double* boxes, const double* scores, const i
                               double weight_max, double iou_thr, int conf_type,
                               bool allows_overflow, double* out_boxes, double* out_scores,
                               int64_t* out_labels);
+// The clustering step alone (the GPU path's kernel; fastdet::cpu's copy checks the GPU path's
+// torch glue on the CPU): boxes [k, 4] filtered, clipped and sorted by (label, decreasing
+// weighted score ws, input position pos), w their model weights, label segments seg [nseg + 1].
+// Cluster c of segment s goes to row seg[s] + c: fused box, ensemble-boxes' stored score and
+// weight, box count, first box's position; ncl [nseg] the cluster counts; assign [k] each box's
+// cluster (c, within its segment).
+void wbf_cluster(const double* boxes, const double* ws, const double* w, const int64_t* pos,
+                 const int64_t* seg, int64_t nseg, double iou_thr, int conf_type, double* out_boxes,
+                 double* out_s, double* out_w, int64_t* out_count, int64_t* out_first, int64_t* ncl,
+                 int64_t* assign);
 }  // namespace cpu
 
 namespace cuda {
@@ -169,6 +179,12 @@ void decode_boxes(const T* codes, const T* boxes, int64_t n, int64_t k, const do
 template <typename T>
 void clip_boxes(const T* boxes, int64_t n, double height, double width, T* out, int device,
                 void* stream);
+void wbf_cluster(const double* boxes, const double* ws, const double* w, const int64_t* pos,
+                 const int64_t* seg, int64_t nseg, double iou_thr, int conf_type, double* out_boxes,
+                 double* out_s, double* out_w, int64_t* out_count, int64_t* out_first, int64_t* ncl,
+                 int64_t* assign, void* workspace, size_t workspace_bytes, int device,
+                 void* stream);
+size_t wbf_cluster_workspace_bytes(int64_t k);
 }  // namespace cuda
 
 }  // namespace fastdet

@@ -61,18 +61,22 @@ FASTDET_HD void join(Cluster& c, const double* b, double ws, double w) {
 
 enum ConfType : int { kAvg = 0, kMax = 1, kBoxAndModelAvg = 2, kAbsentModelAwareAvg = 3 };
 
+// ensemble-boxes' row after clustering: a lone box keeps its own weighted score and weight, a
+// fused cluster float32 ones (get_weighted_box's float32 row).
+FASTDET_HD double stored_score(const Cluster& c, int conf_type) {
+  if (c.count == 1) return c.conf;
+  return conf_type == kMax ? double(float(c.smax)) : double(float(c.conf / double(c.count)));
+}
+FASTDET_HD double stored_weight(const Cluster& c) {
+  return c.count == 1 ? c.wsum : double(float(c.wsum));
+}
+
 // The cluster's final score. model_wsum: sum of the weights of the distinct models in the
 // cluster; absent_wsum: of the models absent from it; weight_sum, weight_max: of all models.
 FASTDET_HD double final_score(const Cluster& c, int conf_type, bool allows_overflow,
                               int64_t n_models, double model_wsum, double absent_wsum,
                               double weight_sum, double weight_max) {
-  // ensemble-boxes' row after clustering: a lone box keeps its own score and weight, a fused
-  // cluster float32 ones (get_weighted_box's float32 row).
-  const bool fused = c.count > 1;
-  double s = c.conf;
-  if (fused)
-    s = conf_type == kMax ? double(float(c.smax)) : double(float(c.conf / double(c.count)));
-  const double w = fused ? double(float(c.wsum)) : c.wsum;
+  const double s = stored_score(c, conf_type), w = stored_weight(c);
   const double n = double(c.count);
   switch (conf_type) {
     case kBoxAndModelAvg:
