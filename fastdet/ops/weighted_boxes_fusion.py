@@ -7,7 +7,8 @@ or start a new cluster. A cluster's box is the weighted-score average of its box
 follows conf_type, then is rescaled by the number of models (see `weighted_boxes_fusion`).
 
 The CPU kernel finds the best cluster through a grid of cluster centres instead of scanning them
-all; the match is provably the same (csrc/cpu/weighted_boxes_fusion.cpp).
+all; the match is provably the same (csrc/cpu/weighted_boxes_fusion.cpp). On the GPU, torch ops
+filter and sort the boxes and one CUDA block per label clusters them (csrc/cuda/).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ _CONF_CODE = {name: i for i, name in enumerate(CONF_TYPES)}  # fastdet::wbf::Con
 
 
 def _wbf(boxes, scores, labels, models, skip, weights, iou_thr, conf_type, allows_overflow):
-    """The kernel on flat arrays (numpy, or CPU tensors): boxes float64 [N, 4], scores float64
-    [N], labels and models int64 [N], skip bool [N], weights float64 [M] (a CPU array)."""
+    """The kernel on flat arrays (numpy or tensors; CUDA tensors take the staged GPU path):
+    boxes float64 [N, 4], scores float64 [N], labels and models int64 [N], skip bool [N],
+    weights float64 [M] (a CPU array)."""
     if not 0 <= conf_type < len(CONF_TYPES):  # only reachable through torch.ops.fastdet
         raise ValueError(f"conf_type must be in [0, {len(CONF_TYPES)}), got {conf_type}")
     n = boxes.shape[0]
@@ -365,8 +367,8 @@ def weighted_boxes_fusion(
                 torch.zeros((0,), dtype=torch.int64, device=device),
             )
         counts = torch.tensor([b.shape[0] for b in boxes], device=device)
-        fb = torch.cat([b.to(torch.float64) for b in boxes]).contiguous()
-        fs = torch.cat([s.to(torch.float64) for s in scores])
+        fb = torch.cat([b.detach().to(torch.float64) for b in boxes]).contiguous()
+        fs = torch.cat([s.detach().to(torch.float64) for s in scores])
         fl = torch.cat([lab.to(torch.int64) for lab in labels])
         models = torch.repeat_interleave(torch.arange(m, device=device), counts)
         skip = torch.cat([s < skip_box_thr for s in scores])

@@ -442,3 +442,29 @@ def test_gpu_custom_op_passes_opcheck_and_flags_bad_input(rng):
     bad[0, 0] = float("nan")
     with pytest.raises(ValueError, match="finite"):
         op(bad, *args[1:], 0.55, 0, False)
+
+
+@pytest.mark.parametrize("layout", ["sizes from 1e-4 to 1.5", "thin", "grid"])
+def test_grid_search_matches_a_scan_of_every_cluster(layout, rng):
+    # The CPU kernel looks only at clusters whose centres are within reach; the plain scan (the
+    # CPU copy of the GPU clustering) compares with all. Thresholds near 0, at 1/2 and at 1.
+    for thr in [0.0, 1e-9, 1e-3, 0.3, 0.4999, 0.5, 0.5001, 0.55, 0.9, 1.0]:
+        n = int(rng.integers(1, 800))
+        if layout == "grid":
+            c, s = rng.integers(0, 9, (n, 2)) / 8, rng.integers(1, 5, (n, 2)) / 8
+        elif layout == "thin":
+            c = rng.uniform(0, 1, (n, 2))
+            s = np.stack([rng.uniform(1e-3, 0.9, n), rng.uniform(1e-3, 0.02, n)], 1)
+        else:
+            c, s = rng.uniform(0, 1, (n, 2)), np.exp(rng.uniform(np.log(1e-4), np.log(1.5), (n, 2)))
+        b = torch.from_numpy(np.concatenate([c - s / 2, c + s / 2], 1))
+        sc = torch.from_numpy(rng.integers(0, 5, n) / 4 if layout == "grid" else rng.random(n))
+        lab = torch.from_numpy(rng.integers(0, 3, n))
+        models = torch.from_numpy(rng.integers(0, 2, n))
+        skip = torch.zeros(n, dtype=torch.bool)
+        w = np.array([1.0, 2.0])
+        got = torch.ops.fastdet.weighted_boxes_fusion(
+            b, sc, lab, models, skip, torch.from_numpy(w), thr, 0, False
+        )
+        want = _staged()(b, sc, lab, models, skip, w, thr, 0, False)
+        assert all(torch.equal(g, x) for g, x in zip(got, want)), thr
