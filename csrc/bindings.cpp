@@ -43,7 +43,8 @@ void bind_enums(py::module_& m) {
   py::enum_<fastdet::Status>(m, "Status",
                              "Negative results of the kernels that return a count (NMS family)")
       .value("non_finite", fastdet::kNonFinite, "a box coordinate or score is NaN or inf")
-      .value("workspace_too_small", fastdet::kOutOfMemory, "the workspace given is too small");
+      .value("workspace_too_small", fastdet::kOutOfMemory, "the workspace given is too small")
+      .value("bad_index", fastdet::kBadIndex, "an index argument is out of range");
   py::enum_<fastdet::SoftNmsMethod>(m, "SoftNmsMethod", "soft_nms score decay")
       .value("linear", fastdet::kLinear, "s *= 1 - IoU where IoU > iou_threshold")
       .value("gaussian", fastdet::kGaussian, "s *= exp(-IoU^2 / sigma)");
@@ -260,6 +261,34 @@ void bind_cpu(py::module_& m) {
       },
       "dtype"_a, "boxes"_a, "n"_a, "min_size"_a, "keep"_a,
       "Indices of boxes with both sides >= min_size into keep; returns their count.", nogil);
+  c.def(
+      "weighted_boxes_fusion",
+      [](ptr b, ptr s, ptr labels, ptr models, ptr skip, int64_t n, ptr weights, int64_t n_models,
+         double weight_sum, double weight_max, double iou_thr, int conf_type, bool overflow,
+         ptr out_b, ptr out_s, ptr out_l) {
+        return fastdet::cpu::weighted_boxes_fusion(
+            P<double>(b), P<double>(s), P<int64_t>(labels), P<int64_t>(models), P<uint8_t>(skip), n,
+            P<double>(weights), n_models, weight_sum, weight_max, iou_thr, conf_type, overflow,
+            P<double>(out_b), P<double>(out_s), P<int64_t>(out_l));
+      },
+      "boxes"_a, "scores"_a, "labels"_a, "models"_a, "skip"_a, "n"_a, "weights"_a, "n_models"_a,
+      "weight_sum"_a, "weight_max"_a, "iou_thr"_a, "conf_type"_a, "allows_overflow"_a,
+      "out_boxes"_a, "out_scores"_a, "out_labels"_a,
+      "Weighted boxes fusion of n float64 boxes: fused boxes, scores, labels; count or a Status.",
+      nogil);
+  c.def(
+      "wbf_cluster",
+      [](ptr b, ptr ws, ptr w, ptr pos, ptr seg, int64_t nseg, double iou_thr, int conf_type,
+         ptr ob, ptr os, ptr ow, ptr oc, ptr of, ptr ncl, ptr asg) {
+        fastdet::cpu::wbf_cluster(P<double>(b), P<double>(ws), P<double>(w), P<int64_t>(pos),
+                                  P<int64_t>(seg), nseg, iou_thr, conf_type, P<double>(ob),
+                                  P<double>(os), P<double>(ow), P<int64_t>(oc), P<int64_t>(of),
+                                  P<int64_t>(ncl), P<int64_t>(asg));
+      },
+      "boxes"_a, "ws"_a, "w"_a, "pos"_a, "seg"_a, "nseg"_a, "iou_thr"_a, "conf_type"_a,
+      "out_boxes"_a, "out_s"_a, "out_w"_a, "out_count"_a, "out_first"_a, "ncl"_a, "assign"_a,
+      "Weighted boxes fusion's clustering of sorted label segments (every box vs every cluster).",
+      nogil);
 }
 
 #ifdef FASTDET_WITH_CUDA
@@ -468,6 +497,22 @@ void bind_cuda(py::module_& m) {
       },
       "dtype"_a, "boxes"_a, "n"_a, "height"_a, "width"_a, "out"_a, "device"_a, "stream"_a,
       "n boxes clipped to [0, width] x [0, height] into out [n, 4].", nogil);
+  c.def("wbf_cluster_workspace_bytes", &cu::wbf_cluster_workspace_bytes, "k"_a,
+        "Workspace bytes wbf_cluster needs for k boxes.");
+  c.def(
+      "wbf_cluster",
+      [](ptr b, ptr ws, ptr w, ptr pos, ptr seg, int64_t nseg, double iou_thr, int conf_type,
+         ptr ob, ptr os, ptr ow, ptr oc, ptr of, ptr ncl, ptr asg, ptr work, size_t wsb, int dev,
+         ptr st) {
+        cu::wbf_cluster(P<double>(b), P<double>(ws), P<double>(w), P<int64_t>(pos), P<int64_t>(seg),
+                        nseg, iou_thr, conf_type, P<double>(ob), P<double>(os), P<double>(ow),
+                        P<int64_t>(oc), P<int64_t>(of), P<int64_t>(ncl), P<int64_t>(asg), V(work),
+                        wsb, dev, V(st));
+      },
+      "boxes"_a, "ws"_a, "w"_a, "pos"_a, "seg"_a, "nseg"_a, "iou_thr"_a, "conf_type"_a,
+      "out_boxes"_a, "out_s"_a, "out_w"_a, "out_count"_a, "out_first"_a, "ncl"_a, "assign"_a,
+      "workspace"_a, "workspace_bytes"_a, "device"_a, "stream"_a,
+      "Weighted boxes fusion's clustering of sorted label segments: one block per segment.", nogil);
 }
 #endif
 

@@ -131,6 +131,7 @@ def test_every_binding_has_named_arguments_and_a_docstring():
 def test_kernel_codes_are_enums_of_the_compiled_module():
     assert int(_C.DType.float32) == 0 and int(_C.DType.float64) == 1
     assert int(_C.Status.non_finite) == -1 and int(_C.Status.workspace_too_small) == -2
+    assert int(_C.Status.bad_index) == -3
     assert [int(m) for m in (_C.SoftNmsMethod.linear, _C.SoftNmsMethod.gaussian)] == [0, 1]
     with pytest.raises(TypeError):  # a bare int is refused where a DType is expected
         _C.cpu.count_nonfinite(0, 0, 0)

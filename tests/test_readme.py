@@ -47,3 +47,15 @@ def test_readme_rotated_claims():
     corners = torch.tensor([[30, 40, 70, 40, 70, 60, 30, 60.0]])
     assert ops.rotated_to_cxcywhr(corners, "xyxyxyxy").tolist() == [[50, 50, 40, 20, 0]]
     assert ops.box_iou_rotated(corners, corners, fmt="xyxyxyxy").tolist() == [[1.0]]
+
+
+def test_readme_weighted_boxes_fusion_claims():
+    import numpy as np
+
+    from fastdet import ops
+
+    boxes = [[[0.10, 0.10, 0.50, 0.50], [0.60, 0.60, 0.90, 0.90]], [[0.12, 0.10, 0.52, 0.50]]]
+    b, s, lab = ops.weighted_boxes_fusion(boxes, [[0.9, 0.6], [0.8]], [[0, 1], [0]], iou_thr=0.55)
+    np.testing.assert_allclose(b, [[0.1094, 0.1, 0.5094, 0.5], [0.6, 0.6, 0.9, 0.9]], atol=1e-4)
+    np.testing.assert_allclose(s, [0.85, 0.3], atol=1e-6)
+    assert lab.tolist() == [0, 1] and lab.dtype == np.int64

@@ -37,6 +37,9 @@ class Case:
     # (impl fn, input sets, device) -> {stage: ms, "total_ms": ms}: where a model's time goes,
     # from a profiled pass run after the timing (detection cases only)
     stages: Callable | None = None
+    # {impl: items one call processes}: the runner reports milliseconds per item, so a slow peer
+    # can be timed on fewer items than fastdet (e.g. images for weighted boxes fusion)
+    per_call: dict | None = None
 
 
 def _tv():
@@ -825,3 +828,94 @@ _ROTATED = [
 CASES += _ROTATED
 _CPU |= {c.name for c in _ROTATED if c.name != "box_iou_rotated_4000x4000"}
 _GPU |= {c.name for c in _ROTATED}
+
+
+# --- weighted boxes fusion (fastdet.ops.weighted_boxes_fusion) ------------------------------
+
+
+def wbf_image(g: torch.Generator, models: int, n: int, objects: int, labels: int = 10):
+    """One image's detections by `models` models, n boxes each, normalised to [0, 1]: jittered
+    copies of `objects` objects (centre +-15%, size x0.75-1.25) of `labels` classes, as numpy
+    lists (ensemble-boxes' input)."""
+    c = torch.rand(objects, 2, generator=g, dtype=torch.float64) * 0.8 + 0.1
+    wh = torch.rand(objects, 2, generator=g, dtype=torch.float64) * 0.15 + 0.02
+    lab = torch.randint(0, labels, (objects,), generator=g)
+    bl, sl, ll = [], [], []
+    for _ in range(models):
+        k = torch.randint(0, objects, (n,), generator=g)
+        ctr = c[k] + (torch.rand(n, 2, generator=g, dtype=torch.float64) - 0.5) * 0.3 * wh[k]
+        sz = wh[k] * (0.75 + 0.5 * torch.rand(n, 2, generator=g, dtype=torch.float64))
+        bl.append(torch.cat([ctr - sz / 2, ctr + sz / 2], 1).clamp(0, 1).numpy())
+        sl.append(torch.rand(n, generator=g, dtype=torch.float64).numpy())
+        ll.append(lab[k].numpy())
+    return bl, sl, ll
+
+
+def _ensemble_boxes():
+    try:
+        import ensemble_boxes
+
+        return ensemble_boxes
+    except ImportError:
+        return None
+
+
+def _wbf_case(models, n, images, peer_images, quick):
+    objects = n // 20  # ~100 boxes per object over the 5 models, as raw detector outputs
+
+    def make(device):
+        def gen(g):
+            return {"images": [wbf_image(g, models, n, objects) for _ in range(images)]}
+
+        sets = _sets(device, gen)
+
+        def fused(d):
+            return [ops.weighted_boxes_fusion(*im, iou_thr=0.55) for im in d["images"]]
+
+        impls = {"fastdet": fused}
+        eb = _ensemble_boxes()
+        if eb:
+
+            def peer(d):
+                import warnings
+
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    return [
+                        eb.weighted_boxes_fusion(*im, iou_thr=0.55)
+                        for im in d["images"][:peer_images]
+                    ]
+
+            impls["ensemble-boxes"] = peer
+        return sets, impls
+
+    return Case(
+        f"weighted_boxes_fusion_{models}x{n}_{images}img",
+        "weighted_boxes_fusion",
+        {
+            "models": models,
+            "boxes_per_model": n,
+            "images": images,
+            "objects": objects,
+            "labels": 10,
+            "iou_thr": 0.55,
+        },
+        make,
+        quick=quick,
+        devices=("cpu",),
+        min_runs=3,  # ensemble-boxes takes seconds per call
+        per_call={"fastdet": images, "ensemble-boxes": peer_images},
+        notes={
+            "unit": f"ms per image; fastdet timed on {images} images per call, ensemble-boxes "
+            f"on {peer_images} (it takes seconds per image), both scaled per image"
+        },
+    )
+
+
+_WBF = [
+    _wbf_case(5, 1000, 10, 1, quick=True),
+    _wbf_case(5, 1000, 100, 3, quick=False),
+    _wbf_case(5, 10000, 100, 1, quick=False),
+]
+CASES += _WBF
+_CPU |= {c.name for c in _WBF}

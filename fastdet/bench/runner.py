@@ -95,6 +95,8 @@ def run_case(case: Case, device: str, min_runs: int | None = None, budget_s: flo
     }
     for name, fn in impls.items():
         ts = timer(fn, sets, min_runs, budget_s)
+        if case.per_call:  # milliseconds per item
+            ts = [t / case.per_call.get(name, 1) for t in ts]
         res["impls"][name] = r = {
             "median_ms": statistics.median(ts),
             "min_ms": min(ts),

@@ -1,8 +1,8 @@
 """fastdet.ops: a drop-in for torchvision.ops' box family (box ops, IoU variants and their
 losses, NMS, RoIAlign, RoIPool, MultiScaleRoIAlign, masks_to_boxes, sigmoid_focal_loss), plus
-soft_nms, AnchorGenerator, BoxCoder and Mask R-CNN's mask pasting (paste_masks,
-masks_to_labels). Torch tensors (CPU/CUDA), numpy arrays and cupy arrays in; the same kind out.
-Every kernel is also a torch custom op (torch.ops.fastdet.*) for torch.compile."""
+soft_nms, weighted_boxes_fusion, AnchorGenerator, BoxCoder and Mask R-CNN's mask pasting
+(paste_masks, masks_to_labels). Torch tensors (CPU/CUDA), numpy arrays and cupy arrays in; the
+same kind out. Every kernel is also a torch custom op (torch.ops.fastdet.*) for torch.compile."""
 
 from . import poolers
 from ._arrays import RoIBoxesError, ShapeError
@@ -30,6 +30,7 @@ from .roi_align import RoIAlign, roi_align
 from .roi_pool import RoIPool, roi_pool
 from .rotated import batched_nms_rotated, box_iou_rotated, nms_rotated, rotated_to_cxcywhr
 from .soft_nms import soft_nms
+from .weighted_boxes_fusion import weighted_boxes_fusion
 
 __all__ = [
     "AnchorGenerator",
@@ -65,4 +66,5 @@ __all__ = [
     "rotated_to_cxcywhr",
     "sigmoid_focal_loss",
     "soft_nms",
+    "weighted_boxes_fusion",
 ]

@@ -277,6 +277,8 @@ def status_error(status: int, what: str) -> Exception:
         return ValueError("boxes and scores must be finite: found NaN or inf")
     if status == _C.Status.workspace_too_small:
         return RuntimeError(f"fastdet {what}: workspace too small (status {status})")
+    if status == _C.Status.bad_index:
+        return ValueError(f"fastdet {what}: an index argument is out of range")
     return RuntimeError(f"fastdet {what}: unknown kernel status {status}")
 
 

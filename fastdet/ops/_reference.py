@@ -498,3 +498,101 @@ def masks_to_labels(masks, boxes, scores, image_shape, threshold=0.5, padding=1)
         out[hit] = k + 1
         best[hit] = s[k]
     return out
+
+
+def weighted_boxes_fusion(
+    boxes_list,
+    scores_list,
+    labels_list,
+    weights=None,
+    iou_thr=0.55,
+    skip_box_thr=0.0,
+    conf_type="avg",
+    allows_overflow=False,
+):
+    """Weighted boxes fusion with fastdet's rules (ensemble-boxes' clustering, fastdet's tie
+    orders): lists of numpy boxes [Ni, 4], scores [Ni], integer labels [Ni] per model ->
+    (boxes float64 [K, 4], scores float64 [K], labels int64 [K]). Every box is compared with
+    every cluster of its label; the running fused box is accumulated in float32."""
+    m = len(boxes_list)
+    w = np.ones(m) if weights is None else np.asarray(weights, np.float64)
+    items = []  # (label, -weighted score, input position, box, weighted score, model)
+    pos = 0
+    for t in range(m):
+        for b, s, lab in zip(
+            np.asarray(boxes_list[t]).reshape(-1, 4), scores_list[t], labels_list[t], strict=True
+        ):
+            pos += 1
+            if s < skip_box_thr:
+                continue
+            x1, y1, x2, y2 = (float(v) for v in b)
+            x1, x2 = min(x1, x2), max(x1, x2)
+            y1, y2 = min(y1, y2), max(y1, y2)
+            x1, y1, x2, y2 = (min(max(v, 0.0), 1.0) for v in (x1, y1, x2, y2))
+            if (x2 - x1) * (y2 - y1) == 0.0:
+                continue
+            ws = float(s) * w[t]
+            items.append((int(lab), -ws, pos, (x1, y1, x2, y2), ws, t))
+    items.sort(key=lambda it: it[:3])
+
+    def iou(c, b):
+        inter = max(min(c[2], b[2]) - max(c[0], b[0]), 0.0) * max(
+            min(c[3], b[3]) - max(c[1], b[1]), 0.0
+        )
+        union = (c[2] - c[0]) * (c[3] - c[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+        return inter / union if union > 0 else 0.0
+
+    out = []  # (score, first position, box, label)
+    for label in sorted({it[0] for it in items}):
+        clusters = []  # dicts: box, members [(box, ws, model)], first
+        for lab, _, p, b, ws, t in items:
+            if lab != label:
+                continue
+            best, best_iou = None, iou_thr
+            for c in clusters:
+                o = iou(c["box"], b)
+                if o > best_iou:  # strictly better: the older cluster wins ties
+                    best, best_iou = c, o
+            if best is None:
+                clusters.append({"box": b, "members": [(b, ws, t)], "first": p})
+                continue
+            best["members"].append((b, ws, t))
+            acc = np.zeros(4, np.float32)
+            conf = 0.0
+            for mb, mws, _ in best["members"]:
+                for k in range(4):  # float32 storage of a float64 sum, as numpy's += does
+                    acc[k] = np.float32(float(acc[k]) + mws * mb[k])
+                conf += mws
+            n = len(best["members"])
+            if conf != 0.0:
+                best["box"] = tuple(float(np.float32(float(a) / conf)) for a in acc)
+            else:
+                best["box"] = tuple(
+                    float(np.float32(sum(mb[k] for mb, _, _ in best["members"]) / n))
+                    for k in range(4)
+                )
+        for c in clusters:
+            mem = c["members"]
+            n = len(mem)
+            conf = sum(ws for _, ws, _ in mem)
+            wsum = sum(w[t] for _, _, t in mem)
+            if n > 1:
+                s = max(ws for _, ws, _ in mem) if conf_type == "max" else conf / n
+                s, wsum = float(np.float32(s)), float(np.float32(wsum))
+            else:
+                s = conf
+            models = sorted({t for _, _, t in mem})
+            if conf_type == "box_and_model_avg":
+                s = s * n / wsum * sum(w[t] for t in models) / np.sum(w)
+            elif conf_type == "absent_model_aware_avg":
+                s = s * n / (wsum + sum(w[t] for t in range(m) if t not in models))
+            elif conf_type == "max":
+                s = s / np.max(w)
+            else:
+                s = s * (n if allows_overflow else min(n, m)) / np.sum(w)
+            out.append((-float(s), c["first"], c["box"], label))
+    out.sort(key=lambda r: r[:2])
+    boxes = np.array([r[2] for r in out], np.float64).reshape(-1, 4)
+    scores = np.array([-r[0] for r in out], np.float64)
+    labels = np.array([r[3] for r in out], np.int64)
+    return boxes, scores, labels

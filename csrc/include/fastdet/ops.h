@@ -10,6 +10,7 @@ namespace fastdet {
 enum Status : int64_t {
   kNonFinite = -1,    // a box coordinate or score is NaN or inf
   kOutOfMemory = -2,  // the workspace given is too small
+  kBadIndex = -3,     // an index argument (weighted_boxes_fusion's model) is out of range
 };
 
 // soft_nms decay
@@ -83,6 +84,27 @@ template <typename T>
 void clip_boxes(const T* boxes, int64_t n, double height, double width, T* out);
 template <typename T>
 int64_t remove_small_boxes(const T* boxes, int64_t n, double min_size, int64_t* keep);
+// Weighted boxes fusion (ensemble-boxes' rules, fastdet/wbf.h): n boxes of all models, each with
+// its score, int64 label, model index in [0, n_models) and skip flag (score below the
+// threshold); weights [n_models], weight_sum and weight_max their numpy sum and max; conf_type a
+// wbf::ConfType. Out: room for n fused boxes [n, 4], scores and labels, in decreasing score
+// (ties: the cluster's first box in input order); returns their count or a negative Status.
+int64_t weighted_boxes_fusion(const double* boxes, const double* scores, const int64_t* labels,
+                              const int64_t* models, const uint8_t* skip, int64_t n,
+                              const double* weights, int64_t n_models, double weight_sum,
+                              double weight_max, double iou_thr, int conf_type,
+                              bool allows_overflow, double* out_boxes, double* out_scores,
+                              int64_t* out_labels);
+// The clustering step alone (the GPU path's kernel; fastdet::cpu's copy checks the GPU path's
+// torch glue on the CPU): boxes [k, 4] filtered, clipped and sorted by (label, decreasing
+// weighted score ws, input position pos), w their model weights, label segments seg [nseg + 1].
+// Cluster c of segment s goes to row seg[s] + c: fused box, ensemble-boxes' stored score and
+// weight, box count, first box's position; ncl [nseg] the cluster counts; assign [k] each box's
+// cluster (c, within its segment).
+void wbf_cluster(const double* boxes, const double* ws, const double* w, const int64_t* pos,
+                 const int64_t* seg, int64_t nseg, double iou_thr, int conf_type, double* out_boxes,
+                 double* out_s, double* out_w, int64_t* out_count, int64_t* out_first, int64_t* ncl,
+                 int64_t* assign);
 }  // namespace cpu
 
 namespace cuda {
@@ -157,6 +179,12 @@ void decode_boxes(const T* codes, const T* boxes, int64_t n, int64_t k, const do
 template <typename T>
 void clip_boxes(const T* boxes, int64_t n, double height, double width, T* out, int device,
                 void* stream);
+void wbf_cluster(const double* boxes, const double* ws, const double* w, const int64_t* pos,
+                 const int64_t* seg, int64_t nseg, double iou_thr, int conf_type, double* out_boxes,
+                 double* out_s, double* out_w, int64_t* out_count, int64_t* out_first, int64_t* ncl,
+                 int64_t* assign, void* workspace, size_t workspace_bytes, int device,
+                 void* stream);
+size_t wbf_cluster_workspace_bytes(int64_t k);
 }  // namespace cuda
 
 }  // namespace fastdet
