@@ -205,7 +205,7 @@ def test_labels_match_torchvision_argmax(rng, threshold, padding):
     h, w = 80, 96
     k = 70
     masks = torch.from_numpy(rng.random((k, 28, 28)).astype(np.float32))
-    boxes = torch.from_numpy(make_boxes(rng, k, h, w, huge=rng.random() < 0.5))
+    boxes = torch.from_numpy(make_boxes(rng, k, h, w, huge=False))  # huge ones would cover all
     scores = torch.from_numpy(rng.choice([0.2, 0.5, 0.9], k).astype(np.float32))  # many ties
     got = ops.masks_to_labels(masks, boxes, scores, (h, w), threshold, padding)
     want, near = tv_labels(masks, boxes, scores, h, w, threshold, padding)
