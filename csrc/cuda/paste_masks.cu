@@ -1,9 +1,9 @@
 // paste_masks and masks_to_labels on the GPU, with the rules and arithmetic of
 // csrc/cpu/paste_masks.cpp (fastdet/paste.h; -fmad=false, so the same bits as the CPU).
 //
-// paste_masks: the output is zeroed with one memset, then a (mask, band of rows) grid of blocks
-// computes only the footprint pixels, one thread per pixel (block-stride over the band's
-// footprint). Blocks whose band misses the footprint return at once.
+// paste_masks: the output is zeroed with one memset, then a (mask, band of 32 rows) grid of
+// 32 x 8 blocks computes only the footprint pixels, one thread per pixel (a warp along a row;
+// no index division). Blocks whose band misses the footprint return at once.
 //
 // masks_to_labels: the label image first holds, per pixel, the smallest position i in `order`
 // of a mask claiming it (atomicMin: the result does not depend on scheduling), then a second
@@ -22,6 +22,8 @@ namespace {
 using namespace detail;
 
 constexpr int kBandRows = 32;
+// Footprint blocks: a warp along a row (coalesced writes), 8 rows at a time.
+const dim3 kBlock(32, 8);
 constexpr int32_t kUnclaimed = 0x7F7F7F7F;  // a cudaMemset of 0x7F bytes
 
 // Pixel (i, j) of mask m (M x M) padded by p zeros.
@@ -67,17 +69,16 @@ __global__ void paste_kernel(const T* __restrict__ masks, int64_t M, const B* __
   int64_t r0, r1;
   band_of(f, rows, r0, r1);
   if (r1 <= r0) return;
-  const int64_t n = f.c1 - f.c0, total = (r1 - r0) * n;
   const T* m = masks + k * M * M;
   O* plane = out + k * H * W;
-  for (int64_t e = threadIdx.x; e < total; e += blockDim.x) {
-    const int64_t y = r0 + e / n, x = f.c0 + e % n;
-    const T v = paste_value(m, M, p, f, y, x);
-    if constexpr (std::is_same_v<O, T>)
-      plane[y * W + x] = v;
-    else
-      plane[y * W + x] = v > thr;
-  }
+  for (int64_t y = r0 + threadIdx.y; y < r1; y += blockDim.y)
+    for (int64_t x = f.c0 + threadIdx.x; x < f.c1; x += blockDim.x) {
+      const T v = paste_value(m, M, p, f, y, x);
+      if constexpr (std::is_same_v<O, T>)
+        plane[y * W + x] = v;
+      else
+        plane[y * W + x] = v > thr;
+    }
 }
 
 template <typename T, typename B>
@@ -91,14 +92,13 @@ __global__ void claim_kernel(const T* __restrict__ masks, int64_t M, const B* __
   int64_t r0, r1;
   band_of(f, rows, r0, r1);
   if (r1 <= r0) return;
-  const int64_t n = f.c1 - f.c0, total = (r1 - r0) * n;
   const T* m = masks + k * M * M;
-  for (int64_t e = threadIdx.x; e < total; e += blockDim.x) {
-    const int64_t y = r0 + e / n, x = f.c0 + e % n;
-    int32_t* c = claim + y * W + x;
-    if (*c < i) continue;  // a mask earlier in order holds it already
-    if (paste_value(m, M, p, f, y, x) > thr) atomicMin(c, i);
-  }
+  for (int64_t y = r0 + threadIdx.y; y < r1; y += blockDim.y)
+    for (int64_t x = f.c0 + threadIdx.x; x < f.c1; x += blockDim.x) {
+      int32_t* c = claim + y * W + x;
+      if (*c < i) continue;  // a mask earlier in order holds it already
+      if (paste_value(m, M, p, f, y, x) > thr) atomicMin(c, i);
+    }
 }
 
 __global__ void label_kernel(const int64_t* __restrict__ order, int64_t count,
@@ -138,8 +138,8 @@ void paste_launch(const T* masks, int64_t K, int64_t M, const B* boxes, int64_t 
   FASTDET_CUDA_CHECK(cudaMemsetAsync(out, 0, size_t(K * H * W) * sizeof(O), s));
   const int64_t rows = band_rows(H), Mp = M + 2 * padding;
   const dim3 grid(unsigned(K), unsigned(ceil_div(H, rows)));
-  paste_kernel<T, B, O><<<grid, kThreads, 0, s>>>(masks, M, boxes, padding, H, W,
-                                                  double(Mp) / double(M), rows, T(threshold), out);
+  paste_kernel<T, B, O><<<grid, kBlock, 0, s>>>(masks, M, boxes, padding, H, W,
+                                                double(Mp) / double(M), rows, T(threshold), out);
   FASTDET_CUDA_CHECK_LAUNCH();
 }
 
@@ -176,8 +176,8 @@ void masks_to_labels(const T* masks, int64_t K, int64_t M, const B* boxes, const
   FASTDET_CUDA_CHECK(cudaMemsetAsync(out, 0x7F, size_t(count) * sizeof(int32_t), s));
   const int64_t rows = band_rows(H), Mp = M + 2 * padding;
   const dim3 grid(unsigned(K), unsigned(ceil_div(H, rows)));
-  claim_kernel<T, B><<<grid, kThreads, 0, s>>>(masks, M, boxes, order, padding, H, W,
-                                               double(Mp) / double(M), rows, T(threshold), out);
+  claim_kernel<T, B><<<grid, kBlock, 0, s>>>(masks, M, boxes, order, padding, H, W,
+                                             double(Mp) / double(M), rows, T(threshold), out);
   FASTDET_CUDA_CHECK_LAUNCH();
   label_kernel<<<grid_1d(count), kThreads, 0, s>>>(order, count, out);
   FASTDET_CUDA_CHECK_LAUNCH();

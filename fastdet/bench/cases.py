@@ -919,3 +919,74 @@ _WBF = [
 ]
 CASES += _WBF
 _CPU |= {c.name for c in _WBF}
+
+
+# --- mask pasting (fastdet.ops.paste_masks, masks_to_labels) -------------------------------
+
+
+def _paste_case(op, k, size):
+    """k Mask R-CNN masks of 28 x 28 pasted into a size x size image: nuclei-sized boxes (sides
+    8..64 px; some run past the right and bottom edges, none wholly outside, where torchvision
+    raises). Peer: torchvision's paste_masks_in_image, and for masks_to_labels the threshold
+    (> 0.5) and score-ordered argmax (ties: lower index) a user writes after it."""
+
+    def paste_masks_in_image(*args):  # imported when run: torchvision is optional
+        from torchvision.models.detection.roi_heads import paste_masks_in_image as paste
+
+        return paste(*args)
+
+    def tv_labels(d):
+        probs = paste_masks_in_image(d["masks4"], d["boxes"], (size, size))[:, 0]
+        hit = probs > 0.5
+        order = torch.sort(d["scores"], descending=True, stable=True).indices
+        first = hit[order].to(torch.uint8).argmax(0)  # argmax: the first maximum
+        return torch.where(hit.any(0), order[first] + 1, 0).to(torch.int32)
+
+    def make(device):
+        def gen(g):
+            xy = torch.rand(k, 2, generator=g) * (size - 8)
+            wh = 8 + torch.rand(k, 2, generator=g) * 56
+            masks = torch.rand(k, 28, 28, generator=g)
+            return {
+                "masks": masks,
+                "masks4": masks[:, None],
+                "boxes": torch.cat([xy, xy + wh], 1),
+                "scores": torch.rand(k, generator=g),
+            }
+
+        sets = _sets(device, gen)
+        if op == "paste_masks":
+            impls = {"fastdet": lambda d: ops.paste_masks(d["masks"], d["boxes"], (size, size))}
+            if _tv():
+                impls["torchvision"] = lambda d: paste_masks_in_image(
+                    d["masks4"], d["boxes"], (size, size)
+                )
+        else:
+            impls = {
+                "fastdet": lambda d: ops.masks_to_labels(
+                    d["masks"], d["boxes"], d["scores"], (size, size)
+                )
+            }
+            if _tv():
+                impls["torchvision + argmax"] = tv_labels
+        return sets, impls
+
+    return Case(
+        f"{op}_{k}x28_into_{size}",
+        op,
+        {"masks": k, "mask_size": 28, "image": [size, size], "padding": 1},
+        make,
+        quick=(k, size) == (300, 512),
+        min_runs=3,  # torchvision takes seconds at 1,000 masks on a CPU
+    )
+
+
+_PASTE = [
+    _paste_case(op, k, size)
+    for op in ("paste_masks", "masks_to_labels")
+    for k in (100, 300, 1000)
+    for size in (512, 1024)
+]
+CASES += _PASTE
+_CPU |= {c.name for c in _PASTE}
+_GPU |= {c.name for c in _PASTE}
