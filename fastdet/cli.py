@@ -340,7 +340,7 @@ def _write_json(path: Path, result: dict) -> None:
 
 def _demo(args) -> int:
     from .engine.demo import run_demo
-    from .engine.det_eval import format_det_report
+    from .engine.det_eval import format_det_report, format_instance_report
     from .engine.seg_eval import format_report
 
     if args.out.exists() and any(args.out.iterdir()):
@@ -348,6 +348,7 @@ def _demo(args) -> int:
     result = run_demo(args.out, quick=args.quick, progress=not args.no_progress)
     print("segmentation\n" + format_report(result["segmentation"]))
     print("\ndetection\n" + format_det_report(result["detection"]))
+    print("\ninstances\n" + format_instance_report(result["instances"]["instances"]))
     print(f"wrote {args.out / 'report.md'}")
     return 0
 

@@ -185,20 +185,25 @@ def format_det_report(result: dict) -> str:
         "id\tTP\tFP\tFN",
     ]
     lines += [f"{r['id']}\t{r['tp']}\t{r['fp']}\t{r['fn']}" for r in result["per_image"]]
-    inst = result.get("instances")
-    if inst:
-        lines += [
-            f"mask AP: {inst['mask_map']:.4f}, AP50: {inst['mask_map_50']:.4f}, "
-            f"AP75: {inst['mask_map_75']:.4f}",
-            "DSB-2018 score (mean over images): "
-            + ", ".join(
-                f"{name} {inst[key]:.4f}"
-                for key, name in (
-                    ("dsb", "Mask R-CNN"),
-                    ("dsb_unet", "U-Net + watershed"),
-                    ("dsb_classical", "classical"),
-                )
-                if key in inst
-            ),
-        ]
+    if result.get("instances"):
+        lines.append(format_instance_report(result["instances"]))
+    return "\n".join(lines)
+
+
+def format_instance_report(inst: dict) -> str:
+    """Mask AP and the DSB score of each method, two lines."""
+    lines = [
+        f"mask AP: {inst['mask_map']:.4f}, AP50: {inst['mask_map_50']:.4f}, "
+        f"AP75: {inst['mask_map_75']:.4f}",
+        "DSB-2018 score (mean over images): "
+        + ", ".join(
+            f"{name} {inst[key]:.4f}"
+            for key, name in (
+                ("dsb", "Mask R-CNN"),
+                ("dsb_unet", "U-Net + watershed"),
+                ("dsb_classical", "classical"),
+            )
+            if key in inst
+        ),
+    ]
     return "\n".join(lines)

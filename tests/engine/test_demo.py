@@ -51,6 +51,14 @@ def test_quick_demo_writes_report_run_and_figures(tmp_path):
     assert drawn and all(
         Path(p).is_file() and Path(p).parent == out / "figures" / "det" / "boxes" for p in drawn
     )
+    # the instance section: Mask R-CNN beside U-Net + watershed and the classical baseline
+    assert "Nuclei instances" in report and "| U-Net + watershed |" in report
+    assert "DSB-2018 score" in r.stdout and "Mask R-CNN" in r.stdout
+    inst = result["instances"]["instances"]
+    assert {"dsb", "dsb_unet", "dsb_classical", "mask_map_50"} <= set(inst)
+    assert (out / "inst" / "best.pt").is_file() and (out / "inst" / "metrics.csv").is_file()
+    overlays = [r["overlay"] for r in result["instances"]["per_image"]]
+    assert overlays and all(Path(p).is_file() for p in overlays)
 
 
 def test_demo_refuses_a_non_empty_folder(tmp_path):
