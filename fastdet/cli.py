@@ -610,7 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--kind",
         choices=BENCH_KINDS,
         default="all",
-        help="the ops' cases, the models' (segmentation, detection) or all",
+        help="the ops' cases, the models' (segmentation, detection, classification) or all",
     )
     s.add_argument(
         "--json",
