@@ -235,7 +235,8 @@ class ClsTask(Task):
 
     def state_dict(self) -> dict:
         """The class names and training counts, and the positive class's Youden's J threshold
-        of the latest validation (None without one): best.pt holds its own epoch's."""
+        of the latest validation whose split had positives and negatives (None before one):
+        best.pt holds its own epoch's (the metrics CSV's val_threshold, NaN where none)."""
         return {
             "classes": list(self.config.classes),
             "class_counts": list(self.class_counts),
