@@ -147,7 +147,8 @@ class ClsTensors(EpochDataset):
 
     def __getitem__(self, index: int):
         i = int(self.order[index])
-        x = torch.as_tensor(self.base[i]["image"]).float()
+        s = self.base[i]
+        x = torch.as_tensor(s["image"]).float()
         x = x[None] if x.ndim == 2 else x
         if self.augment:
             g = self.generator_for(index)
@@ -156,7 +157,11 @@ class ClsTensors(EpochDataset):
                 x = x.flip(-1)
             if flips[1] < self.config.vflip:
                 x = x.flip(-2)
-        return prepare_image(x, self.config), int(self.labels[i])
+        try:
+            x = prepare_image(x, self.config)
+        except ValueError as e:
+            raise ValueError(f"sample {s.get('id', i)!r}: {e}") from e
+        return x, int(self.labels[i])
 
 
 def open_cls_dataset(

@@ -333,3 +333,24 @@ def test_cli_rsna_layout_and_wrong_layout(rsna, tmp_path, capsys):
     with pytest.raises(SystemExit):  # seg's images/ + masks/ layout is not a cls layout
         main(["train", "cls", "--out", str(tmp_path / "x"), "--layout", "folders"])
     assert "invalid choice: 'folders'" in capsys.readouterr().err
+
+
+def test_plain_sample_lists_and_bad_images():
+    """Any dataset of sample dicts with meta["class"] works (classes sorted by name); a NaN
+    image is an error naming its sample, and prepare_image's output is standardized."""
+    from fastdet.engine.cls_data import prepare_image
+
+    g = torch.Generator().manual_seed(0)
+    data = [
+        {"image": torch.rand(1, 20, 30, generator=g) * 255, "id": f"s{i}", "meta": {"class": c}}
+        for i, c in enumerate(["b", "a", "b"])
+    ]
+    assert dataset_classes(data) == ["a", "b"] and list(labels_for(data, ["a", "b"])) == [1, 0, 1]
+    cfg = tiny(classes=["a", "b"], in_channels=3, size=16)
+    x = prepare_image(data[0]["image"], cfg)
+    assert x.shape == (3, 16, 16) and abs(float(x.mean())) < 1e-5
+    data[2]["image"][0, 3, 4] = float("nan")
+    with pytest.raises(ValueError, match="sample 's2': image holds NaN or inf"):
+        ClsTensors(data, cfg, augment=False)[2]
+    with pytest.raises(ValueError, match="has no class"):
+        labels_for([{"image": torch.zeros(1, 4, 4), "id": "x", "meta": {}}], ["a", "b"])
