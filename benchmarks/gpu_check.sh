@@ -5,12 +5,13 @@
 # pydicom is not on the GPU image: download its wheel into .whl/ here and carry .whl (see below).
 # Builds fastdet in place for the local GPU's architecture, runs the GPU tests (ops, the
 # segmentation and detection engines with AMP), then times every GPU case against torchvision
-# with CUDA events: the detectors (with per-stage times), the ops, the segmentation models. Each step
-# has its own timeout and the JSON is written after every case, so a slow step loses only itself.
-# About 5 minutes on an H200. Files (few: the device tool returns a limited number): build.log,
-# gpu_tests.log, gpu_bench.json, gpu_det.json, gpu_seg.json, bench.err; the tables go to stdout,
-# so run it as `bash benchmarks/gpu_check.sh 2>&1 | tee $OUT/check.log`. Put the commit into the
-# command from this side (FASTDET_GIT_COMMIT=abc1234 bash ...): git in the machine's copy of the
+# with CUDA events: the detectors (with per-stage times), the ops, the segmentation and the
+# classification models. Each step has its own timeout and the JSON is written after every case,
+# so a slow step loses only itself. About 5 minutes on an H200. Files (few: the device tool
+# returns a limited number): build.log, gpu_tests.log, gpu_bench.json, gpu_det.json,
+# gpu_seg.json, gpu_cls.json, bench.err; the tables go to stdout, so run it as
+# `bash benchmarks/gpu_check.sh 2>&1 | tee $OUT/check.log`. Put the commit into the command from
+# this side (FASTDET_GIT_COMMIT=abc1234 bash ...): git in the machine's copy of the
 # tree can report an older HEAD.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -51,5 +52,10 @@ tail -3 "$RES/bench.err"
 log gpu benchmarks: segmentation models
 timeout 70 python3 -m fastdet.cli bench --device cuda --kind models --only _batch2 \
   --json "$RES/gpu_seg.json" 2>>"$RES/bench.err"
+tail -3 "$RES/bench.err"
+
+log gpu benchmarks: classification models
+timeout 90 python3 -m fastdet.cli bench --device cuda --kind models --only cls_ \
+  --json "$RES/gpu_cls.json" 2>>"$RES/bench.err"
 tail -3 "$RES/bench.err"
 log done

@@ -1,4 +1,5 @@
-"""The `fastdet` command: info, bench, data synth, train / predict / evaluate {seg, det}, demo.
+"""The `fastdet` command: info, bench, data synth, train / predict / evaluate {seg, det, cls},
+demo.
 
 The training flags are made from the task's config fields (engine.config.setting): a field's
 help, choices and default are its flag's, so a new setting gets its flag by being declared."""
@@ -107,6 +108,7 @@ def _fail(command: str, error: BaseException) -> int:
 
 def _task_cli() -> dict:
     """Per task: the layouts `train` accepts, and how a run's datasets are opened."""
+    from .engine.cls_data import CLS_LAYOUTS, open_cls_dataset
     from .engine.det_data import DET_LAYOUTS, open_det_dataset
     from .engine.seg_data import SEG_LAYOUTS, open_seg_dataset
 
@@ -118,9 +120,14 @@ def _task_cli() -> dict:
     def det_sets(layout, root, split, config):
         return open_det_dataset(layout, root, split, config.seed, config.val_fraction)
 
+    def cls_sets(layout, root, split, config):
+        rgb = config.extra.get("rgb", False)
+        return open_cls_dataset(layout, root, split, config.seed, config.val_fraction, rgb)
+
     return {  # rsna is listed for seg so that choosing it says to use `train det`
         "seg": (SEG_LAYOUTS + ("rsna",), seg_sets),
         "det": (DET_LAYOUTS, det_sets),
+        "cls": (CLS_LAYOUTS, cls_sets),
     }
 
 
@@ -248,6 +255,10 @@ def _add_train(sub) -> None:
         if name == "seg":  # how the datasets read the images (kept in the config's extra)
             s.add_argument("--rgb", action="store_true", help="3 colour channels instead of grey")
             s.add_argument("--plane", default="transverse", choices=PLANES, help="MRI slices")
+        if name == "cls":
+            s.add_argument(
+                "--rgb", action="store_true", help="classes layout: 3 colour channels, not grey"
+            )
         s.set_defaults(fn=_train)
 
 
@@ -448,11 +459,74 @@ def _evaluate_det(args) -> int:
     return 0
 
 
+def _predict_cls(args) -> int:
+    """`predict cls`: predictions.csv (path, predicted class, P per class) in --out."""
+    import csv
+
+    from .engine.cls import load_classifier, predict_probabilities
+    from .engine.inference import input_files, read_input
+    from .engine.trainer import resolve_device
+
+    device = resolve_device(args.device)
+    model, config, threshold = load_classifier(args.checkpoint, device)
+    files = input_files(args.inputs)
+    images = []
+    for path in files:
+        kind, image, _ = read_input(path)
+        if kind != "image":
+            raise ValueError(f"{path}: a volume; predict cls takes 2-D images")
+        images.append(image)
+    probs = predict_probabilities(model, config, images, device, args.batch_size)
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / "predictions.csv"
+    with open(out, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "predicted", *(f"P({c})" for c in config.classes)])
+        for path, row in zip(files, probs.tolist()):
+            best = config.classes[max(range(len(row)), key=row.__getitem__)]
+            w.writerow([str(path), best, *(f"{v:.6f}" for v in row)])
+            print(f"{path}: {best} ({max(row):.3f})")
+    print(f"wrote {out}")
+    return 0
+
+
+def _evaluate_cls(args) -> int:
+    from .engine.cls import load_classifier
+    from .engine.cls_data import open_cls_dataset
+    from .engine.cls_eval import evaluate_classification, format_cls_report
+    from .engine.trainer import resolve_device
+
+    device = resolve_device(args.device)
+    model, config, threshold = load_classifier(args.checkpoint, device)
+    split = None if args.split == "all" else args.split
+    data = open_cls_dataset(
+        args.layout,
+        args.data,
+        split,
+        seed=config.seed,
+        val_fraction=config.val_fraction,
+        rgb=config.extra.get("rgb", False),
+    )
+    if len(data) == 0:
+        raise ValueError(f"no images in {args.data} ({args.split})")
+    figures = args.figures or (args.json.parent if args.json else None)  # never the cwd unasked
+    result = evaluate_classification(
+        model, config, data, device, figures, threshold, args.batch_size
+    )
+    print(format_cls_report(result))
+    for path in result.get("files", {}).values():
+        print(f"wrote {path}")
+    if args.json:
+        _write_json(args.json, result)
+    return 0
+
+
 def _add_inference(sub) -> None:
+    from .engine.cls_data import CLS_LAYOUTS
     from .engine.det_data import DET_LAYOUTS
     from .engine.seg_data import SEG_LAYOUTS
 
-    predict = sub.add_parser("predict", help="predict masks or boxes").add_subparsers(
+    predict = sub.add_parser("predict", help="predict masks, boxes or classes").add_subparsers(
         dest="kind", required=True
     )
     evaluate = sub.add_parser("evaluate", help="score a model").add_subparsers(
@@ -522,6 +596,27 @@ def _add_inference(sub) -> None:
     )
     s.add_argument("--device", default="auto")
     s.set_defaults(fn=_evaluate_det)
+    s = predict.add_parser("cls", help="class probabilities (CSV) for PNG/TIFF/DICOM images")
+    _input_flags(s, "image files or folders")
+    s.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
+    s.add_argument("--device", default="auto")
+    s.set_defaults(fn=_predict_cls)
+    s = evaluate.add_parser(
+        "cls",
+        help="accuracy, balanced accuracy, per-class sensitivity/specificity/precision, ROC AUC, "
+        "confusion matrix",
+    )
+    _evaluate_flags(s, CLS_LAYOUTS)
+    s.add_argument(
+        "--figures",
+        type=Path,
+        metavar="DIR",
+        help="folder for confusion_matrix.csv/.png, roc.png and predictions.csv "
+        "(default: the --json folder; none without either)",
+    )
+    s.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
+    s.add_argument("--device", default="auto")
+    s.set_defaults(fn=_evaluate_cls)
 
 
 def _input_flags(s, what: str) -> None:
@@ -578,7 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--kind",
         choices=BENCH_KINDS,
         default="all",
-        help="the ops' cases, the models' (segmentation, detection) or all",
+        help="the ops' cases, the models' (segmentation, detection, classification) or all",
     )
     s.add_argument(
         "--json",

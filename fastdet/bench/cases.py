@@ -420,6 +420,58 @@ def _seg_case(model: str, size: int, train: bool, batch: int):
     )
 
 
+def _cls_case(model: str, size: int, train: bool, batch: int, quick: bool = False):
+    """Classifier throughput (inference, or one SGD training step with cross-entropy) on a batch
+    of 3 x size x size images, beside torchvision's model of the same name loaded with the same
+    weights (3 classes); the result's params carry the batch (images per second = batch /
+    seconds)."""
+
+    def make(device):
+        from ..models.classification import classifier
+
+        torch.manual_seed(0)
+        nets = {"fastdet": classifier(model, num_classes=3).to(device)}
+        if _tv():
+            theirs = getattr(_tv().models, model)(weights=None, num_classes=3).to(device)
+            theirs.load_state_dict(nets["fastdet"].state_dict())
+            nets["torchvision"] = theirs
+
+        def gen(g):
+            return {
+                "x": torch.randn(batch, 3, size, size, generator=g),
+                "y": torch.randint(0, 3, (batch,), generator=g),
+            }
+
+        def run(net):
+            net.train(train)
+            opt = torch.optim.SGD(net.parameters(), lr=1e-4, momentum=0.9)
+
+            def step(d):
+                opt.zero_grad(set_to_none=True)
+                loss = torch.nn.functional.cross_entropy(net(d["x"]), d["y"])
+                loss.backward()
+                opt.step()
+                return loss
+
+            def infer(d):
+                with torch.no_grad():
+                    return net(d["x"])
+
+            return step if train else infer
+
+        return _sets(device, gen), {k: run(n) for k, n in nets.items()}
+
+    what = "train_step" if train else "inference"
+    return Case(
+        f"cls_{model}_{size}_{what}_batch{batch}",
+        "classification_model",
+        {"model": model, "size": size, "batch": batch, "train": train},
+        make,
+        quick=quick,
+        min_runs=3,
+    )
+
+
 # Profiler event names per stage, both implementations (read off key_averages on the CPU):
 # "filter_proposals" is the record_function _det_stages puts around rpn.filter_proposals; the
 # NMS and RoIAlign entries are the custom ops (under autograd the forward's kernel runs inside
@@ -673,6 +725,14 @@ CASES: list[Case] = [
     *[
         _det_case(m, train)
         for m in ("resnet50_fpn", "resnet18_fpn", "vgg16", "maskrcnn_resnet50_fpn")
+        for train in (False, True)
+    ],
+    # one small classifier case in the quick set (a few seconds on a 2-core CPU); the rest --full
+    _cls_case("resnet50", 224, False, 1, quick=True),
+    *[
+        _cls_case(m, size, train, 8 if size == 224 else 4)
+        for m in ("resnet50", "densenet121")
+        for size in (224, 512)
         for train in (False, True)
     ],
 ]

@@ -4,14 +4,16 @@
   load_dicom_series (a volume sorted by position, with spacing); DataError (a ValueError) for
   any damaged or malformed data file, image, mask, volume or CSV, its message starting with the
   file's path, and its subclass DicomError for DICOM files.
-- datasets: RSNADataset, DSB2018Dataset, ImageFolderDataset, MRISliceDataset (torch Datasets of
-  sample dicts: image, boxes/labels and/or mask/instances, id, meta), split_ids.
+- datasets: RSNADataset, DSB2018Dataset, ImageFolderDataset, ClassFolderDataset,
+  MRISliceDataset (torch Datasets of sample dicts: image, boxes/labels and/or mask/instances or
+  an image-level label, id, meta), split_ids.
 - transforms: Resize, RandomCrop, flips, HistogramEqualization, Window, CaffeNormalize, Compose.
 - synthetic: synth("rsna" | "dsb2018" | "mri", out) writes a small dataset in the real layout.
 """
 
 from . import transforms
 from .datasets import (
+    ClassFolderDataset,
     DSB2018Dataset,
     ImageFolderDataset,
     MRISliceDataset,
@@ -30,6 +32,7 @@ __all__ = [
     "RSNADataset",
     "DSB2018Dataset",
     "ImageFolderDataset",
+    "ClassFolderDataset",
     "MRISliceDataset",
     "split_ids",
     "boxes_from_instances",

@@ -2,7 +2,7 @@
 shorter side scaled to the training size), sliding-window tiling with overlap for images larger
 than a tile (logits averaged where windows overlap), and reading/writing of image files.
 
-Inputs: PNG, TIFF, DICOM files (2-D), NIfTI, and folders holding a DICOM series (a volume,
+Inputs: PNG, JPEG, TIFF, DICOM files (2-D), NIfTI, and folders holding a DICOM series (a volume,
 predicted slice by slice). Outputs: 0/255 PNG masks; NIfTI (nibabel) for volumes."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .seg_data import match_channels, standardize
 
-IMAGE_EXTS = (".png", ".tif", ".tiff", ".dcm")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm")
 
 
 def _starts(length: int, tile: int, stride: int) -> list[int]:
@@ -132,7 +132,7 @@ def input_files(paths) -> list[Path]:
         if p.is_dir() and not any(f.suffix.lower() == ".dcm" for f in p.iterdir()):
             found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS)
             if not found:
-                raise ValueError(f"{p}: no PNG, TIFF or DICOM file in this folder")
+                raise ValueError(f"{p}: no PNG, JPEG, TIFF or DICOM file in this folder")
             out += found
         else:
             out.append(p)

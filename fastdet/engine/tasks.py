@@ -9,11 +9,12 @@ from __future__ import annotations
 from torch import nn
 
 from .checkpoint import load_checkpoint, model_state
+from .cls import ClsTask
 from .det import DetTask
 from .seg import SegTask
 
-TASKS = {t.name: t for t in (SegTask, DetTask)}
-_NAMES = {"seg": "segmentation", "det": "detection"}
+TASKS = {t.name: t for t in (SegTask, DetTask, ClsTask)}
+_NAMES = {"seg": "segmentation", "det": "detection", "cls": "classification"}
 
 
 def task_class(config) -> type:

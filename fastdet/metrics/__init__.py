@@ -10,15 +10,28 @@ segmenter. Numpy arrays in (torch tensors accepted), numpy or Python floats out.
   clean_mask (scipy.ndimage, scikit-image).
 - classical: classical_segment, the traditional baseline (smoothing, Otsu, morphology,
   watershed).
+- classification: accuracy, balanced_accuracy, class_scores (per-class sensitivity,
+  specificity, precision), roc_auc (binary and one-vs-rest, scikit-learn's values), roc_curve,
+  youden_threshold.
 - tables: per-subject IoU/Dice rows per method, CSV.
 - figures: contour overlays (ground truth green, prediction red, both yellow), detections
-  drawn over the image (draw_boxes) and precision-recall curves, as PNG (Pillow, matplotlib).
+  drawn over the image (draw_boxes), precision-recall and ROC curves and confusion matrices,
+  as PNG (Pillow, matplotlib).
 
 Runtime dependencies beyond numpy: scipy (imported here) and scikit-image (imported inside
 split_instances and classical_segment only). pycocotools is needed only by the tests.
 """
 
 from .classical import classical_segment
+from .classification import (
+    accuracy,
+    balanced_accuracy,
+    class_scores,
+    class_scores_from_matrix,
+    roc_auc,
+    roc_curve,
+    youden_threshold,
+)
 from .detection import (
     COCO_IOU_THRESHOLDS,
     DSB_THRESHOLDS,
@@ -36,9 +49,11 @@ from .figures import (
     draw_boxes,
     overlay,
     pr_curve,
+    save_confusion_matrix,
     save_instance_overlay,
     save_overlay,
     save_pr_curves,
+    save_roc_curves,
 )
 from .postprocess import (
     clean_mask,
@@ -61,6 +76,7 @@ from .segmentation import (
     summarize,
 )
 from .tables import (
+    confusion_rows,
     format_mean_std,
     method_summary,
     read_csv,
@@ -71,6 +87,16 @@ from .tables import (
 )
 
 __all__ = [
+    "accuracy",
+    "balanced_accuracy",
+    "class_scores",
+    "class_scores_from_matrix",
+    "confusion_rows",
+    "roc_auc",
+    "roc_curve",
+    "save_confusion_matrix",
+    "save_roc_curves",
+    "youden_threshold",
     "COCO_IOU_THRESHOLDS",
     "DSB_THRESHOLDS",
     "METRICS",

@@ -157,3 +157,86 @@ def draw_boxes(path, image, pred: dict, truth=None, scale: int = 1) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     im.save(path)
     return path
+
+
+def save_roc_curves(path, curves: dict, title: str = "ROC") -> Path:
+    """curves: {name: (fpr, tpr)} (e.g. from metrics.roc_curve; a name may carry the AUC) ->
+    one PNG with a line per name and the chance diagonal (matplotlib, Agg). Curves holding NaN
+    (a class without positives or negatives) are left out."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(5, 4.5), dpi=100)
+    try:
+        ax.plot([0, 1], [0, 1], ":", color="grey", lw=1)
+        drawn = 0
+        for name, (fpr, tpr) in curves.items():
+            fpr = _as_numpy(fpr, "fpr", sequence=True).astype(np.float64)
+            tpr = _as_numpy(tpr, "tpr", sequence=True).astype(np.float64)
+            if fpr.size and not (np.isnan(fpr).any() or np.isnan(tpr).any()):
+                ax.plot(fpr, tpr, label=name, drawstyle="default")
+                drawn += 1
+        ax.set(
+            xlabel="false positive rate (1 - specificity)",
+            ylabel="true positive rate (sensitivity)",
+            xlim=(0, 1),
+            ylim=(0, 1.02),
+            title=title,
+        )
+        if drawn:
+            ax.legend(loc="lower right", fontsize=7)
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def save_confusion_matrix(path, cm, names=None, title: str = "Confusion matrix") -> Path:
+    """A [K, K] confusion matrix (rows = true class, columns = predicted) as a PNG heat map
+    with the counts and each row's share written in its cells. names: K class names."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(_as_numpy(cm, "cm", sequence=True), dtype=np.int64)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+        raise ValueError(f"cm must be a square [K, K] matrix, got shape {cm.shape}")
+    k = cm.shape[0]
+    names = [str(i) for i in range(k)] if names is None else [str(n) for n in names]
+    if len(names) != k:
+        raise ValueError(f"names must have one entry per class ({k}), got {len(names)}")
+    rows = cm.sum(1, keepdims=True)
+    share = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    side = 2.5 + 1.1 * k
+    fig, ax = plt.subplots(figsize=(side, side * 0.85), dpi=100)
+    try:
+        ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+        for i in range(k):
+            for j in range(k):
+                colour = "white" if share[i, j] > 0.5 else "black"
+                ax.text(
+                    j,
+                    i,
+                    f"{cm[i, j]}\n{share[i, j]:.0%}",
+                    ha="center",
+                    va="center",
+                    color=colour,
+                    fontsize=8,
+                )
+        short = [n if len(n) <= 18 else n[:16] + "…" for n in names]
+        ax.set_xticks(range(k), short, rotation=30, ha="right", fontsize=7)
+        ax.set_yticks(range(k), short, fontsize=7)
+        ax.set(xlabel="predicted", ylabel="true", title=title)
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+    return path

@@ -137,3 +137,17 @@ def format_mean_std(mean: float, std: float, digits: int = 3) -> str:
     if np.isnan(mean):
         return "nan"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def confusion_rows(cm, names=None) -> list:
+    """A [K, K] confusion matrix (rows = true class) as K dicts {"true": name, <predicted
+    name>: count, ...}, for write_csv."""
+    cm = np.asarray(cm, dtype=np.int64)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+        raise ValueError(f"cm must be a square [K, K] matrix, got shape {cm.shape}")
+    names = [str(i) for i in range(len(cm))] if names is None else [str(n) for n in names]
+    if len(names) != len(cm):
+        raise ValueError(f"names must have one entry per class ({len(cm)}), got {len(names)}")
+    if "true" in names:
+        raise ValueError("a class may not be called 'true' (the first column's name)")
+    return [{"true": t, **{p: int(v) for p, v in zip(names, row)}} for t, row in zip(names, cm)]

@@ -372,7 +372,7 @@ def test_train_unet_gan_from_unet(tmp_path, run, capsys):
         )
         == 2
     )
-    assert "no PNG, TIFF or DICOM" in capsys.readouterr().err
+    assert "no PNG, JPEG, TIFF or DICOM" in capsys.readouterr().err
     sid = sorted(p.name for p in data.iterdir())[0]
     assert (
         main(

@@ -27,10 +27,12 @@ independent of skip_bad, so no patient or subject is ever in both.
 
 Each dataset calls `transform(sample)` last when a transform is given.
 
-One module per layout: rsna, dsb2018, folders (ImageFolderDataset), mri (MRISliceDataset); what
+One module per layout: rsna, dsb2018, folders (ImageFolderDataset: images/ and masks/), classes
+(ClassFolderDataset: root/<class>/<image>, image-level labels), mri (MRISliceDataset); what
 they share is in common.
 """
 
+from .classes import ClassFolderDataset
 from .common import boxes_from_instances, image_tensor, read_image_2d, split_ids
 from .dsb2018 import DSB2018Dataset
 from .folders import ImageFolderDataset
@@ -41,6 +43,7 @@ __all__ = [
     "RSNADataset",
     "DSB2018Dataset",
     "ImageFolderDataset",
+    "ClassFolderDataset",
     "MRISliceDataset",
     "split_ids",
     "boxes_from_instances",
