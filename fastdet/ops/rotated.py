@@ -57,7 +57,8 @@ def rotated_to_cxcywhr(boxes, fmt: str):
     """Rotated boxes of format `fmt` as (cx, cy, w, h, angle in degrees), with torchvision
     0.29's box_convert conventions:
 
-    - ``"cxcywhr"`` [N, 5]: returned as is.
+    - ``"cxcywhr"`` [N, 5]: returned as is (a numpy array in non-native byte order: a native
+      copy).
     - ``"xywhr"`` [N, 5]: (x1, y1) is the box's own top-left corner, the one at local offset
       (-w/2, -h/2): cx = x1 + w/2 cos a + h/2 sin a, cy = y1 - w/2 sin a + h/2 cos a.
     - ``"xyxyxyxy"`` [N, 8]: the corners top-left, top-right, bottom-right, bottom-left in the
@@ -77,6 +78,8 @@ def _convert(boxes, fmt: str, name: str):
     _check_rboxes(boxes, name, 8 if fmt == "xyxyxyxy" else 5)
     arrays.check_finite_any(boxes, name)  # NaN or inf raise on the CPU, as box_iou_rotated
     if fmt == "cxcywhr":
+        if isinstance(boxes, np.ndarray) and not boxes.dtype.isnative:
+            return boxes.astype(arrays.native_dtype(boxes.dtype))  # outputs are native-order
         return boxes
     cos, sin, atan2, hypot, stack = _math(boxes)
     b = boxes.to(torch.float64) if isinstance(boxes, Tensor) else boxes.astype(np.float64)

@@ -742,3 +742,11 @@ def test_iou_dtype_does_not_depend_on_byte_order():
     swapped = a.astype(a.dtype.newbyteorder())
     got = ops.box_iou_rotated(a, swapped)  # was float32: the dtypes compared unequal
     assert got.dtype == np.float16 and got.tolist() == [[1.0]]
+
+
+def test_rotated_to_cxcywhr_gives_native_byte_order():
+    b = np.array([[1.0, 2.0, 3.0, 4.0, 30.0]], np.float16)
+    assert ops.rotated_to_cxcywhr(b, "cxcywhr") is b  # as it is
+    swapped = b.astype(b.dtype.newbyteorder())
+    got = ops.rotated_to_cxcywhr(swapped, "cxcywhr")  # was returned with its '>f2'
+    assert got.dtype == np.float16 and got.dtype.isnative and got.tolist() == b.tolist()
