@@ -945,9 +945,9 @@ def case_roi_align(draw):
         if isinstance(out_size, (tuple, list)):
             if len(out_size) != 2:
                 raise Invalid("output_size")
-            ph, pw = (_int(o, "output_size", 1) for o in out_size)
+            ph, pw = (_int(o, "output_size", 1, 2**31 - 1) for o in out_size)
         else:
-            ph = pw = _int(out_size, "output_size", 1)
+            ph = pw = _int(out_size, "output_size", 1, 2**31 - 1)
         sc = _real(scale, "spatial_scale", finite=True)
         if not sc > 0:
             raise Invalid("spatial_scale <= 0")
@@ -1632,9 +1632,9 @@ def _check_roi_args(inp, boxes, out_size, scale):
     if isinstance(out_size, (tuple, list)):
         if len(out_size) != 2:
             raise Invalid("output_size")
-        ph, pw = (_int(o, "output_size", 1) for o in out_size)
+        ph, pw = (_int(o, "output_size", 1, 2**31 - 1) for o in out_size)
     else:
-        ph = pw = _int(out_size, "output_size", 1)
+        ph = pw = _int(out_size, "output_size", 1, 2**31 - 1)
     sc = _real(scale, "spatial_scale", finite=True)
     if not sc > 0:
         raise Invalid("spatial_scale <= 0")
@@ -1789,9 +1789,9 @@ def case_multiscale(draw):
         if isinstance(out_size, (tuple, list)):
             if len(out_size) != 2:
                 raise Invalid("output_size")
-            os_ = tuple(_int(o, "output_size", 1) for o in out_size)
-        else:
-            os_ = (_int(out_size, "output_size", 1),) * 2
+            os_ = tuple(_int(o, "output_size", 1, 2**31 - 1) for o in out_size)
+        else:  # (at most INT_MAX, as roi_align's: the CUDA kernels index bins with int)
+            os_ = (_int(out_size, "output_size", 1, 2**31 - 1),) * 2
         s_r = _int(sr, "sampling_ratio", maximum=1024)
         if names == ["x"]:
             raise Invalid("featmap_names")
