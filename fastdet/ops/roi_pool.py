@@ -12,7 +12,8 @@ with float atomics, as torchvision's, and so raises under torch.use_deterministi
 (warns with warn_only=True).
 
 Differences from torchvision.ops: batch indices outside [0, N) raise on the CPU and give zeros
-on the GPU (torchvision reads out of bounds).
+on the GPU (torchvision reads out of bounds). spatial_scale must be finite and > 0, as roi_align's
+(torchvision takes NaN, and None fails in float()).
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ import torch
 from torch import Tensor, nn
 
 from . import _arrays as arrays
-from .roi_align import _check_rois, _pair, _to_rois
+from .roi_align import _check_rois, _pair, _spatial_scale, _to_rois
 
 
 def _forward(x, rois, scale, ph, pw):
     N, C, H, W = x.shape
     K = rois.shape[0]
     _check_rois(rois, N)
+    arrays.check_output_size("roi_pool", (K, C, ph, pw), x)
     out = arrays.empty(x, (K, C, ph, pw))
     argmax = arrays.empty(x, (K, C, ph, pw), np.int32)
     if K and C:
@@ -158,7 +160,7 @@ def roi_pool(input, boxes, output_size, spatial_scale: float = 1.0):
     dt = arrays.compute_dtype(input)
     x = arrays.prepare(input, dt)
     rois = _to_rois(boxes, dt, input)
-    args = (float(spatial_scale), ph, pw)
+    args = (_spatial_scale(spatial_scale), ph, pw)
     out = _roi_pool_op(x, rois, *args)[0] if isinstance(x, Tensor) else _forward(x, rois, *args)[0]
     return arrays.cast(out, input)
 

@@ -46,48 +46,62 @@ def _check_rboxes(x, name: str, k: int = 5) -> None:
 
 
 def _math(x):
-    """(cos, sin, atan2, sqrt, stack) for x's kind."""
+    """(cos, sin, atan2, hypot, stack) for x's kind."""
     if isinstance(x, Tensor):
-        return torch.cos, torch.sin, torch.atan2, torch.sqrt, lambda xs: torch.stack(xs, -1)
+        return torch.cos, torch.sin, torch.atan2, torch.hypot, lambda xs: torch.stack(xs, -1)
     mod = np if isinstance(x, np.ndarray) else arrays._cupy()
-    return mod.cos, mod.sin, mod.arctan2, mod.sqrt, lambda xs: mod.stack(xs, -1)
+    return mod.cos, mod.sin, mod.arctan2, mod.hypot, lambda xs: mod.stack(xs, -1)
 
 
 def rotated_to_cxcywhr(boxes, fmt: str):
     """Rotated boxes of format `fmt` as (cx, cy, w, h, angle in degrees), with torchvision
     0.29's box_convert conventions:
 
-    - ``"cxcywhr"`` [N, 5]: returned as is.
+    - ``"cxcywhr"`` [N, 5]: returned as is (a numpy array in non-native byte order: a native
+      copy).
     - ``"xywhr"`` [N, 5]: (x1, y1) is the box's own top-left corner, the one at local offset
       (-w/2, -h/2): cx = x1 + w/2 cos a + h/2 sin a, cy = y1 - w/2 sin a + h/2 cos a.
     - ``"xyxyxyxy"`` [N, 8]: the corners top-left, top-right, bottom-right, bottom-left in the
       box's frame; w = |p2 - p1|, h = |p3 - p2|, a = atan2(y1 - y2, x2 - x1) in degrees, and
       the centre from p1 as for "xywhr" (p4 is not read: exact for rectangles).
 
-    Computed in float64 and returned in the input's dtype (float16/bfloat16 stay as given)."""
+    Computed in float64 and returned in the input's dtype (float16/bfloat16 stay as given).
+    NaN or inf raise ValueError on the CPU, and so do boxes whose centre or sides overflow the
+    dtype (torchvision's box_convert gives inf)."""
     return _convert(boxes, fmt, "boxes")
 
 
 def _convert(boxes, fmt: str, name: str):
-    if fmt not in FORMATS:
+    if not isinstance(fmt, str) or fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
     arrays.kind(boxes, name)
     _check_rboxes(boxes, name, 8 if fmt == "xyxyxyxy" else 5)
+    arrays.check_finite_any(boxes, name)  # NaN or inf raise on the CPU, as box_iou_rotated
     if fmt == "cxcywhr":
+        if isinstance(boxes, np.ndarray) and not boxes.dtype.isnative:
+            return boxes.astype(arrays.native_dtype(boxes.dtype))  # outputs are native-order
         return boxes
-    cos, sin, atan2, sqrt, stack = _math(boxes)
+    cos, sin, atan2, hypot, stack = _math(boxes)
     b = boxes.to(torch.float64) if isinstance(boxes, Tensor) else boxes.astype(np.float64)
     if fmt == "xywhr":
         x1, y1, w, h, a = (b[:, i] for i in range(5))
     else:
         x1, y1, x2, y2, x3, y3 = (b[:, i] for i in range(6))
         a = atan2(y1 - y2, x2 - x1) * (180 / math.pi)
-        w = sqrt((x2 - x1) ** 2 + (y2 - y1) ** 2)
-        h = sqrt((x3 - x2) ** 2 + (y3 - y2) ** 2)
+        w = hypot(x2 - x1, y2 - y1)  # no overflow of the squares where w fits
+        h = hypot(x3 - x2, y3 - y2)
     r = a * (math.pi / 180)
     c, s = cos(r), sin(r)
     out = stack([x1 + w / 2 * c + h / 2 * s, y1 - w / 2 * s + h / 2 * c, w, h, a])
-    return arrays.cast(out, boxes)
+    with np.errstate(over="ignore"):  # an overflow to inf raises just below
+        out = arrays.cast(out, boxes)
+    try:
+        arrays.check_finite_any(out, name)
+    except ValueError:  # finite boxes whose centre or sides overflow the dtype
+        raise ValueError(
+            f"{name} in format {fmt!r} give centres or sides beyond {boxes.dtype} as cxcywhr"
+        ) from None
+    return out
 
 
 # --- box_iou_rotated ----------------------------------------------------------------------
@@ -139,7 +153,7 @@ def box_iou_rotated(boxes1, boxes2, fmt: str = "cxcywhr"):
     dt = arrays.compute_dtype(boxes1, boxes2)
     a, b = arrays.prepare(boxes1, dt), arrays.prepare(boxes2, dt)
     out = _iou_op(a, b) if isinstance(a, Tensor) else _iou(a, b)
-    return arrays.cast(out, boxes1) if boxes1.dtype == boxes2.dtype else out
+    return arrays.cast(out, boxes1) if arrays.same_dtype(boxes1, boxes2) else out
 
 
 # --- nms_rotated, batched_nms_rotated -----------------------------------------------------

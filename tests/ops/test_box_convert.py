@@ -2,6 +2,7 @@
 trips, dtypes, batched boxes, numpy, and the format errors (rotated formats named as such)."""
 
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -90,3 +91,47 @@ def test_numpy_views_torch_cannot_share(make, recwarn):
     np.testing.assert_array_equal(wide, np.broadcast_to(want, (2, 6, 4)))
     np.testing.assert_array_equal(ops.box_convert(b.astype(">f8"), "xyxy", "cxcywh"), want)
     assert not [w for w in recwarn if "not writable" in str(w.message)]
+
+
+# --- found by tests/ops/test_fuzz.py ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["XYXY", None, ["xyxy"], 3])
+def test_bad_formats_name_the_argument(bad):
+    b = torch.zeros(1, 4)
+    with pytest.raises(ValueError, match=f"in_fmt: unsupported box format {re.escape(repr(bad))}"):
+        ops.box_convert(b, bad, "xyxy")
+    with pytest.raises(ValueError, match="out_fmt: unsupported box format"):
+        ops.box_convert(b, "xyxy", bad)
+
+
+def test_axis_aligned_to_rotated_names_both_formats():
+    with pytest.raises(ValueError, match="in_fmt 'xyxy' to out_fmt 'xywhr'"):
+        ops.box_convert(torch.zeros(1, 4), "xyxy", "xywhr")
+
+
+@pytest.mark.parametrize("in_fmt,out_fmt", [("xyxy", "xywh"), ("xyxy", "xyxy"), ("xywhr", "xywhr")])
+def test_malformed_boxes_raise_naming_boxes(in_fmt, out_fmt):
+    k = 5 if in_fmt == "xywhr" else 4
+    # the wrong last dimension, even where the formats are equal (torchvision copies)
+    with pytest.raises(
+        ValueError, match=rf"boxes in format '{in_fmt}' must have shape \[\.\.\., {k}\]"
+    ):
+        ops.box_convert(torch.zeros(2, 3), in_fmt, out_fmt)
+    for dtype in (torch.bool, torch.complex64):  # was a NotImplementedError from torch's `-`
+        with pytest.raises(TypeError, match="boxes must be float16"):
+            ops.box_convert(torch.zeros(2, k, dtype=dtype), in_fmt, out_fmt)
+    for bad in (float("nan"), float("inf")):
+        b = torch.zeros(2, k)
+        b[1, 2] = bad
+        with pytest.raises(ValueError, match="boxes contains NaN or inf"):
+            ops.box_convert(b, in_fmt, out_fmt)
+        with pytest.raises(ValueError, match="boxes contains NaN or inf"):
+            ops.box_convert(b.numpy(), in_fmt, out_fmt)
+
+
+def test_equal_formats_give_a_native_byte_order_copy():
+    b = np.array([[1.0, 2.0, 3.0, 4.0]], dtype=">f8" if np.little_endian else "<f8")
+    got = ops.box_convert(b, "xyxy", "xyxy")
+    assert got.dtype == np.float64 and got.dtype.isnative
+    assert got.tolist() == b.tolist() and not np.shares_memory(got, b)

@@ -632,3 +632,63 @@ def test_integer_and_half_boxes_on_gpu(op, make):
         got = getattr(ops, op)(a.cuda(), a.cuda())
         assert got.dtype == getattr(ops, op)(a, a).dtype
         torch.testing.assert_close(got.cpu(), getattr(ops, op)(a, a), rtol=1e-3, atol=1e-3)
+
+
+# --- found by tests/ops/test_fuzz.py ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", [None, ["xyxy"], 3, "XYXY"])
+def test_bad_fmt_names_fmt(fmt):
+    b = torch.zeros(1, 4)
+    with pytest.raises(ValueError, match="box_iou: fmt: unsupported box format"):
+        ops.box_iou(b, b, fmt=fmt)
+    with pytest.raises(ValueError, match="box_area: fmt: unsupported box format"):
+        ops.box_area(b, fmt=fmt)
+
+
+def test_rotated_fmt_in_box_area_names_the_rotated_ops():
+    with pytest.raises(ValueError, match="fmt 'xywhr' is a rotated-box format.*box_iou_rotated"):
+        ops.box_area(torch.zeros(1, 5), fmt="xywhr")
+
+
+def test_converted_boxes_errors_name_boxes1_and_boxes2():
+    good, bad = torch.zeros(1, 4), torch.tensor([[0.0, 0.0, float("nan"), 1.0]])
+    with pytest.raises(ValueError, match="boxes2 contains NaN or inf"):
+        ops.box_iou(good, bad, fmt="xywh")
+    with pytest.raises(ValueError, match="boxes1 contains NaN or inf"):
+        ops.box_iou(bad, good, fmt="cxcywh")
+
+
+@pytest.mark.parametrize("op", ["distance_box_iou", "complete_box_iou"])
+@pytest.mark.parametrize(
+    "eps,error",
+    [
+        (None, TypeError),
+        ("0.5", TypeError),
+        (float("nan"), ValueError),
+        (float("inf"), ValueError),
+        (-1.0, ValueError),
+    ],  # fmt: skip
+)
+def test_bad_eps_raises_naming_eps(op, eps, error, make):
+    b = make.boxes(3, np.float32)
+    for x in (torch.from_numpy(b), b):  # torch: was float()'s bare TypeError; numpy: pybind's
+        with pytest.raises(error, match="eps"):
+            getattr(ops, op)(x, x, eps=eps)
+
+
+@pytest.mark.parametrize("fmt", ["xyxy", "xywh"])
+def test_integer_areas_beyond_their_dtype_raise(fmt):
+    # torchvision's int32 area of this box wraps around to 1410065408
+    b = torch.tensor([[0, 0, 100_000, 100_000]], dtype=torch.int32)
+    with pytest.raises(ValueError, match="boxes has an area of 1e\\+10, beyond int32"):
+        ops.box_area(b, fmt=fmt)
+    with pytest.raises(ValueError, match="beyond int32"):
+        ops.box_area(b.numpy(), fmt=fmt)
+    assert ops.box_area(b.long(), fmt=fmt).tolist() == [10_000_000_000]
+    big = torch.tensor([[-(2**62), 0, 2**62, 2]], dtype=torch.int64)  # 2^64: beyond int64
+    with pytest.raises(ValueError, match="beyond int64"):
+        ops.box_area(big)
+    # the largest int32 area is exact
+    edge = torch.tensor([[0, 0, 2**31 - 1, 1]], dtype=torch.int32)
+    assert ops.box_area(edge).tolist() == [2**31 - 1]

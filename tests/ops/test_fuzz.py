@@ -4,7 +4,11 @@ torchvision lacks the op, or to apply a documented difference).
 Each example draws arrays (empty, wrong rank or last dim; float16/bfloat16/float32/float64 in
 both byte orders, ints, bool, complex; NaN, inf, huge, tiny, inverted and zero-area boxes;
 strided, Fortran-ordered, read-only; numpy and torch mixed) and scalar arguments (good ones and
-None, str, bool, NaN, inf, negative, huge ints). It passes when fastdet gives the oracle's result
+None, str, bool, NaN, inf, negative, huge ints; box formats, reductions). The box ops also get
+fmt= (every format torchvision takes, and bad ones), integer boxes and batched [..., N, 4] boxes
+with broadcasting leading dimensions; the rotated ops are checked against _reference's polygon
+clipping, their NMS also against a greedy pass over box_iou_rotated's own IoUs (which decides
+where an IoU is within 1e-4 of the threshold). It passes when fastdet gives the oracle's result
 (within the tolerances the op tests use) or, where the input is outside the contract, raises
 ValueError/TypeError whose message names an argument. It counts as
 - wrong: a result that differs, a result where the contract says raise, or a refusal of a valid
@@ -14,7 +18,7 @@ ValueError/TypeError whose message names an argument. It counts as
 
 The search runs in a child process (this file run as a script), so a crash fails the test
 instead of killing pytest; a crashed op is reported and the child restarted for the others.
-FASTDET_FUZZ_EXAMPLES sets the examples per op (default 150, about 25 s in all); by hand:
+FASTDET_FUZZ_EXAMPLES sets the examples per op (default 150, about 50 s in all); by hand:
 
     FASTDET_FUZZ_EXAMPLES=2000 pytest -s tests/ops/test_fuzz.py
     python tests/ops/test_fuzz.py --examples 2000 nms roi_align   # one op's report as JSON
@@ -52,6 +56,19 @@ OPS = [
     "cell_anchors",
     "BoxCoder.encode",
     "BoxCoder.decode",
+    "distance_box_iou",
+    "complete_box_iou",
+    "generalized_box_iou_loss",
+    "distance_box_iou_loss",
+    "complete_box_iou_loss",
+    "roi_pool",
+    "box_convert",
+    "masks_to_boxes",
+    "MultiScaleRoIAlign",
+    "box_iou_rotated",
+    "nms_rotated",
+    "batched_nms_rotated",
+    "rotated_to_cxcywhr",
 ]
 EXAMPLES = int(os.environ.get("FASTDET_FUZZ_EXAMPLES", "150"))
 # A child that prints nothing for this long is hung (one example takes milliseconds).
@@ -122,12 +139,15 @@ def fuzz_results():
             results[op]["failures"] += again[op]["failures"] if op in again else []
     seconds = time.perf_counter() - start
     print(f"\nfastdet.ops fuzzing, {EXAMPLES} examples per op, {seconds:.1f} s")
-    print(f"{'op':22} {'examples':>8} {'ok':>6} {'refused':>7} {'wrong':>5} {'unclear':>7} crash")
+    print(
+        f"{'op':24} {'examples':>8} {'ok':>6} {'refused':>7} {'wrong':>5} {'unclear':>7} "
+        f"{'s':>5} crash"
+    )
     for op in OPS:
         r = results[op]
         print(
-            f"{op:22} {r['examples']:8d} {r['ok']:6d} {r['refused']:7d} {r['wrong']:5d} "
-            f"{r['unclear']:7d} {r['crash'] or 0}"
+            f"{op:24} {r['examples']:8d} {r['ok']:6d} {r['refused']:7d} {r['wrong']:5d} "
+            f"{r['unclear']:7d} {r.get('seconds', 0):5.1f} {r['crash'] or 0}"
         )
     return results
 
@@ -255,10 +275,12 @@ class _Fuzzer:
             if outcome in (Outcome.wrong, Outcome.unclear) and len(failures) < 8:
                 failures.append(f"{outcome}: {why}\n    example: {draw.log}")
 
+        start = time.perf_counter()
         try:
             search()
         except Exception:  # noqa: BLE001 - a bug in this file's oracle: reported, not fatal
             counts["error"] = traceback.format_exc(limit=-4)
+        counts["seconds"] = round(time.perf_counter() - start, 2)
         counts["failures"] = failures
         counts["refusals"] = dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:8])
         return counts
@@ -596,68 +618,6 @@ def _regular(v, cdt):
     return (a >= np.finfo(cdt).tiny) & np.isfinite(a)
 
 
-def case_pairwise(draw, op):
-    kind = draw.kind("boxes1")
-    a, b = draw.boxes("boxes1", kind=kind), draw.boxes("boxes2", kind=draw.other(kind, "boxes2"))
-    fn = getattr(ops, op)
-
-    def expect():
-        _same_kind(a, b)
-        va, ia = _check_boxes(a, "boxes1")
-        vb, ib = _check_boxes(b, "boxes2")
-        cdt = _compute(a, b)
-        for v, label in ((va, "boxes1"), (vb, "boxes2")):
-            if np.abs(v).max(initial=0) > COORD_LIMIT[cdt]:
-                raise Invalid(f"{label} beyond the overflow limit")
-        ref = getattr(reference, op)(va.astype(cdt), vb.astype(cdt)).astype(np.float64)
-        tv64 = getattr(tv.ops, op)(_t(va), _t(vb)).numpy()
-        tvc = getattr(tv.ops, op)(_t(va, _torch(cdt)), _t(vb, _torch(cdt))).double().numpy()
-        mask = _regular(va, cdt)[:, None] & _regular(vb, cdt)[None, :]
-        out = _out_dtype(a, b)
-
-        def compare(got):
-            why = _output_ok(got, _kind(a), None if ia or ib else out, (len(va), len(vb)))
-            if why:
-                return why
-            g = _f64(got)
-            rtol, atol = _tol(cdt, out)
-            return _close(g, [ref], rtol, atol) or _close(g, [tv64, tvc], rtol, atol, mask)
-
-        return _expectation(compare, ia or ib)
-
-    return (lambda: fn(a, b)), expect, ["boxes1", "boxes2"]
-
-
-def _torch(npdt):
-    return {np.float32: torch.float32, np.float64: torch.float64}[npdt]
-
-
-def case_box_area(draw):
-    b = draw.boxes("boxes")
-
-    def expect():
-        v, i = _check_boxes(b, "boxes")
-        cdt = _compute(b)
-        ref = reference.box_area(v.astype(cdt)).astype(np.float64)
-        w, h = v[:, 2] - v[:, 0], v[:, 3] - v[:, 1]
-        tv64 = np.where((w >= 0) & (h >= 0), tv.ops.box_area(_t(v)).numpy(), 0.0)  # README
-        out = b.dtype
-
-        def compare(got):
-            why = _output_ok(got, _kind(b), None if i else out, (len(v),))
-            if why:
-                return why
-            g = _f64(got)
-            rtol, atol = _tol(cdt, out)
-            # The float64 truth rounded to the output dtype (1e20 * 1e20 is inf in float32).
-            rounded = _f64(_build(tv64, _kind(b), _dtype_name(out), "c"))
-            return _close(g, [ref, rounded], rtol, atol)
-
-        return _expectation(compare, i)
-
-    return (lambda: ops.box_area(b)), expect, ["boxes"]
-
-
 def _dtype_name(dt):
     if isinstance(dt, torch.dtype):
         return str(dt).split(".")[1]
@@ -775,7 +735,8 @@ def _scores(draw, n, label="scores"):
 def _nms_inputs(draw, with_idxs=False):
     n = draw(st.integers(0, 10), "n")
     kind = draw.kind("boxes")
-    b = draw.array(draw.shape_variant(draw.boxes_values("boxes", n), "boxes"), "boxes", kind)
+    v = draw.boxes_values("boxes", n)
+    b = draw.array(draw.shape_variant(v, "boxes"), "boxes", kind)
     s = draw.array(_scores(draw, n), "scores", draw.other(kind, "scores"))
     idxs = None
     if with_idxs:
@@ -788,7 +749,21 @@ def _nms_inputs(draw, with_idxs=False):
     thr = draw.scalar(
         "iou_threshold", st.one_of(st.sampled_from([0.0, 0.5, 1.0, -0.5, INF]), st.floats(0, 1))
     )
-    return b, s, idxs, thr
+    return b, s, idxs, _near_pair(draw, thr, v, reference.box_iou)
+
+
+def _near_pair(draw, thr, v, iou):
+    """thr, or (half the time) 1% above or below the IoU of an overlapping pair of boxes v by
+    the reference `iou`: that pair's fate then depends on the threshold, which a drawn one
+    rarely decides (a 3% error in the threshold went unnoticed)."""
+    with np.errstate(all="ignore"):
+        ious = iou(v, v) if np.isfinite(v).all() else np.zeros(0)
+    mid = np.unique(ious[(ious > 1e-3) & (ious < 0.99)])
+    if len(mid) and draw.pick([True, False], "iou_threshold.at_pair"):
+        return float(mid[draw(st.integers(0, len(mid) - 1), "pair")]) * draw.pick(
+            [1.01, 0.99], "side"
+        )
+    return thr
 
 
 def _check_nms(b, s, idxs=None):
@@ -837,6 +812,10 @@ def case_batched_nms(draw):
     b, s, idxs, thr = _nms_inputs(draw, with_idxs=True)
 
     def expect():
+        if math.prod(b.shape) == 0:
+            # Documented, as torchvision: no boxes give an empty result at once, the other
+            # arguments unread.
+            return _expectation(lambda got: _output_ok(got, _kind(b), np.int64, (0,)), True)
         vb, vs, ib = _check_nms(b, s, idxs)
         if _float_kind(idxs) != "int":
             raise Invalid("idxs dtype")
@@ -966,9 +945,9 @@ def case_roi_align(draw):
         if isinstance(out_size, (tuple, list)):
             if len(out_size) != 2:
                 raise Invalid("output_size")
-            ph, pw = (_int(o, "output_size", 1) for o in out_size)
+            ph, pw = (_int(o, "output_size", 1, 2**31 - 1) for o in out_size)
         else:
-            ph = pw = _int(out_size, "output_size", 1)
+            ph = pw = _int(out_size, "output_size", 1, 2**31 - 1)
         sc = _real(scale, "spatial_scale", finite=True)
         if not sc > 0:
             raise Invalid("spatial_scale <= 0")
@@ -1315,6 +1294,756 @@ def case_decode(draw):
     return call, expect, ["weights", "bbox_xform_clip", "rel_codes", "boxes"]
 
 
+# ---------------------------------------------------------------------------- the drop-in ops
+# fmt=, integer and batched boxes, the DIoU/CIoU family and the losses, roi_pool, box_convert,
+# masks_to_boxes, MultiScaleRoIAlign and the rotated ops.
+
+AXIS_FMTS = ("xyxy", "xywh", "cxcywh")
+ROTATED_FMTS = ("cxcywhr", "xywhr", "xyxyxyxy")
+BAD_FMTS = ["XYXY", "", None, ["xyxy"], 3]
+# Leading dimensions of (boxes1, boxes2): none, equal, broadcasting, or not broadcasting.
+LEADS = {
+    "none": ((), ()),
+    "same": ((2,), (2,)),
+    "bcast": ((2, 1), (3,)),
+    "one": ((1,), ()),
+    "bad": ((2,), (3,)),
+}
+
+
+def _lead_boxes(draw, label, lead, kind):
+    """Boxes [*lead, n, 4] (without leading dimensions, maybe of a wrong rank or last dim)."""
+    n = draw(st.integers(0, 6), f"{label}.n")
+    v = draw.boxes_values(label, n * math.prod(lead))
+    v = v.reshape(*lead, n, 4) if lead else draw.shape_variant(v, label)
+    return draw.array(v, label, kind)
+
+
+def _as_torch(x):
+    """x as a torch tensor of its own dtype and values (numpy: in native byte order)."""
+    if isinstance(x, torch.Tensor):
+        return x.detach()
+    return torch.from_numpy(np.array(x, dtype=x.dtype.newbyteorder("=")))
+
+
+def _check_pair_boxes(x, label):
+    _float_kind(x)
+    if x.ndim < 2 or x.shape[-1] != 4:
+        raise Invalid(f"{label} shape {tuple(x.shape)}")
+
+
+def _pair_dtypes(a, b):
+    """(compute dtype, output dtype) of the pairwise ops: float64 if either is float64; integer
+    boxes compute in float64 and give float32 (torchvision's dtype); else float32 computing,
+    the inputs' dtype out when they agree."""
+    native = [_np_dtype(x.dtype) for x in (a, b)]
+    if np.dtype(np.float64) in native:
+        return np.float64, np.float64
+    if "int" in (_float_kind(a), _float_kind(b)):
+        return np.float64, np.float32
+    return np.float32, _out_dtype(a, b)
+
+
+def _out_tol(out):
+    """(rtol, atol) of an output of dtype out (float32 for integer boxes' float64 IoUs)."""
+    return _tol(np.float64 if _np_dtype(out) == np.float64 else np.float32, out)
+
+
+def _pairwise_oracle(op, a, b, eps, kind):
+    """compare(got) for the pairwise op on xyxy boxes a, b (any leading dimensions)."""
+    cdt, out = _pair_dtypes(a, b)
+    va, vb = _f64(a), _f64(b)
+    _finite(va, "boxes1")
+    _finite(vb, "boxes2")
+    try:
+        lead = tuple(np.broadcast_shapes(va.shape[:-2], vb.shape[:-2]))
+    except ValueError:
+        raise Invalid("leading dimensions do not broadcast") from None
+    for v, label in ((va, "boxes1"), (vb, "boxes2")):
+        if np.abs(v).max(initial=0) > COORD_LIMIT[cdt]:
+            raise Invalid(f"{label} beyond the overflow limit")
+    A = np.broadcast_to(va, lead + va.shape[-2:])
+    B = np.broadcast_to(vb, lead + vb.shape[-2:])
+    n, m = A.shape[-2], B.shape[-2]
+    extra = () if eps is None else (eps,)
+    ref = np.zeros(lead + (n, m))
+    for i in np.ndindex(*lead):
+        ref[i] = getattr(reference, op)(A[i].astype(cdt), B[i].astype(cdt), *extra)
+    fn = getattr(tv.ops, op)
+    tv64 = fn(_t(A), _t(B), *extra).numpy()
+    tvc = fn(_t(A, _torch(cdt)), _t(B, _torch(cdt)), *extra).double().numpy()
+
+    def regular(v):
+        return _regular(v.reshape(-1, 4), cdt).reshape(v.shape[:-1])
+
+    mask = regular(A)[..., :, None] & regular(B)[..., None, :]
+
+    def compare(got):
+        why = _output_ok(got, kind, out, lead + (n, m))
+        if why:
+            return why
+        g = _f64(got)
+        rtol, atol = _out_tol(out)
+        return _close(g, [ref], rtol, atol) or _close(g, [tv64, tvc], rtol, atol, mask)
+
+    return _expectation(compare)
+
+
+def case_pairwise(draw, op):
+    kind = draw.kind("boxes1")
+    la, lb = LEADS[draw.pick(["none"] * 8 + list(LEADS)[1:], "lead")]
+    a = _lead_boxes(draw, "boxes1", la, kind)
+    b = _lead_boxes(draw, "boxes2", lb, draw.other(kind, "boxes2"))
+    kw, names = {}, ["boxes1", "boxes2"]
+    if op == "box_iou":
+        fmts = ["xyxy"] * 10 + ["xywh", "cxcywh"] * 3 + ["cxcywhr"] + BAD_FMTS
+        kw["fmt"], names = draw.pick(fmts, "fmt"), names + ["fmt"]
+    if op in ("distance_box_iou", "complete_box_iou"):
+        kw["eps"] = draw.scalar("eps", st.sampled_from([1e-7, 0.0, 1e-3, 1.0]))
+        names = names + ["eps"]
+
+    def expect():
+        _same_kind(a, b)
+        fmt = kw.get("fmt", "xyxy")
+        if not isinstance(fmt, str) or fmt not in AXIS_FMTS + ROTATED_FMTS:
+            raise Invalid("fmt")
+        _check_pair_boxes(a, "boxes1")
+        _check_pair_boxes(b, "boxes2")
+        if fmt in ROTATED_FMTS:
+            raise Invalid("rotated fmt for [..., 4] boxes")
+        eps = None
+        if "eps" in kw:
+            eps = _real(kw["eps"], "eps", finite=True, minimum=0)
+        ca, cb = a, b
+        if fmt != "xyxy":  # converted as fastdet does: in the boxes' own dtype (torchvision's)
+            ca, cb = (tv.ops.box_convert(_as_torch(x), fmt, "xyxy") for x in (a, b))
+        return _pairwise_oracle(op, ca, cb, eps, _kind(a))
+
+    return (lambda: getattr(ops, op)(a, b, **kw)), expect, names
+
+
+def _torch(npdt):
+    return {np.float32: torch.float32, np.float64: torch.float64}[npdt]
+
+
+def case_box_area(draw):
+    lead = draw.pick([()] * 8 + [(2,), (3, 1)], "lead")
+    n = draw(st.integers(0, 8), "boxes.n")
+    v = draw.boxes_values("boxes", n * math.prod(lead))
+    v = v.reshape(*lead, n, 4) if lead else draw.shape_variant(v, "boxes")
+    b = draw.array(v, "boxes")
+    fmt = draw.pick(["xyxy"] * 10 + ["xywh", "cxcywh"] * 3 + ["xywhr"] + BAD_FMTS, "fmt")
+
+    def expect():
+        if not isinstance(fmt, str) or fmt not in AXIS_FMTS:
+            raise Invalid("fmt")
+        kind = _float_kind(b)
+        if b.ndim < 1 or b.shape[-1] != 4:
+            raise Invalid("boxes shape")
+        shape = b.shape[:-1]
+        if kind == "int":
+            # Exact areas (Python integers); torchvision's dtypes: int64 for int64 boxes, else
+            # int32. An area beyond them must raise (torchvision wraps around).
+            q = _as_torch(b).to(torch.int64).numpy().astype(object).reshape(-1, 4)
+            w, h = (q[:, 2], q[:, 3]) if fmt != "xyxy" else (q[:, 2] - q[:, 0], q[:, 3] - q[:, 1])
+            exact = [max(x, 0) * max(y, 0) for x, y in zip(w, h)]
+            out = np.int64 if _np_dtype(b.dtype) == np.int64 else np.int32
+            if max(exact, default=0) > np.iinfo(out).max:
+                raise Invalid("integer area overflows its dtype")
+
+            def compare(got):
+                why = _output_ok(got, _kind(b), out, shape)
+                g = None if why else _as_torch(got).to(torch.int64).reshape(-1).tolist()
+                return why or (None if g == exact else f"{g} != {exact}")
+
+            return _expectation(compare)
+        v = _f64(b)
+        _finite(v, "boxes")
+        flat = v.reshape(-1, 4)
+        cdt = _compute(b)
+        if fmt == "xyxy":
+            ref = reference.box_area(flat.astype(cdt)).astype(np.float64)
+            w, h = flat[:, 2] - flat[:, 0], flat[:, 3] - flat[:, 1]
+            truth = np.where((w >= 0) & (h >= 0), tv.ops.box_area(_t(flat)).numpy(), 0.0)  # README
+        else:  # README: negative sides count as 0 (torchvision: w * h)
+            truth = ref = np.maximum(flat[:, 2], 0) * np.maximum(flat[:, 3], 0)
+        out = b.dtype
+
+        def compare(got):
+            why = _output_ok(got, _kind(b), out, shape)
+            if why:
+                return why
+            g = _f64(got).reshape(-1)
+            rtol, atol = _tol(cdt, out)
+            # The float64 truth rounded to the output dtype (1e20 * 1e20 is inf in float32).
+            rounded = _f64(_build(truth, _kind(b), _dtype_name(out), "c"))
+            return _close(g, [ref, rounded], rtol, atol)
+
+        return _expectation(compare)
+
+    return (lambda: ops.box_area(b, fmt=fmt)), expect, ["boxes", "fmt"]
+
+
+REDUCTIONS = ["none", "mean", "sum"] * 4 + ["max", None, "MEAN", ["mean"]]
+
+
+def case_iou_loss(draw, op):
+    kind = draw.kind("boxes1")
+    n = draw(st.integers(0, 6), "n")
+    a = draw.array(draw.boxes_values("boxes1", n), "boxes1", kind)
+    form = draw.pick(["same"] * 8 + ["one", "batched", "short", "last3"], "boxes2.form")
+    v = draw.boxes_values("boxes2", {"one": 1, "short": n + 1}.get(form, n))
+    v = {"batched": np.stack([v, v[::-1]]) if n else v[None], "last3": v[:, :3]}.get(form, v)
+    b = draw.array(v, "boxes2", draw.other(kind, "boxes2"))
+    reduction = draw.pick(REDUCTIONS, "reduction")
+    eps = draw.scalar("eps", st.sampled_from([1e-7, 0.0, 1e-3]))
+
+    def expect():
+        _same_kind(a, b)
+        for x, label in ((a, "boxes1"), (b, "boxes2")):
+            _float_kind(x)
+            if x.ndim < 1 or x.shape[-1] != 4:
+                raise Invalid(f"{label} shape")
+            _finite(_f64(x), label)
+        try:
+            shape = tuple(np.broadcast_shapes(a.shape[:-1], b.shape[:-1]))
+        except ValueError:
+            raise Invalid("boxes1 and boxes2 do not broadcast") from None
+        if not isinstance(reduction, str) or reduction not in ("none", "mean", "sum"):
+            raise Invalid("reduction")
+        e = _real(eps, "eps", finite=True, minimum=0)
+        # torchvision's losses index with masks of boxes1's shape: broadcast first, and in one
+        # dtype (fastdet's work elementwise, with torch's broadcasting and promotion).
+        ta, tb = (x if x.dtype in (torch.float32, torch.float64) else x.float()
+                  for x in (_as_torch(a), _as_torch(b)))  # fmt: skip
+        mixed = ta.dtype != tb.dtype
+        ta, tb = (x.to(torch.promote_types(ta.dtype, tb.dtype)) for x in (ta, tb))
+        ta, tb = torch.broadcast_tensors(ta, tb)
+        want = getattr(tv.ops, op)(ta, tb, reduction=reduction, eps=e)
+        if reduction == "mean" and math.prod(shape) == 0:
+            want = torch.zeros((), dtype=want.dtype)  # README: the mean of no boxes is 0
+        out_shape = shape if reduction == "none" else ()
+
+        def compare(got):
+            why = _output_ok(got, _kind(a), want.dtype, out_shape)
+            if why:
+                return why
+            # The same expressions in the same order as torchvision's: bit for bit, unless the
+            # dtypes differ (then some terms are float32 where this oracle's are float64).
+            return _close(_f64(got), [_f64(want)], *((1e-5, 1e-6) if mixed else (0, 0)))
+
+        return _expectation(compare)
+
+    names = ["boxes1", "boxes2", "reduction", "eps"]
+    return (lambda: getattr(ops, op)(a, b, reduction=reduction, eps=eps)), expect, names
+
+
+def case_roi_pool(draw):
+    kind = draw.kind("input")
+    n = draw.pick([1] * 4 + [2] * 3 + [3, 0], "N")
+    c = draw(st.integers(0, 3), "C")
+    h, w = draw(st.integers(0, 9), "H"), draw(st.integers(0, 9), "W")
+    feat_special = draw.pick(["normal"] * 8 + ["nan", "huge"], "input.values")
+    x = np.arange(n * c * h * w, dtype=np.float64).reshape(n, c, h, w) % 7 - 3
+    if feat_special == "nan" and x.size:
+        x.flat[0] = NAN
+    elif feat_special == "huge" and x.size:
+        x.flat[-1] = 1e30
+    rank = draw.pick(["4d"] * 12 + ["3d", "5d"], "input.rank")
+    xv = {"3d": x.reshape(n * c, h, w), "5d": x[None]}.get(rank, x)
+    inp = draw.array(xv, "input", kind)
+    k = draw(st.integers(0, 6), "K")
+    form = draw.pick(["k5"] * 6 + ["list", "k4"], "boxes.form")
+    if draw.pick([True] * 6 + [False], "boxes.small"):
+        vals = [[draw(st.integers(-2, 12), "r") + draw.pick([0.0, 0.25, 0.5, 0.7], "f")
+                 for _ in range(4)] for _ in range(k)]  # fmt: skip
+        v = np.array(vals, np.float64).reshape(k, 4)
+    else:
+        v = draw.boxes_values("boxes", k)
+    bidx = np.array([draw.pick(list(range(max(n, 1))), "batch") for _ in range(k)], np.float64)
+    if k and draw.pick([False] * 6 + [True], "batch.bad"):  # one RoI naming no image
+        bidx[draw(st.integers(0, k - 1), "at")] = draw.pick([-1, n, 0.5], "batch")
+    bidx = bidx.reshape(k, 1)
+    bkind = draw.other(kind, "boxes")
+    if form == "list":
+        boxes = [draw.array(v[bidx[:, 0] == i], f"boxes[{i}]", bkind) for i in range(max(n, 1))]
+    elif form == "k4":
+        boxes = draw.array(v, "boxes", bkind)
+    else:
+        boxes = draw.array(np.concatenate([bidx, v], 1), "boxes", bkind)
+    out_size = draw.scalar(
+        "output_size", st.one_of(st.integers(1, 4), st.tuples(st.integers(1, 3), st.integers(1, 3)))
+    )
+    scale = draw.scalar(
+        "spatial_scale", st.one_of(st.sampled_from([1.0, 0.5, 0.25, 2.0]), st.floats(0.01, 4))
+    )
+    module = draw.pick([False] * 3 + [True], "RoIPool")
+
+    def expect():
+        rois, (ph, pw), sc = _check_roi_args(inp, boxes, out_size, scale)
+        cdt = _compute(inp)
+        xin = _f64(inp)
+        K, C = len(rois), inp.shape[1]
+        rc = rois.astype(cdt)
+        # Corners within +-2^20 after scaling: the kernel clamps beyond 2^30, the reference not.
+        small = np.abs(rc[:, 1:] * sc).max(initial=0) < 2**20
+        lowest = np.finfo(cdt).min  # a bin of NaNs only: NaN never beats the start value
+        ref = None
+        if small and C == 0:
+            ref = np.zeros((K, 0, ph, pw))
+        elif small:
+            xr = np.where(np.isnan(xin), -INF, xin).astype(cdt)
+            ref = reference.roi_pool(xr, rc, (ph, pw), sc).astype(np.float64)
+            ref = np.where(ref == -INF, lowest, ref)
+        tvs = []
+        if small and np.isfinite(xin).all() and xin.size:
+            for dt in (torch.float64, _torch(cdt)):
+                y = tv.ops.roi_pool(_t(xin, dt), _t(rc, dt), (ph, pw), sc)
+                tvs.append(y.double().numpy())
+        out = inp.dtype
+
+        def compare(got):
+            why = _output_ok(got, _kind(inp), out, (K, C, ph, pw))
+            if why or ref is None:
+                return why
+            g = _f64(got)
+            # A max is one of the inputs: exact, up to the output's rounding.
+            rounded = _f64(_build(ref, _kind(inp), _dtype_name(out), "c"))
+            return _close(g, [rounded], 0, 0) or (_close(g, tvs, 0, 0) if tvs else None)
+
+        return _expectation(compare)
+
+    names = ["input", "boxes", "output_size", "spatial_scale"]
+    if module:
+        call = lambda: ops.RoIPool(out_size, scale)(inp, boxes)  # noqa: E731
+    else:
+        call = lambda: ops.roi_pool(inp, boxes, out_size, scale)  # noqa: E731
+    return call, expect, names
+
+
+def _check_roi_args(inp, boxes, out_size, scale):
+    """(rois [K, 5] float64 as the kernel sees them, (ph, pw), spatial_scale) of roi_pool's
+    arguments, or Invalid."""
+    _kind(inp)
+    if _float_kind(inp) != "float":
+        raise Invalid("input dtype")
+    if inp.ndim != 4:
+        raise Invalid("input rank")
+    if isinstance(out_size, (tuple, list)):
+        if len(out_size) != 2:
+            raise Invalid("output_size")
+        ph, pw = (_int(o, "output_size", 1, 2**31 - 1) for o in out_size)
+    else:
+        ph = pw = _int(out_size, "output_size", 1, 2**31 - 1)
+    sc = _real(scale, "spatial_scale", finite=True)
+    if not sc > 0:
+        raise Invalid("spatial_scale <= 0")
+    parts = boxes if isinstance(boxes, list) else [boxes]
+    for p in parts:
+        _same_kind(inp, p)
+        if _float_kind(p) != "float":
+            raise Invalid("boxes dtype")
+    if isinstance(boxes, list):
+        for p in parts:
+            _shape(p, 2, 4, "boxes[i]")
+        rois = np.concatenate(
+            [np.concatenate([np.full((len(p), 1), i), _f64(p)], 1) for i, p in enumerate(parts)]
+            or [np.zeros((0, 5))]
+        )
+    else:
+        _shape(boxes, 2, 5, "boxes")
+        rois = _f64(boxes)
+    _finite(rois, "boxes")
+    rois = rois.astype(_compute(inp)).astype(np.float64)
+    N = inp.shape[0]
+    if len(rois) and (
+        (rois[:, 0] < 0).any() or (rois[:, 0] >= N).any() or (rois[:, 0] % 1 != 0).any()
+    ):
+        raise Invalid("batch index")
+    return rois, (ph, pw), sc
+
+
+def _columns(fmt):
+    return 8 if fmt == "xyxyxyxy" else 5 if fmt in ("cxcywhr", "xywhr") else 4
+
+
+def case_box_convert(draw):
+    fmts = list(AXIS_FMTS + ROTATED_FMTS) * 3 + ["XYXY", None, ["xyxy"]]
+    in_fmt = draw.pick(fmts, "in_fmt")
+    # out_fmt mostly of in_fmt's family (axis-aligned or rotated): the others raise
+    family = list(ROTATED_FMTS if in_fmt in ROTATED_FMTS else AXIS_FMTS)
+    out_fmt = draw.pick(family * 6 + fmts, "out_fmt")
+    cols = _columns(in_fmt)
+    cols = draw.pick([cols] * 12 + [3, 6], "cols")
+    lead = draw.pick([()] * 6 + [(2,), (2, 1)], "lead")
+    n = draw(st.integers(0, 6), "boxes.n")
+    v = draw.boxes_values("boxes", n * math.prod(lead), cols=max(cols, 4))[:, :cols]
+    if cols >= 5 and len(v):  # angles in degrees, multiples of 90 (exact) and others
+        v[:, 4] = [draw.pick([0.0, 90.0, -90.0, 180.0, 30.0, 45.0, 1e-3, 400.0], "angle")
+                   for _ in range(len(v))]  # fmt: skip
+    v = v.reshape(*lead, n, cols) if lead else v
+    if not lead and draw.pick([False] * 12 + [True], "boxes.1d") and len(v):
+        v = v[0]
+    b = draw.array(v, "boxes")
+
+    def expect():
+        for f, label in ((in_fmt, "in_fmt"), (out_fmt, "out_fmt")):
+            if not isinstance(f, str) or f not in AXIS_FMTS + ROTATED_FMTS:
+                raise Invalid(label)
+        if (in_fmt in ROTATED_FMTS) != (out_fmt in ROTATED_FMTS):
+            raise Invalid("no conversion between axis-aligned and rotated boxes")
+        _float_kind(b)
+        if b.ndim < 1 or b.shape[-1] != _columns(in_fmt):
+            raise Invalid("boxes shape")
+        _finite(_f64(b), "boxes")
+        want = tv.ops.box_convert(_as_torch(b), in_fmt, out_fmt)
+
+        def compare(got):
+            why = _output_ok(got, _kind(b), want.dtype, want.shape)
+            # torchvision's arithmetic in the boxes' own dtype: bit for bit.
+            return why or _close(_f64(got), [_f64(want)], 0, 0)
+
+        return _expectation(compare)
+
+    names = ["boxes", "in_fmt", "out_fmt"]
+    return (lambda: ops.box_convert(b, in_fmt, out_fmt)), expect, names
+
+
+def case_masks_to_boxes(draw):
+    n, h, w = (draw(st.integers(0, 4), "N"), draw(st.integers(0, 7), "H"),
+               draw(st.integers(0, 7), "W"))  # fmt: skip
+    density = draw.pick([0.3, 0.05, 0.0, 1.0], "density")
+    bits = draw(st.lists(st.integers(0, 99), min_size=n * h * w, max_size=n * h * w), "pixels")
+    v = (np.array(bits, np.float64) < density * 100).astype(np.float64).reshape(n, h, w)
+    if v.size and draw.pick([False] * 4 + [True], "masks.special"):
+        v.flat[draw(st.integers(0, v.size - 1), "at")] = draw.pick([NAN, INF, -1.0, 0.5], "value")
+    rank = draw.pick(["3d"] * 12 + ["2d", "4d"], "masks.rank")
+    v = {"2d": v.reshape(n * h, w), "4d": v[None]}.get(rank, v)
+    kind = draw.kind("masks")
+    m = _build(v, kind, draw.pick(list(TORCH_DTYPES if kind == "torch" else NP_DTYPES), "dtype"),
+               draw.layout(kind, "masks"))  # fmt: skip
+
+    def expect():
+        _kind(m)
+        if m.ndim != 3:
+            raise Invalid("masks rank")
+        hit = _as_torch(m).detach() != 0  # NaN is set, as torchvision's masks.bool()
+        want = np.zeros((m.shape[0], 4))
+        for i in range(m.shape[0]):
+            ys, xs = np.nonzero(hit[i].numpy())
+            if len(ys):
+                want[i] = [xs.min(), ys.min(), xs.max(), ys.max()]
+        if m.shape[0] and hit.flatten(1).any(1).all():
+            assert np.array_equal(tv.ops.masks_to_boxes(hit).numpy(), want), "oracle"
+
+        def compare(got):
+            why = _output_ok(got, _kind(m), np.float32, want.shape)
+            return why or _close(_f64(got), [want], 0, 0)
+
+        return _expectation(compare)
+
+    return (lambda: ops.masks_to_boxes(m)), expect, ["masks"]
+
+
+def case_multiscale(draw):
+    levels = draw(st.integers(1, 4), "levels")
+    B, C = draw(st.integers(1, 2), "B"), draw(st.integers(1, 3), "C")
+    H, W = draw(st.integers(8, 64), "H"), draw(st.integers(8, 64), "W")
+    sizes = [(draw(st.integers(1, H), f"h{i}"), draw(st.integers(1, W), f"w{i}")) for i in range(B)]
+    if all(s != (H, W) for s in sizes):
+        sizes[0] = (H, W)  # the largest image decides the scales; torchvision's takes the max too
+    dt = draw.pick(["float32"] * 4 + ["float64"], "dtype")
+    gen = torch.Generator().manual_seed(draw(st.integers(0, 2**16), "seed"))
+    feats = {}
+    for lv in range(levels):
+        s = 2 ** (lv + 2)
+        fh, fw = max(H // s, 1), max(W // s, 1)
+        feats[str(lv)] = torch.randn(B, C, fh, fw, generator=gen, dtype=TORCH_DTYPES[dt])
+    feats["pool"] = torch.randn(B, C, 1, 1, generator=gen, dtype=TORCH_DTYPES[dt])
+    names = [str(lv) for lv in range(levels)]
+    names = draw.pick([names] * 8 + [names[:1], ["x"]], "featmap_names")
+    boxes = []
+    for i in range(B):
+        k = draw(st.integers(0, 5), f"K{i}")
+        rows = []
+        for _ in range(k):
+            x1, y1 = draw(st.floats(0, sizes[i][1]), "x1"), draw(st.floats(0, sizes[i][0]), "y1")
+            bw, bh = draw(st.floats(0, 300), "bw"), draw(st.floats(0, 300), "bh")
+            rows.append([x1, y1, x1 + bw, y1 + bh])
+        bv = np.array(rows, np.float64).reshape(k, 4)
+        odd = draw.pick(["none"] * 12 + ["nan", "inverted", "zero"], f"boxes[{i}].odd")
+        if k and odd != "none":  # (no huge boxes: torchvision's adaptive grid would never end)
+            bv[0] = {"nan": [NAN, 0, 1, 1], "inverted": [5, 5, 1, 1], "zero": [3, 3, 3, 3]}[odd]
+        boxes.append(torch.from_numpy(bv).to(TORCH_DTYPES[dt]))
+    if draw.pick([False] * 12 + [True], "boxes.last5"):
+        boxes[0] = torch.cat([boxes[0], boxes[0][:, :1]], 1)
+    out_size = draw.scalar(
+        "output_size", st.one_of(st.integers(1, 4), st.tuples(st.integers(1, 3), st.integers(1, 3)))
+    )
+    sr = draw.scalar("sampling_ratio", st.integers(-1, 3))
+
+    def call():
+        return ops.MultiScaleRoIAlign(names, out_size, sr)(feats, boxes, sizes)
+
+    def expect():
+        if isinstance(out_size, (tuple, list)):
+            if len(out_size) != 2:
+                raise Invalid("output_size")
+            os_ = tuple(_int(o, "output_size", 1, 2**31 - 1) for o in out_size)
+        else:  # (at most INT_MAX, as roi_align's: the CUDA kernels index bins with int)
+            os_ = (_int(out_size, "output_size", 1, 2**31 - 1),) * 2
+        s_r = _int(sr, "sampling_ratio", maximum=1024)
+        if names == ["x"]:
+            raise Invalid("featmap_names")
+        for i, b in enumerate(boxes):
+            _shape(b, 2, 4, f"boxes[{i}]")
+            _finite(_f64(b), "boxes")
+        theirs = tv.ops.MultiScaleRoIAlign(names, os_, s_r)
+        want = theirs(feats, boxes, sizes)
+        # README: an inverted box goes to the lowest level (torchvision's level is NaN).
+        ok = torch.cat([((b[:, 2] >= b[:, 0]) & (b[:, 3] >= b[:, 1])) for b in boxes])
+        tol = (1e-5, 1e-5) if dt == "float32" else (1e-10, 1e-12)
+
+        def compare(got):
+            why = _output_ok(got, "torch", want.dtype, want.shape)
+            if why:
+                return why
+            mask = np.broadcast_to(ok.numpy()[:, None, None, None], want.shape)
+            return _close(_f64(got), [_f64(want)], *tol, mask)
+
+        return _expectation(compare)
+
+    return call, expect, ["featmap_names", "boxes", "output_size", "sampling_ratio"]
+
+
+def _rboxes_values(draw, label, n, fmt="cxcywhr", near=False):
+    """float64 [n, 5] rotated boxes (cx, cy, w, h, degrees), rarely with special values, as
+    `fmt` ([n, 8] for "xyxyxyxy"). near: centres within a few sides of each other, so that most
+    pairs overlap (NMS's IoUs spread over [0, 1])."""
+    vals = []
+    for i in range(n):
+        if near:
+            cx, cy = (
+                draw(st.integers(0, 40).map(float), f"{label}[{i}].{c}") for c in ("cx", "cy")
+            )
+        else:
+            cx, cy = draw.coord(f"{label}[{i}].cx"), draw.coord(f"{label}[{i}].cy")
+        w, h = (draw(st.integers(-2, 40).map(float), f"{label}[{i}].{s}") for s in "wh")
+        a = draw(st.one_of(st.sampled_from([0.0, 90.0, 45.0, -30.0, 180.0, 270.0]),
+                           st.floats(-360, 360)), f"{label}[{i}].a")  # fmt: skip
+        vals.append([cx, cy, w, h, a])
+    v = np.array(vals, np.float64).reshape(n, 5)
+    if fmt != "cxcywhr":
+        v = tv.ops.box_convert(_t(v), "cxcywhr", fmt).numpy()
+    draw.special(v, label)
+    return v
+
+
+def _check_rboxes(x, label, cols=5):
+    if _float_kind(x) != "float":
+        raise Invalid(f"{label} dtype")
+    _shape(x, 2, cols, label)
+    v = _f64(x)
+    _finite(v, label)
+    return v
+
+
+def _as_cxcywhr(x, v, fmt):
+    """fastdet's conversion of boxes x (float64 values v) to cxcywhr: in float64, then rounded
+    to x's dtype."""
+    if fmt == "cxcywhr":
+        return v
+    c = _to_cxcywhr(v, fmt)
+    return _f64(_build(c, _kind(x), _dtype_name(x.dtype), "c"))
+
+
+# Rotated IoUs are compared with the reference where the boxes are moderate: centres within
+# 1e4, sides within [1e-2, 1e4] (or <= 0: exactly 0); elsewhere float32 cancels every digit.
+def _moderate(v):
+    side_ok = ((v[:, 2] >= 1e-2) & (v[:, 3] >= 1e-2)) | (v[:, 2] <= 0) | (v[:, 3] <= 0)
+    return side_ok & (np.abs(v[:, :4]).max(1, initial=0) <= 1e4)
+
+
+def case_box_iou_rotated(draw):
+    fmt = draw.pick(["cxcywhr"] * 8 + ["xywhr", "xyxyxyxy", "xyxy", None], "fmt")
+    cols = 8 if fmt == "xyxyxyxy" else 5
+    kind = draw.kind("boxes1")
+    vfmt = fmt if fmt in ROTATED_FMTS else "cxcywhr"
+
+    def rboxes(label, kind):
+        v = _rboxes_values(draw, label, draw(st.integers(0, 6), f"{label}.n"), vfmt)
+        return draw.array(draw.shape_variant(v, label), label, kind)
+
+    a, b = rboxes("boxes1", kind), rboxes("boxes2", draw.other(kind, "boxes2"))
+
+    def expect():
+        if fmt not in ROTATED_FMTS:
+            raise Invalid("fmt")
+        _same_kind(a, b)
+        va = _as_cxcywhr(a, _check_rboxes(a, "boxes1", cols), fmt)
+        vb = _as_cxcywhr(b, _check_rboxes(b, "boxes2", cols), fmt)
+        _finite(va, "boxes1")
+        _finite(vb, "boxes2")
+        cdt = _compute(a, b)
+        va, vb = va.astype(cdt).astype(np.float64), vb.astype(cdt).astype(np.float64)
+        ref = reference.box_iou_rotated(va, vb)
+        mask = _moderate(va)[:, None] & _moderate(vb)[None, :]
+        empty = ((va[:, 2] <= 0) | (va[:, 3] <= 0))[:, None] | ((vb[:, 2] <= 0) | (vb[:, 3] <= 0))
+        out = _out_dtype(a, b)
+        atol = 5e-5 if cdt == np.float32 else 1e-9
+
+        def compare(got):
+            why = _output_ok(got, _kind(a), out, (len(va), len(vb)))
+            if why:
+                return why
+            g = _f64(got)
+            if not ((g >= 0) & (g <= 1)).all():
+                return f"IoU outside [0, 1]: {g}"
+            if (g[empty] != 0).any():
+                return "a box with w or h <= 0 has IoU != 0"
+            extra = (
+                2**-10 if _np_dtype(out) == np.float16 else 2**-7 if out == torch.bfloat16 else 0
+            )
+            return _close(g, [ref], extra, atol, mask)
+
+        return _expectation(compare)
+
+    call = lambda: ops.box_iou_rotated(a, b, fmt)  # noqa: E731
+    return call, expect, ["boxes1", "boxes2", "fmt"]
+
+
+def _greedy(iou, scores, thr, cls=None):
+    """Greedy NMS over an IoU matrix: kept indices in decreasing score, ties by lower index."""
+    order = np.argsort(-scores, kind="stable")
+    live = np.ones(len(order), bool)
+    keep = []
+    for p, i in enumerate(order):
+        if not live[p]:
+            continue
+        keep.append(int(i))
+        rest = order[p + 1 :]
+        drop = iou[i, rest] > thr
+        if cls is not None:
+            drop &= cls[rest] == cls[i]
+        live[p + 1 :] &= ~drop
+    return np.array(keep, np.int64)
+
+
+def _case_nms_rotated(draw, batched):
+    n = draw.pick([8, 10, 6, 4, 3, 2, 1, 0], "n")  # mostly many boxes: more pairs to decide
+    kind = draw.kind("boxes")
+    near = draw.pick([True] * 3 + [False], "boxes.near")
+    v = _rboxes_values(draw, "boxes", n, near=near)
+    b = draw.array(draw.shape_variant(v, "boxes"), "boxes", kind)
+    s = draw.array(_scores(draw, n), "scores", draw.other(kind, "scores"))
+    idxs = None
+    if batched:
+        c = [draw.pick([0, 0, 1, 0, 1, -2, 3], "idx") for _ in range(n)]  # same-class pairs
+        cdt = draw.pick(["int64"] * 4 + ["int32", "uint8", "float32", "bool"], "idxs.dtype")
+        idxs = _build(np.abs(c) if cdt == "uint8" else np.array(c, np.float64), kind, cdt, "c")
+    good = st.one_of(st.sampled_from([0.5, 0.3, 0.7, 0.0, 1.0, -0.5, INF]), st.floats(0, 1))
+    thr = draw.scalar("iou_threshold", good)
+    thr = _near_pair(draw, thr, v, reference.box_iou_rotated)
+
+    def expect():
+        _same_kind(*(x for x in (b, s, idxs) if x is not None))
+        vb = _check_rboxes(b, "boxes")
+        if _float_kind(s) != "float":
+            raise Invalid("scores dtype")
+        if s.ndim != 1 or s.shape[0] != b.shape[0]:
+            raise Invalid("scores shape")
+        vs = _f64(s)
+        _finite(vs, "scores")
+        cls = None
+        if batched:
+            if _float_kind(idxs) != "int":
+                raise Invalid("idxs dtype")
+            if idxs.ndim != 1 or idxs.shape[0] != b.shape[0]:
+                raise Invalid("idxs shape")
+            cls = _f64(idxs).astype(np.int64)
+        t = _real(thr, "iou_threshold")
+        cdt = _compute(b, s)
+        vb, vs = vb.astype(cdt), vs.astype(cdt).astype(np.float64)
+        # fastdet's own IoUs (box_iou_rotated, checked against the reference in its case) decide
+        # near the threshold; the reference's, where no IoU is within 1e-4 of it.
+        mine = _f64(ops.box_iou_rotated(vb, vb))
+        want_self = _greedy(mine, vs, t, cls)
+        ref_iou = reference.box_iou_rotated(vb, vb)
+        near = np.abs(ref_iou - t) < 1e-4
+        np.fill_diagonal(near, False)
+        want_ref = None
+        if _moderate(vb.astype(np.float64)).all() and not near.any():
+            want_ref = reference.nms_rotated(vb.astype(np.float64), vs, t, idxs=cls)
+
+        def compare(got):
+            why = _output_ok(got, _kind(b), np.int64, None)
+            if why:
+                return why
+            g = _f64(got).astype(np.int64)
+            if not np.array_equal(g, want_self):
+                return f"keep {g.tolist()} != greedy over box_iou_rotated {want_self.tolist()}"
+            if want_ref is not None and not np.array_equal(g, want_ref):
+                return f"keep {g.tolist()} != reference {want_ref.tolist()}"
+            return None
+
+        return _expectation(compare)
+
+    if batched:
+        names = ["boxes", "scores", "idxs", "iou_threshold"]
+        return (lambda: ops.batched_nms_rotated(b, s, idxs, thr)), expect, names
+    return (lambda: ops.nms_rotated(b, s, thr)), expect, ["boxes", "scores", "iou_threshold"]
+
+
+def _to_cxcywhr(v, fmt):
+    """The README's conversion to cxcywhr in float64 (sides by hypot: no overflow where they
+    fit), float64 [n, 5]."""
+    if fmt == "cxcywhr":
+        return v
+    with np.errstate(all="ignore"):
+        if fmt == "xywhr":
+            x1, y1, w, h, a = v.T
+        else:
+            x1, y1, x2, y2, x3, y3 = v.T[:6]
+            a = np.degrees(np.arctan2(y1 - y2, x2 - x1))
+            w, h = np.hypot(x2 - x1, y2 - y1), np.hypot(x3 - x2, y3 - y2)
+        c, s = np.cos(np.radians(a)), np.sin(np.radians(a))
+        return np.stack([x1 + w / 2 * c + h / 2 * s, y1 - w / 2 * s + h / 2 * c, w, h, a], -1)
+
+
+def case_rotated_to_cxcywhr(draw):
+    fmt = draw.pick(["xywhr", "xyxyxyxy"] * 4 + ["cxcywhr", "xyxy", None], "fmt")
+    n = draw(st.integers(0, 6), "n")
+    v = _rboxes_values(draw, "boxes", n, fmt if fmt in ROTATED_FMTS else "cxcywhr")
+    b = draw.array(draw.shape_variant(v, "boxes"), "boxes")
+
+    def expect():
+        if fmt not in ROTATED_FMTS:
+            raise Invalid("fmt")
+        vb = _check_rboxes(b, "boxes", 8 if fmt == "xyxyxyxy" else 5)
+        want64 = _to_cxcywhr(vb, fmt)
+        rounded = _f64(_build(want64, _kind(b), _dtype_name(b.dtype), "c"))
+        _finite(rounded, "boxes as cxcywhr")  # finite boxes whose conversion overflows
+        out = b.dtype
+
+        def compare(got):
+            why = _output_ok(got, _kind(b), out, want64.shape)
+            if why:
+                return why
+            if fmt == "cxcywhr":  # as they are (a native copy of swapped bytes)
+                if isinstance(b, np.ndarray) and not b.dtype.isnative:
+                    return _close(_f64(got), [vb], 0, 0)
+                return None if got is b else "cxcywhr boxes: not returned as they are"
+            # float64 arithmetic in another order than torchvision's: a few ulps of the
+            # coordinates' magnitude, then the output's rounding.
+            rtol, atol = _tol(_compute(b), out)
+            scale = max(1.0, np.abs(vb).max(initial=0))
+            return _close(_f64(got), [want64, rounded], rtol, atol * scale)
+
+        return _expectation(compare)
+
+    return (lambda: ops.rotated_to_cxcywhr(b, fmt)), expect, ["boxes", "fmt"]
+
+
 def case_segfault(draw):
     """Not an op: reads address 0, so the test can check that a crash is caught."""
     import ctypes
@@ -1337,6 +2066,19 @@ _CASES = {
     "cell_anchors": case_cell_anchors,
     "BoxCoder.encode": case_encode,
     "BoxCoder.decode": case_decode,
+    "distance_box_iou": lambda d: case_pairwise(d, "distance_box_iou"),
+    "complete_box_iou": lambda d: case_pairwise(d, "complete_box_iou"),
+    "generalized_box_iou_loss": lambda d: case_iou_loss(d, "generalized_box_iou_loss"),
+    "distance_box_iou_loss": lambda d: case_iou_loss(d, "distance_box_iou_loss"),
+    "complete_box_iou_loss": lambda d: case_iou_loss(d, "complete_box_iou_loss"),
+    "roi_pool": case_roi_pool,
+    "box_convert": case_box_convert,
+    "masks_to_boxes": case_masks_to_boxes,
+    "MultiScaleRoIAlign": case_multiscale,
+    "box_iou_rotated": case_box_iou_rotated,
+    "nms_rotated": lambda d: _case_nms_rotated(d, False),
+    "batched_nms_rotated": lambda d: _case_nms_rotated(d, True),
+    "rotated_to_cxcywhr": case_rotated_to_cxcywhr,
 }
 
 

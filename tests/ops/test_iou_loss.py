@@ -131,3 +131,52 @@ def test_iou_losses_under_torch_compile(rng):
     )
     got = f(a, b)
     torch.testing.assert_close(got, ops.complete_box_iou_loss(a, b, "mean"))
+
+
+# --- found by tests/ops/test_fuzz.py ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", IOU_LOSSES)
+@pytest.mark.parametrize(
+    "eps,error",
+    [
+        (None, TypeError),
+        ("0.5", TypeError),
+        (float("nan"), ValueError),
+        (float("inf"), ValueError),
+        (-1.0, ValueError),
+    ],  # fmt: skip
+)
+def test_bad_eps_raises_naming_eps(name, eps, error):
+    with pytest.raises(error, match="eps"):  # was float()'s bare TypeError for None
+        getattr(ops, name)(torch.zeros(2, 4), torch.ones(2, 4), eps=eps)
+
+
+@pytest.mark.parametrize("name", IOU_LOSSES)
+def test_shapes_that_do_not_broadcast_raise_naming_both(name):
+    # was torch's "The size of tensor a (2) must match ..." RuntimeError
+    with pytest.raises(ops.ShapeError, match=r"boxes1 \(2, 4\) and boxes2 \(3, 4\) do not"):
+        getattr(ops, name)(torch.zeros(2, 4), torch.zeros(3, 4))
+    got = getattr(ops, name)(torch.zeros(2, 1, 4), torch.ones(3, 4))  # these broadcast
+    assert got.shape == (2, 3)
+
+
+@pytest.mark.parametrize("name", IOU_LOSSES)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_coordinates_raise_on_the_cpu(name, bad):
+    b = torch.tensor([[0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 3.0, 3.0]])
+    c = b.clone()
+    c[1, 2] = bad  # torchvision: a NaN loss
+    with pytest.raises(ValueError, match="boxes2 contains NaN or inf"):
+        getattr(ops, name)(b, c)
+    with pytest.raises(ValueError, match="boxes1 contains NaN or inf"):
+        getattr(ops, name)(c.numpy(), b.numpy(), reduction="sum")
+
+
+@pytest.mark.parametrize("name", IOU_LOSSES)
+def test_mixed_dtypes_promote(name, rng):
+    a, b = pairs(rng, 8, torch.float64)
+    want = getattr(tv.ops, name)(a, b.float().double())
+    got = getattr(ops, name)(a, b.float())  # torchvision: "Index put requires ... dtypes match"
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)

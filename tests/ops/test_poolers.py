@@ -95,3 +95,35 @@ def test_torch_fx_traces_through_a_model_using_it(rng):
     assert torch.equal(traced(feats, boxes, sizes), head(feats, boxes, sizes))
     train, evaluation = get_graph_node_names(head)
     assert train == evaluation and "fc" in train
+
+
+# --- found by tests/ops/test_fuzz.py ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kw,error",
+    [
+        ({"sampling_ratio": float("-inf")}, TypeError),
+        ({"sampling_ratio": 2**31}, ValueError),
+        ({"sampling_ratio": None}, TypeError),
+        ({"output_size": None}, TypeError),
+        ({"output_size": (7,)}, ValueError),
+        ({"output_size": 0}, ValueError),
+    ],  # fmt: skip
+)
+def test_bad_arguments_raise_naming_them_even_without_boxes(kw, error, rng):
+    # were accepted when a batch had no boxes (and output_size=None: "'NoneType' object is not
+    # iterable")
+    name = next(iter(kw))
+    args = {"output_size": 7, "sampling_ratio": 2, **kw}
+    with pytest.raises(error, match=name):
+        pool = ops.MultiScaleRoIAlign(["0", "1"], **args)
+        pool(fpn_features(rng), [torch.zeros(0, 4)], [(64, 80)])
+
+
+def test_boxes_of_the_wrong_shape_raise_naming_them(rng):
+    pool = ops.MultiScaleRoIAlign(["0", "1"], 7, 2)
+    with pytest.raises(ValueError, match=r"boxes\[1\] must have shape \[Ni, 4\], got \(2, 5\)"):
+        pool(fpn_features(rng), [torch.zeros(1, 4), torch.zeros(2, 5)], [(64, 80)] * 2)
+    with pytest.raises(ValueError, match=r"boxes\[0\] must have shape \[Ni, 4\], got \(4,\)"):
+        pool(fpn_features(rng), [torch.zeros(4)], [(64, 80)])

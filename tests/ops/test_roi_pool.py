@@ -238,3 +238,35 @@ def test_gpu_batch_index_outside_gives_zeros_and_deterministic_mode_raises(rng):
             out.sum().backward()
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+# --- found by tests/ops/test_fuzz.py ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "scale,error",
+    [
+        (None, TypeError),
+        ("1", TypeError),
+        (True, TypeError),
+        (float("nan"), ValueError),
+        (float("inf"), ValueError),
+        (0.0, ValueError),
+        (-0.5, ValueError),
+    ],  # fmt: skip
+)
+def test_bad_spatial_scale_raises_naming_it(scale, error):
+    # None was float()'s bare TypeError; NaN gave zeros
+    a = torch.linspace(1, 64, 64).reshape(1, 1, 8, 8)
+    r = torch.tensor([[0, 0, 0, 3, 3.0]])
+    with pytest.raises(error, match="spatial_scale"):
+        ops.roi_pool(a, r, 2, scale)
+    with pytest.raises(error, match="spatial_scale"):
+        RoIPool(2, scale)(a.numpy(), r.numpy())
+
+
+def test_output_beyond_the_cap_raises(monkeypatch):
+    monkeypatch.setenv("FASTDET_MAX_OUTPUT_BYTES", "1000")
+    a = torch.zeros(1, 4, 8, 8)
+    with pytest.raises(ValueError, match=r"roi_pool: the output of shape \(10, 4, 3, 3\)"):
+        ops.roi_pool(a, torch.zeros(10, 5), 3)

@@ -704,3 +704,49 @@ def test_cupy_in_cupy_out(rng):
     np.testing.assert_array_equal(cp.asnumpy(got), ops.box_iou_rotated(a, a))
     keep = ops.nms_rotated(cp.asarray(a), cp.asarray(s), 0.5)
     np.testing.assert_array_equal(cp.asnumpy(keep), ops.nms_rotated(a, s, 0.5))
+
+
+# --- found by tests/ops/test_fuzz.py ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["cxcywhr", "xywhr", "xyxyxyxy"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_rotated_to_cxcywhr_non_finite_raises_on_the_cpu(fmt, bad):
+    b = np.ones((2, 8 if fmt == "xyxyxyxy" else 5))
+    b[1, 1] = bad  # was passed on as NaN
+    with pytest.raises(ValueError, match="boxes contains NaN or inf"):
+        ops.rotated_to_cxcywhr(b, fmt)
+    with pytest.raises(ValueError, match="boxes1 contains NaN or inf"):
+        ops.box_iou_rotated(t(b), t(np.ones_like(b)), fmt)
+
+
+def test_rotated_to_cxcywhr_sides_do_not_overflow_where_they_fit():
+    # corners 1e300 apart: torchvision's sqrt of squares gives inf, the side is 2e300
+    b = np.array([[-1e300, 0, 1e300, 0, 1e300, 1, -1e300, 1]])
+    got = ops.rotated_to_cxcywhr(b, "xyxyxyxy")
+    np.testing.assert_allclose(got, [[0.0, 0.5, 2e300, 1.0, 0.0]], rtol=1e-15, atol=1e-15)
+    # beyond float32 as cxcywhr: raises, where torchvision gives inf
+    with pytest.raises(ValueError, match="beyond float32 as cxcywhr"):
+        ops.rotated_to_cxcywhr(np.array([[-3e38, 0, 3e38, 0, 3e38, 1, -3e38, 1]], np.float32),
+                               "xyxyxyxy")  # fmt: skip
+
+
+def test_rotated_fmt_bad_types_name_fmt():
+    for fmt in (None, ["cxcywhr"], 3):
+        with pytest.raises(ValueError, match="fmt must be one of"):
+            ops.rotated_to_cxcywhr(torch.zeros(1, 5), fmt)
+
+
+def test_iou_dtype_does_not_depend_on_byte_order():
+    a = np.array([[0.0, 0.0, 2.0, 2.0, 0.0]], np.float16)
+    swapped = a.astype(a.dtype.newbyteorder())
+    got = ops.box_iou_rotated(a, swapped)  # was float32: the dtypes compared unequal
+    assert got.dtype == np.float16 and got.tolist() == [[1.0]]
+
+
+def test_rotated_to_cxcywhr_gives_native_byte_order():
+    b = np.array([[1.0, 2.0, 3.0, 4.0, 30.0]], np.float16)
+    assert ops.rotated_to_cxcywhr(b, "cxcywhr") is b  # as it is
+    swapped = b.astype(b.dtype.newbyteorder())
+    got = ops.rotated_to_cxcywhr(swapped, "cxcywhr")  # was returned with its '>f2'
+    assert got.dtype == np.float16 and got.dtype.isnative and got.tolist() == b.tolist()
