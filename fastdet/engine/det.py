@@ -27,6 +27,7 @@ DET_MODELS = (
 CHECKPOINT_FORMAT = "fastdet.det.v1"
 LOSS_KEYS = ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg")
 MASK_METRICS = ("val_mask_map", "val_mask_map_50", "val_dsb")
+MASK_PLOT = (("val_mask_map", "mask mAP"), ("val_mask_map_50", "mask AP50"), ("val_dsb", "DSB"))
 DET_COLUMNS = (
     ("epoch",) + LOSS_KEYS + ("loss", "val_map", "val_map_50", "val_rsna", "lr", "seconds")
 )
@@ -176,11 +177,11 @@ def predict_detections(model, images, device, amp: bool = False) -> list[dict]:
     ]
 
 
-def detection_scores(preds: list[dict], targets: list[dict]) -> dict:
+def detection_scores(preds: list[dict], targets: list[dict], max_detections: int = 100) -> dict:
     """COCO mAP, mAP@0.5 and the RSNA score of predictions against targets."""
     from ..metrics import coco_map, rsna_score
 
-    coco = coco_map(preds, targets)
+    coco = coco_map(preds, targets, max_detections=max_detections)
     return {
         "map": float(coco["map"]),
         "map_50": float(coco["map_50"]),
@@ -262,15 +263,7 @@ class DetTask(Task):
             self.best_metric = "val_mask_map_50"
             self.plot = (
                 ("Training loss", tuple((k, k) for k in self.loss_names)),
-                DetTask.plot[1][:1]
-                + (
-                    DetTask.plot[1][1]
-                    + (
-                        ("val_mask_map", "mask mAP"),
-                        ("val_mask_map_50", "mask AP50"),
-                        ("val_dsb", "DSB"),
-                    ),
-                ),
+                ("Validation", DetTask.plot[1][1] + MASK_PLOT),
             )
 
     def epoch_line(self, row: dict) -> str:
@@ -331,7 +324,7 @@ class DetTask(Task):
         if trainer.dist.enabled:
             preds = gather_shards(preds, trainer.dist.world_size)
             targets = gather_shards(targets, trainer.dist.world_size)
-        s = detection_scores(preds, targets)
+        s = detection_scores(preds, targets, self.config.detections_per_img)
         out = {"val_map": s["map"], "val_map_50": s["map_50"], "val_rsna": s["rsna"]}
         if has_masks(self.config.model):
             m = mask_scores(preds, targets, self.config)
