@@ -8,6 +8,7 @@
 - Segmentation: `predict_mask(...)` / `predict_logits(...)` with optional sliding-window tiling
   (engine.inference), `evaluate_segmentation(...)` beside the classical baseline (engine.seg_eval).
 - Detection: `predict_detections`, `evaluate_detection` (engine.det_eval).
+- Test-time augmentation and ensembles of detectors: `predict_fused` (engine.ensemble).
 
 `train_segmentation`, `train_detection` and `TrainConfig` are the former names of `train` and
 `SegConfig`, kept so existing code runs."""
@@ -16,6 +17,7 @@ from .checkpoint import atomic_save, load_checkpoint
 from .config import RunConfig
 from .det import DetConfig, predict_detections
 from .det_eval import evaluate_detection
+from .ensemble import predict_fused
 from .inference import predict_logits, predict_mask, sliding_window
 from .seg import SegConfig
 from .seg_eval import evaluate_segmentation
@@ -48,6 +50,7 @@ __all__ = [
     "atomic_save",
     "load_checkpoint",
     "predict_logits",
+    "predict_fused",
     "predict_mask",
     "sliding_window",
     "predict_detections",
