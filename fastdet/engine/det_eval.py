@@ -56,7 +56,8 @@ def evaluate_detection(
     either, the detections scored are those of engine.ensemble.fuse_members (fuse, at IoU
     fuse_iou, boxes scoring < fuse_skip dropped first) over the members [model, *ensemble] and
     the views, so every top-level figure is the fused result's; "members" then lists each
-    member's plain (one model, no TTA) figures {"rsna", "rsna_thresholded", "map", "map_50"} in
+    member's plain (one model, no TTA) figures {"model", "rsna", "rsna_thresholded", "map",
+    "map_50"} in
     that order, and "fusion" the settings {"tta", "views", "fuse", "fuse_iou", "fuse_skip"}.
     Mask R-CNN cannot be fused (ValueError)."""
     from .ensemble import check_members, fuse_members, member_predictions, parse_tta, tta_views
@@ -95,7 +96,8 @@ def evaluate_detection(
             rows[-1]["figure"] = str(_box_figure(Path(figures), s, kept[-1]))
             if masks:
                 rows[-1]["overlay"] = str(_instance_figure(Path(figures), s, pred, config))
-    coco = coco_map(preds, targets, max_detections=config.detections_per_img)
+    cap = max(c.detections_per_img for _, c in members)  # the fused detections' cut
+    coco = coco_map(preds, targets, max_detections=cap)
     result = {
         "images": len(preds),
         "rsna": float(rsna_score(preds, targets)),
