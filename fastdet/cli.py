@@ -373,13 +373,21 @@ def _predict_det(args) -> int:
     from .metrics import draw_boxes
 
     device, model, config = _loaded(args, "det")
+    members, tta = _fusion_members(args, device, model, config)
     files = input_files(args.inputs)
     args.out.mkdir(parents=True, exist_ok=True)
     for path in files:
         kind, image, _ = read_input(path)
         if kind != "image":
             raise ValueError(f"{path}: a volume; predict det takes 2-D images")
-        pred = predict_detections(model, [prepare_image(image, config)], device)[0]
+        if members is not None:
+            from .engine.ensemble import predict_fused
+
+            pred = predict_fused(
+                members, image, tta, args.fuse, args.fuse_iou, args.fuse_skip, device
+            )
+        else:
+            pred = predict_detections(model, [prepare_image(image, config)], device)[0]
         keep = pred["scores"] >= args.score_threshold
         pred = {k: v[keep] for k, v in pred.items()}
         stem = path.name.split(".")[0]
@@ -395,6 +403,23 @@ def _predict_det(args) -> int:
         if "masks" in pred:
             _write_instances(args.out / stem, image, pred, config, args.label_format)
     return 0
+
+
+def _fusion_members(args, device, model, config):
+    """([(model, config), ...] of --checkpoint and --ensemble, TTA words) when --tta or
+    --ensemble is given, else (None, ())."""
+    from .engine.ensemble import check_members, parse_tta
+
+    tta = parse_tta(args.tta)
+    if not tta and not args.ensemble:
+        return None, ()
+    from .engine import load_model
+
+    members = [(model, config)]
+    for path in args.ensemble or ():
+        members.append(load_model(path, device, task="det"))
+    check_members(members)
+    return members, tta
 
 
 def _write_instances(base: Path, image, pred: dict, config, fmt: str) -> None:
@@ -428,6 +453,7 @@ def _evaluate_det(args) -> int:
     from .engine.det_eval import evaluate_detection, format_det_report
 
     device, model, config = _loaded(args, "det")
+    members, tta = _fusion_members(args, device, model, config)
     split = None if args.split == "all" else args.split
     data = open_det_dataset(
         args.layout, args.data, split, seed=config.seed, val_fraction=config.val_fraction
@@ -450,7 +476,14 @@ def _evaluate_det(args) -> int:
         args.max_figures,
         unet=unet,
         classical=args.classical,
+        ensemble=members[1:] if members else (),
+        tta=tta,
+        fuse=args.fuse,
+        fuse_iou=args.fuse_iou,
+        fuse_skip=args.fuse_skip,
     )
+    for m, path in zip(result.get("members", ()), [args.checkpoint, *(args.ensemble or ())]):
+        m["checkpoint"] = str(path)
     print(format_det_report(result))
     if result.get("pr_curve"):
         print(f"wrote {result['pr_curve']}")
@@ -551,6 +584,7 @@ def _add_inference(sub) -> None:
         help="Mask R-CNN's instance label images: 16-bit PNG or TIFF",
     )
     s.add_argument("--device", default="auto")
+    _fusion_flags(s)
     s.set_defaults(fn=_predict_det)
     s = evaluate.add_parser(
         "seg",
@@ -595,6 +629,7 @@ def _add_inference(sub) -> None:
         help="Mask R-CNN: also score the classical baseline's instances",
     )
     s.add_argument("--device", default="auto")
+    _fusion_flags(s)
     s.set_defaults(fn=_evaluate_det)
     s = predict.add_parser("cls", help="class probabilities (CSV) for PNG/TIFF/DICOM images")
     _input_flags(s, "image files or folders")
@@ -617,6 +652,43 @@ def _add_inference(sub) -> None:
     s.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     s.add_argument("--device", default="auto")
     s.set_defaults(fn=_evaluate_cls)
+
+
+def _fusion_flags(s) -> None:
+    s.add_argument(
+        "--tta",
+        metavar="WORDS",
+        help="test-time augmentation, a comma list of hflip, vflip, scale (scale: the model's "
+        "resize at 0.8x and 1.2x); the original image is always one view",
+    )
+    s.add_argument(
+        "--ensemble",
+        nargs="+",
+        type=Path,
+        metavar="CKPT",
+        help="more detection checkpoints fused with --checkpoint (Faster R-CNN; boxes only)",
+    )
+    s.add_argument(
+        "--fuse",
+        choices=("wbf", "nms", "soft_nms"),
+        default="wbf",
+        help="how views and models are fused: weighted boxes fusion (default), NMS per label, "
+        "linear Soft-NMS per label",
+    )
+    s.add_argument(
+        "--fuse-iou",
+        type=float,
+        default=0.55,
+        metavar="IOU",
+        help="IoU threshold of the fusion (default 0.55)",
+    )
+    s.add_argument(
+        "--fuse-skip",
+        type=float,
+        default=0.0,
+        metavar="SCORE",
+        help="boxes scoring below this are dropped before the fusion (default 0)",
+    )
 
 
 def _input_flags(s, what: str) -> None:

@@ -12,6 +12,7 @@
 - Classification: `load_classifier` (model, config, the stored Youden's J threshold),
   `predict_probabilities` / `positive_probability` (what a gate calls), `evaluate_classification`
   (engine.cls_eval).
+- Test-time augmentation and ensembles of detectors: `predict_fused` (engine.ensemble).
 
 `train_segmentation`, `train_detection` and `TrainConfig` are the former names of `train` and
 `SegConfig`, kept so existing code runs."""
@@ -22,6 +23,7 @@ from .cls_eval import evaluate_classification
 from .config import RunConfig
 from .det import DetConfig, predict_detections
 from .det_eval import evaluate_detection
+from .ensemble import predict_fused
 from .inference import predict_logits, predict_mask, sliding_window
 from .seg import SegConfig
 from .seg_eval import evaluate_segmentation
@@ -55,6 +57,7 @@ __all__ = [
     "atomic_save",
     "load_checkpoint",
     "predict_logits",
+    "predict_fused",
     "predict_mask",
     "sliding_window",
     "predict_detections",

@@ -34,6 +34,11 @@ def evaluate_detection(
     max_figures: int = 20,
     unet=None,
     classical: bool = False,
+    ensemble=(),
+    tta=(),
+    fuse: str = "wbf",
+    fuse_iou: float = 0.55,
+    fuse_skip: float = 0.0,
 ) -> dict:
     """RSNA score (of all detections, and of those scoring >= score_threshold, as a thresholded
     submission would be scored), COCO mAP / AP50 / AP75 over `dataset`, and per image the TP / FP
@@ -45,12 +50,36 @@ def evaluate_detection(
     "dsb"), and beside them, on the same images, the DSB score of `unet` ((model, config) of a
     segmentation checkpoint, instances split by watershed) and of the classical baseline
     (classical=True); figures then also get instances/<id>.png overlays (the row's
-    "overlay")."""
+    "overlay").
+
+    ensemble: more (model, config) detectors; tta: words of engine.ensemble.TTA_WORDS. With
+    either, the detections scored are those of engine.ensemble.fuse_members (fuse, at IoU
+    fuse_iou, boxes scoring < fuse_skip dropped first) over the members [model, *ensemble] and
+    the views, so every top-level figure is the fused result's; "members" then lists each
+    member's plain (one model, no TTA) figures {"model", "rsna", "rsna_thresholded", "map",
+    "map_50"} in
+    that order, and "fusion" the settings {"tta", "views", "fuse", "fuse_iou", "fuse_skip"}.
+    Mask R-CNN cannot be fused (ValueError)."""
+    from .ensemble import check_members, fuse_members, member_predictions, parse_tta, tta_views
+
+    tta = parse_tta(tta)
+    members = [(model, config), *ensemble]
+    fused = len(members) > 1 or bool(tta)
+    if fused:
+        check_members(members)
+    singles = [[] for _ in members]
     masks = has_masks(config.model)
     preds, kept, targets, rows = [], [], [], []
     for i in range(len(dataset)):
         s = dataset[i]
-        pred = predict_detections(model, [prepare_image(s["image"], config)], device)[0]
+        if fused:
+            per = member_predictions(members, s["image"], tta, device)
+            for got, views in zip(singles, per):
+                got.append(views[0])
+            size = tuple(torch.as_tensor(s["image"]).shape[-2:])
+            pred = fuse_members(per, members, size, fuse, fuse_iou, fuse_skip)
+        else:
+            pred = predict_detections(model, [prepare_image(s["image"], config)], device)[0]
         target = {
             "boxes": torch.as_tensor(s["boxes"], dtype=torch.float32).reshape(-1, 4),
             "labels": torch.as_tensor(s["labels"], dtype=torch.int64).reshape(-1),
@@ -67,7 +96,8 @@ def evaluate_detection(
             rows[-1]["figure"] = str(_box_figure(Path(figures), s, kept[-1]))
             if masks:
                 rows[-1]["overlay"] = str(_instance_figure(Path(figures), s, pred, config))
-    coco = coco_map(preds, targets, max_detections=config.detections_per_img)
+    cap = max(c.detections_per_img for _, c in members)  # the fused detections' cut
+    coco = coco_map(preds, targets, max_detections=cap)
     result = {
         "images": len(preds),
         "rsna": float(rsna_score(preds, targets)),
@@ -81,11 +111,37 @@ def evaluate_detection(
         "fn": sum(r["fn"] for r in rows),
         "per_image": rows,
     }
+    if fused:
+        result["fusion"] = {
+            "tta": list(tta),
+            "views": len(tta_views(tta)),
+            "fuse": fuse,
+            "fuse_iou": fuse_iou,
+            "fuse_skip": fuse_skip,
+        }
+        result["members"] = [
+            _member_figures(got, targets, c, score_threshold)
+            for got, (_, c) in zip(singles, members)
+        ]
     if masks:
         result["instances"] = _instance_summary(preds, targets, rows, config)
     if figures is not None:
         result["pr_curve"] = str(_pr_figure(Path(figures), preds, targets))
     return result
+
+
+def _member_figures(preds, targets, config, score_threshold) -> dict:
+    """RSNA score (all and thresholded detections), COCO AP and AP50 of one member's plain
+    predictions."""
+    kept = [{k: v[p["scores"] >= score_threshold] for k, v in p.items()} for p in preds]
+    coco = coco_map(preds, targets, max_detections=config.detections_per_img)
+    return {
+        "model": config.model,
+        "rsna": float(rsna_score(preds, targets)),
+        "rsna_thresholded": float(rsna_score(kept, targets)),
+        "map": float(coco["map"]),
+        "map_50": float(coco["map_50"]),
+    }
 
 
 def _instance_row(sample, pred, target, config, unet, classical, device) -> dict:
@@ -184,6 +240,19 @@ def format_det_report(result: dict) -> str:
         f"FP {result['fp']}, FN {result['fn']}",
         "id\tTP\tFP\tFN",
     ]
+    fusion = result.get("fusion")
+    if fusion:
+        lines[1:1] = [
+            f"fused: {len(result['members'])} model(s) x {fusion['views']} view(s) "
+            f"(tta: {','.join(fusion['tta']) or 'none'}), {fusion['fuse']} at IoU "
+            f"{fusion['fuse_iou']:g}, boxes < {fusion['fuse_skip']:g} skipped; the figures "
+            "below are the fused ones"
+        ] + [
+            f"member {i} ({m.get('checkpoint', m['model'])}), one model, no TTA: RSNA score "
+            f"{m['rsna']:.4f} (all), {m['rsna_thresholded']:.4f} (thresholded), AP50 "
+            f"{m['map_50']:.4f}, COCO AP {m['map']:.4f}"
+            for i, m in enumerate(result["members"])
+        ]
     lines += [f"{r['id']}\t{r['tp']}\t{r['fp']}\t{r['fn']}" for r in result["per_image"]]
     if result.get("instances"):
         lines.append(format_instance_report(result["instances"]))
