@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .box_iou import box_area
+from .nms import _guard_or_false
 from .roi_align import roi_align
 
 
@@ -62,7 +63,7 @@ def _multiscale_roi_align(
     out = feats[0].new_zeros((rois.shape[0], feats[0].shape[1]) + tuple(output_size))
     for level, (f, scale) in enumerate(zip(feats, scales)):
         idx = torch.where(lv == level)[0]
-        if idx.numel():
+        if not _guard_or_false(idx.numel() == 0):  # tracing: an unknown count takes the call
             # Levels may differ in dtype under autocast; the result keeps the first level's.
             out[idx] = roi_align(f, rois[idx], output_size, scale, sampling_ratio).to(out.dtype)
     return out
