@@ -1,4 +1,5 @@
-"""The `fastdet` command: info, bench, data synth, train / predict / evaluate {seg, det}, demo.
+"""The `fastdet` command: info, bench, data synth, train / predict / evaluate {seg, det}, export,
+demo.
 
 The training flags are made from the task's config fields (engine.config.setting): a field's
 help, choices and default are its flag's, so a new setting gets its flag by being declared."""
@@ -338,6 +339,14 @@ def _write_json(path: Path, result: dict) -> None:
     print(f"wrote {path}")
 
 
+def _export(args) -> int:
+    from .export import export_model
+
+    out = export_model(args.checkpoint, args.out, args.format)
+    print(f"wrote {out}")
+    return 0
+
+
 def _demo(args) -> int:
     from .engine.demo import run_demo
     from .engine.det_eval import format_det_report
@@ -598,6 +607,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_synth)
     _add_train(sub)
     _add_inference(sub)
+    s = sub.add_parser(
+        "export",
+        help="a checkpoint to ONNX (onnxruntime, no fastdet needed) or a torch.export .pt2",
+    )
+    s.add_argument("--checkpoint", type=Path, required=True)
+    s.add_argument("--format", choices=("onnx", "pt2"), required=True)
+    s.add_argument("--out", type=Path, required=True, help="file to write")
+    s.set_defaults(fn=_export)
     s = sub.add_parser("demo", help="synthetic data -> train -> evaluate -> report (CPU, minutes)")
     s.add_argument("--out", type=Path, default=Path("fastdet-demo"), help="output folder (new)")
     s.add_argument("--quick", action="store_true", help="seconds instead of minutes (a smoke run)")
