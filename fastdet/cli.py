@@ -342,7 +342,7 @@ def _write_json(path: Path, result: dict) -> None:
 def _export(args) -> int:
     from .export import export_model
 
-    out = export_model(args.checkpoint, args.out, args.format)
+    out = export_model(args.checkpoint, args.out, args.format, args.image_size)
     print(f"wrote {out}")
     return 0
 
@@ -614,6 +614,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", type=Path, required=True)
     s.add_argument("--format", choices=("onnx", "pt2"), required=True)
     s.add_argument("--out", type=Path, required=True, help="file to write")
+    s.add_argument(
+        "--image-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="the example input's size; detection graphs are fixed to it (default: min-size "
+        "square; segmentation: the training size)",
+    )
     s.set_defaults(fn=_export)
     s = sub.add_parser("demo", help="synthetic data -> train -> evaluate -> report (CPU, minutes)")
     s.add_argument("--out", type=Path, default=Path("fastdet-demo"), help="output folder (new)")

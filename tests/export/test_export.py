@@ -199,11 +199,13 @@ def test_maskrcnn_pt2_pastes_masks(mask_ckpt, tmp_path, rng):
 def test_export_command(tmp_path, capsys, rng):
     ckpt = _det_ckpt(tmp_path, "fasterrcnn_resnet18_fpn")
     out = tmp_path / "out" / "frcnn.pt2"
-    assert main(["export", "--checkpoint", str(ckpt), "--format", "pt2", "--out", str(out)]) == 0
+    args = ["export", "--checkpoint", str(ckpt), "--format", "pt2", "--out", str(out)]
+    assert main([*args, "--image-size", str(SIZE), str(SIZE + 16)]) == 0
     assert f"wrote {out}" in capsys.readouterr().out
     model, _ = load_model(ckpt)
     program = torch.export.load(out)
     for image in _images(rng, 1):
+        image = torch.cat([image, image[:, :, :16]], 2)  # the --image-size given
         with torch.no_grad():
             ref = model([image])[0]
             got = program.module()(image)
@@ -229,17 +231,22 @@ class _Ops(torch.nn.Module):
     def forward(self, x, rois, boxes, scores, idxs):
         from fastdet import ops
 
+        none = ops.remove_small_boxes(boxes, 1000.0)
         return (
             ops.roi_align(x, rois, (5, 4), 0.5, -1, True),  # adaptive sampling, aligned
             ops.roi_align(x, rois, 3, 0.25, 2, False),
             ops.nms(boxes, scores, 0.5),
             ops.batched_nms(boxes, scores, idxs, 0.3),
+            # none left (an image without findings): empty outputs, no failure
+            ops.batched_nms(boxes[none], scores[none], idxs[none], 0.3),
+            ops.roi_align(x, rois[none], 3, 0.25, 2, False),
         )
 
 
 def test_ops_translate_to_onnx_operators(tmp_path, rng):
     """roi_align (both coordinate modes, adaptive and fixed sampling), nms and batched_nms on
-    boxes with negative coordinates (distinct scores: no ties) give fastdet's results."""
+    boxes with negative coordinates (distinct scores: no ties) give fastdet's results; no boxes
+    give empty outputs."""
     x = torch.as_tensor(rng.random((2, 3, 20, 24)), dtype=torch.float32)
     n = 30  # crowded: NMS drops some
     xy = rng.random((n, 2)) * 20 - 10
@@ -253,9 +260,12 @@ def test_ops_translate_to_onnx_operators(tmp_path, rng):
         want = _Ops()(*args)
         program = torch.export.export(_Ops(), args, strict=False)
     names = ("x", "rois", "boxes", "scores", "idxs")
-    path = write_onnx(program, tmp_path / "ops.onnx", names, ("a1", "a2", "keep", "bkeep"))
+    outputs = ("a1", "a2", "keep", "bkeep", "none", "a3")
+    path = write_onnx(program, tmp_path / "ops.onnx", names, outputs)
     got = _session(path).run(None, {n: a.numpy() for n, a in zip(names, args)})
     np.testing.assert_allclose(got[0], want[0], atol=1e-5, rtol=0)
     np.testing.assert_allclose(got[1], want[1], atol=1e-5, rtol=0)
     assert got[2].tolist() == want[2].tolist() and len(want[2]) < n
     assert got[3].tolist() == want[3].tolist() and len(want[3]) < n
+    assert got[4].shape == tuple(want[4].shape) == (0,) and got[4].dtype == np.int64
+    assert got[5].shape == tuple(want[5].shape) == (0, 3, 3, 3)
