@@ -3,8 +3,11 @@ ExportedProgram before the ONNX conversion), NMS and RoIAlign become ONNX's NonM
 RoiAlign (an onnxscript translation table for torch.onnx.export).
 
 What differs from fastdet's kernels (and so from the PyTorch model):
-- NonMaxSuppression orders boxes of equal score as onnxruntime's sort leaves them (fastdet: the
-  lower index first), and it normalises inverted boxes (x2 < x1) where fastdet gives them area 0.
+- NonMaxSuppression normalises inverted boxes (x2 < x1 or y2 < y1: their corners swapped),
+  where fastdet gives them area 0, so IoU 0 with every box. The model's boxes are never
+  inverted (decoded with positive sizes, then clipped).
+- ONNX leaves the order of equal scores to the runtime: onnxruntime (1.32) takes the lower index
+  first, as fastdet does; another runtime may not.
 - batched NMS runs as one NonMaxSuppression on boxes shifted apart per category (the categories'
   coordinate ranges made disjoint after subtracting the minimum, so negative coordinates are
   safe); the shift rounds coordinates, so an IoU within float rounding of the threshold may

@@ -228,7 +228,7 @@ def test_export_model_rejects_a_format(seg_ckpt, tmp_path):
 
 
 class _Ops(torch.nn.Module):
-    def forward(self, x, rois, boxes, scores, idxs):
+    def forward(self, x, rois, boxes, scores, idxs, inverted):
         from fastdet import ops
 
         none = ops.remove_small_boxes(boxes, 1000.0)
@@ -240,13 +240,14 @@ class _Ops(torch.nn.Module):
             # none left (an image without findings): empty outputs, no failure
             ops.batched_nms(boxes[none], scores[none], idxs[none], 0.3),
             ops.roi_align(x, rois[none], 3, 0.25, 2, False),
+            ops.nms(inverted, scores[:2], 0.5),  # the documented difference
         )
 
 
 def test_ops_translate_to_onnx_operators(tmp_path, rng):
     """roi_align (both coordinate modes, adaptive and fixed sampling), nms and batched_nms on
     boxes with negative coordinates (distinct scores: no ties) give fastdet's results; no boxes
-    give empty outputs."""
+    give empty outputs; inverted boxes differ as documented."""
     x = torch.as_tensor(rng.random((2, 3, 20, 24)), dtype=torch.float32)
     n = 30  # crowded: NMS drops some
     xy = rng.random((n, 2)) * 20 - 10
@@ -255,12 +256,13 @@ def test_ops_translate_to_onnx_operators(tmp_path, rng):
     boxes = torch.as_tensor(np.concatenate([xy, xy + wh], 1), dtype=torch.float32)
     scores = torch.as_tensor(rng.permutation(100)[:n] / 100 + 0.005, dtype=torch.float32)
     idxs = torch.as_tensor(rng.integers(0, 3, n))
-    args = (x, torch.as_tensor(rois, dtype=torch.float32), boxes, scores, idxs)
+    inverted = torch.tensor([[0.0, 0, 10, 10], [10, 10, 0, 0]])  # the second x2 < x1, y2 < y1
+    args = (x, torch.as_tensor(rois, dtype=torch.float32), boxes, scores, idxs, inverted)
     with torch.no_grad():
         want = _Ops()(*args)
         program = torch.export.export(_Ops(), args, strict=False)
-    names = ("x", "rois", "boxes", "scores", "idxs")
-    outputs = ("a1", "a2", "keep", "bkeep", "none", "a3")
+    names = ("x", "rois", "boxes", "scores", "idxs", "inverted")
+    outputs = ("a1", "a2", "keep", "bkeep", "none", "a3", "inv")
     path = write_onnx(program, tmp_path / "ops.onnx", names, outputs)
     got = _session(path).run(None, {n: a.numpy() for n, a in zip(names, args)})
     np.testing.assert_allclose(got[0], want[0], atol=1e-5, rtol=0)
@@ -269,3 +271,6 @@ def test_ops_translate_to_onnx_operators(tmp_path, rng):
     assert got[3].tolist() == want[3].tolist() and len(want[3]) < n
     assert got[4].shape == tuple(want[4].shape) == (0,) and got[4].dtype == np.int64
     assert got[5].shape == tuple(want[5].shape) == (0, 3, 3, 3)
+    # an inverted box: fastdet gives it area 0 (IoU 0, kept); NonMaxSuppression normalises it
+    # to the first box, which suppresses it
+    assert sorted(want[6].tolist()) == [0, 1] and got[6].tolist() == [0]
