@@ -1,5 +1,5 @@
 """The `fastdet` command: info, bench, data synth, train / predict / evaluate {seg, det, cls},
-demo.
+export, demo.
 
 The training flags are made from the task's config fields (engine.config.setting): a field's
 help, choices and default are its flag's, so a new setting gets its flag by being declared."""
@@ -347,6 +347,14 @@ def _write_json(path: Path, result: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(json_safe(result), indent=1, allow_nan=False) + "\n")
     print(f"wrote {path}")
+
+
+def _export(args) -> int:
+    from .export import export_model
+
+    out = export_model(args.checkpoint, args.out, args.format, args.image_size)
+    print(f"wrote {out}")
+    return 0
 
 
 def _demo(args) -> int:
@@ -766,6 +774,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_synth)
     _add_train(sub)
     _add_inference(sub)
+    s = sub.add_parser(
+        "export",
+        help="a checkpoint to ONNX (onnxruntime, no fastdet needed) or a torch.export .pt2",
+    )
+    s.add_argument("--checkpoint", type=Path, required=True)
+    s.add_argument("--format", choices=("onnx", "pt2"), required=True)
+    s.add_argument("--out", type=Path, required=True, help="file to write")
+    s.add_argument(
+        "--image-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="the example input's size; detection graphs are fixed to it (default: min-size "
+        "square; segmentation: the training size)",
+    )
+    s.set_defaults(fn=_export)
     s = sub.add_parser("demo", help="synthetic data -> train -> evaluate -> report (CPU, minutes)")
     s.add_argument("--out", type=Path, default=Path("fastdet-demo"), help="output folder (new)")
     s.add_argument("--quick", action="store_true", help="seconds instead of minutes (a smoke run)")

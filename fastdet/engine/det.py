@@ -123,6 +123,7 @@ def build_model(config: DetConfig, pretrained: bool = True):
         maskrcnn_resnet18_fpn,
         maskrcnn_resnet50_fpn,
     )
+    from ..models.detection.faster_rcnn import CAFFE_BGR_MEAN, CAFFE_STD
 
     w = config.weights if pretrained else None
     wb = config.weights_backbone if pretrained else None
@@ -149,7 +150,11 @@ def build_model(config: DetConfig, pretrained: bool = True):
         return fasterrcnn_resnet50_fpn(
             weights=w, num_classes=config.num_classes, weights_backbone=wb, **size
         )
-    return fasterrcnn_vgg16(config.num_classes, weights=w or wb, **size)
+    # Caffe's normalization inside the model (an exported graph takes [0, 1] images); checkpoints
+    # of the releases that normalized in prepare_image hold the same weights (the normalization
+    # has none) and give the same detections
+    caffe = dict(image_mean=CAFFE_BGR_MEAN, image_std=CAFFE_STD, image_bgr=True)
+    return fasterrcnn_vgg16(config.num_classes, weights=w or wb, **size, **caffe)
 
 
 def _anchors(config: DetConfig):

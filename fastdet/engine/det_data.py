@@ -3,16 +3,15 @@ prediction and evaluation), the training pairs with flips drawn from (seed, epoc
 the datasets of the layouts that have boxes.
 
 Input pipeline: optional histogram equalization, then the image is brought to [0, 1] (divided
-by 255 when it fits in 0..255, else min-max scaled), grey repeated to 3 channels; the ResNet
-models normalize with ImageNet's mean and std inside the model, vgg16 gets Caffe normalization
-here."""
+by 255 when it fits in 0..255, else min-max scaled), grey repeated to 3 channels. The models
+normalize inside (ResNet: ImageNet's mean and std; vgg16: Caffe's BGR means, which earlier
+releases applied here: their checkpoints give the same detections)."""
 
 from __future__ import annotations
 
 import torch
 
 from ..data.transforms import (
-    CaffeNormalize,
     Compose,
     HistogramEqualization,
     RandomHorizontalFlip,
@@ -26,7 +25,7 @@ DET_LAYOUTS = ("rsna", "dsb2018", "folders")
 def prepare_image(image, config) -> torch.Tensor:
     """A dataset image [C, H, W] (file units) -> the model's float32 [3, H, W] input: histogram
     equalized (config.hist_eq) or scaled to [0, 1] (/ 255 when within 0..255, else min-max),
-    grey repeated to 3 channels, Caffe-normalized for vgg16."""
+    grey repeated to 3 channels. No normalization: every detector normalizes inside."""
     x = torch.as_tensor(image, dtype=torch.float32)
     if x.ndim == 2:
         x = x[None]
@@ -41,8 +40,6 @@ def prepare_image(image, config) -> torch.Tensor:
         x = x.expand(3, -1, -1)
     elif x.shape[0] != 3:
         raise ValueError(f"detection needs 1 or 3 image channels, got {x.shape[0]}")
-    if config.model.endswith("vgg16"):
-        x = CaffeNormalize(input_max=1.0)({"image": x})["image"]
     return x.contiguous()
 
 

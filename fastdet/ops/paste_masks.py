@@ -70,7 +70,7 @@ def _check_masks(masks):
             f"masks must have shape [K, M, M] or [K, 1, M, M] (square masks), "
             f"got {tuple(masks.shape)}"
         )
-    if masks.shape[0] > 0 and masks.shape[1] == 0:
+    if masks.shape[1] == 0 and masks.shape[0] > 0:  # the static size first: traceable
         raise ValueError(f"masks must be at least 1 x 1, got {tuple(masks.shape)}")
     if masks.shape[0] >= _INT32_MAX:
         raise ValueError(f"masks: at most {_INT32_MAX - 1} masks, got {masks.shape[0]}")

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from . import _arrays as arrays
 from .box_iou import box_area
+from .nms import _guard_or_false
 from .roi_align import _pair, _sampling_ratio, roi_align
 
 
@@ -66,7 +67,7 @@ def _multiscale_roi_align(
     out = feats[0].new_zeros((rois.shape[0], feats[0].shape[1]) + tuple(output_size))
     for level, (f, scale) in enumerate(zip(feats, scales)):
         idx = torch.where(lv == level)[0]
-        if idx.numel():
+        if not _guard_or_false(idx.numel() == 0):  # tracing: an unknown count takes the call
             # Levels may differ in dtype under autocast; the result keeps the first level's.
             out[idx] = roi_align(f, rois[idx], output_size, scale, sampling_ratio).to(out.dtype)
     return out

@@ -166,10 +166,52 @@ def test_prepare_image():
     assert x.shape == (3, 4, 4) and x.max() == pytest.approx(150 / 255) and torch.equal(x[0], x[2])
     eq = prepare_image(grey, tiny(hist_eq=True))
     assert 0 <= eq.min() and eq.max() <= 1
-    caffe = prepare_image(torch.full((1, 2, 2), 255.0), tiny(model="vgg16"))
-    assert caffe[:, 0, 0].tolist() == pytest.approx(
-        [255 - 102.9801, 255 - 115.9465, 255 - 122.7717]
+    # vgg16 normalizes inside its model now: the same [0, 1] input as the ResNets
+    assert torch.equal(prepare_image(grey, tiny(model="vgg16")), x)
+
+
+def test_vgg16_normalizes_inside_and_old_checkpoints_detect_the_same(rng):
+    """vgg16 checkpoints of the releases that Caffe-normalized in prepare_image (the model
+    without normalization) give the same detections through today's pipeline (the model
+    normalizes, BGR order included): the normalization holds no weights."""
+    from fastdet.data.transforms import CaffeNormalize
+    from fastdet.models.detection import fasterrcnn_vgg16
+
+    config = tiny(model="vgg16", anchor_sizes=[32], min_size=64, max_size=64)
+    torch.manual_seed(0)
+    new = build_detector(config, pretrained=False).eval()
+    assert new.transform.bgr and new.transform.image_mean is not None
+    old = fasterrcnn_vgg16(2, min_size=64, max_size=64, rpn_anchor_generator=_vgg_anchors())
+    old.load_state_dict(new.state_dict())  # an old checkpoint's state loads as it is
+    old.eval()
+    with torch.no_grad():
+        new.roi_heads.box_predictor.cls_score.weight.normal_(0, 0.2)
+        old.roi_heads.box_predictor.cls_score.weight.copy_(
+            new.roi_heads.box_predictor.cls_score.weight
+        )
+    # an RGB image, so the channel order matters
+    image = torch.as_tensor(rng.random((3, 48, 56)) * 255, dtype=torch.float32)
+    x = prepare_image(image, config)
+    before = CaffeNormalize(input_max=1.0)({"image": x})["image"]  # the old prepare_image
+    with torch.no_grad():
+        got, want = new([x])[0], old([before])[0]
+    assert len(want["scores"]) > 0
+    torch.testing.assert_close(got["boxes"], want["boxes"], atol=1e-3, rtol=0)
+    torch.testing.assert_close(got["scores"], want["scores"], atol=1e-5, rtol=0)
+    assert torch.equal(got["labels"], want["labels"])
+    # and the channels are reversed: a grey-free RGB image reversed gives other detections
+    with torch.no_grad():
+        flipped = new([x.flip(0)])[0]
+    assert not (
+        flipped["scores"].shape == got["scores"].shape
+        and torch.allclose(flipped["scores"], got["scores"])
     )
+
+
+def _vgg_anchors():
+    from fastdet.ops import AnchorGenerator
+
+    return AnchorGenerator(((32.0, 64.0, 128.0),), ((0.5, 1.0, 2.0),))
 
 
 # ---------------------------------------------------------------------- flips

@@ -32,6 +32,10 @@ from .transform import DetectionTransform
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
+# Caffe's input (the original VGG16 Faster R-CNN) from [0, 1] RGB: BGR order, 0..255, minus the
+# Caffe BGR pixel means, no std: (x - mean / 255) / (1 / 255) with bgr=True
+CAFFE_BGR_MEAN = [102.9801 / 255, 115.9465 / 255, 122.7717 / 255]
+CAFFE_STD = [1 / 255] * 3
 
 
 def _fpn_anchors() -> AnchorGenerator:
@@ -41,7 +45,8 @@ def _fpn_anchors() -> AnchorGenerator:
 class FasterRCNN(nn.Module):
     """Faster R-CNN on `backbone` (a module returning an OrderedDict of feature maps, with an
     `out_channels` attribute). Arguments are torchvision's FasterRCNN's, defaults included, plus:
-    image_mean / image_std None: no normalization (the data pipeline normalizes);
+    image_mean / image_std None: no normalization (the data pipeline normalizes); image_bgr:
+    reverse the channels before normalizing (Caffe models; see CAFFE_BGR_MEAN, CAFFE_STD);
     rpn_sigma / roi_sigma: smooth L1 sigma (3 and 3 = torchvision's beta 1/9; the original: 3, 1);
     box_loss "smooth_l1" | "l1"; cls_loss "ce" | "focal" (both heads) with focal_gamma.
 
@@ -84,6 +89,7 @@ class FasterRCNN(nn.Module):
         box_loss: str = "smooth_l1",
         cls_loss: str = "ce",
         focal_gamma: float = 2.0,
+        image_bgr: bool = False,
     ):
         super().__init__()
         if not hasattr(backbone, "out_channels"):
@@ -97,7 +103,9 @@ class FasterRCNN(nn.Module):
         c = backbone.out_channels
         anchors = rpn_anchor_generator or _fpn_anchors()
         losses = {"box_loss": box_loss, "cls_loss": cls_loss, "focal_gamma": focal_gamma}
-        self.transform = DetectionTransform(min_size, max_size, image_mean, image_std)
+        self.transform = DetectionTransform(
+            min_size, max_size, image_mean, image_std, bgr=image_bgr
+        )
         self.backbone = backbone
         self.rpn = RegionProposalNetwork(
             anchors,
@@ -306,7 +314,8 @@ def fasterrcnn_vgg16(
     (features.* -> the extractor, classifier.0 / classifier.3 -> fc6 / fc7), or a state_dict of
     this detector. The model does not normalize by default (image_mean=None): the data transforms
     do (torchvision's vgg16 weights expect RGB in [0, 1] normalized with ImageNet's mean and std;
-    pass image_mean / image_std to have the model do it). kwargs: FasterRCNN's arguments."""
+    pass image_mean / image_std to have the model do it; the engine passes CAFFE_BGR_MEAN,
+    CAFFE_STD and image_bgr=True, the original's input). kwargs: FasterRCNN's arguments."""
     backbone = VGG16Backbone(frozen_convs)
     pool = MultiScaleRoIAlign(["0"], 7, 2)
     head = TwoMLPHead(512 * 7 * 7, 4096, dropout)

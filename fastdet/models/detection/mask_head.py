@@ -87,8 +87,8 @@ def mask_loss(logits: Tensor, proposals, gt_masks, gt_labels, matched) -> Tensor
 
 def mask_probabilities(logits: Tensor, labels: list[Tensor]) -> list[Tensor]:
     """Per image [Di, M, M]: the sigmoid of each detection's own class map."""
-    if logits.shape[0] == 0:
-        return [logits.new_zeros((0, *logits.shape[-2:])) for _ in labels]
+    # no branch on the count (zero detections index to [0, M, M] all the same), so torch.export
+    # traces one graph for any count
     flat = torch.cat(labels)
     probs = logits[torch.arange(flat.shape[0], device=flat.device), flat].sigmoid()
     return list(probs.split([lab.shape[0] for lab in labels]))

@@ -1,7 +1,8 @@
 """Input transform of the detectors (torchvision's GeneralizedRCNNTransform rules).
 
-Each image [C, H, W] (float) is normalized ((x - mean) / std, per channel; skipped when
-image_mean is None, for data already normalized by the data pipeline), resized by
+Each image [C, H, W] (float) is normalized ((x - mean) / std, per channel, after reversing the
+channels when bgr is set (Caffe models: RGB in, BGR to the network); skipped when image_mean is
+None, for data already normalized by the data pipeline), resized by
 s = min(min_size / min(H, W), max_size / max(H, W)) with bilinear interpolation
 (align_corners=False, recompute_scale_factor=True, so the output size is floor(H * s),
 floor(W * s) exactly as torchvision), then the batch is zero-padded at the bottom/right to a
@@ -51,7 +52,8 @@ def resize_masks(masks: Tensor, size: tuple[int, int]) -> Tensor:
 
 class DetectionTransform(nn.Module):
     """min_size: an int, or a tuple from which training draws one per image (evaluation uses the
-    last); image_mean / image_std: per-channel lists, or None for no normalization."""
+    last); image_mean / image_std: per-channel lists, or None for no normalization; bgr: reverse
+    the channels before normalizing (Caffe's channel order)."""
 
     def __init__(
         self,
@@ -60,6 +62,7 @@ class DetectionTransform(nn.Module):
         image_mean=None,
         image_std=None,
         size_divisible: int = 32,
+        bgr: bool = False,
     ):
         super().__init__()
         self.min_size = tuple(min_size) if isinstance(min_size, (list, tuple)) else (int(min_size),)
@@ -67,6 +70,7 @@ class DetectionTransform(nn.Module):
         if (image_mean is None) != (image_std is None):
             raise ValueError("give both image_mean and image_std, or neither (no normalization)")
         self.image_mean, self.image_std = image_mean, image_std
+        self.bgr = bool(bgr)
         self.size_divisible = size_divisible
 
     def forward(self, images: list[Tensor], targets=None):
@@ -95,6 +99,8 @@ class DetectionTransform(nn.Module):
     def normalize(self, image: Tensor) -> Tensor:
         if self.image_mean is None:
             return image
+        if self.bgr:
+            image = image.flip(0)
         mean = torch.as_tensor(self.image_mean, dtype=image.dtype, device=image.device)
         std = torch.as_tensor(self.image_std, dtype=image.dtype, device=image.device)
         return (image - mean[:, None, None]) / std[:, None, None]
