@@ -275,3 +275,30 @@ def test_ops_translate_to_onnx_operators(tmp_path, rng):
     # it to the first box: the higher-scoring of the two suppresses the other
     assert sorted(want[6].tolist()) == [0, 1]
     assert got[6].tolist() == [int(scores[:2].argmax())]
+
+
+# ---------------------------------------------------------------------- classification
+
+
+def test_classifier_onnx_and_pt2(tmp_path, rng):
+    """A cls checkpoint exports as a tensor-in, `logits`-out graph; batch dynamic."""
+    from fastdet.engine.cls import CHECKPOINT_FORMAT as CLS_FORMAT
+    from fastdet.engine.cls import ClsConfig
+    from fastdet.engine.cls import build_model as build_cls
+
+    torch.manual_seed(2)
+    config = ClsConfig(model="resnet18", classes=["a", "b", "c"], in_channels=1, size=64)
+    ckpt = _save(tmp_path / "cls.pt", CLS_FORMAT, config, build_cls(config, pretrained=False))
+    model, _ = load_model(ckpt)
+    session = _session(export_model(ckpt, tmp_path / "cls.onnx", "onnx"))
+    assert [o.name for o in session.get_outputs()] == ["logits"]
+    program = torch.export.load(export_model(ckpt, tmp_path / "cls.pt2", "pt2"))
+    for n in (1, 3):
+        x = torch.as_tensor(rng.standard_normal((n, 1, 64, 64)), dtype=torch.float32)
+        with torch.no_grad():
+            want = model(x)
+            got = program.module()(x)
+        assert want.shape == (n, 3)
+        (onnx_out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+        np.testing.assert_allclose(onnx_out, want.numpy(), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
