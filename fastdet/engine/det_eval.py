@@ -22,6 +22,7 @@ from ..metrics import (
 )
 from .det import has_masks, instance_outputs, labels_of, mask_scores, predict_detections
 from .det_data import instance_image, instance_masks, prepare_image
+from .gate import apply_gate, format_negative_report, gate_summary, negative_figures
 
 
 def evaluate_detection(
@@ -34,6 +35,7 @@ def evaluate_detection(
     max_figures: int = 20,
     unet=None,
     classical: bool = False,
+    gate=None,
 ) -> dict:
     """RSNA score (of all detections, and of those scoring >= score_threshold, as a thresholded
     submission would be scored), COCO mAP / AP50 / AP75 over `dataset`, and per image the TP / FP
@@ -45,12 +47,22 @@ def evaluate_detection(
     "dsb"), and beside them, on the same images, the DSB score of `unet` ((model, config) of a
     segmentation checkpoint, instances split by watershed) and of the classical baseline
     (classical=True); figures then also get instances/<id>.png overlays (the row's
-    "overlay")."""
+    "overlay").
+
+    Always: engine.gate.negative_figures (fp_per_negative_image[_by_class], missed_positives).
+    gate: an engine.gate.Gate; every figure above is then of the gated detections, and "gate"
+    and "ungated" (the detector's own figures, from the same pass) are added."""
     masks = has_masks(config.model)
     preds, kept, targets, rows = [], [], [], []
+    classes, ungated, probabilities = [], [], []
     for i in range(len(dataset)):
         s = dataset[i]
         pred = predict_detections(model, [prepare_image(s["image"], config)], device)[0]
+        classes.append(s.get("meta", {}).get("class"))
+        if gate is not None:
+            ungated.append(pred)
+            probabilities.append(gate.probability(s["image"], device))
+            pred = apply_gate(pred, probabilities[-1], gate.threshold)
         target = {
             "boxes": torch.as_tensor(s["boxes"], dtype=torch.float32).reshape(-1, 4),
             "labels": torch.as_tensor(s["labels"], dtype=torch.int64).reshape(-1),
@@ -81,6 +93,20 @@ def evaluate_detection(
         "fn": sum(r["fn"] for r in rows),
         "per_image": rows,
     }
+    result.update(negative_figures(kept, targets, classes))
+    if gate is not None:
+        result.update(
+            gate_summary(
+                gate,
+                probabilities,
+                ungated,
+                targets,
+                classes,
+                rows,
+                score_threshold,
+                config.detections_per_img,
+            )
+        )
     if masks:
         result["instances"] = _instance_summary(preds, targets, rows, config)
     if figures is not None:
@@ -185,6 +211,7 @@ def format_det_report(result: dict) -> str:
         "id\tTP\tFP\tFN",
     ]
     lines += [f"{r['id']}\t{r['tp']}\t{r['fp']}\t{r['fn']}" for r in result["per_image"]]
+    lines += format_negative_report(result)
     if result.get("instances"):
         lines.append(format_instance_report(result["instances"]))
     return "\n".join(lines)
