@@ -9,6 +9,8 @@ dataset stores them, so the same loaders, commands and tests run on both:
                                           Target 0 rows have empty x, y, width, height)
     OUT/stage_2_detailed_class_info.csv   patientId,class (one row per label row, as Kaggle's)
     OUT/stage_2_train_images/<patientId>.dcm
+    OUT/lungs/images/<patientId>.png      the same pixels as uint8 grey PNG
+    OUT/lungs/masks/<patientId>.png       its lung fields, 0/255 (the `folders` layout)
 
   The DICOM files are CR, MONOCHROME2, 8-bit unsigned, square ``size`` pixels (Kaggle's are
   1024), PixelSpacing scaled so the field of view matches Kaggle's 1024 x 0.143 mm, with the tags
@@ -150,6 +152,15 @@ def _write_png(path: Path, array: np.ndarray) -> None:
     Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(path, format="PNG")
 
 
+def _write_png_atomic(path: Path, array: np.ndarray) -> None:
+    """_write_png to a temporary name, then renamed into place."""
+    tmp = path.with_name(path.name + ".tmp")
+    from PIL import Image
+
+    Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(tmp, format="PNG")
+    _replace(tmp, path)
+
+
 def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
     """(x, y, width, height) of a non-empty 2-D mask in pixel edges: x2 = last column + 1."""
     rows = np.flatnonzero(mask.any(1))
@@ -241,24 +252,26 @@ def _opacities(rng, lungs: np.ndarray, count: int, size: int):
     return signal, label, boxes
 
 
-def _chest_radiograph(rng, size: int, n_opacities: int):
+def _chest_radiograph(rng, size: int, n_opacities: int, return_lungs: bool = False):
     """A chest-like radiograph. Returns (image uint8 [S, S], boxes list of (x, y, w, h) ints,
-    opacity label int32 [S, S] numbering the opacities 1..K)."""
+    opacity label int32 [S, S] numbering the opacities 1..K), and with return_lungs the lung
+    fields bool [S, S] (both lungs, heart and mediastinum excluded) last."""
     img, lungs = _chest_anatomy(rng, size)
     signal, label, boxes = _opacities(rng, lungs, n_opacities, size)
     img = img + signal
     exposure, offset, gamma = rng.uniform(0.9, 1.1), rng.normal(0, 0.02), rng.uniform(0.85, 1.15)
     img = np.clip(img * exposure + offset, 0, 1) ** gamma
     img = img + rng.normal(0, 0.015, img.shape)  # quantum noise
-    return np.clip(np.round(img * 255), 0, 255).astype(np.uint8), boxes, label
+    out = np.clip(np.round(img * 255), 0, 255).astype(np.uint8), boxes, label
+    return (*out, lungs.any(0)) if return_lungs else out
 
 
 def _rsna_patient(seed: int, i: int, positive: bool, size: int):
-    """One patient: (patientId, image uint8, boxes, class name, DICOM tags)."""
+    """One patient: (patientId, image uint8, boxes, class name, DICOM tags, lungs bool)."""
     rng = _rng(seed, "rsna", i)
     pid = str(uuid.UUID(bytes=rng.bytes(16), version=4))
     n_opacities = int(rng.integers(1, 4)) if positive else 0
-    image, boxes, _ = _chest_radiograph(rng, size, n_opacities)
+    image, boxes, _, lungs = _chest_radiograph(rng, size, n_opacities, return_lungs=True)
     if positive:
         cls = RSNA_CLASS_NAMES[2]
     else:
@@ -289,24 +302,32 @@ def _rsna_patient(seed: int, i: int, positive: bool, size: int):
         "PatientOrientation": "",
         "PixelSpacing": [spacing, spacing],
     }
-    return pid, image, boxes, cls, tags
+    return pid, image, boxes, cls, tags, lungs
 
 
 def synth_rsna(out, n: int = 16, seed: int = 0, size: int = 256) -> Path:
     """Writes `n` patients in the RSNA Pneumonia (stage 2) layout; returns the folder.
 
     round(n / 2) patients, chosen at random, are positive with 1-3 opacities each; the rest are
-    negatives (class "Normal" or "No Lung Opacity / Not Normal") with one Target 0 row."""
+    negatives (class "Normal" or "No Lung Opacity / Not Normal") with one Target 0 row. Each
+    patient's image and lung-field mask also go to OUT/lungs/images/<patientId>.png and
+    OUT/lungs/masks/<patientId>.png (uint8 grey, mask 0/255): the folders layout of
+    `train seg --data OUT/lungs --layout folders`."""
     if n < 1 or size < 64:
         raise ValueError(f"synth_rsna: need n >= 1 and size >= 64, got n={n}, size={size}")
     out = _prepare_out(out)
     images = out / RSNA_IMAGES
     images.mkdir()
+    lung_images, lung_masks = out / "lungs" / "images", out / "lungs" / "masks"
+    lung_images.mkdir(parents=True)
+    lung_masks.mkdir()
     positive = np.zeros(n, bool)
     positive[_rng(seed, "rsna").permutation(n)[: round(n / 2)]] = True
     label_rows, class_rows = [], []
     for i in range(n):
-        pid, image, boxes, cls, tags = _rsna_patient(seed, i, bool(positive[i]), size)
+        pid, image, boxes, cls, tags, lungs = _rsna_patient(seed, i, bool(positive[i]), size)
+        _write_png_atomic(lung_images / f"{pid}.png", image)
+        _write_png_atomic(lung_masks / f"{pid}.png", lungs.astype(np.uint8) * 255)
         _write_dicom(
             images / f"{pid}.dcm",
             tags,

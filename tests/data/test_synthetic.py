@@ -139,6 +139,32 @@ def test_rsna_boxes_are_the_opacities_extents(seed):
 # ----------------------------------------------------------------------------- DSB-2018
 
 
+def test_rsna_lungs_folder_is_a_folders_layout(rsna_dir):
+    """OUT/lungs: each patient's pixels (as in its DICOM) and a 0/255 lung-field mask that
+    holds the opacities, read by the folders layout segmentation trains on."""
+    from fastdet.data import ImageFolderDataset, RSNADataset
+
+    rsna = RSNADataset(rsna_dir)
+    lungs = ImageFolderDataset(rsna_dir / "lungs")
+    assert len(lungs) == len(rsna) == RSNA_N
+    pids = sorted(p.stem for p in (rsna_dir / "stage_2_train_images").glob("*.dcm"))
+    assert sorted(p.stem for p in (rsna_dir / "lungs" / "images").iterdir()) == pids
+    for pid in pids:
+        image = np.asarray(Image.open(rsna_dir / "lungs" / "images" / f"{pid}.png"))
+        mask = np.asarray(Image.open(rsna_dir / "lungs" / "masks" / f"{pid}.png"))
+        dicom = pydicom.dcmread(rsna_dir / "stage_2_train_images" / f"{pid}.dcm").pixel_array
+        assert image.dtype == np.uint8 and np.array_equal(image, dicom)
+        assert mask.shape == image.shape and set(np.unique(mask)) == {0, 255}
+        assert 0.1 < (mask > 0).mean() < 0.6  # two lungs, not the whole film
+        half = mask.shape[1] // 2  # a lung on each side
+        assert (mask[:, :half] > 0).any() and (mask[:, half:] > 0).any()
+    for i in range(len(rsna)):  # every opacity's box centre lies in the lung fields
+        s = rsna[i]
+        m = np.asarray(Image.open(rsna_dir / "lungs" / "masks" / f"{s['id']}.png")) > 0
+        for x1, y1, x2, y2 in np.asarray(s["boxes"]).reshape(-1, 4):
+            assert m[int((y1 + y2) / 2), int((x1 + x2) / 2)]
+
+
 def test_dsb_layout_and_png_formats(dsb_dir):
     ids = sorted(p.name for p in dsb_dir.iterdir())
     assert len(ids) == DSB_N and all(HEX64.match(i) for i in ids)
