@@ -86,7 +86,7 @@ def _synth(args) -> int:
     if args.n is not None and args.n < 1:
         print(f"fastdet data synth: --n must be >= 1, got {args.n}", file=sys.stderr)
         return 2
-    out = synth(args.kind, args.out, n=args.n, seed=args.seed)
+    out = synth(args.kind, args.out, n=args.n, seed=args.seed, lookalikes=args.lookalikes)
     print(f"wrote a synthetic {args.kind} dataset to {out}")
     return 0
 
@@ -754,6 +754,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("out", type=Path, help="output folder")
     s.add_argument("--n", type=int, default=None, help="images (rsna, dsb2018) or subjects (mri)")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--lookalikes",
+        action="store_true",
+        help="rsna: 'No Lung Opacity / Not Normal' images carry non-pneumonia findings (mass, "
+        "effusion, enlarged heart, haze) that fool a box detector; 'Normal' stays clean",
+    )
     s.set_defaults(fn=_synth)
     _add_train(sub)
     _add_inference(sub)

@@ -344,3 +344,40 @@ def test_synth_refuses_a_non_empty_folder(tmp_path):
     with pytest.raises(FileExistsError, match="not empty"):
         synth("rsna", tmp_path, n=1)
     assert (tmp_path / "old.txt").read_text() == "keep me"
+
+
+def test_rsna_lookalikes_change_only_not_normal_images(tmp_path):
+    """lookalikes=True: "No Lung Opacity / Not Normal" images get brighter lungs (findings that
+    are not pneumonia, no boxes); every other file is byte for byte as without it, and the
+    output is still determined by the seed."""
+    plain = synth_rsna(tmp_path / "plain", n=12, seed=4, size=64)
+    a = synth_rsna(tmp_path / "a", n=12, seed=4, size=64, lookalikes=True)
+    b = synth_rsna(tmp_path / "b", n=12, seed=4, size=64, lookalikes=True)
+    ta, tp = tree(a), tree(plain)
+    assert ta == tree(b) and set(ta) == set(tp)
+    _, crows = read_csv(a / "stage_2_detailed_class_info.csv")
+    cls = dict(crows)
+    assert "No Lung Opacity / Not Normal" in cls.values() and "Normal" in cls.values()
+    for name in ta:
+        pid = Path(name).stem
+        if name.endswith(".csv") or "masks" in name or cls[pid] != "No Lung Opacity / Not Normal":
+            assert ta[name] == tp[name], name
+    for pid, c in cls.items():
+        if c != "No Lung Opacity / Not Normal":
+            continue
+        lungs = np.asarray(Image.open(a / "lungs" / "masks" / f"{pid}.png")) > 0
+        new = pydicom.dcmread(a / "stage_2_train_images" / f"{pid}.dcm").pixel_array
+        old = pydicom.dcmread(plain / "stage_2_train_images" / f"{pid}.dcm").pixel_array
+        assert np.array_equal(new, np.asarray(Image.open(a / "lungs" / "images" / f"{pid}.png")))
+        diff = new.astype(int) - old.astype(int)
+        assert diff.min() >= -8  # findings only brighten (up to the finding's own noise)
+        assert diff[lungs].max() >= 20  # a visible finding in or over the lungs
+
+
+def test_synth_lookalikes_flag(tmp_path, capsys):
+    from fastdet.cli import main
+
+    assert main(["data", "synth", "rsna", str(tmp_path / "r"), "--n", "4", "--lookalikes"]) == 0
+    assert tree(tmp_path / "r") == tree(synth_rsna(tmp_path / "s", n=4, size=256, lookalikes=True))
+    with pytest.raises(ValueError, match="lookalikes are rsna's"):
+        synth("dsb2018", tmp_path / "d", n=1, lookalikes=True)
