@@ -86,7 +86,7 @@ def _synth(args) -> int:
     if args.n is not None and args.n < 1:
         print(f"fastdet data synth: --n must be >= 1, got {args.n}", file=sys.stderr)
         return 2
-    out = synth(args.kind, args.out, n=args.n, seed=args.seed)
+    out = synth(args.kind, args.out, n=args.n, seed=args.seed, lookalikes=args.lookalikes)
     print(f"wrote a synthetic {args.kind} dataset to {out}")
     return 0
 
@@ -382,6 +382,7 @@ def _predict_det(args) -> int:
 
     device, model, config = _loaded(args, "det")
     members, tta = _fusion_members(args, device, model, config)
+    gate, gated = _gate(args, device), []
     files = input_files(args.inputs)
     args.out.mkdir(parents=True, exist_ok=True)
     for path in files:
@@ -398,6 +399,8 @@ def _predict_det(args) -> int:
             pred = predict_detections(model, [prepare_image(image, config)], device)[0]
         keep = pred["scores"] >= args.score_threshold
         pred = {k: v[keep] for k, v in pred.items()}
+        if gate is not None:
+            pred = _gate_image(gate, pred, image, device, path, gated)
         stem = path.name.split(".")[0]
         with open(args.out / f"{stem}_boxes.csv", "w", newline="") as f:
             w = csv.writer(f)
@@ -410,6 +413,8 @@ def _predict_det(args) -> int:
         print(f"{path} -> {len(pred['boxes'])} boxes, {args.out / (stem + '_boxes.csv')}, {png}")
         if "masks" in pred:
             _write_instances(args.out / stem, image, pred, config, args.label_format)
+    if gate is not None:
+        _write_gate_csv(args.out / "gate.csv", gate, gated)
     return 0
 
 
@@ -428,6 +433,44 @@ def _fusion_members(args, device, model, config):
         members.append(load_model(path, device, task="det"))
     check_members(members)
     return members, tta
+
+
+def _gate(args, device):
+    """The engine.gate.Gate of --gate / --gate-threshold, or None."""
+    if getattr(args, "gate", None) is None:
+        if getattr(args, "gate_threshold", None) is not None:
+            raise ValueError("--gate-threshold needs --gate CLS_CKPT")
+        return None
+    from .engine.gate import load_gate
+
+    gate = load_gate(args.gate, device, args.gate_threshold)
+    print(
+        f"gate: {args.gate}, boxes kept where P({gate.config.positive}) >= "
+        f"{gate.threshold:.4f} ({gate.threshold_source})"
+    )
+    return gate
+
+
+def _gate_image(gate, pred: dict, image, device, path, rows: list) -> dict:
+    """pred with its boxes dropped when the gate judges the image negative; a row for gate.csv."""
+    from .engine.gate import apply_gate, gate_keeps
+
+    p = gate.probability(image, device)
+    rows.append((str(path), p, gate_keeps(p, gate.threshold), len(pred["boxes"])))
+    if not rows[-1][2]:
+        print(f"{path}: P({gate.config.positive}) {p:.4f} < {gate.threshold:.4f}, boxes dropped")
+    return apply_gate(pred, p, gate.threshold)
+
+
+def _write_gate_csv(path: Path, gate, rows: list) -> None:
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", f"P({gate.config.positive})", "threshold", "kept", "boxes_before"])
+        for name, p, kept, n in rows:
+            w.writerow([name, f"{p:.6f}", f"{gate.threshold:.6f}", int(kept), n])
+    print(f"wrote {path}")
 
 
 def _write_instances(base: Path, image, pred: dict, config, fmt: str) -> None:
@@ -474,6 +517,7 @@ def _evaluate_det(args) -> int:
         from .engine import load_model
 
         unet = load_model(args.unet, device, task="seg")
+    gate = _gate(args, device)
     result = evaluate_detection(
         model,
         config,
@@ -489,6 +533,7 @@ def _evaluate_det(args) -> int:
         fuse=args.fuse,
         fuse_iou=args.fuse_iou,
         fuse_skip=args.fuse_skip,
+        gate=gate,
     )
     for m, path in zip(result.get("members", ()), [args.checkpoint, *(args.ensemble or ())]):
         m["checkpoint"] = str(path)
@@ -591,6 +636,7 @@ def _add_inference(sub) -> None:
         default="png",
         help="Mask R-CNN's instance label images: 16-bit PNG or TIFF",
     )
+    _gate_flags(s)
     s.add_argument("--device", default="auto")
     _fusion_flags(s)
     s.set_defaults(fn=_predict_det)
@@ -636,6 +682,7 @@ def _add_inference(sub) -> None:
         action="store_true",
         help="Mask R-CNN: also score the classical baseline's instances",
     )
+    _gate_flags(s)
     s.add_argument("--device", default="auto")
     _fusion_flags(s)
     s.set_defaults(fn=_evaluate_det)
@@ -705,6 +752,22 @@ def _input_flags(s, what: str) -> None:
     s.add_argument("--out", type=Path, required=True, help="output folder")
 
 
+def _gate_flags(s) -> None:
+    s.add_argument(
+        "--gate",
+        type=Path,
+        metavar="CLS_CKPT",
+        help="drop every box of an image whose P(positive class, e.g. Lung Opacity) from this "
+        "classification checkpoint is below the gate threshold",
+    )
+    s.add_argument(
+        "--gate-threshold",
+        type=float,
+        metavar="T",
+        help="the gate's threshold (default: the one stored in CLS_CKPT, else 0.5)",
+    )
+
+
 def _evaluate_flags(s, layouts) -> None:
     s.add_argument("--checkpoint", type=Path, required=True)
     s.add_argument("--data", type=Path, required=True)
@@ -771,6 +834,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("out", type=Path, help="output folder")
     s.add_argument("--n", type=int, default=None, help="images (rsna, dsb2018) or subjects (mri)")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--lookalikes",
+        action="store_true",
+        help="rsna: 'No Lung Opacity / Not Normal' images carry non-pneumonia findings (mass, "
+        "effusion, enlarged heart, haze) that fool a box detector; 'Normal' stays clean",
+    )
     s.set_defaults(fn=_synth)
     _add_train(sub)
     _add_inference(sub)

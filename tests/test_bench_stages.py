@@ -3,7 +3,7 @@ events are found in both implementations and fit in the profiled pass. Times not
 
 import pytest
 
-from fastdet.bench.cases import _det_case
+from fastdet.bench.cases import _det_case, cases_for
 from fastdet.bench.runner import _stages, stages_line
 
 
@@ -14,6 +14,8 @@ from fastdet.bench.runner import _stages, stages_line
         pytest.param(
             "resnet50_fpn", {"fastdet", "torchvision"}, id="resnet50_fpn", marks=pytest.mark.slow
         ),
+        # no torchvision preset of ResNet-101 + FPN exists: fastdet alone
+        pytest.param("resnet101_fpn", {"fastdet"}, id="resnet101_fpn", marks=pytest.mark.slow),
     ],
 )
 @pytest.mark.parametrize("train", [False, True], ids=["inference", "train_step"])
@@ -33,3 +35,10 @@ def test_detection_stages(model, impls, train):
         assert sum(parts) <= st["total_ms"], st
     assert not any("filter_proposals" in vars(f.net.rpn) for f in fns.values())  # restored
     assert stages_line(stages).count("proposal filtering") == len(impls)
+
+
+def test_resnet101_fpn_latency_cases_are_full_mode_only():
+    names = ["fasterrcnn_resnet101_fpn_600_inference", "fasterrcnn_resnet101_fpn_600_train_step"]
+    for device in ("cpu", "cuda"):
+        assert set(names) <= {c.name for c in cases_for(device, full=True)}
+    assert not set(names) & {c.name for c in cases_for("cpu")}

@@ -608,6 +608,7 @@ def _det_case(model: str, train: bool, size: int = 600):
         from ..models.detection import (
             fasterrcnn_resnet18_fpn,
             fasterrcnn_resnet50_fpn,
+            fasterrcnn_resnet101_fpn,
             fasterrcnn_vgg16,
             maskrcnn_resnet50_fpn,
         )
@@ -617,10 +618,13 @@ def _det_case(model: str, train: bool, size: int = 600):
         build = {
             "resnet50_fpn": lambda: fasterrcnn_resnet50_fpn(num_classes=2, **kw),
             "resnet18_fpn": lambda: fasterrcnn_resnet18_fpn(2, **kw),
+            "resnet101_fpn": lambda: fasterrcnn_resnet101_fpn(2, **kw),  # no torchvision peer
             "vgg16": lambda: fasterrcnn_vgg16(2, **kw),
             "maskrcnn_resnet50_fpn": lambda: maskrcnn_resnet50_fpn(num_classes=2, **kw),
         }[model]
         nets = {"fastdet": build().to(device)}
+        if model == "resnet101_fpn":
+            _zero_init_residuals(nets["fastdet"])
         if model.endswith("resnet50_fpn") and _tv():
             from torchvision.models import detection as tv_det
 
@@ -668,6 +672,17 @@ def _det_case(model: str, train: bool, size: int = 600):
         stages=_det_stages,
         notes={"stages": DET_STAGES_NOTE},
     )
+
+
+def _zero_init_residuals(net) -> None:
+    """Each bottleneck's last BatchNorm scale set to 0 (torchvision's zero_init_residual): 33
+    random-weight blocks otherwise grow C5 to ~1e5, the RPN's boxes all fall below the minimum
+    size and the timed pass skips NMS and RoIAlign, unlike a trained model's."""
+    from ..models.resnet import Bottleneck
+
+    for m in net.modules():
+        if isinstance(m, Bottleneck):
+            torch.nn.init.zeros_(m.bn3.weight)
 
 
 _PAIRWISE = ("generalized_box_iou", "distance_box_iou", "complete_box_iou")
@@ -724,7 +739,7 @@ CASES: list[Case] = [
     ],
     *[
         _det_case(m, train)
-        for m in ("resnet50_fpn", "resnet18_fpn", "vgg16", "maskrcnn_resnet50_fpn")
+        for m in ("resnet50_fpn", "resnet18_fpn", "resnet101_fpn", "vgg16", "maskrcnn_resnet50_fpn")
         for train in (False, True)
     ],
     # one small classifier case in the quick set (a few seconds on a 2-core CPU); the rest --full

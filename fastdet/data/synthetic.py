@@ -9,6 +9,8 @@ dataset stores them, so the same loaders, commands and tests run on both:
                                           Target 0 rows have empty x, y, width, height)
     OUT/stage_2_detailed_class_info.csv   patientId,class (one row per label row, as Kaggle's)
     OUT/stage_2_train_images/<patientId>.dcm
+    OUT/lungs/images/<patientId>.png      the same pixels as uint8 grey PNG
+    OUT/lungs/masks/<patientId>.png       its lung fields, 0/255 (the `folders` layout)
 
   The DICOM files are CR, MONOCHROME2, 8-bit unsigned, square ``size`` pixels (Kaggle's are
   1024), PixelSpacing scaled so the field of view matches Kaggle's 1024 x 0.143 mm, with the tags
@@ -70,7 +72,12 @@ RSNA_CLASS_NAMES = ("Normal", "No Lung Opacity / Not Normal", "Lung Opacity")
 
 _CR_STORAGE = "1.2.840.10008.5.1.4.1.1.1"  # Computed Radiography Image Storage
 _MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4"  # MR Image Storage
-_KIND_CODE = {"rsna": 1, "dsb2018": 2, "mri": 3}  # separates the random streams of the kinds
+_KIND_CODE = {
+    "rsna": 1,
+    "dsb2018": 2,
+    "mri": 3,
+    "rsna-lookalike": 4,
+}  # separates the random streams of the kinds
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -148,6 +155,15 @@ def _write_png(path: Path, array: np.ndarray) -> None:
 
     # uint8 [H, W] -> L, [H, W, 3] -> RGB, [H, W, 4] -> RGBA
     Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(path, format="PNG")
+
+
+def _write_png_atomic(path: Path, array: np.ndarray) -> None:
+    """_write_png to a temporary name, then renamed into place."""
+    tmp = path.with_name(path.name + ".tmp")
+    from PIL import Image
+
+    Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(tmp, format="PNG")
+    _replace(tmp, path)
 
 
 def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
@@ -241,24 +257,71 @@ def _opacities(rng, lungs: np.ndarray, count: int, size: int):
     return signal, label, boxes
 
 
-def _chest_radiograph(rng, size: int, n_opacities: int):
+def _chest_radiograph(rng, size: int, n_opacities: int, return_lungs: bool = False):
     """A chest-like radiograph. Returns (image uint8 [S, S], boxes list of (x, y, w, h) ints,
-    opacity label int32 [S, S] numbering the opacities 1..K)."""
+    opacity label int32 [S, S] numbering the opacities 1..K), and with return_lungs the lung
+    fields bool [2, S, S] (left, right; heart and mediastinum excluded) last."""
     img, lungs = _chest_anatomy(rng, size)
     signal, label, boxes = _opacities(rng, lungs, n_opacities, size)
     img = img + signal
     exposure, offset, gamma = rng.uniform(0.9, 1.1), rng.normal(0, 0.02), rng.uniform(0.85, 1.15)
     img = np.clip(img * exposure + offset, 0, 1) ** gamma
     img = img + rng.normal(0, 0.015, img.shape)  # quantum noise
-    return np.clip(np.round(img * 255), 0, 255).astype(np.uint8), boxes, label
+    out = np.clip(np.round(img * 255), 0, 255).astype(np.uint8), boxes, label
+    return (*out, lungs) if return_lungs else out
+
+
+LOOKALIKES = ("mass", "effusion", "cardiomegaly", "haze")
+
+
+def _lookalike(seed: int, i: int, image: np.ndarray, lungs: np.ndarray) -> np.ndarray:
+    """A "No Lung Opacity / Not Normal" image with 1-2 findings that are not pneumonia but
+    brighten the lungs as an opacity does: a mass or nodule (small, dense, sharp-edged), a
+    pleural effusion blunting a lung base (a bright meniscus from below), an enlarged heart
+    (its shadow widened over both lungs' inner parts) or diffuse haze over both lungs. Drawn
+    from the patient's own look-alike stream, so the rest of the data is unchanged; returns
+    uint8 [S, S]."""
+    rng = _rng(seed, "rsna-lookalike", i)
+    size = image.shape[0]
+    yy, xx = np.mgrid[0:size, 0:size] + 0.5
+    both = lungs.any(0)
+    add = np.zeros((size, size))
+    for kind in rng.choice(LOOKALIKES, size=int(rng.integers(1, 3)), replace=False):
+        lung = lungs[rng.integers(2)]
+        ys, xs = np.nonzero(lung)
+        if kind == "mass":
+            k = rng.integers(len(ys))
+            r = rng.uniform(0.025, 0.06) * size
+            blob = _ellipse(yy, xx, ys[k], xs[k], r, r * rng.uniform(0.8, 1.2))
+            add += rng.uniform(0.25, 0.4) * ndimage.gaussian_filter(blob * 1.0, 0.005 * size)
+        elif kind == "effusion":
+            top, bottom = ys.min(), ys.max()
+            level = bottom - rng.uniform(0.15, 0.3) * (bottom - top)
+            # the meniscus: higher at the chest wall than at the mediastinum
+            side = np.sign(xs.mean() - size / 2)
+            rise = 0.06 * size * np.clip(side * (xx - xs.mean()) / (np.ptp(xs) + 1), -1, 1)
+            fluid = lung & (yy > level - rise)
+            add += rng.uniform(0.3, 0.4) * ndimage.gaussian_filter(fluid * 1.0, 0.01 * size)
+        elif kind == "cardiomegaly":
+            # centred between the lungs, wider than the normal heart (~0.13 of the side)
+            cx = np.nonzero(both)[1].mean()
+            heart = _ellipse(yy, xx, 0.6 * size, cx, 0.17 * size, rng.uniform(0.2, 0.25) * size)
+            shadow = ndimage.gaussian_filter((heart & both) * 1.0, 0.006 * size)
+            add += rng.uniform(0.3, 0.4) * shadow
+        else:  # diffuse haze: both lungs, patchy but everywhere
+            haze = 0.5 + 0.5 * np.clip(_smooth_noise(rng, (size, size), 0.05 * size), -1, 1)
+            add += rng.uniform(0.1, 0.16) * haze * ndimage.gaussian_filter(both * 1.0, 0.01 * size)
+    img = image / 255.0 + add + rng.normal(0, 0.01, add.shape) * (add > 0.01)
+    return np.clip(np.round(img * 255), 0, 255).astype(np.uint8)
 
 
 def _rsna_patient(seed: int, i: int, positive: bool, size: int):
-    """One patient: (patientId, image uint8, boxes, class name, DICOM tags)."""
+    """One patient: (patientId, image uint8, boxes, class name, DICOM tags, lungs bool
+    [2, S, S])."""
     rng = _rng(seed, "rsna", i)
     pid = str(uuid.UUID(bytes=rng.bytes(16), version=4))
     n_opacities = int(rng.integers(1, 4)) if positive else 0
-    image, boxes, _ = _chest_radiograph(rng, size, n_opacities)
+    image, boxes, _, lungs = _chest_radiograph(rng, size, n_opacities, return_lungs=True)
     if positive:
         cls = RSNA_CLASS_NAMES[2]
     else:
@@ -289,24 +352,39 @@ def _rsna_patient(seed: int, i: int, positive: bool, size: int):
         "PatientOrientation": "",
         "PixelSpacing": [spacing, spacing],
     }
-    return pid, image, boxes, cls, tags
+    return pid, image, boxes, cls, tags, lungs
 
 
-def synth_rsna(out, n: int = 16, seed: int = 0, size: int = 256) -> Path:
+def synth_rsna(out, n: int = 16, seed: int = 0, size: int = 256, lookalikes: bool = False) -> Path:
     """Writes `n` patients in the RSNA Pneumonia (stage 2) layout; returns the folder.
 
     round(n / 2) patients, chosen at random, are positive with 1-3 opacities each; the rest are
-    negatives (class "Normal" or "No Lung Opacity / Not Normal") with one Target 0 row."""
+    negatives (class "Normal" or "No Lung Opacity / Not Normal") with one Target 0 row. Each
+    patient's image and lung-field mask also go to OUT/lungs/images/<patientId>.png and
+    OUT/lungs/masks/<patientId>.png (uint8 grey, mask 0/255): the folders layout of
+    `train seg --data OUT/lungs --layout folders`.
+
+    lookalikes=True: the "No Lung Opacity / Not Normal" negatives carry 1-2 findings that are not
+    pneumonia and fool a box detector (see _lookalike: a mass or nodule, an effusion, an
+    enlarged heart, diffuse haze; no boxes), "Normal" stays clean; every other byte is as
+    without it."""
     if n < 1 or size < 64:
         raise ValueError(f"synth_rsna: need n >= 1 and size >= 64, got n={n}, size={size}")
     out = _prepare_out(out)
     images = out / RSNA_IMAGES
     images.mkdir()
+    lung_images, lung_masks = out / "lungs" / "images", out / "lungs" / "masks"
+    lung_images.mkdir(parents=True)
+    lung_masks.mkdir()
     positive = np.zeros(n, bool)
     positive[_rng(seed, "rsna").permutation(n)[: round(n / 2)]] = True
     label_rows, class_rows = [], []
     for i in range(n):
-        pid, image, boxes, cls, tags = _rsna_patient(seed, i, bool(positive[i]), size)
+        pid, image, boxes, cls, tags, lungs = _rsna_patient(seed, i, bool(positive[i]), size)
+        if lookalikes and cls == RSNA_CLASS_NAMES[1]:
+            image = _lookalike(seed, i, image, lungs)
+        _write_png_atomic(lung_images / f"{pid}.png", image)
+        _write_png_atomic(lung_masks / f"{pid}.png", lungs.any(0).astype(np.uint8) * 255)
         _write_dicom(
             images / f"{pid}.dcm",
             tags,
@@ -590,11 +668,16 @@ def synth_mri(out, n: int = 4, seed: int = 0, shape=(32, 64, 64)) -> Path:
 # ----------------------------------------------------------------------------- dispatch
 
 
-def synth(kind: str, out, n: int | None = None, seed: int = 0) -> Path:
+def synth(kind: str, out, n: int | None = None, seed: int = 0, lookalikes: bool = False) -> Path:
     """Writes the synthetic dataset `kind` ("rsna", "dsb2018" or "mri") into `out` with `n`
-    items (the writer's default when None) and returns the folder."""
+    items (the writer's default when None) and returns the folder. lookalikes: synth_rsna's
+    (a ValueError for the other kinds)."""
     writers = {"rsna": synth_rsna, "dsb2018": synth_dsb2018, "mri": synth_mri}
     if kind not in writers:
         raise ValueError(f"synth: kind must be one of {KINDS}, got {kind!r}")
     kwargs = {} if n is None else {"n": int(n)}
+    if lookalikes:
+        if kind != "rsna":
+            raise ValueError(f"synth: lookalikes are rsna's (chest findings), not {kind}'s")
+        kwargs["lookalikes"] = True
     return writers[kind](out, seed=seed, **kwargs)

@@ -13,6 +13,8 @@
   `predict_probabilities` / `positive_probability` (what a gate calls), `evaluate_classification`
   (engine.cls_eval).
 - Test-time augmentation and ensembles of detectors: `predict_fused` (engine.ensemble).
+- Gated detection: `load_gate(cls_checkpoint, device, threshold=None)`, `apply_gate` (engine.gate;
+  `evaluate_detection(..., gate=...)`).
 
 `train_segmentation`, `train_detection` and `TrainConfig` are the former names of `train` and
 `SegConfig`, kept so existing code runs."""
@@ -24,6 +26,7 @@ from .config import RunConfig
 from .det import DetConfig, predict_detections
 from .det_eval import evaluate_detection
 from .ensemble import predict_fused
+from .gate import Gate, apply_gate, load_gate
 from .inference import predict_logits, predict_mask, sliding_window
 from .seg import SegConfig
 from .seg_eval import evaluate_segmentation
@@ -67,4 +70,7 @@ __all__ = [
     "predict_probabilities",
     "positive_probability",
     "evaluate_classification",
+    "Gate",
+    "load_gate",
+    "apply_gate",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ from .checkpoint import load_checkpoint, model_state
 from .cls_data import ClsTensors, dataset_classes, inverse_frequency_weights, labels_for
 from .cls_data import prepare_image as prepare_cls_image
 from .config import OPTIMIZERS, RunConfig, setting
+from .lungs import lung_cropper
 from .sampling import gather_shards
 from .trainer import Task
 
@@ -64,6 +66,16 @@ class ClsConfig(RunConfig):
         "class imbalance: inverse-frequency loss weights, class-balanced sampling, or none",
         choices=BALANCE,
     )
+    lungs: str | None = setting(
+        None,
+        "segmentation checkpoint of the lung fields: each image is cropped to the bounding box "
+        "of its predicted lungs (widened by --lung-margin) before classification, in training, "
+        "prediction, evaluation and a detection gate alike",
+        metavar="SEG_CKPT",
+    )
+    lung_margin: float = setting(
+        0.05, "with --lungs: margin on each side, as a fraction of the lung box's height / width"
+    )
     positive_class: str | None = setting(
         None,
         "class whose Youden's J threshold is stored (default: 'Lung Opacity' when a class, "
@@ -74,6 +86,10 @@ class ClsConfig(RunConfig):
     def validate(self) -> None:
         super().validate()
         self._check_at_least("size", 8)
+        if not (math.isfinite(self.lung_margin) and self.lung_margin >= 0):
+            raise ValueError(f"ClsConfig.lung_margin: a number >= 0, got {self.lung_margin!r}")
+        if self.lungs is not None:  # absolute, so predict / evaluate / a gate find it anywhere
+            self.lungs = str(Path(self.lungs).resolve())
         if self.in_channels is not None:
             self._check_at_least("in_channels", 1)
         if self.classes is not None:
@@ -282,11 +298,15 @@ def predict_probabilities(
     """float32 [N, K] class probabilities (softmax; columns in config.classes' order, on the
     CPU) of N images: a list of [C, H, W] or [H, W] tensors or arrays of any size and units
     (dataset images in file units, or detection's [3, H, W] inputs in [0, 1]: the same
-    probabilities, see cls_data), or a [B, C, H, W] tensor. device: the model's by default."""
+    probabilities, see cls_data), or a [B, C, H, W] tensor. device: the model's by default.
+    A classifier with a lung stage (config.lungs) crops each image to its lungs first."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
+    crop = lung_cropper(config, device)
     out = []
     for chunk in _batches(images, batch_size):
+        if crop is not None:
+            chunk = [crop.crop(im) for im in chunk]
         x = torch.stack([prepare_cls_image(im, config) for im in chunk]).to(device)
         with torch.autocast(
             device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"

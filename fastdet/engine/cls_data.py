@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .lungs import lung_cropper
 from .sampling import EpochDataset
 from .seg_data import match_channels, standardize
 
@@ -123,7 +124,8 @@ def prepare_image(image, config) -> torch.Tensor:
 class ClsTensors(EpochDataset):
     """(image [in_channels, size, size], label int64) pairs of a dataset of sample dicts, labels
     by name in config.classes. With `augment`: config.hflip / config.vflip flips of image i in
-    epoch e drawn from the generator of (seed, e, i), and with config.balance == "sampling" the
+    epoch e drawn from the generator of (seed, e, i) (after the lung stage's crop, config.lungs),
+    and with config.balance == "sampling" the
     epoch's items are drawn class-balanced (each class equally likely, items with replacement)
     from (seed, epoch), so a resumed run sees the same epochs."""
 
@@ -135,6 +137,7 @@ class ClsTensors(EpochDataset):
         self.order = np.arange(len(base))
         if self.balanced:
             self.set_epoch(0)
+        self.boxes = {}  # lung stage: each item's crop box, found once (the images do not change)
 
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)
@@ -150,6 +153,11 @@ class ClsTensors(EpochDataset):
         s = self.base[i]
         x = torch.as_tensor(s["image"]).float()
         x = x[None] if x.ndim == 2 else x
+        crop = lung_cropper(self.config)  # on the CPU, in the loader's process
+        if crop is not None:
+            if i not in self.boxes:
+                self.boxes[i] = crop.box(x)
+            x = crop.crop(x, self.boxes[i])
         if self.augment:
             g = self.generator_for(index)
             flips = torch.rand(2, generator=g)

@@ -16,7 +16,7 @@ from .det_data import DetTensors, collate
 from .sampling import gather_shards
 from .trainer import Task
 
-BACKBONES = ("resnet18_fpn", "resnet50_fpn", "vgg16")
+BACKBONES = ("resnet18_fpn", "resnet50_fpn", "resnet101_fpn", "vgg16")
 MASK_BACKBONES = ("resnet18_fpn", "resnet50_fpn")
 # the short names are Faster R-CNN's; the long ones are the Python functions' names
 DET_MODELS = (
@@ -119,6 +119,7 @@ def build_model(config: DetConfig, pretrained: bool = True):
     from ..models.detection import (
         fasterrcnn_resnet18_fpn,
         fasterrcnn_resnet50_fpn,
+        fasterrcnn_resnet101_fpn,
         fasterrcnn_vgg16,
         maskrcnn_resnet18_fpn,
         maskrcnn_resnet50_fpn,
@@ -146,6 +147,8 @@ def build_model(config: DetConfig, pretrained: bool = True):
         return model
     if arch == "resnet18_fpn":
         return fasterrcnn_resnet18_fpn(config.num_classes, weights=w, weights_backbone=wb, **size)
+    if arch == "resnet101_fpn":
+        return fasterrcnn_resnet101_fpn(config.num_classes, weights=w, weights_backbone=wb, **size)
     if arch == "resnet50_fpn":
         return fasterrcnn_resnet50_fpn(
             weights=w, num_classes=config.num_classes, weights_backbone=wb, **size

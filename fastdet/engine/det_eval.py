@@ -22,6 +22,7 @@ from ..metrics import (
 )
 from .det import has_masks, instance_outputs, labels_of, mask_scores, predict_detections
 from .det_data import instance_image, instance_masks, prepare_image
+from .gate import apply_gate, format_negative_report, gate_summary, negative_figures
 
 
 def evaluate_detection(
@@ -39,6 +40,7 @@ def evaluate_detection(
     fuse: str = "wbf",
     fuse_iou: float = 0.55,
     fuse_skip: float = 0.0,
+    gate=None,
 ) -> dict:
     """RSNA score (of all detections, and of those scoring >= score_threshold, as a thresholded
     submission would be scored), COCO mAP / AP50 / AP75 over `dataset`, and per image the TP / FP
@@ -57,9 +59,12 @@ def evaluate_detection(
     fuse_iou, boxes scoring < fuse_skip dropped first) over the members [model, *ensemble] and
     the views, so every top-level figure is the fused result's; "members" then lists each
     member's plain (one model, no TTA) figures {"model", "rsna", "rsna_thresholded", "map",
-    "map_50"} in
-    that order, and "fusion" the settings {"tta", "views", "fuse", "fuse_iou", "fuse_skip"}.
-    Mask R-CNN cannot be fused (ValueError)."""
+    "map_50"} in that order, and "fusion" the settings {"tta", "views", "fuse", "fuse_iou", "fuse_skip"}.
+    Mask R-CNN cannot be fused (ValueError).
+
+    Always: engine.gate.negative_figures (fp_per_negative_image[_by_class], missed_positives).
+    gate: an engine.gate.Gate; every figure above is then of the gated detections, and "gate"
+    and "ungated" (the detector's own figures, from the same pass) are added."""
     from .ensemble import check_members, fuse_members, member_predictions, parse_tta, tta_views
 
     tta = parse_tta(tta)
@@ -70,6 +75,7 @@ def evaluate_detection(
     singles = [[] for _ in members]
     masks = has_masks(config.model)
     preds, kept, targets, rows = [], [], [], []
+    classes, ungated, probabilities = [], [], []
     for i in range(len(dataset)):
         s = dataset[i]
         if fused:
@@ -80,6 +86,11 @@ def evaluate_detection(
             pred = fuse_members(per, members, size, fuse, fuse_iou, fuse_skip)
         else:
             pred = predict_detections(model, [prepare_image(s["image"], config)], device)[0]
+        classes.append(s.get("meta", {}).get("class"))
+        if gate is not None:
+            ungated.append(pred)
+            probabilities.append(gate.probability(s["image"], device))
+            pred = apply_gate(pred, probabilities[-1], gate.threshold)
         target = {
             "boxes": torch.as_tensor(s["boxes"], dtype=torch.float32).reshape(-1, 4),
             "labels": torch.as_tensor(s["labels"], dtype=torch.int64).reshape(-1),
@@ -123,6 +134,20 @@ def evaluate_detection(
             _member_figures(got, targets, c, score_threshold)
             for got, (_, c) in zip(singles, members)
         ]
+    result.update(negative_figures(kept, targets, classes))
+    if gate is not None:
+        result.update(
+            gate_summary(
+                gate,
+                probabilities,
+                ungated,
+                targets,
+                classes,
+                rows,
+                score_threshold,
+                cap,
+            )
+        )
     if masks:
         result["instances"] = _instance_summary(preds, targets, rows, config)
     if figures is not None:
@@ -254,6 +279,7 @@ def format_det_report(result: dict) -> str:
             for i, m in enumerate(result["members"])
         ]
     lines += [f"{r['id']}\t{r['tp']}\t{r['fp']}\t{r['fn']}" for r in result["per_image"]]
+    lines += format_negative_report(result)
     if result.get("instances"):
         lines.append(format_instance_report(result["instances"]))
     return "\n".join(lines)

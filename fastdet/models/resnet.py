@@ -114,13 +114,15 @@ _SPECS = {
     "resnet18": (BasicBlock, (2, 2, 2, 2)),
     "resnet34": (BasicBlock, (3, 4, 6, 3)),
     "resnet50": (Bottleneck, (3, 4, 6, 3)),
+    "resnet101": (Bottleneck, (3, 4, 23, 3)),
 }
 
 
 def resnet(name: str, weights=None, in_channels: int = 3) -> ResNet:
-    """resnet18 / resnet34 / resnet50 encoder; weights: a local torchvision-format state_dict file.
-    With in_channels != 3 and weights, each input channel gets the RGB filters' sum / in_channels,
-    so a grey image fed to every channel gives the pretrained response to that image in RGB."""
+    """resnet18 / resnet34 / resnet50 / resnet101 encoder; weights: a local torchvision-format
+    state_dict file. With in_channels != 3 and weights, each input channel gets the RGB filters'
+    sum / in_channels, so a grey image fed to every channel gives the pretrained response to that
+    image in RGB."""
     if name not in _SPECS:
         raise ValueError(f"unknown encoder {name!r}; expected one of {sorted(_SPECS)}")
     model = ResNet(*_SPECS[name], in_channels=3 if weights else in_channels)

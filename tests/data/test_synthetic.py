@@ -139,6 +139,32 @@ def test_rsna_boxes_are_the_opacities_extents(seed):
 # ----------------------------------------------------------------------------- DSB-2018
 
 
+def test_rsna_lungs_folder_is_a_folders_layout(rsna_dir):
+    """OUT/lungs: each patient's pixels (as in its DICOM) and a 0/255 lung-field mask that
+    holds the opacities, read by the folders layout segmentation trains on."""
+    from fastdet.data import ImageFolderDataset, RSNADataset
+
+    rsna = RSNADataset(rsna_dir)
+    lungs = ImageFolderDataset(rsna_dir / "lungs")
+    assert len(lungs) == len(rsna) == RSNA_N
+    pids = sorted(p.stem for p in (rsna_dir / "stage_2_train_images").glob("*.dcm"))
+    assert sorted(p.stem for p in (rsna_dir / "lungs" / "images").iterdir()) == pids
+    for pid in pids:
+        image = np.asarray(Image.open(rsna_dir / "lungs" / "images" / f"{pid}.png"))
+        mask = np.asarray(Image.open(rsna_dir / "lungs" / "masks" / f"{pid}.png"))
+        dicom = pydicom.dcmread(rsna_dir / "stage_2_train_images" / f"{pid}.dcm").pixel_array
+        assert image.dtype == np.uint8 and np.array_equal(image, dicom)
+        assert mask.shape == image.shape and set(np.unique(mask)) == {0, 255}
+        assert 0.1 < (mask > 0).mean() < 0.6  # two lungs, not the whole film
+        half = mask.shape[1] // 2  # a lung on each side
+        assert (mask[:, :half] > 0).any() and (mask[:, half:] > 0).any()
+    for i in range(len(rsna)):  # every opacity's box centre lies in the lung fields
+        s = rsna[i]
+        m = np.asarray(Image.open(rsna_dir / "lungs" / "masks" / f"{s['id']}.png")) > 0
+        for x1, y1, x2, y2 in np.asarray(s["boxes"]).reshape(-1, 4):
+            assert m[int((y1 + y2) / 2), int((x1 + x2) / 2)]
+
+
 def test_dsb_layout_and_png_formats(dsb_dir):
     ids = sorted(p.name for p in dsb_dir.iterdir())
     assert len(ids) == DSB_N and all(HEX64.match(i) for i in ids)
@@ -318,3 +344,40 @@ def test_synth_refuses_a_non_empty_folder(tmp_path):
     with pytest.raises(FileExistsError, match="not empty"):
         synth("rsna", tmp_path, n=1)
     assert (tmp_path / "old.txt").read_text() == "keep me"
+
+
+def test_rsna_lookalikes_change_only_not_normal_images(tmp_path):
+    """lookalikes=True: "No Lung Opacity / Not Normal" images get brighter lungs (findings that
+    are not pneumonia, no boxes); every other file is byte for byte as without it, and the
+    output is still determined by the seed."""
+    plain = synth_rsna(tmp_path / "plain", n=12, seed=4, size=64)
+    a = synth_rsna(tmp_path / "a", n=12, seed=4, size=64, lookalikes=True)
+    b = synth_rsna(tmp_path / "b", n=12, seed=4, size=64, lookalikes=True)
+    ta, tp = tree(a), tree(plain)
+    assert ta == tree(b) and set(ta) == set(tp)
+    _, crows = read_csv(a / "stage_2_detailed_class_info.csv")
+    cls = dict(crows)
+    assert "No Lung Opacity / Not Normal" in cls.values() and "Normal" in cls.values()
+    for name in ta:
+        pid = Path(name).stem
+        if name.endswith(".csv") or "masks" in name or cls[pid] != "No Lung Opacity / Not Normal":
+            assert ta[name] == tp[name], name
+    for pid, c in cls.items():
+        if c != "No Lung Opacity / Not Normal":
+            continue
+        lungs = np.asarray(Image.open(a / "lungs" / "masks" / f"{pid}.png")) > 0
+        new = pydicom.dcmread(a / "stage_2_train_images" / f"{pid}.dcm").pixel_array
+        old = pydicom.dcmread(plain / "stage_2_train_images" / f"{pid}.dcm").pixel_array
+        assert np.array_equal(new, np.asarray(Image.open(a / "lungs" / "images" / f"{pid}.png")))
+        diff = new.astype(int) - old.astype(int)
+        assert diff.min() >= -8  # findings only brighten (up to the finding's own noise)
+        assert diff[lungs].max() >= 20  # a visible finding in or over the lungs
+
+
+def test_synth_lookalikes_flag(tmp_path, capsys):
+    from fastdet.cli import main
+
+    assert main(["data", "synth", "rsna", str(tmp_path / "r"), "--n", "4", "--lookalikes"]) == 0
+    assert tree(tmp_path / "r") == tree(synth_rsna(tmp_path / "s", n=4, size=256, lookalikes=True))
+    with pytest.raises(ValueError, match="lookalikes are rsna's"):
+        synth("dsb2018", tmp_path / "d", n=1, lookalikes=True)

@@ -391,3 +391,15 @@ def test_train_unet_gan_from_unet(tmp_path, run, capsys):
         == 0
     )
     assert (tmp_path / "p" / f"{sid}_mask.png").is_file()
+
+
+def test_train_seg_on_synthetic_rsna_lungs(tmp_path):
+    """synth_rsna's OUT/lungs is a folders layout `train seg` reads: a 1-epoch lung-field run
+    over all of its images."""
+    data = synth_rsna(tmp_path / "rsna", n=4, seed=0, size=64)
+    out = tmp_path / "lungs"
+    argv = ["train", "seg", "--data", str(data / "lungs"), "--layout", "folders"]
+    assert main([*argv, "--model", "unet", "--out", str(out), "--epochs", "1", *TINY]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["in_channels"] == 1
+    assert (out / "best.pt").is_file() and (out / "metrics.csv").is_file()

@@ -3,6 +3,8 @@ only), and its sampling, batching and empty-input rules. Small images and min_si
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -16,6 +18,7 @@ from fastdet.models.detection import (  # noqa: E402
     MultiScaleRoIAlign,
     fasterrcnn_resnet18_fpn,
     fasterrcnn_resnet50_fpn,
+    fasterrcnn_resnet101_fpn,
     fasterrcnn_vgg16,
 )
 from fastdet.models.detection import _utils as det_utils  # noqa: E402
@@ -348,3 +351,59 @@ def test_vgg16_preset(tmp_path):
     with torch.no_grad():
         det = model.eval()([torch.rand(3, 80, 100, generator=gen)])[0]
     assert det["boxes"].shape[1] == 4 and det["labels"].dtype == torch.int64
+
+
+def test_resnet101_fpn_loads_a_torchvision_resnet101_and_runs(tmp_path):
+    """fasterrcnn_resnet101_fpn: a torchvision resnet101 state_dict (random weights) loads into
+    its backbone (every tensor, fc dropped), the body's C5 equals torchvision's layer4 output,
+    and training and eval forwards run."""
+    torchvision_models = pytest.importorskip("torchvision.models")
+    torch.manual_seed(0)
+    tv = torchvision_models.resnet101(weights=None).eval()
+    for m in tv.modules():  # non-trivial BatchNorm statistics, so a mismatch shows
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    path = tmp_path / "resnet101.pth"
+    torch.save(tv.state_dict(), path)
+    model = fasterrcnn_resnet101_fpn(2, weights_backbone=path, min_size=64, max_size=96)
+    body = model.backbone.body
+    assert len(body.layer3) == 23 and body.channels[-1] == 2048
+    state = body.state_dict()
+    tv_state = {k: v for k, v in tv.state_dict().items() if not k.startswith("fc.")}
+    assert {k for k in state if not k.endswith("num_batches_tracked")} == {
+        k for k in tv_state if not k.endswith("num_batches_tracked")
+    }
+    for k, v in state.items():
+        if not k.endswith("num_batches_tracked"):
+            assert torch.equal(v, tv_state[k]), k
+    # in float64: frozen BatchNorm's (x * scale + shift) rounds unlike BatchNorm2d's, and 101
+    # layers of random weights amplify float32 rounding to ~1e-3
+    x = torch.rand(1, 3, 64, 64, dtype=torch.float64)
+    tv64, body64 = copy.deepcopy(tv).double(), copy.deepcopy(body).double()
+    with torch.no_grad():
+        y = tv64.maxpool(tv64.relu(tv64.bn1(tv64.conv1(x))))
+        want = tv64.layer4(tv64.layer3(tv64.layer2(tv64.layer1(y))))
+        got = body64(x)[-1]  # C2..C5
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+    # pretrained backbone: frozen BatchNorm, conv1 and layer1 frozen (torchvision's rule)
+    assert isinstance(body.bn1, FrozenBatchNorm2d) and not body.layer1[0].conv1.weight.requires_grad
+    gen = torch.Generator().manual_seed(1)
+    targets = [{"boxes": _boxes(gen, 2, 60.0), "labels": torch.tensor([1, 1])}]
+    losses = model.train()([torch.rand(3, 64, 64, generator=gen)], targets)
+    assert set(losses) == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert body.layer3[22].conv3.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        out = model.eval()([torch.rand(3, 70, 80, generator=gen)])
+    assert out[0]["boxes"].shape[1:] == (4,) and out[0]["labels"].dtype == torch.int64
+    from fastdet.engine.det import DET_MODELS, DetConfig, build_model
+
+    assert {"resnet101_fpn", "fasterrcnn_resnet101_fpn"} <= set(DET_MODELS)
+    for name in ("resnet101_fpn", "fasterrcnn_resnet101_fpn"):  # the det task's short/long names
+        cfg = DetConfig(model=name, weights_backbone=str(path), min_size=64, max_size=96)
+        b = build_model(cfg).backbone.body
+        assert len(b.layer3) == 23 and torch.equal(
+            b.layer3[5].conv2.weight, tv.layer3[5].conv2.weight
+        )

@@ -1,6 +1,7 @@
 """Faster R-CNN (fastdet.models.detection): torchvision's structure and state_dict keys, on
 fastdet's ops. Presets fasterrcnn_vgg16 (the original), fasterrcnn_resnet50_fpn (torchvision's,
-checkpoint-compatible) and fasterrcnn_resnet18_fpn (CPU-sized); Mask R-CNN's
+checkpoint-compatible), fasterrcnn_resnet101_fpn (its layout on ResNet-101) and
+fasterrcnn_resnet18_fpn (CPU-sized); Mask R-CNN's
 maskrcnn_resnet50_fpn (torchvision's) and maskrcnn_resnet18_fpn. See faster_rcnn.py and
 mask_rcnn.py."""
 
@@ -16,6 +17,7 @@ from .faster_rcnn import (
     FasterRCNN,
     fasterrcnn_resnet18_fpn,
     fasterrcnn_resnet50_fpn,
+    fasterrcnn_resnet101_fpn,
     fasterrcnn_vgg16,
     load_detector_weights,
 )
@@ -44,6 +46,7 @@ __all__ = [
     "VGG16Backbone",
     "fasterrcnn_resnet18_fpn",
     "fasterrcnn_resnet50_fpn",
+    "fasterrcnn_resnet101_fpn",
     "fasterrcnn_vgg16",
     "load_detector_weights",
     "maskrcnn_resnet18_fpn",

@@ -9,6 +9,8 @@ Presets (nothing downloads; weights come from local torchvision-format state_dic
   original's test setting); min_size 600, max_size 1000.
 - fasterrcnn_resnet50_fpn: torchvision's model, same keys and numerics: a torchvision checkpoint
   loads as it is and gives the same detections.
+- fasterrcnn_resnet101_fpn: the same on ResNet-101 (torchvision's layout: no torchvision preset
+  exists; backbone weights from a torchvision resnet101 file), the original's second backbone.
 - fasterrcnn_resnet18_fpn: the same on ResNet-18 (C2..C5 of 64..512 channels), 128 RoIs per
   image: small enough to train on a CPU.
 
@@ -267,6 +269,21 @@ def fasterrcnn_resnet50_fpn(
     box_score_thresh...)."""
     return _resnet_fpn(
         "resnet50", num_classes, weights, weights_backbone, trainable_backbone_layers, {}, kwargs
+    )
+
+
+def fasterrcnn_resnet101_fpn(
+    num_classes: int,
+    weights=None,
+    weights_backbone=None,
+    trainable_backbone_layers: int | None = None,
+    **kwargs,
+) -> FasterRCNN:
+    """ResNet-101 + FPN Faster R-CNN in torchvision's layout (fasterrcnn_resnet50_fpn's with
+    layer3 of 23 blocks). weights: a detector state_dict file of this model; weights_backbone: a
+    torchvision resnet101 classification state_dict file (fc dropped)."""
+    return _resnet_fpn(
+        "resnet101", num_classes, weights, weights_backbone, trainable_backbone_layers, {}, kwargs
     )
 
 
