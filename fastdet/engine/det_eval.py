@@ -59,8 +59,8 @@ def evaluate_detection(
     fuse_iou, boxes scoring < fuse_skip dropped first) over the members [model, *ensemble] and
     the views, so every top-level figure is the fused result's; "members" then lists each
     member's plain (one model, no TTA) figures {"model", "rsna", "rsna_thresholded", "map",
-    "map_50"} in that order, and "fusion" the settings {"tta", "views", "fuse", "fuse_iou", "fuse_skip"}.
-    Mask R-CNN cannot be fused (ValueError).
+    "map_50"} in that order, and "fusion" the settings {"tta", "views", "fuse", "fuse_iou",
+    "fuse_skip"}. Mask R-CNN cannot be fused (ValueError).
 
     Always: engine.gate.negative_figures (fp_per_negative_image[_by_class], missed_positives).
     gate: an engine.gate.Gate; every figure above is then of the gated detections, and "gate"
