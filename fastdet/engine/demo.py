@@ -119,32 +119,20 @@ def demo_det_config(
 def demo_inst_config(
     side: int, epochs: int, seed: int = 0, progress: bool = False, **kw
 ) -> DetConfig:
-    """The demo's (and the instance learning test's) Mask R-CNN settings: ResNet-18 + FPN from
-    scratch on side x side nuclei images (one foreground class) at their own scale, anchors of
-    8..128 px (the synthetic nuclei are 8-18 px across at any image size), 128 RoIs per image,
-    up to 100 detections, SGD at lr 0.01 after a 20-step warmup with gradients clipped to
-    norm 5, both flips."""
-    base = dict(
+    """The demo's (and the instance learning test's) Mask R-CNN settings: demo_det_config's
+    (ResNet-18 + FPN from scratch, SGD at lr 0.01 after a 20-step warmup) on side x side nuclei
+    images (one foreground class) at their own scale, with anchors of 8..128 px (the synthetic
+    nuclei are 8-18 px across at any image size), 128 RoIs per image, up to 100 detections,
+    gradients clipped to norm 5 and both flips."""
+    mask = dict(
         model="maskrcnn_resnet18_fpn",
-        epochs=epochs,
-        batch_size=4,
-        lr=0.01,
-        weight_decay=1e-4,
-        step_size=max(epochs, 1),
-        min_size=side,
-        max_size=side,
-        seed=seed,
-        device="cpu",
-        progress=progress,
         anchor_sizes=[8, 16, 32, 64, 128],
         rois_per_image=128,
         detections_per_img=100,
         clip_grad=5.0,  # from scratch, the mask loss starts large and would diverge
-        hflip=0.5,
         vflip=0.5,
-        warmup_steps=20,
     )
-    return DetConfig(**{**base, **kw})
+    return demo_det_config(side, epochs, seed, progress, **{**mask, **kw})
 
 
 def _instances(out: Path, side: int, epochs: int, seed: int, progress: bool):
