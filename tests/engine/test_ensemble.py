@@ -27,19 +27,7 @@ from fastdet.engine.ensemble import (
 )
 from fastdet.ops import batched_nms, weighted_boxes_fusion
 
-TINY = [
-    "--epochs",
-    "1",
-    "--batch-size",
-    "2",
-    "--min-size",
-    "64",
-    "--max-size",
-    "96",
-    "--device",
-    "cpu",
-    "--no-progress",
-]
+from .test_det_cli import TINY
 
 
 class BrightBoxes(nn.Module):
