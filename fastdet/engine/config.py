@@ -14,7 +14,16 @@ OPTIMIZERS = ("sgd", "adam")
 # Settings a resumed run may change: they do not alter what is computed (the weight files are
 # read only by a fresh run; a resumed one takes every weight from last.pt).
 RESUMABLE_CHANGES = frozenset(
-    {"epochs", "progress", "num_workers", "device", "extra", "weights", "weights_backbone"}
+    {
+        "epochs",
+        "progress",
+        "num_workers",
+        "device",
+        "extra",
+        "weights",
+        "weights_backbone",
+        "compile",
+    }
 )
 # Segmentation keys of configs written before the configs were unified -> today's names.
 RENAMED = {"encoder_weights": "weights_backbone", "init_checkpoint": "weights"}
@@ -57,6 +66,14 @@ class RunConfig:
     seed: int = setting(0, "seed of every random draw (weights, shuffles, augmentation)")
     device: str = setting("auto", "auto (CUDA when available), cpu, cuda, cuda:N")
     amp: bool = setting(True, "mixed precision (only ever used on CUDA)")
+    bf16: bool = setting(
+        False,
+        "bfloat16 autocast, on the CPU too (replaces --amp's float16; ~1.9x faster Faster "
+        "R-CNN steps on an AVX-512 BF16 CPU)",
+    )
+    compile: bool = setting(
+        False, "torch.compile the model (the first steps trace and compile: minutes on a CPU)"
+    )
     progress: bool = setting(True, "progress bar (also off when stderr is not a terminal)")
     deterministic: bool = setting(
         False, "deterministic kernels (cuDNN): bit-reproducible on CUDA, slower"

@@ -14,7 +14,7 @@ from ..models.detection._utils import BOX_LOSSES, CLS_LOSSES
 from .config import RunConfig, setting
 from .det_data import DetTensors, collate
 from .sampling import gather_shards
-from .trainer import Task
+from .trainer import Task, autocast
 
 BACKBONES = ("resnet18_fpn", "resnet50_fpn", "resnet101_fpn", "vgg16")
 MASK_BACKBONES = ("resnet18_fpn", "resnet50_fpn")
@@ -173,11 +173,12 @@ def _anchors(config: DetConfig):
 
 
 @torch.no_grad()
-def predict_detections(model, images, device, amp: bool = False) -> list[dict]:
-    """Eval-mode detections of prepared images, as CPU tensors {"boxes", "scores", "labels"}."""
+def predict_detections(model, images, device, amp: bool = False, bf16: bool = False) -> list[dict]:
+    """Eval-mode detections of prepared images, as CPU tensors {"boxes", "scores", "labels"};
+    amp: float16 autocast on CUDA, bf16: bfloat16 autocast anywhere."""
     device = torch.device(device)
     model.eval()
-    with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
+    with autocast(device, amp, bf16):
         out = model([im.to(device) for im in images])
     return [
         {k: v.detach().float().cpu() if k != "labels" else v.cpu() for k, v in o.items()}
@@ -327,7 +328,9 @@ class DetTask(Task):
         dataset's order and every process scores them all."""
         preds, targets = [], []
         for images, tgts in trainer.val_loader:
-            preds += predict_detections(trainer.model, images, trainer.device, trainer.amp)
+            preds += predict_detections(
+                trainer.model, images, trainer.device, trainer.amp, trainer.config.bf16
+            )
             targets += tgts
         if trainer.dist.enabled:
             preds = gather_shards(preds, trainer.dist.world_size)

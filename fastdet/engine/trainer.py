@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from ..models.compile import compile_model
 from . import distributed
 from .checkpoint import (
     atomic_save,
@@ -79,6 +80,15 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but torch sees no CUDA device")
     return device
+
+
+def autocast(device, amp: bool = False, bf16: bool = False):
+    """The run's autocast: bfloat16 on any device with bf16, else float16 on CUDA with amp,
+    else none (float32)."""
+    device = torch.device(device)
+    if bf16:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda")
 
 
 def make_optimizer(config: RunConfig, params, lr: float) -> torch.optim.Optimizer:
@@ -211,11 +221,14 @@ class Trainer:
             saved = type(config).from_dict(ckpt["config"]).to_dict()
             check_resumable(config, saved, RESUMABLE_CHANGES)
         self.config = config
-        self.amp = bool(config.amp) and self.device.type == "cuda"
+        # float16 autocast (and its loss scaling) on CUDA; bf16 autocast replaces it anywhere
+        self.amp = bool(config.amp) and self.device.type == "cuda" and not config.bf16
         _seed_everything(config.seed)
         if config.deterministic:
             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
         self.model = task.build_model(config, pretrained=ckpt is None).to(self.device)
+        if config.compile:  # in place: checkpoints keep their keys; breaks allowed, not fatal
+            compile_model(self.model, fullgraph=False)
         params = [p for p in task.trainable(self.model).parameters() if p.requires_grad]
         self.opt = make_optimizer(config, params, config.lr)
         self.sched = torch.optim.lr_scheduler.StepLR(self.opt, config.step_size, config.gamma)
@@ -309,7 +322,7 @@ class Trainer:
     # ------------------------------------------------------------------ steps
 
     def autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp)
+        return autocast(self.device, self.amp, self.config.bf16)
 
     def check_loss(self, loss: torch.Tensor, where, what: str = "loss", failure=None) -> float:
         """The loss as a float. Raises NonFiniteLossError (epoch, step, global step = `where`)

@@ -325,6 +325,8 @@ def _describe(value) -> str:
 
 
 def _is_bool_array(value) -> bool:
+    if isinstance(value, (int, float, torch.SymInt, torch.SymFloat)):
+        return False  # (and torch.compile cannot trace getattr on a symbolic size)
     dt = getattr(value, "dtype", None)
     return (
         dt == torch.bool

@@ -26,15 +26,13 @@ def match(
     BETWEEN. gt_boxes [M, 4] with M >= 1 and N >= 1 (callers handle empty ground truth)."""
     iou = box_iou(gt_boxes, boxes)  # [M, N]
     best, matches = iou.max(dim=0)
-    low_q = matches.clone() if allow_low_quality else None
-    matches[best < low] = BELOW_LOW
-    matches[(best >= low) & (best < high)] = BETWEEN
-    if low_q is not None:
+    # torch.where throughout, not boolean indexing: no size is read back (no host sync)
+    out = torch.where(best < low, BELOW_LOW, torch.where(best < high, BETWEEN, matches))
+    if allow_low_quality:
         # every prediction that ties for the best IoU of some ground truth becomes positive
         best_per_gt = iou.max(dim=1).values
-        pred = torch.where(iou == best_per_gt[:, None])[1]
-        matches[pred] = low_q[pred]
-    return matches
+        out = torch.where((iou == best_per_gt[:, None]).any(0), matches, out)
+    return out
 
 
 def sample(

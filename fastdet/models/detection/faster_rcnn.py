@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ...ops import AnchorGenerator, MultiScaleRoIAlign
+from ..compile import compile_model
 from .backbones import VGG16Backbone, resnet_fpn_backbone
 from .roi_heads import FastRCNNPredictor, RoIHeads, TwoMLPHead
 from .rpn import RegionProposalNetwork, RPNHead
@@ -50,7 +51,9 @@ class FasterRCNN(nn.Module):
     image_mean / image_std None: no normalization (the data pipeline normalizes); image_bgr:
     reverse the channels before normalizing (Caffe models; see CAFFE_BGR_MEAN, CAFFE_STD);
     rpn_sigma / roi_sigma: smooth L1 sigma (3 and 3 = torchvision's beta 1/9; the original: 3, 1);
-    box_loss "smooth_l1" | "l1"; cls_loss "ce" | "focal" (both heads) with focal_gamma.
+    box_loss "smooth_l1" | "l1"; cls_loss "ce" | "focal" (both heads) with focal_gamma;
+    compile: True (or a dict of torch.compile's options) compiles the model in place, one graph
+    for training and one for inference (fastdet.models.compile.compile_model).
 
     forward(images, targets) in training returns {"loss_objectness", "loss_rpn_box_reg",
     "loss_classifier", "loss_box_reg"}; in evaluation, forward(images) returns one dict per image,
@@ -92,6 +95,7 @@ class FasterRCNN(nn.Module):
         cls_loss: str = "ce",
         focal_gamma: float = 2.0,
         image_bgr: bool = False,
+        compile: bool | dict = False,
     ):
         super().__init__()
         if not hasattr(backbone, "out_channels"):
@@ -142,6 +146,8 @@ class FasterRCNN(nn.Module):
             sigma=roi_sigma,
             **losses,
         )
+        if compile:  # lazily: the first call traces, after the weights are loaded and moved
+            compile_model(self, **(compile if isinstance(compile, dict) else {}))
 
     def forward(self, images: list[Tensor], targets: list[dict] | None = None):
         if self.training:
@@ -179,12 +185,27 @@ def _check_targets(targets, n: int) -> None:
             or labels.shape != boxes.shape[:1]
         ):
             raise ValueError(f"targets[{i}]['labels'] must be an int64 tensor [{boxes.shape[0]}]")
-        bad = (boxes[:, 2:] <= boxes[:, :2]).any(1)
+    _check_target_boxes([t["boxes"] for t in targets])
+
+
+def _check_target_boxes(boxes: list[Tensor]) -> None:
+    """Every target box has positive width and height. One host sync per step for all images
+    (the one data check a training step makes); none under torch.compile, which traces no data
+    (the compiled step trusts its targets)."""
+    if torch.compiler.is_compiling() or not boxes:
+        return
+    if not bool(torch.cat([_degenerate(b) for b in boxes]).any()):
+        return
+    for i, b in enumerate(boxes):  # (only on the way to the error)
+        bad = _degenerate(b)
         if bad.any():
             raise ValueError(
-                f"targets[{i}] has a box without positive width and height: "
-                f"{boxes[bad][0].tolist()}"
+                f"targets[{i}] has a box without positive width and height: {b[bad][0].tolist()}"
             )
+
+
+def _degenerate(boxes: Tensor) -> Tensor:
+    return (boxes[:, 2:] <= boxes[:, :2]).any(1)
 
 
 def _read_state_dict(path) -> dict:

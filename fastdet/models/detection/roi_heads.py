@@ -143,7 +143,8 @@ class RoIHeads(nn.Module):
                 proposals, targets
             )
         x = self.box_head(self.box_roi_pool(features, proposals, image_sizes))
-        class_logits, box_regression = self.box_predictor(x)
+        # float32 under autocast, as the RPN's outputs (see RegionProposalNetwork.forward)
+        class_logits, box_regression = (t.float() for t in self.box_predictor(x))
         if self.training:
             losses = self.compute_loss(class_logits, box_regression, proposals, labels, matched_gt)
             if self.has_mask():
@@ -163,7 +164,7 @@ class RoIHeads(nn.Module):
 
     def _mask_logits(self, features, boxes, image_sizes) -> Tensor:
         x = self.mask_roi_pool(features, boxes, image_sizes)
-        return self.mask_predictor(self.mask_head(x) if self.mask_head is not None else x)
+        return self.mask_predictor(self.mask_head(x) if self.mask_head is not None else x).float()
 
     def _mask_loss(self, features, proposals, labels, matched, targets, image_sizes) -> Tensor:
         """The mask loss on the positive sampled RoIs only (torchvision's rule)."""

@@ -109,7 +109,9 @@ class RegionProposalNetwork(nn.Module):
         dicts with "boxes" [Ni, 4] in the padded batch's coordinates. Returns per-image proposals
         [Pi, 4] (detached) and the loss dict (empty in evaluation)."""
         feats = list(features.values())
-        logits, deltas = self.head(feats)
+        # box arithmetic in float32 under autocast: a bfloat16 coordinate of a 600-pixel image
+        # is exact only to 4 px (torchvision decodes in the heads' dtype). No-op in float32.
+        logits, deltas = ([t.float() for t in out] for out in self.head(feats))
         anchors = self.anchor_generator(images, feats)
         per_level = [o[0].numel() for o in logits]
         objectness, pred_deltas = concat_predictions(logits, deltas)

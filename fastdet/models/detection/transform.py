@@ -108,9 +108,11 @@ class DetectionTransform(nn.Module):
     def resize(self, image: Tensor) -> Tensor:
         if self.training:
             # one uniform draw from torch's generator per training image, even for a single
-            # size, as torchvision: the samplers after it then draw what torchvision's draw
-            u = float(torch.empty(1).uniform_(0.0, float(len(self.min_size))))
-            size = self.min_size[int(u)]
+            # size, as torchvision: the samplers after it then draw what torchvision's draw.
+            # One size needs no value read back (no host sync, nothing for torch.compile to
+            # break on); several pick a shape from the draw, which compile cannot trace.
+            u = torch.empty(1).uniform_(0.0, float(len(self.min_size)))
+            size = self.min_size[int(u)] if len(self.min_size) > 1 else self.min_size[0]
         else:
             size = self.min_size[-1]
         h, w = image.shape[-2:]

@@ -1,0 +1,141 @@
+"""torch.compile and bfloat16 for the detectors (fastdet.models.compile, the builders' `compile`
+flag, the engine's --compile / --bf16): compiled inference is one graph (fullgraph) whose
+detections equal eager ones; compiled training (static parts compiled) computes eager's loss
+and learns; bf16 autocast on the CPU trains and detects what float32 does. Inductor compiles
+C++ here: each compiled model costs about a minute of CPU."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from fastdet.models.compile import STATIC_PARTS, compile_model, is_compiled
+from fastdet.models.detection import fasterrcnn_resnet18_fpn, maskrcnn_resnet18_fpn
+from fastdet.ops import box_iou
+
+SIZE = 64
+
+
+def _batch(seed: int = 0):
+    """Two 64 x 64 images, each with two bright rectangles on noise, and their targets."""
+    g = torch.Generator().manual_seed(seed)
+    images, targets = [], []
+    for _ in range(2):
+        im = torch.rand(3, SIZE, SIZE, generator=g) * 0.2
+        boxes = []
+        for x, y, w, h in torch.randint(4, 28, (2, 4), generator=g).tolist():
+            x, y, w, h = x, y + (32 if boxes else 0), w // 2 + 10, h // 2 + 10
+            x2, y2 = min(x + w, SIZE - 1), min(y + h, SIZE - 1)
+            im[:, y:y2, x:x2] += 0.7
+            boxes.append([x, y, x2, y2])
+        images.append(im.clamp(0, 1))
+        targets.append(
+            {
+                "boxes": torch.tensor(boxes, dtype=torch.float32),
+                "labels": torch.ones(2, dtype=torch.int64),
+            }
+        )
+    return images, targets
+
+
+def _model(build=fasterrcnn_resnet18_fpn, **kw):
+    torch.manual_seed(0)
+    # no cut at a score threshold or a count: compare every detection
+    kw = {"box_score_thresh": 0.0, "box_detections_per_img": 1000, **kw}
+    return build(2, min_size=SIZE, max_size=SIZE, **kw)
+
+
+def _same_detections(a: dict, b: dict, atol: float = 1e-3) -> None:
+    """Equal up to the order of near-tied scores: the same count, and each detection of `a` has
+    one of `b` with the same label, a box within atol and a score within atol."""
+    assert a["boxes"].shape == b["boxes"].shape
+    if not len(a["boxes"]):
+        return
+    close = (a["boxes"][:, None] - b["boxes"][None]).abs().amax(-1) <= atol
+    close &= (a["scores"][:, None] - b["scores"][None]).abs() <= atol
+    close &= a["labels"][:, None] == b["labels"][None]
+    assert close.any(1).all(), f"{int((~close.any(1)).sum())} detections have no match"
+
+
+def _steps(model, images, targets, n: int, autocast: bool = False) -> list[float]:
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    model.train()
+    losses = []
+    for _ in range(n):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = sum(model(images, targets).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def test_compiled_inference_is_one_graph_and_equals_eager():
+    images, _ = _batch()
+    eager = _model().eval()
+    compiled = _model(compile=True).eval()  # fullgraph=True: a graph break would raise
+    compiled.load_state_dict(eager.state_dict())
+    assert is_compiled(compiled) and list(compiled.state_dict()) == list(eager.state_dict())
+    with torch.no_grad():
+        want, got = eager(images), compiled(images)
+        again = compiled([im.flip(-1) for im in images])  # new data, same graph
+        want_again = eager([im.flip(-1) for im in images])
+    assert len(want[0]["boxes"]) > 10  # something to compare
+    for a, b in zip(want + want_again, got + again):
+        _same_detections(a, b)
+
+
+def test_compiled_mask_rcnn_inference_equals_eager():
+    images, _ = _batch()
+    eager = _model(maskrcnn_resnet18_fpn, box_detections_per_img=50).eval()
+    compiled = compile_model(copy.deepcopy(eager))
+    with torch.no_grad():
+        want, got = eager(images), compiled(images)
+    for a, b in zip(want, got):
+        _same_detections({k: a[k] for k in ("boxes", "scores", "labels")}, b)
+        # masks follow their boxes: compare where the detections are in the same order
+        same = (a["boxes"] - b["boxes"]).abs().amax(1) <= 1e-3
+        assert same.float().mean() > 0.9
+        torch.testing.assert_close(a["masks"][same], b["masks"][same], atol=1e-4, rtol=0)
+
+
+def test_compiled_training_computes_eager_loss_and_learns():
+    images, targets = _batch()
+    eager = _model()
+    compiled = compile_model(copy.deepcopy(eager))
+    for path in STATIC_PARTS[:4]:  # backbone, RPN head, box head and predictor
+        module = compiled
+        for name in path.split("."):
+            module = getattr(module, name)
+        assert is_compiled(module), path
+    eager.train(), compiled.train()
+    torch.manual_seed(1)
+    first = float(sum(eager(images, targets).values()))
+    torch.manual_seed(1)  # the same sampling draws: the middle of the step runs eagerly
+    losses = _steps(compiled, images, targets, 25)
+    assert losses[0] == pytest.approx(first, rel=1e-3)
+    assert min(losses[-5:]) < 0.5 * losses[0], losses
+
+
+def test_bf16_autocast_trains_and_detects_as_float32():
+    images, targets = _batch()
+    model = _model()
+    losses = _steps(model, images, targets, 25, autocast=True)
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert min(losses[-5:]) < 0.5 * losses[0], losses
+    model.eval()
+    with torch.no_grad():
+        fp32 = model(images)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = model(images)
+    for a, b, t in zip(fp32, bf16, targets):
+        # the heads' outputs leave autocast as float32: boxes decoded in float32
+        assert b["boxes"].dtype == b["scores"].dtype == torch.float32
+        # the best detection of each object: the same box to bf16's precision
+        ia = box_iou(t["boxes"], a["boxes"][:20]).amax(1)
+        ib = box_iou(t["boxes"], b["boxes"][:20]).amax(1)
+        assert (ia > 0.5).all(), ia  # the trained model finds both objects
+        assert (ib - ia).abs().max() < 0.1, (ia, ib)
