@@ -240,7 +240,8 @@ def _to_rois(boxes, dtype, like):
             for i, b in enumerate(boxes)
         ]
         return mod.concatenate(parts, 0) if parts else mod.zeros((0, 5), dtype=dtype)
-    arrays.same_kind(input=like, boxes=boxes)
+    if not (type(boxes) is Tensor and type(like) is Tensor and boxes.device == like.device):
+        arrays.same_kind(input=like, boxes=boxes)  # the error, or another kind
     arrays.check_float(boxes, "boxes")
     arrays.check_shape(
         boxes,
@@ -254,6 +255,8 @@ def _to_rois(boxes, dtype, like):
 
 
 def _pair(output_size):
+    if type(output_size) is int and 1 <= output_size <= 2**31 - 1:  # the common case, at once
+        return output_size, output_size
     if isinstance(output_size, (list, tuple)):
         if len(output_size) != 2:
             raise ValueError(
