@@ -1065,3 +1065,111 @@ _PASTE = [
 CASES += _PASTE
 _CPU |= {c.name for c in _PASTE}
 _GPU |= {c.name for c in _PASTE}
+
+
+# --- per-call overhead of the ops' Python layer (tiny calls) -------------------------------
+
+OVERHEAD_CALLS = 50  # tiny calls per timed run: the runner reports milliseconds per call
+
+
+@contextmanager
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def _tiny_inputs(g: torch.Generator) -> dict:
+    """3 boxes and scores (two overlapping), 1 RoI on an 8 x 16 x 16 map, as issue 17 states."""
+    b = torch.tensor([[0.0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30]])
+    return {
+        "boxes": b,
+        "scores": torch.tensor([0.9, 0.8, 0.7]),
+        "idxs": torch.tensor([0, 1, 0]),
+        "x": torch.rand(1, 8, 16, 16, generator=g),
+        "rois": torch.tensor([[0.0, 1, 1, 9, 9]]),
+        "per_image": [b[:1] - 0.5],
+    }
+
+
+# name -> (the call on an ops module: fastdet.ops or torchvision.ops; the same op through the
+# dispatcher, torch.ops.fastdet, where the public op is one)
+_TINY = {
+    "nms": (
+        lambda o, d: o.nms(d["boxes"], d["scores"], 0.5),
+        lambda d: torch.ops.fastdet.nms(d["boxes"], d["scores"], 0.5),
+    ),
+    "batched_nms": (
+        lambda o, d: o.batched_nms(d["boxes"], d["scores"], d["idxs"], 0.5),
+        lambda d: torch.ops.fastdet.batched_nms(d["boxes"], d["scores"], d["idxs"], 0.5),
+    ),
+    "box_iou": (
+        lambda o, d: o.box_iou(d["boxes"], d["boxes"]),
+        lambda d: torch.ops.fastdet.box_iou(d["boxes"], d["boxes"]),
+    ),
+    "roi_align": (
+        lambda o, d: o.roi_align(d["x"], d["rois"], 7, 1.0, 2, True),
+        lambda d: torch.ops.fastdet.roi_align(d["x"], d["rois"], 1.0, 7, 7, 2, True),
+    ),
+    "roi_align_list": (lambda o, d: o.roi_align(d["x"], d["per_image"], 7, 1.0, 2, True), None),
+    "roi_pool": (
+        lambda o, d: o.roi_pool(d["x"], d["rois"], 7, 1.0),
+        lambda d: torch.ops.fastdet.roi_pool(d["x"], d["rois"], 1.0, 7, 7),
+    ),
+    "clip_boxes_to_image": (
+        lambda o, d: o.clip_boxes_to_image(d["boxes"], (16, 16)),
+        lambda d: torch.ops.fastdet.clip_boxes_to_image(d["boxes"], 16.0, 16.0),
+    ),
+    "remove_small_boxes": (
+        lambda o, d: o.remove_small_boxes(d["boxes"], 1.0),
+        lambda d: torch.ops.fastdet.remove_small_boxes(d["boxes"], 1.0),
+    ),
+    "box_convert": (lambda o, d: o.box_convert(d["boxes"], "xyxy", "cxcywh"), None),
+}
+
+
+def _overhead_case(op: str):
+    call, dispatched = _TINY[op]
+
+    def make(device):
+        sets = _sets(device, _tiny_inputs)
+
+        def repeat(fn):
+            def run(d):
+                with _one_thread():
+                    for _ in range(OVERHEAD_CALLS):
+                        fn(d)
+
+            return run
+
+        impls = {"fastdet": repeat(lambda d: call(ops, d))}
+        if _tv():
+            impls["torchvision"] = repeat(lambda d: call(_tv().ops, d))
+        if dispatched:  # what the eager fast path saves: the torch.library op, called directly
+            impls["torch.ops.fastdet"] = repeat(dispatched)
+        return sets, impls
+
+    return Case(
+        f"overhead_{op}",
+        "overhead",
+        {"op": op, "calls_per_run": OVERHEAD_CALLS, "threads": 1},
+        make,
+        quick=op in ("nms", "roi_align"),  # issue 17's two: about a second each; the rest --full
+        min_runs=20,
+        per_call=dict.fromkeys(("fastdet", "torchvision", "torch.ops.fastdet"), OVERHEAD_CALLS),
+        notes={
+            "unit": "ms per call, one thread, warm; tiny inputs (3 boxes; 1 RoI on an "
+            "8 x 16 x 16 map): the ops' Python layer, validation and dispatch, not their "
+            "kernels; torch.ops.fastdet is the same op through the dispatcher, without the "
+            "eager fast path"
+        },
+    )
+
+
+_OVERHEAD = [_overhead_case(op) for op in _TINY]
+CASES += _OVERHEAD
+_CPU |= {c.name for c in _OVERHEAD}
+_GPU |= {c.name for c in _OVERHEAD}

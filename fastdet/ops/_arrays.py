@@ -40,6 +40,12 @@ def kind(x, name: str) -> str:
 
 def same_kind(**arrays) -> str:
     """The common kind of the named arrays; TypeError or ValueError naming the odd one out."""
+    it = iter(arrays.values())
+    first = next(it)
+    if type(first) is torch.Tensor:  # the common case first, without the dicts below
+        dev = first.device
+        if all(type(a) is torch.Tensor and a.device == dev for a in it):
+            return "torch"
     kinds = {n: kind(a, n) for n, a in arrays.items()}
     first = next(iter(kinds))
     for n, k in kinds.items():
@@ -131,13 +137,18 @@ def prepare_boxes_scores(boxes, scores, **more):
 def compute_dtype(*xs):
     """float64 if any input is float64, else float32 (float16/bfloat16 compute in float32)."""
     if isinstance(xs[0], torch.Tensor):
-        return torch.float64 if any(x.dtype == torch.float64 for x in xs) else torch.float32
+        for x in xs:
+            if x.dtype is torch.float64:  # dtypes are singletons
+                return torch.float64
+        return torch.float32
     return np.float64 if any(native_dtype(x.dtype) == np.float64 for x in xs) else np.float32
 
 
 def prepare(x, dtype):
     """Contiguous and of `dtype`; no copy when it already is."""
     if isinstance(x, torch.Tensor):
+        if x.dtype is dtype and x.is_contiguous():
+            return x
         return x.to(dtype).contiguous()
     mod = np if isinstance(x, np.ndarray) else _cupy()
     return mod.ascontiguousarray(x, dtype=dtype)
@@ -154,6 +165,10 @@ def cast(x, like):
 
 # Looked up once: the kernels take the enum member itself (a scoped enum refuses ints).
 _DTYPE_OF_SIZE = {4: _C.DType.float32, 8: _C.DType.float64}
+
+
+_KERNEL_FLOATS = (torch.float32, torch.float64)
+_CODE_OF = {torch.float32: _C.DType.float32, torch.float64: _C.DType.float64}
 
 
 def dtype_code(x):
@@ -231,6 +246,8 @@ def via_torch(fn, *xs, **kwargs):
     """fn(*xs) for arrays of any kind: numpy and cupy arrays go through torch views and the
     result comes back as their kind. For the ops that are a few framework ops (box_convert,
     masks_to_boxes, the losses)."""
+    if len(xs) == 1 and isinstance(xs[0], torch.Tensor):  # the common case, no generator
+        return fn(xs[0], **kwargs)
     out = fn(*(to_torch(x) for x in xs), **kwargs)
     return out if isinstance(xs[0], torch.Tensor) else from_torch(out, xs[0])
 
@@ -288,6 +305,14 @@ def numel(x) -> int:
 
 def check_finite(x, name: str) -> None:
     """NaN or inf raise ValueError. CPU arrays only: on the GPU this would cost a host sync."""
+    if type(x) is torch.Tensor:  # the common case in fewer calls (a tiny op's budget)
+        if x.is_cuda:
+            return
+        n = x.numel()
+        code = _CODE_OF.get(x.dtype)
+        if n and _C.cpu.count_nonfinite(dtype_code(x) if code is None else code, x.data_ptr(), n):
+            raise ValueError(f"{name} contains NaN or inf")
+        return
     if is_cuda(x) or numel(x) == 0:
         return
     if _C.cpu.count_nonfinite(dtype_code(x), ptr(x), numel(x)):
@@ -297,6 +322,10 @@ def check_finite(x, name: str) -> None:
 def check_finite_any(x, name: str) -> None:
     """check_finite for arrays of any dtype and layout (integers are finite), through torch:
     for the ops that are a few framework ops. CPU only, as check_finite."""
+    if type(x) is torch.Tensor and x.is_cpu and x.dtype in _KERNEL_FLOATS and x.is_contiguous():
+        if not _is_compiling():  # the common case in fewer calls
+            check_finite(x, name)
+        return
     if is_cuda(x) or numel(x) == 0 or is_fake(x) or torch.compiler.is_compiling():
         return  # (torch.compile traces no data: the compiled graph runs unchecked)
     t = to_torch(x)
@@ -304,6 +333,44 @@ def check_finite_any(x, name: str) -> None:
         check_finite(t, name)  # the kernel's single pass: no temporary (4x faster)
     elif (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} contains NaN or inf")
+
+
+# The eager fast path. A public op called on plain torch tensors in eager mode, with no gradient
+# wanted, runs its kernel function directly instead of through its torch.library op: the
+# dispatcher's layers (autograd, the custom op's Python wrappers, the fake-tensor registry) cost
+# more than a tiny call's kernel (10-14 us on the CPU). Anything that watches or transforms the
+# call sees the op as before: torch.compile / torch.export / jit tracing, fake, functional or
+# other tensor subclasses, dispatch and function modes (make_fx, FakeTensorMode,
+# `with torch.device(...)`), functorch transforms (vmap, grad), the profiler (the bench reads
+# the ops' events), and autograd when an input requires grad. The kernel functions are the ones
+# the ops run, so both paths give the same result bit for bit (tests/ops/test_eager.py).
+_tracing_state = torch._C._get_tracing_state
+_dispatch_modes = torch._C._len_torch_dispatch_stack
+_function_modes = torch._C._is_torch_function_mode_enabled
+_functorch_level = torch._C._functorch.peek_interpreter_stack
+_profiling = torch._C._autograd._profiler_enabled
+_grad_enabled = torch.is_grad_enabled
+_is_compiling = torch.compiler.is_compiling
+
+
+def eager(*tensors) -> bool:
+    """True when an op may call its kernel function on `tensors` directly (see above): plain
+    torch.Tensor objects (no subclass), CPU or CUDA, no tracing, mode or profiler active, and
+    no input requiring grad while grad is enabled."""
+    grad = False
+    for t in tensors:
+        if type(t) is not torch.Tensor or not (t.is_cpu or t.is_cuda):
+            return False
+        grad = grad or t.requires_grad
+    return not (
+        (grad and _grad_enabled())
+        or _is_compiling()
+        or _dispatch_modes()
+        or _function_modes()
+        or _tracing_state() is not None
+        or _functorch_level() is not None
+        or _profiling()
+    )
 
 
 def is_fake(x) -> bool:
@@ -340,14 +407,17 @@ def check_real(
 ) -> float:
     """value as a float: TypeError unless a real number (bool, str, None refused); ValueError for
     NaN (unless allow_nan), for inf when `finite`, and below `minimum`."""
-    if value is None or isinstance(value, _NOT_NUMBERS) or _is_bool_array(value):
+    if type(value) is float:  # the common case: no conversion to try
+        v = value
+    elif value is None or isinstance(value, _NOT_NUMBERS) or _is_bool_array(value):
         raise TypeError(f"{name} must be a real number, got {_describe(value)}")
-    try:
-        v = float(value)
-    except OverflowError:  # an int beyond float's range
-        raise ValueError(f"{name} must be a finite number, got {_describe(value)}") from None
-    except (TypeError, ValueError, RuntimeError):  # RuntimeError: a tensor of several values
-        raise TypeError(f"{name} must be a real number, got {_describe(value)}") from None
+    else:
+        try:
+            v = float(value)
+        except OverflowError:  # an int beyond float's range
+            raise ValueError(f"{name} must be a finite number, got {_describe(value)}") from None
+        except (TypeError, ValueError, RuntimeError):  # RuntimeError: several values
+            raise TypeError(f"{name} must be a real number, got {_describe(value)}") from None
     if math.isnan(v):
         if allow_nan:
             return v
@@ -362,12 +432,15 @@ def check_real(
 def check_int(value, name: str, *, minimum=None, maximum: int = _INT64_MAX) -> int:
     """value as an int: TypeError unless an integer (float, bool, str, None refused); ValueError
     outside [minimum, maximum]."""
-    if isinstance(value, (bool, np.bool_)):
+    if type(value) is int:  # the common case (bool is a subclass, not int itself)
+        v = value
+    elif isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an integer, got {_describe(value)}")
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {_describe(value)}") from None
+    else:
+        try:
+            v = operator.index(value)
+        except TypeError:
+            raise TypeError(f"{name} must be an integer, got {_describe(value)}") from None
     if minimum is not None and v < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {v}")
     if v > maximum:
@@ -421,6 +494,23 @@ def max_output_bytes() -> int:
         ) from None
 
 
+# Below this an output is refused only by a $FASTDET_MAX_OUTPUT_BYTES that is set (no machine
+# has less physical memory), so the check reads no more than whether it is.
+_SMALL_OUTPUT = 1 << 20
+
+
+# os.environ's own mapping, keyed as it keys it: `in os.environ` costs ~1 us (it encodes the
+# key on every call), this ~50 ns; it sees what is set through os.environ (as monkeypatch).
+try:
+    _ENV, _ENV_KEY = os.environ._data, os.environ.encodekey(MAX_OUTPUT_BYTES_ENV)
+except AttributeError:  # pragma: no cover - another Python's os.environ
+    _ENV, _ENV_KEY = os.environ, MAX_OUTPUT_BYTES_ENV
+
+
+def _cap_set() -> bool:
+    return _ENV_KEY in _ENV
+
+
 def check_output_size(op: str, shape, like) -> None:
     """Refuses, before allocating, an output whose element count overflows int64 or whose bytes
     exceed max_output_bytes(): a clear ValueError instead of an allocator's error, a wrapped
@@ -429,6 +519,8 @@ def check_output_size(op: str, shape, like) -> None:
     for s in shape:
         count *= int(s)
     nbytes = count * (like.element_size() if isinstance(like, torch.Tensor) else like.itemsize)
+    if nbytes <= _SMALL_OUTPUT and not _cap_set():  # a small output and the default cap
+        return
     shape = tuple(int(s) for s in shape)
     if count > _INT64_MAX:
         raise ValueError(
@@ -452,11 +544,14 @@ COORDINATE_LIMIT = {4: 2.0**62, 8: 2.0**510}
 def check_coordinates(x, name: str) -> None:
     """check_finite, and coordinates beyond COORDINATE_LIMIT raise too, in the same single
     pass. CPU arrays only, as check_finite."""
-    if is_cuda(x) or numel(x) == 0:
+    if is_cuda(x):
+        return
+    n = numel(x)
+    if n == 0:
         return
     size = x.element_size() if isinstance(x, torch.Tensor) else x.itemsize
     limit = COORDINATE_LIMIT[size]
-    if _C.cpu.count_beyond(dtype_code(x), ptr(x), numel(x), limit):
+    if _C.cpu.count_beyond(dtype_code(x), ptr(x), n, limit):
         check_finite(x, name)  # NaN or inf: that message
         dt = "float32" if size == 4 else "float64"
         raise ValueError(

@@ -106,7 +106,7 @@ class BoxCoder:
             )
         dt = arrays.compute_dtype(reference_boxes, proposals)
         g, p = arrays.prepare(reference_boxes, dt), arrays.prepare(proposals, dt)
-        if isinstance(g, Tensor):
+        if isinstance(g, Tensor) and not arrays.eager(g, p):
             out = _encode_op(g, p, list(self.weights))
         else:
             out = _encode(g, p, self.weights)
@@ -130,7 +130,7 @@ class BoxCoder:
         # would read as inf); the output takes rel_codes' dtype, as torchvision's.
         dt = arrays.compute_dtype(rel_codes, boxes)
         c, b = arrays.prepare(rel_codes, dt), arrays.prepare(boxes, dt)
-        if isinstance(c, Tensor):
+        if isinstance(c, Tensor) and not arrays.eager(c, b):
             out = _decode_op(c, b, list(self.weights), self.bbox_xform_clip)
         else:
             out = _decode(c, b, self.weights, self.bbox_xform_clip)

@@ -102,9 +102,18 @@ def box_convert(boxes, in_fmt: str, out_fmt: str):
     return _convert(boxes, in_fmt, out_fmt, "boxes")
 
 
+_known = [0, ()]  # [len(CONVERTERS) it was read at, the formats]: registrations renew it
+
+
+def _known_formats():
+    if _known[0] != len(CONVERTERS):
+        _known[:] = len(CONVERTERS), tuple(sorted({f for pair in CONVERTERS for f in pair}))
+    return _known[1]
+
+
 def _convert(boxes, in_fmt, out_fmt, name: str):
     arrays.kind(boxes, name)
-    known = sorted({f for pair in CONVERTERS for f in pair})
+    known = _known_formats()
     for fmt, arg in ((in_fmt, "in_fmt"), (out_fmt, "out_fmt")):
         if not isinstance(fmt, str) or fmt not in known:
             raise format_error(fmt, "box_convert", known, arg)

@@ -19,6 +19,8 @@ eps (DIoU, CIoU) must be finite and >= 0. Integer areas beyond their dtype raise
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -65,7 +67,7 @@ def _pairwise(name: str, a, b, eps: float = 0.0):
     arrays.check_coordinates(b, "boxes2")
     lead, n, m = tuple(a.shape[:-2]), a.shape[-2], b.shape[-2]
     arrays.check_output_size(name, lead + (n, m), a)
-    batch = int(np.prod(lead, dtype=np.int64))
+    batch = math.prod(lead)  # (np.prod: ~2 us a call)
     out = arrays.empty(a, lead + (n, m))
     if batch and n and m:
         arrays.launch(
@@ -165,9 +167,9 @@ def _family(name: str, boxes1, boxes2, *eps):
     _check_pairwise_boxes(boxes2, "boxes2")
     eps = tuple(arrays.check_real(e, "eps", finite=True, minimum=0) for e in eps)
     a, b = _broadcast(boxes1, boxes2)
-    if isinstance(a, Tensor):
+    if isinstance(a, Tensor) and not arrays.eager(a, b):
         return _OPS[name](a, b, *eps)
-    return _pairwise(name, a, b, *eps)
+    return _pairwise(name, a, b, *eps)  # numpy, cupy, or the eager fast path
 
 
 def _iou_in(fmt):
@@ -282,7 +284,9 @@ def _(boxes):
 
 
 def _area_xyxy(boxes):
-    return _box_area_op(boxes) if isinstance(boxes, Tensor) else _area(boxes)
+    if isinstance(boxes, Tensor) and not arrays.eager(boxes):
+        return _box_area_op(boxes)
+    return _area(boxes)  # numpy, cupy, or the eager fast path
 
 
 def _area_wh(boxes):

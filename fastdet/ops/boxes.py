@@ -43,7 +43,10 @@ def clip_boxes_to_image(boxes, size):
     # >= 0: clamping to [0, negative] has no meaning (and std::clamp requires lo <= hi).
     h, w = (arrays.check_real(v, n, minimum=0) for v, n in zip(size, ("size[0]", "size[1]")))
     b = arrays.prepare(boxes, arrays.compute_dtype(boxes))
-    out = _clip_op(b, h, w) if isinstance(b, Tensor) else _clip(b, h, w)
+    if isinstance(b, Tensor) and not arrays.eager(b):
+        out = _clip_op(b, h, w)
+    else:  # numpy, cupy, or the eager fast path (b is contiguous, as the op makes it)
+        out = _clip(b, h, w)
     return arrays.cast(out, boxes)
 
 
@@ -85,7 +88,9 @@ def remove_small_boxes(boxes, min_size: float):
     arrays.check_boxes(boxes, "boxes")
     b = arrays.prepare(boxes, arrays.compute_dtype(boxes))
     m = arrays.check_real(min_size, "min_size")
-    return _small_op(b, m) if isinstance(b, Tensor) else _small(b, m)
+    if isinstance(b, Tensor) and not arrays.eager(b):
+        return _small_op(b, m)
+    return _small(b, m)  # numpy, cupy, or the eager fast path (b is contiguous)
 
 
 def _first_last(hit: Tensor):

@@ -101,7 +101,9 @@ def nms(boxes, scores, iou_threshold: float):
     > iou_threshold."""
     t = arrays.check_threshold(iou_threshold)
     b, s = arrays.prepare_boxes_scores(boxes, scores)
-    return _nms_op(b, s, t) if isinstance(b, Tensor) else _nms(b, s, t)
+    if isinstance(b, Tensor) and not arrays.eager(b, s):
+        return _nms_op(b, s, t)
+    return _nms(b, s, t)  # numpy, cupy, or the eager fast path (the op's own function)
 
 
 def _prepare_idxs(idxs, n):
@@ -128,4 +130,6 @@ def batched_nms(boxes, scores, idxs, iou_threshold: float):
     t = arrays.check_threshold(iou_threshold)
     b, s = arrays.prepare_boxes_scores(boxes, scores, idxs=idxs)
     i = _prepare_idxs(idxs, b.shape[0])
-    return _batched_op(b, s, i, t) if isinstance(b, Tensor) else _batched(b, s, i, t)
+    if isinstance(b, Tensor) and not arrays.eager(b, s, i):
+        return _batched_op(b, s, i, t)
+    return _batched(b, s, i, t)  # numpy, cupy, or the eager fast path

@@ -60,7 +60,9 @@ def _multiscale_roi_align(
         raise ValueError("image_sizes must name at least one image size")
     max_size = (max(s[0] for s in image_sizes), max(s[1] for s in image_sizes))
     scales = [_infer_scale(f, max_size) for f in feats]
-    rois = torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], 1) for i, b in enumerate(boxes)])
+    # each image's boxes with its index in front: one op per image
+    parts = [torch.constant_pad_nd(b, (1, 0), float(i)) for i, b in enumerate(boxes)]
+    rois = parts[0] if len(parts) == 1 else torch.cat(parts)
     if len(feats) == 1:
         return roi_align(feats[0], rois, output_size, scales[0], sampling_ratio)
     k_min = int(-math.log2(scales[0]))

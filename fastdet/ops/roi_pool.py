@@ -161,7 +161,10 @@ def roi_pool(input, boxes, output_size, spatial_scale: float = 1.0):
     x = arrays.prepare(input, dt)
     rois = _to_rois(boxes, dt, input)
     args = (_spatial_scale(spatial_scale), ph, pw)
-    out = _roi_pool_op(x, rois, *args)[0] if isinstance(x, Tensor) else _forward(x, rois, *args)[0]
+    if isinstance(x, Tensor) and not arrays.eager(x, rois):
+        out = _roi_pool_op(x, rois, *args)[0]
+    else:  # numpy, cupy, or the eager fast path: the op's own function, without the dispatcher
+        out = _forward(x, rois, *args)[0]
     return arrays.cast(out, input)
 
 

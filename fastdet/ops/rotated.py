@@ -152,7 +152,7 @@ def box_iou_rotated(boxes1, boxes2, fmt: str = "cxcywhr"):
     _check_rboxes(boxes2, "boxes2")
     dt = arrays.compute_dtype(boxes1, boxes2)
     a, b = arrays.prepare(boxes1, dt), arrays.prepare(boxes2, dt)
-    out = _iou_op(a, b) if isinstance(a, Tensor) else _iou(a, b)
+    out = _iou_op(a, b) if isinstance(a, Tensor) and not arrays.eager(a, b) else _iou(a, b)
     return arrays.cast(out, boxes1) if arrays.same_dtype(boxes1, boxes2) else out
 
 
@@ -218,7 +218,9 @@ def nms_rotated(boxes, scores, iou_threshold: float):
     box is > iou_threshold. detectron2: ``nms_rotated`` (torchvision 0.29 has none)."""
     t = arrays.check_threshold(iou_threshold)
     b, s = _prepare(boxes, scores)
-    return _nms_op(b, s, t) if isinstance(b, Tensor) else _nms(b, s, None, t)
+    if isinstance(b, Tensor) and not arrays.eager(b, s):
+        return _nms_op(b, s, t)
+    return _nms(b, s, None, t)  # numpy, cupy, or the eager fast path
 
 
 def batched_nms_rotated(boxes, scores, idxs, iou_threshold: float):
@@ -228,7 +230,9 @@ def batched_nms_rotated(boxes, scores, idxs, iou_threshold: float):
     t = arrays.check_threshold(iou_threshold)
     b, s = _prepare(boxes, scores, idxs=idxs)
     i = _prepare_idxs(idxs, b.shape[0])
-    return _batched_op(b, s, i, t) if isinstance(b, Tensor) else _nms(b, s, i, t)
+    if isinstance(b, Tensor) and not arrays.eager(b, s, i):
+        return _batched_op(b, s, i, t)
+    return _nms(b, s, i, t)  # numpy, cupy, or the eager fast path
 
 
 # --- fmt= of box_iou and box_convert --------------------------------------------------------

@@ -98,5 +98,8 @@ def soft_nms(
     sthr = arrays.check_threshold(score_threshold, "score_threshold")
     b, s = arrays.prepare_boxes_scores(boxes, scores)
     args = (t, sigma, sthr, _METHODS[method])
-    keep, out = _soft_op(b, s, *args) if isinstance(b, Tensor) else _soft(b, s, *args)
+    if isinstance(b, Tensor) and not arrays.eager(b, s):
+        keep, out = _soft_op(b, s, *args)
+    else:  # numpy, cupy, or the eager fast path
+        keep, out = _soft(b, s, *args)
     return keep, arrays.cast(out, scores)
