@@ -69,12 +69,21 @@ def _multiscale_roi_align(
     k_max = int(-math.log2(scales[-1]))
     lv = box_levels(boxes, k_min, k_max, canonical_scale, canonical_level)
     out = feats[0].new_zeros((rois.shape[0], feats[0].shape[1]) + tuple(output_size))
-    for level, (f, scale) in enumerate(zip(feats, scales)):
-        idx = torch.where(lv == level)[0]
+    for f, scale, idx in zip(feats, scales, _level_indices(lv, len(feats))):
         if not _guard_or_false(idx.numel() == 0):  # tracing: an unknown count takes the call
             # Levels may differ in dtype under autocast; the result keeps the first level's.
             out[idx] = roi_align(f, rois[idx], output_size, scale, sampling_ratio).to(out.dtype)
     return out
+
+
+def _level_indices(lv: Tensor, levels: int) -> list[Tensor]:
+    """Each level's box indices, increasing. Eager: one host sync for all levels (the counts of
+    a stable sort by level), where a nonzero per level costs one each; traced (torch.compile),
+    a nonzero per level, whose sizes the graph keeps unbacked."""
+    if torch.compiler.is_compiling() or arrays.is_fake(lv):
+        return [torch.where(lv == level)[0] for level in range(levels)]
+    order = torch.sort(lv, stable=True).indices
+    return list(order.split(torch.bincount(lv, minlength=levels).tolist()))
 
 
 class MultiScaleRoIAlign(nn.Module):

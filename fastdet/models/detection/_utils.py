@@ -43,6 +43,8 @@ def sample(
     torch.randperm on the labels' device as torchvision does (same seed, same draw)."""
     pos_out, neg_out = [], []
     for lab in labels:
+        # host syncs, two per image: randperm needs each count on the host (torchvision's
+        # draws, the same for the same seed)
         pos = torch.where(lab >= 1)[0]
         neg = torch.where(lab == 0)[0]
         n_pos = min(pos.numel(), int(batch_size * positive_fraction))
@@ -53,6 +55,12 @@ def sample(
         pos_out.append(pos.sort().values)
         neg_out.append(neg.sort().values)
     return pos_out, neg_out
+
+
+def large_enough(boxes: Tensor, min_size: float) -> Tensor:
+    """bool [N]: width and height >= min_size, remove_small_boxes's rule as a mask (to combine
+    with other conditions before one nonzero)."""
+    return ((boxes[:, 2] - boxes[:, 0]) >= min_size) & ((boxes[:, 3] - boxes[:, 1]) >= min_size)
 
 
 BOX_LOSSES = ("smooth_l1", "l1")

@@ -164,7 +164,7 @@ class FasterRCNN(nn.Module):
         return self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
 
 
-def _check_targets(targets, n: int) -> None:
+def _check_targets(targets, n: int, boxes_data: bool = True) -> None:
     if targets is None or len(targets) != n:
         raise ValueError(
             f"training needs one target dict per image ({n}), got "
@@ -185,7 +185,8 @@ def _check_targets(targets, n: int) -> None:
             or labels.shape != boxes.shape[:1]
         ):
             raise ValueError(f"targets[{i}]['labels'] must be an int64 tensor [{boxes.shape[0]}]")
-    _check_target_boxes([t["boxes"] for t in targets])
+    if boxes_data:
+        _check_target_boxes([t["boxes"] for t in targets])
 
 
 def _check_target_boxes(boxes: list[Tensor]) -> None:

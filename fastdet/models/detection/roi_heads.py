@@ -1,6 +1,6 @@
 """RoI head of Faster R-CNN (Fast R-CNN on proposals), torchvision's structure and rules, on
-fastdet's box_iou, BoxCoder, clip_boxes_to_image, remove_small_boxes and batched_nms (the
-pooling, MultiScaleRoIAlign, is in fastdet.ops).
+fastdet's box_iou, BoxCoder, clip_boxes_to_image and batched_nms (remove_small_boxes's rule
+as a mask; the pooling, MultiScaleRoIAlign, is in fastdet.ops).
 
 Training: the ground-truth boxes join the proposals; proposals with IoU >= fg_iou_thresh with a
 ground truth take its label, those below bg_iou_thresh are background (label 0);
@@ -19,7 +19,6 @@ from ...ops import (
     BoxCoder,
     batched_nms,
     clip_boxes_to_image,
-    remove_small_boxes,
 )
 from . import _utils as det_utils
 from .mask_head import mask_loss, mask_probabilities
@@ -119,8 +118,9 @@ class RoIHeads(nn.Module):
                 m = det_utils.match(gt, props, self.fg_iou_thresh, self.bg_iou_thresh, False)
                 matched = m.clamp(min=0)
                 labels = gt_labels[matched].to(torch.int64)
-                labels[m == det_utils.BELOW_LOW] = 0
-                labels[m == det_utils.BETWEEN] = -1
+                # torch.where, not boolean-mask stores: no host sync
+                labels = torch.where(m == det_utils.BELOW_LOW, 0, labels)
+                labels = torch.where(m == det_utils.BETWEEN, -1, labels)
             pos, neg = det_utils.sample([labels], self.batch_size_per_image, self.positive_fraction)
             keep = torch.cat([pos[0], neg[0]]).sort().values
             out_props.append(props[keep])
@@ -168,6 +168,7 @@ class RoIHeads(nn.Module):
 
     def _mask_loss(self, features, proposals, labels, matched, targets, image_sizes) -> Tensor:
         """The mask loss on the positive sampled RoIs only (torchvision's rule)."""
+        # a host sync per image: the mask head runs on the positives alone (a quarter of the RoIs)
         pos = [torch.where(lab > 0)[0] for lab in labels]
         boxes = [p[i] for p, i in zip(proposals, pos)]
         logits = self._mask_logits(features, boxes, image_sizes)
@@ -181,7 +182,7 @@ class RoIHeads(nn.Module):
 
     def compute_loss(self, class_logits, box_regression, proposals, labels, matched_gt) -> dict:
         labels = torch.cat(labels)
-        pos = torch.where(labels > 0)[0]
+        pos = torch.where(labels > 0)[0]  # a host sync: the positives' class-specific boxes
         targets = self.box_coder.encode_single(
             torch.cat(matched_gt)[pos], torch.cat(proposals)[pos]
         )
@@ -207,10 +208,12 @@ class RoIHeads(nn.Module):
             # drop the background column, then flatten: one candidate per (RoI, class)
             boxes = boxes[:, 1:].reshape(-1, 4)
             scores, labels = scores[:, 1:].reshape(-1), labels[:, 1:].reshape(-1)
-            keep = torch.where(scores > self.score_thresh)[0]
+            # the score threshold and remove_small_boxes as one mask: one size read back
+            keep = torch.where((scores > self.score_thresh) & det_utils.large_enough(boxes, 1e-2))[
+                0
+            ]
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-            keep = remove_small_boxes(boxes, 1e-2)
-            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+            # host syncs left per image: the mask's count above and NMS's (data-sized outputs)
             keep = batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_img]
             out_b.append(boxes[keep])
             out_s.append(scores[keep])

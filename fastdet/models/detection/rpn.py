@@ -1,6 +1,6 @@
 """Region Proposal Network (Ren et al., 2015) with torchvision's structure and rules, on
-fastdet's AnchorGenerator, BoxCoder, box_iou, clip_boxes_to_image, remove_small_boxes and
-batched_nms.
+fastdet's AnchorGenerator, BoxCoder, box_iou, clip_boxes_to_image and batched_nms
+(remove_small_boxes's rule applied as a mask, with the score threshold: one host sync).
 
 Per feature level: 3x3 convolution + ReLU, 1x1 objectness logits (one per anchor, sigmoid) and
 1x1 box deltas (4 per anchor). Anchors and predictions are laid out per level, position-major,
@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ...ops import BoxCoder, batched_nms, clip_boxes_to_image, remove_small_boxes
+from ...ops import BoxCoder, batched_nms, clip_boxes_to_image
 from . import _utils as det_utils
 
 
@@ -160,10 +160,12 @@ class RegionProposalNetwork(nn.Module):
         final_boxes, final_scores = [], []
         for boxes, scores, lvl, shape in zip(proposals, scores_all, levels, image_shapes):
             boxes = clip_boxes_to_image(boxes, shape)
-            keep = remove_small_boxes(boxes, self.min_size)
+            # remove_small_boxes and the score threshold as one mask: one size read back
+            keep = torch.where(
+                det_utils.large_enough(boxes, self.min_size) & (scores >= self.score_thresh)
+            )[0]
             boxes, scores, lvl = boxes[keep], scores[keep], lvl[keep]
-            keep = torch.where(scores >= self.score_thresh)[0]
-            boxes, scores, lvl = boxes[keep], scores[keep], lvl[keep]
+            # host syncs left per image: the mask's count above and NMS's (data-sized outputs)
             keep = batched_nms(boxes, scores, lvl, self.nms_thresh)[: self.post_nms_top_n()]
             final_boxes.append(boxes[keep])
             final_scores.append(scores[keep])
@@ -184,7 +186,7 @@ class RegionProposalNetwork(nn.Module):
                 continue
             m = det_utils.match(gt.to(anc.dtype), anc, self.fg_iou_thresh, self.bg_iou_thresh, True)
             lab = (m >= 0).to(anc.dtype)
-            lab[m == det_utils.BETWEEN] = -1.0
+            lab = torch.where(m == det_utils.BETWEEN, -1.0, lab)  # (no boolean-mask sync)
             labels.append(lab)
             matched.append(m.clamp(min=0))
         return labels, matched
