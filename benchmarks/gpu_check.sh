@@ -3,13 +3,16 @@
 # torchvision, cupy, pybind11, cmake, ninja preinstalled). From the repository root:
 #   bash benchmarks/gpu_check.sh        # results under $OUT (the device tool's) or benchmarks/results/
 # pydicom is not on the GPU image: download its wheel into .whl/ here and carry .whl (see below).
-# Builds fastdet in place for the local GPU's architecture, runs the GPU tests (ops, the
-# segmentation and detection engines with AMP), then times every GPU case against torchvision
-# with CUDA events: the detectors (with per-stage times), the ops, the segmentation and the
-# classification models. Each step has its own timeout and the JSON is written after every case,
-# so a slow step loses only itself. About 5 minutes on an H200. Files (few: the device tool
-# returns a limited number): build.log, gpu_tests.log, gpu_bench.json, gpu_det.json,
-# gpu_seg.json, gpu_cls.json, bench.err; the tables go to stdout, so run it as
+# Builds fastdet in place for the local GPU's architecture, runs every GPU-marked test (three
+# pytest processes side by side on the one GPU), counts the detectors' host syncs (the driver's
+# count beside fastdet's own), then times every GPU case against torchvision with CUDA events:
+# the detectors eager and bf16 (with per-stage times and the backbone floor), the ops, the
+# segmentation and classification models, and last the compiled detectors (their first call
+# compiles). Each step has its own timeout (together under 10 minutes) and the JSON is written
+# after every case, so a slow step loses only itself. Files (few: the device tool returns a
+# limited number): build.log, gpu_tests_{ops_a,ops_b,rest}.log, gpu_syncs.json,
+# gpu_det.json, gpu_bench.json, gpu_models.json, gpu_compiled.json, bench.err; the tables go
+# to stdout, so run it as
 # `bash benchmarks/gpu_check.sh 2>&1 | tee $OUT/check.log`. Put the commit into the command from
 # this side (FASTDET_GIT_COMMIT=abc1234 bash ...): git in the machine's copy of the
 # tree can report an older HEAD.
@@ -34,28 +37,41 @@ log build
 arch=$(python3 -c "import torch; p = torch.cuda.get_device_capability(); print(f'{p[0]}{p[1]}')")
 rm -f fastdet/_C*.so
 FASTDET_CUDA=ON FASTDET_CUDA_ARCHS="${FASTDET_CUDA_ARCHS:-$arch}" CMAKE_BUILD_PARALLEL_LEVEL=16 \
-  python3 setup.py -q build_ext --inplace > "$RES/build.log" 2>&1 || { tail -40 "$RES/build.log"; exit 1; }
+  timeout 150 python3 setup.py -q build_ext --inplace > "$RES/build.log" 2>&1 || { tail -40 "$RES/build.log"; exit 1; }
 python3 -m fastdet.cli info
 
-log gpu tests
-timeout 150 python3 -m pytest tests -m gpu -q -p no:cacheprovider -o addopts="" -rfE 2>&1 | tee "$RES/gpu_tests.log" | tail -40
+log gpu tests: every GPU-marked test, three shards at once
+ops=(tests/ops/test_*.py)
+half=$(( ${#ops[@]} / 2 ))
+shard() {  # name, test paths...
+  local name=$1; shift
+  timeout 150 python3 -m pytest "$@" -m gpu -q -p no:cacheprovider -o addopts="" -rfE \
+    > "$RES/gpu_tests_$name.log" 2>&1
+  echo "-- $name: $(tail -1 "$RES/gpu_tests_$name.log")"
+}
+shard ops_a "${ops[@]:0:$half}" &
+shard ops_b "${ops[@]:$half}" &
+shard rest tests --ignore=tests/ops &
+wait
+grep -h -E "^(FAILED|ERROR)" "$RES"/gpu_tests_*.log | head -40
 
-log gpu benchmarks: detection models
-timeout 120 python3 -m fastdet.cli bench --device cuda --kind models --only fasterrcnn \
-  --json "$RES/gpu_det.json" 2>>"$RES/bench.err"
-tail -3 "$RES/bench.err"
+log host syncs per detector call "(fastdet's count, the driver's)"
+timeout 30 python3 -c "import json; from fastdet.bench.syncs import detector_syncs; \
+print(json.dumps(detector_syncs('cuda'), indent=1))" | tee "$RES/gpu_syncs.json"
 
+bench() {  # seconds, json name, bench arguments...
+  local t=$1 name=$2; shift 2
+  timeout "$t" python3 -m fastdet.cli bench --device cuda --full "$@" --json "$RES/$name.json" \
+    2>>"$RES/bench.err"
+  tail -2 "$RES/bench.err"
+}
+log gpu benchmarks: detection models, eager and bf16
+bench 90 gpu_det --kind models --only rcnn --skip compiled
 log gpu benchmarks: ops
-timeout 130 python3 -m fastdet.cli bench --device cuda --kind ops --json "$RES/gpu_bench.json" 2>>"$RES/bench.err"
-tail -3 "$RES/bench.err"
-
-log gpu benchmarks: segmentation models
-timeout 70 python3 -m fastdet.cli bench --device cuda --kind models --only _batch2 \
-  --json "$RES/gpu_seg.json" 2>>"$RES/bench.err"
-tail -3 "$RES/bench.err"
-
-log gpu benchmarks: classification models
-timeout 90 python3 -m fastdet.cli bench --device cuda --kind models --only cls_ \
-  --json "$RES/gpu_cls.json" 2>>"$RES/bench.err"
-tail -3 "$RES/bench.err"
+bench 90 gpu_bench --kind ops
+log gpu benchmarks: segmentation and classification models
+bench 40 gpu_models --kind models --only _batch,cls_
+log gpu benchmarks: compiled detectors "(the warm-up call compiles)"
+bench 60 gpu_compiled --kind models \
+  --only fasterrcnn_resnet50_fpn_600_inference_compiled,fasterrcnn_resnet50_fpn_600_train_step_compiled
 log done

@@ -50,7 +50,7 @@ def _bench(args) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("fastdet bench: --device cuda but torch sees no CUDA device", file=sys.stderr)
         return 2
-    cases = cases_for(args.device, full=args.full, only=args.only, kind=args.kind)
+    cases = cases_for(args.device, args.full, args.only, args.kind, skip=args.skip)
     if not cases:
         print(f"fastdet bench: no case matches {args.only!r}", file=sys.stderr)
         return 2
@@ -811,7 +811,16 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("bench", help="time fastdet's ops against torchvision (and numba)")
     s.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     s.add_argument("--full", action="store_true", help="every case, not the quick set")
-    s.add_argument("--only", metavar="TEXT", help="only cases whose name contains TEXT")
+    s.add_argument(
+        "--only",
+        metavar="TEXT",
+        help="only cases whose name contains TEXT (comma-separated: any of them)",
+    )
+    s.add_argument(
+        "--skip",
+        metavar="TEXT",
+        help="leave out cases whose name contains TEXT (comma-separated: any of them)",
+    )
     s.add_argument(
         "--kind",
         choices=BENCH_KINDS,

@@ -4,7 +4,7 @@ events are found in both implementations and fit in the profiled pass. Times not
 import pytest
 
 from fastdet.bench.cases import _det_case, cases_for
-from fastdet.bench.runner import _stages, stages_line
+from fastdet.bench.runner import _stages, run_case, stages_line
 
 
 @pytest.mark.parametrize(
@@ -33,7 +33,9 @@ def test_detection_stages(model, impls, train):
         parts = [st["filter_proposals_ms"], st["nms_ms"], st["roi_align_ms"]]
         assert all(p > 0 for p in parts), st
         assert sum(parts) <= st["total_ms"], st
-    assert not any("filter_proposals" in vars(f.net.rpn) for f in fns.values())  # restored
+    assert all(st["host_syncs"] > 0 for st in stages.values())  # (counted by the dispatch mode)
+    nets = [f.net for f in fns.values() if hasattr(f, "net")]  # (the backbone floor has none)
+    assert not any("filter_proposals" in vars(n.rpn) for n in nets)  # restored
     assert stages_line(stages).count("proposal filtering") == len(impls)
 
 
@@ -42,3 +44,22 @@ def test_resnet101_fpn_latency_cases_are_full_mode_only():
     for device in ("cpu", "cuda"):
         assert set(names) <= {c.name for c in cases_for(device, full=True)}
     assert not set(names) & {c.name for c in cases_for("cpu")}
+
+
+def test_bf16_variant_times_fastdet_under_autocast_against_the_float32_peer_and_the_floor():
+    pytest.importorskip("torchvision")
+    case = _det_case("resnet50_fpn", False, size=128, variant="bf16")
+    assert case.name == "fasterrcnn_resnet50_fpn_128_inference_bf16"
+    res = run_case(case, "cpu", min_runs=1, budget_s=0.0)
+    assert set(res["impls"]) == {"fastdet", "torchvision", "torchvision bf16", "backbone (floor)"}
+    assert res["floor"] == "backbone (floor)" and res["fastdet_over_floor"] > 0
+    assert "fastdet" in res["stages"] and "backbone (floor)" not in res["stages"]
+
+
+def test_variant_cases_are_listed_for_both_devices():
+    for device in ("cpu", "cuda"):
+        names = {c.name for c in cases_for(device, full=True, kind="models")}
+        for v in ("bf16", "compiled"):
+            for what in ("inference", "train_step"):
+                assert f"fasterrcnn_resnet50_fpn_600_{what}_{v}" in names
+                assert f"maskrcnn_resnet50_fpn_600_{what}_{v}" in names

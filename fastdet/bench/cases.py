@@ -19,7 +19,9 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, record_function
 
 from .. import ops
+from ..models.compile import is_compiled
 from .peers import numba_ops
+from .syncs import count_host_syncs
 
 
 @dataclass
@@ -564,9 +566,15 @@ def _annotated(obj, method: str):
 
 
 def _det_stages(fn, sets, device: str) -> dict:
-    """Stage times of one detection impl (fn carries its model as fn.net)."""
+    """Stage times of one detection impl (fn carries its model as fn.net; the floor has none)
+    and its host syncs per call (fastdet.bench.syncs)."""
+    if not hasattr(fn, "net"):
+        return {}
     with _annotated(fn.net.rpn, "filter_proposals"), _traced_paste():
-        return profile_stages(fn, sets[0], device, DET_STAGES, passes=3)
+        out = profile_stages(fn, sets[0], device, DET_STAGES, passes=3)
+    if not is_compiled(fn.net):  # (a dispatch mode would make a compiled model retrace)
+        out["host_syncs"] = count_host_syncs(fn, sets[0])["total"]
+    return out
 
 
 @contextmanager
@@ -597,12 +605,22 @@ def _traced(module, name: str):
         setattr(module, name, orig)
 
 
-def _det_case(model: str, train: bool, size: int = 600):
+# fastdet's documented speed options, one per case variant: bfloat16 autocast (--bf16) and
+# torch.compile (--compile; the warm-up call compiles)
+DET_VARIANTS = (None, "bf16", "compiled")
+
+
+def _det_case(model: str, train: bool, size: int = 600, variant: str | None = None):
     """Faster R-CNN (or Mask R-CNN, model "maskrcnn_resnet50_fpn") latency on one size x size
     image (inference) or one training step with 3 boxes (and their masks); beside
-    torchvision's resnet50_fpn model with the same weights where it exists. Mask R-CNN's
-    inference keeps torchvision's 100 detections and pastes their masks (fastdet's paste_masks,
-    torchvision's paste_masks_in_image): the paste_masks_ms stage."""
+    torchvision's resnet50_fpn model with the same weights where it exists, eager float32 as
+    users run it. Mask R-CNN's inference keeps torchvision's 100 detections and pastes their
+    masks (fastdet's paste_masks, torchvision's paste_masks_in_image): the paste_masks_ms stage.
+    variant "bf16": fastdet under bfloat16 autocast (torchvision's under the same autocast is
+    timed too, "torchvision bf16"); "compiled": fastdet compiled (fastdet.models.compile).
+    The floor, "backbone (floor)": fastdet's backbone alone on the same input (forward, or
+    forward and backward), in the variant's precision: no detector is faster than its
+    convolutions."""
 
     def make(device):
         from ..models.detection import (
@@ -634,6 +652,12 @@ def _det_case(model: str, train: bool, size: int = 600):
             nets["torchvision"] = theirs
         for net in nets.values():
             net.train(train)
+        bf16 = variant == "bf16"
+        backbone = nets["fastdet"].backbone
+        if variant == "compiled":
+            from ..models.compile import compile_model
+
+            compile_model(nets["fastdet"])
 
         def gen(g):
             boxes = torch.tensor([[50.0, 60, 200, 220], [300, 310, 420, 480], [100, 400, 180, 560]])
@@ -645,30 +669,44 @@ def _det_case(model: str, train: bool, size: int = 600):
                 target["masks"] = masks
             return {"images": [torch.rand(3, size, size, generator=g)], "targets": [target]}
 
-        def run(net):
+        def run(net, autocast: bool):
             def f(d):
-                if not train:
-                    with torch.no_grad():
-                        return net(d["images"])
-                net.zero_grad(set_to_none=True)
-                loss = sum(net(d["images"], d["targets"]).values())
+                with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
+                    if not train:
+                        with torch.no_grad():
+                            return net(d["images"])
+                    net.zero_grad(set_to_none=True)
+                    loss = sum(net(d["images"], d["targets"]).values())
                 loss.backward()
                 return loss
 
             f.net = net  # for _det_stages
             return f
 
-        return _sets(device, gen), {k: run(n) for k, n in nets.items()}
+        def floor(d):
+            x = nets["fastdet"].transform(d["images"])[0].tensors
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+                with torch.set_grad_enabled(train):
+                    out = backbone(x)
+            if train:
+                sum(o.float().mean() for o in out.values()).backward()
+
+        impls = {k: run(n, bf16 and k == "fastdet") for k, n in nets.items()}
+        if bf16 and "torchvision" in nets:
+            impls["torchvision bf16"] = run(nets["torchvision"], True)
+        impls["backbone (floor)"] = floor
+        return _sets(device, gen), impls
 
     what = "train_step" if train else "inference"
     name = model if model.startswith("mask") else f"fasterrcnn_{model}"
     return Case(
-        f"{name}_{size}_{what}",
+        f"{name}_{size}_{what}" + (f"_{variant}" if variant else ""),
         "detection_model",
-        {"model": model, "size": size, "batch": 1, "train": train},
+        {"model": model, "size": size, "batch": 1, "train": train, "variant": variant},
         make,
         quick=False,
         min_runs=3,
+        floor="backbone (floor)",
         stages=_det_stages,
         notes={"stages": DET_STAGES_NOTE},
     )
@@ -742,6 +780,12 @@ CASES: list[Case] = [
         for m in ("resnet50_fpn", "resnet18_fpn", "resnet101_fpn", "vgg16", "maskrcnn_resnet50_fpn")
         for train in (False, True)
     ],
+    *[
+        _det_case(m, train, variant=v)
+        for m in ("resnet50_fpn", "resnet18_fpn", "maskrcnn_resnet50_fpn")
+        for v in DET_VARIANTS[1:]
+        for train in (False, True)
+    ],
     # one small classifier case in the quick set (a few seconds on a 2-core CPU); the rest --full
     _cls_case("resnet50", 224, False, 1, quick=True),
     *[
@@ -785,9 +829,15 @@ KINDS = ("all", "ops", "models")  # `fastdet bench --kind`
 
 
 def cases_for(
-    device: str, full: bool = False, only: str | None = None, kind: str = "all"
+    device: str,
+    full: bool = False,
+    only: str | None = None,
+    kind: str = "all",
+    skip: str | None = None,
 ) -> list[Case]:
-    """The cases of `device`'s suite; kind "ops" or "models" keeps one half."""
+    """The cases of `device`'s suite; kind "ops" or "models" keeps one half; only / skip:
+    comma-separated name parts, a case kept when its name holds one of `only` and none of
+    `skip`."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     out = []
@@ -809,7 +859,9 @@ def cases_for(
             continue
         if device == "cpu" and not full and not c.quick:
             continue
-        if only and only not in c.name:
+        if only and not any(part in c.name for part in only.split(",")):
+            continue
+        if skip and any(part in c.name for part in skip.split(",")):
             continue
         out.append(c)
     return out

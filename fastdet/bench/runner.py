@@ -138,9 +138,11 @@ def _stages(case: Case, sets, impls, device: str) -> dict:
     out = {}
     for name, fn in impls.items():
         try:
-            out[name] = case.stages(fn, sets, device)
+            st = case.stages(fn, sets, device)
         except Exception as e:  # noqa: BLE001 - the timings above stand without the stages
-            out[name] = {"error": f"{type(e).__name__}: {e}"}
+            st = {"error": f"{type(e).__name__}: {e}"}
+        if st:  # (an implementation without stages, e.g. a floor, returns none)
+            out[name] = st
     return out
 
 
@@ -267,7 +269,8 @@ def stages_line(stages: dict) -> str:
             for k, v in st.items()
             if k.endswith("_ms") and k != "total_ms"
         )
-        parts.append(f"{impl}: {ms} (profiled pass {st['total_ms']:.1f} ms)")
+        syncs = f", {st['host_syncs']} host syncs" if "host_syncs" in st else ""
+        parts.append(f"{impl}: {ms} (profiled pass {st['total_ms']:.1f} ms{syncs})")
     return "  stages " + " | ".join(parts)
 
 

@@ -122,3 +122,75 @@ def count_host_syncs(fn, *args, **kwargs) -> dict:
         "by_op": dict(counter.by_op.most_common()),
         "by_site": dict(counter.by_site.most_common()),
     }
+
+
+def cuda_syncs(fn, *args, **kwargs) -> int:
+    """The synchronizing CUDA calls of one fn(*args, **kwargs) call, as the driver side sees
+    them: torch.cuda.set_sync_debug_mode("warn") warns once per sync."""
+    import warnings
+
+    before = torch.cuda.get_sync_debug_mode()
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn(*args, **kwargs)
+        finally:
+            torch.cuda.set_sync_debug_mode(before)
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+def detector_syncs(device: str = "cpu", size: int = 600, batch: int = 2) -> dict:
+    """Host syncs of fastdet's Faster R-CNN and Mask R-CNN (ResNet-50 + FPN, random weights,
+    `batch` random size x size images with three boxes each): per training step and per
+    inference call, counted by HostSyncCounter and, on CUDA, by the driver (cuda_syncs)."""
+    from ..models.detection import fasterrcnn_resnet50_fpn, maskrcnn_resnet50_fpn
+
+    out = {}
+    for name, build in (
+        ("fasterrcnn", fasterrcnn_resnet50_fpn),
+        ("maskrcnn", maskrcnn_resnet50_fpn),
+    ):
+        torch.manual_seed(0)
+        model = build(num_classes=2, min_size=size, max_size=size).to(device)
+        images, targets = _inputs(device, size, batch, masks=name == "maskrcnn")
+        for mode, row in _model_syncs(model, images, targets, device).items():
+            out[f"{name}_{mode}"] = row
+    return out
+
+
+def _model_syncs(model, images, targets, device: str) -> dict:
+    def step():
+        sum(model(images, targets).values()).backward()
+
+    def infer():
+        with torch.no_grad():
+            model(images)
+
+    out = {}
+    for mode, fn in (("train_step", step), ("inference", infer)):
+        model.train(mode == "train_step")
+        fn()  # warm: first-call work (cuDNN autotuning, allocations) is not counted
+        row = {"counted": count_host_syncs(fn)["total"]}
+        if device == "cuda":
+            row["cuda"] = cuda_syncs(fn)
+        out[mode] = row
+    return out
+
+
+def _inputs(device, size: int, batch: int, masks: bool):
+    g = torch.Generator().manual_seed(0)
+    boxes = torch.tensor([[50.0, 60, 200, 220], [300, 310, 420, 480], [100, 400, 180, 560]])
+    boxes = boxes * size / 600
+    images, targets = [], []
+    for _ in range(batch):
+        images.append(torch.rand(3, size, size, generator=g).to(device))
+        t = {"boxes": boxes.to(device), "labels": torch.ones(3, dtype=torch.int64, device=device)}
+        if masks:
+            m = torch.zeros(3, size, size, dtype=torch.uint8)
+            for k, (x1, y1, x2, y2) in enumerate(boxes.int().tolist()):
+                m[k, y1 + 2 : y2 - 2, x1 + 2 : x2 - 2] = 1
+            t["masks"] = m.to(device)
+        targets.append(t)
+    return images, targets
