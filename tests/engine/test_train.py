@@ -170,3 +170,18 @@ def test_clip_grad_bounds_the_update(tmp_path, discs, monkeypatch):
         tiny(clip_grad=0.0)
     with pytest.raises(ValueError, match="clip_grad"):
         tiny(clip_grad=float("nan"))
+
+
+def test_bf16_and_compile_train_and_save_plain_checkpoints(tmp_path, discs):
+    """--bf16 (bfloat16 autocast on the CPU) and --compile (torch.compile in place) train a
+    finite run whose checkpoint holds the eager model's keys and loads into an uncompiled
+    model; resuming may switch compile off (it does not change what is computed)."""
+    hist = train_segmentation(tiny(bf16=True, compile=True, epochs=1), *discs, tmp_path)
+    assert math.isfinite(hist[0]["train_loss"]) and 0 <= hist[0]["val_dice"] <= 1
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert ckpt["config"]["bf16"] and ckpt["config"]["compile"]
+    model, config = load_model(tmp_path / "best.pt")  # an eager model, strict keys
+    assert not any("_orig_mod" in k for k in ckpt["model"])
+    assert getattr(model, "_compiled_call_impl", None) is None
+    hist = train_segmentation(tiny(bf16=True, epochs=2), *discs, tmp_path, resume=True)
+    assert [r["epoch"] for r in hist] == [1, 2]
