@@ -10,8 +10,8 @@
 # segmentation and classification models, and last the compiled detectors (their first call
 # compiles). Each step has its own timeout (together under 10 minutes) and the JSON is written
 # after every case, so a slow step loses only itself. Files (few: the device tool returns a
-# limited number): build.log, gpu_tests_{ops_a,ops_b,rest}.log, gpu_syncs.json,
-# gpu_det.json, gpu_bench.json, gpu_models.json, gpu_compiled.json, bench.err; the tables go
+# limited number): build.log, gpu_tests_{ops_a,ops_b,rest}.log, gpu_syncs.json, gpu_det.json,
+# gpu_bench.json, gpu_models.json, gpu_det_batch8.json, gpu_compiled.json, bench.err; the tables go
 # to stdout, so run it as
 # `bash benchmarks/gpu_check.sh 2>&1 | tee $OUT/check.log`. Put the commit into the command from
 # this side (FASTDET_GIT_COMMIT=abc1234 bash ...): git in the machine's copy of the
@@ -37,7 +37,7 @@ log build
 arch=$(python3 -c "import torch; p = torch.cuda.get_device_capability(); print(f'{p[0]}{p[1]}')")
 rm -f fastdet/_C*.so
 FASTDET_CUDA=ON FASTDET_CUDA_ARCHS="${FASTDET_CUDA_ARCHS:-$arch}" CMAKE_BUILD_PARALLEL_LEVEL=16 \
-  timeout 150 python3 setup.py -q build_ext --inplace > "$RES/build.log" 2>&1 || { tail -40 "$RES/build.log"; exit 1; }
+  timeout 120 python3 setup.py -q build_ext --inplace > "$RES/build.log" 2>&1 || { tail -40 "$RES/build.log"; exit 1; }
 python3 -m fastdet.cli info
 
 log gpu tests: every GPU-marked test, three shards at once
@@ -45,7 +45,7 @@ ops=(tests/ops/test_*.py)
 half=$(( ${#ops[@]} / 2 ))
 shard() {  # name, test paths...
   local name=$1; shift
-  timeout 150 python3 -m pytest "$@" -m gpu -q -p no:cacheprovider -o addopts="" -rfE \
+  timeout 140 python3 -m pytest "$@" -m gpu -q -p no:cacheprovider -o addopts="" -rfE \
     > "$RES/gpu_tests_$name.log" 2>&1
   echo "-- $name: $(tail -1 "$RES/gpu_tests_$name.log")"
 }
@@ -66,11 +66,13 @@ bench() {  # seconds, json name, bench arguments...
   tail -2 "$RES/bench.err"
 }
 log gpu benchmarks: detection models, eager and bf16
-bench 90 gpu_det --kind models --only rcnn --skip compiled
+bench 90 gpu_det --kind models --only rcnn --skip compiled,batch8
 log gpu benchmarks: ops
 bench 90 gpu_bench --kind ops
 log gpu benchmarks: segmentation and classification models
 bench 40 gpu_models --kind models --only _batch,cls_
+log gpu benchmarks: detection models, batch 8 at 800 x 1,333
+bench 60 gpu_det_batch8 --kind models --only batch8
 log gpu benchmarks: compiled detectors "(the warm-up call compiles)"
 bench 60 gpu_compiled --kind models \
   --only fasterrcnn_resnet50_fpn_600_inference_compiled,fasterrcnn_resnet50_fpn_600_train_step_compiled

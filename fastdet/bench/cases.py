@@ -610,7 +610,14 @@ def _traced(module, name: str):
 DET_VARIANTS = (None, "bf16", "compiled")
 
 
-def _det_case(model: str, train: bool, size: int = 600, variant: str | None = None):
+def _det_case(
+    model: str,
+    train: bool,
+    size: int = 600,
+    variant: str | None = None,
+    batch: int = 1,
+    width: int | None = None,
+):
     """Faster R-CNN (or Mask R-CNN, model "maskrcnn_resnet50_fpn") latency on one size x size
     image (inference) or one training step with 3 boxes (and their masks); beside
     torchvision's resnet50_fpn model with the same weights where it exists, eager float32 as
@@ -620,7 +627,9 @@ def _det_case(model: str, train: bool, size: int = 600, variant: str | None = No
     timed too, "torchvision bf16"); "compiled": fastdet compiled (fastdet.models.compile).
     The floor, "backbone (floor)": fastdet's backbone alone on the same input (forward, or
     forward and backward), in the variant's precision: no detector is faster than its
-    convolutions."""
+    convolutions. batch images of size x width (default square), each with the 3 boxes; a
+    wide case sizes the detector to them (min_size size, max_size width)."""
+    shape = (size, width or size)
 
     def make(device):
         from ..models.detection import (
@@ -632,7 +641,7 @@ def _det_case(model: str, train: bool, size: int = 600, variant: str | None = No
         )
 
         torch.manual_seed(0)
-        kw = dict(min_size=size, max_size=1000)
+        kw = dict(min_size=size, max_size=max(shape[1], 1000))
         build = {
             "resnet50_fpn": lambda: fasterrcnn_resnet50_fpn(num_classes=2, **kw),
             "resnet18_fpn": lambda: fasterrcnn_resnet18_fpn(2, **kw),
@@ -663,11 +672,12 @@ def _det_case(model: str, train: bool, size: int = 600, variant: str | None = No
             boxes = torch.tensor([[50.0, 60, 200, 220], [300, 310, 420, 480], [100, 400, 180, 560]])
             target = {"boxes": boxes, "labels": torch.tensor([1, 1, 1])}
             if model.startswith("mask"):
-                masks = torch.zeros(3, size, size, dtype=torch.uint8)
+                masks = torch.zeros(3, *shape, dtype=torch.uint8)
                 for m, (x1, y1, x2, y2) in zip(masks, boxes.int().tolist()):
                     m[y1 + 5 : y2 - 5, x1 + 5 : x2 - 5] = 1
                 target["masks"] = masks
-            return {"images": [torch.rand(3, size, size, generator=g)], "targets": [target]}
+            images = [torch.rand(3, *shape, generator=g) for _ in range(batch)]
+            return {"images": images, "targets": [target] * batch}
 
         def run(net, autocast: bool):
             def f(d):
@@ -699,12 +709,15 @@ def _det_case(model: str, train: bool, size: int = 600, variant: str | None = No
 
     what = "train_step" if train else "inference"
     name = model if model.startswith("mask") else f"fasterrcnn_{model}"
+    where = f"{size}" if width is None else f"{size}x{width}_batch{batch}"
     return Case(
-        f"{name}_{size}_{what}" + (f"_{variant}" if variant else ""),
+        f"{name}_{where}_{what}" + (f"_{variant}" if variant else ""),
         "detection_model",
-        {"model": model, "size": size, "batch": 1, "train": train, "variant": variant},
+        {"model": model, "size": size, "width": shape[1], "batch": batch, "train": train}
+        | {"variant": variant},
         make,
         quick=False,
+        devices=("cuda",) if batch * shape[0] * shape[1] > 600 * 600 * 2 else ("cpu", "cuda"),
         min_runs=3,
         floor="backbone (floor)",
         stages=_det_stages,
@@ -786,6 +799,13 @@ CASES: list[Case] = [
         for v in DET_VARIANTS[1:]
         for train in (False, True)
     ],
+    # the issue's GPU shape: a batch of 8 at 800 x 1,333 (GPU only: minutes per call here)
+    *[
+        _det_case(m, train, 800, v, batch=8, width=1333)
+        for m in ("resnet50_fpn", "maskrcnn_resnet50_fpn")
+        for v in DET_VARIANTS[:2]
+        for train in (False, True)
+    ],
     # one small classifier case in the quick set (a few seconds on a 2-core CPU); the rest --full
     _cls_case("resnet50", 224, False, 1, quick=True),
     *[
@@ -855,7 +875,7 @@ def cases_for(
             or (c.group in ("roi_align", "roi_pool") and c.params["input"] == list(GPU_FEATURES))
             or both
         )
-        if not (on_cpu if device == "cpu" else on_gpu):
+        if not (on_cpu if device == "cpu" else on_gpu) or device not in c.devices:
             continue
         if device == "cpu" and not full and not c.quick:
             continue
