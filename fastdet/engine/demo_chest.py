@@ -37,7 +37,7 @@ SOURCES = {
     "argument": "given",
 }
 # (lung U-Net epochs, depth, width; classifier epochs, its lr step size)
-CHEST_PRESETS = {"full": (8, 3, 8, 8, 6), "quick": (1, 2, 4, 1, 1)}
+CHEST_PRESETS = {"full": (5, 3, 8, 8, 6), "quick": (1, 2, 4, 1, 1)}
 
 
 def run_chest(out, side: int, preset, seed: int = 0, progress: bool = False) -> dict:
@@ -186,6 +186,12 @@ def chest_report(chest: dict, det: dict, out: Path) -> str:
     ]
     lines += _figure([cls["files"]["roc_png"]], out, "ROC curves, one class vs the rest")
     lines += _gate_table(gated, s["gated"]) + _box_figures(gated, det, out)
+    lines += [
+        "Training curves: `lungs/metrics.png`, `cls/metrics.png`; confusion matrix and "
+        "predictions: `figures/cls/`; lung contours: `figures/lungs/`; gated boxes and PR curve: "
+        "`figures/chest/`.",
+        "",
+    ]
     return "\n".join(lines)
 
 
