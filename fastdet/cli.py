@@ -358,6 +358,7 @@ def _export(args) -> int:
 
 
 def _demo(args) -> int:
+    from .engine.cls_eval import format_cls_report
     from .engine.demo import run_demo
     from .engine.det_eval import format_det_report, format_instance_report
     from .engine.seg_eval import format_report
@@ -367,6 +368,9 @@ def _demo(args) -> int:
     result = run_demo(args.out, quick=args.quick, progress=not args.no_progress)
     print("segmentation\n" + format_report(result["segmentation"]))
     print("\ndetection\n" + format_det_report(result["detection"]))
+    chest = result["chest"]
+    print("\nchest: lung-cropped classifier\n" + format_cls_report(chest["classifier"]))
+    print("\nchest: gated detection\n" + format_det_report(chest["detection"]))
     print("\ninstances\n" + format_instance_report(result["instances"]["instances"]))
     print(f"wrote {args.out / 'report.md'}")
     return 0

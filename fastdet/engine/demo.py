@@ -4,8 +4,12 @@ Segmentation: a synthetic 2018 Data Science Bowl dataset (fluorescence-like nucl
 pairs included), a small U-Net trained with BCE + Dice, scored on the held-out images against
 the classical baseline (smoothing, Otsu, morphology, watershed), with contour overlays.
 Detection: a synthetic RSNA Pneumonia folder (chest DICOMs and the labels CSV, negatives
-included), Faster R-CNN (ResNet-18 + FPN, from scratch) trained briefly, scored on the held-out
-patients (RSNA score, COCO AP, AP50) with the predicted boxes drawn.
+included, "No Lung Opacity / Not Normal" ones with look-alike findings), Faster R-CNN (ResNet-18
++ FPN, from scratch) trained briefly, scored on the held-out patients (RSNA score, COCO AP,
+AP50) with the predicted boxes drawn.
+Chest (demo_chest): on the same patients, a lung-field U-Net, a lung-cropped ResNet-18 of the
+three RSNA classes and the detector gated by it, gated and ungated figures side by side, with
+lung contours, ROC curves and boxes drawn.
 Instances: Mask R-CNN (ResNet-18 + FPN, from scratch) trained on the segmentation's nuclei, its
 DSB-2018 score beside the U-Net's instances (watershed split) and the classical baseline's on
 the same held-out images, with instance overlays."""
@@ -17,6 +21,7 @@ import time
 from pathlib import Path
 
 from .checkpoint import atomic_write_text
+from .demo_chest import CHEST_PRESETS, chest_report, run_chest
 from .det import DetConfig
 from .det_data import open_det_dataset
 from .det_eval import evaluate_detection, format_det_report
@@ -36,10 +41,11 @@ INST_EPOCHS = {"full": 16, "quick": 1}
 
 
 def run_demo(out, quick: bool = False, seed: int = 0, progress: bool = True) -> dict:
-    """Writes out/data and out/det_data (the datasets), out/seg and out/det (the runs:
-    checkpoints, metrics.csv/png), out/figures (contour overlays; det/: boxes drawn, PR curve),
-    out/report.md and
-    out/evaluation.json; returns {"segmentation": ..., "detection": ...} (the evaluations)."""
+    """Writes out/data and out/det_data (the datasets), out/seg, out/det, out/lungs, out/cls and
+    out/inst (the runs: checkpoints, metrics.csv/png), out/figures (contour overlays; det/:
+    boxes drawn, PR curve; lungs/, cls/, chest/: the chest section's, see demo_chest.run_chest;
+    inst/), out/report.md and out/evaluation.json; returns {"segmentation", "detection",
+    "chest", "instances"} (the evaluations)."""
     out = Path(out)
     preset = "quick" if quick else "full"
     started = time.perf_counter()
@@ -47,12 +53,15 @@ def run_demo(out, quick: bool = False, seed: int = 0, progress: bool = True) -> 
     seg_seconds = time.perf_counter() - started
     det, det_history = _detection(out, DET_PRESETS[preset], seed, progress)
     det_seconds = time.perf_counter() - started - seg_seconds
+    chest = run_chest(out, DET_PRESETS[preset][1], CHEST_PRESETS[preset], seed, progress)
+    inst_started = time.perf_counter()
     inst, inst_history = _instances(out, PRESETS[preset][1], INST_EPOCHS[preset], seed, progress)
-    inst_seconds = time.perf_counter() - started - seg_seconds - det_seconds
-    result = {"segmentation": seg, "detection": det, "instances": inst}
+    inst_seconds = time.perf_counter() - inst_started
+    result = {"segmentation": seg, "detection": det, "chest": chest, "instances": inst}
     atomic_write_text(
         out / "report.md",
         _report(result, seg_history, det_history, out, (seg_seconds, det_seconds))
+        + chest_report(chest, det, out)
         + _instance_report(inst, inst_history, inst_seconds, out),
     )
     atomic_write_text(
@@ -192,7 +201,8 @@ def _detection(out: Path, preset, seed: int, progress: bool):
     from ..data.synthetic import synth_rsna
 
     n, side, epochs = preset
-    data = synth_rsna(out / "det_data", n=n, seed=seed, size=side)
+    # look-alikes: the chest section's gate has false positives to remove
+    data = synth_rsna(out / "det_data", n=n, seed=seed, size=side, lookalikes=True)
     train_set = open_det_dataset("rsna", data, "train", seed=seed, val_fraction=0.25)
     val_set = open_det_dataset("rsna", data, "val", seed=seed, val_fraction=0.25)
     config = demo_det_config(
@@ -239,7 +249,8 @@ def _report(result, seg_history, det_history, out: Path, seconds) -> str:
         "## Pneumonia detection",
         "",
         f"Synthetic RSNA Pneumonia layout in `det_data/` (chest DICOMs, labels CSV, negatives "
-        f"included); Faster R-CNN (ResNet-18 + FPN, from scratch) trained for "
+        "included, the Not Normal ones with findings that are not pneumonia); Faster R-CNN "
+        "(ResNet-18 + FPN, from scratch) trained for "
         f"{len(det_history)} epochs on the CPU (best validation AP50 "
         f"{best_det['val_map_50']:.3f} at epoch {best_det['epoch']}); {seconds[1]:.0f} s.",
         "",

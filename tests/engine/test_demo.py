@@ -1,6 +1,7 @@
 """`fastdet demo --quick`: the whole pipeline end to end, writing every promised file."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,39 @@ def test_quick_demo_writes_report_run_and_figures(tmp_path):
     assert drawn and all(
         Path(p).is_file() and Path(p).parent == out / "figures" / "det" / "boxes" for p in drawn
     )
+    # the chest section: lung U-Net -> lung-cropped classifier -> the detector, gated and not
+    assert "## Chest X-ray: lungs -> classifier -> gated detector" in report
+    assert "| detector alone |" in report and "| gated |" in report and "Here the gate" in report
+    assert "chest: gated detection" in r.stdout and "gate: P(Lung Opacity) >=" in r.stdout
+    chest = result["chest"]
+    assert set(chest) == {"lungs", "classifier", "detection", "seconds"}
+    assert 0 <= chest["lungs"]["dice"] <= 1 and chest["lungs"]["images"] == det["images"]
+    cls = chest["classifier"]
+    assert list(cls["auc"]) == ["Normal", "No Lung Opacity / Not Normal", "Lung Opacity"]
+    assert cls["n_images"] == det["images"] and 0 <= cls["accuracy"] <= 1
+    gated = chest["detection"]
+    assert gated["images"] == det["images"] and gated["gate"]["positive_class"] == "Lung Opacity"
+    # the detector alone, scored inside the gated evaluation, is the detection section's
+    assert gated["ungated"]["map_50"] == det["map_50"] and gated["ungated"]["rsna"] == det["rsna"]
+    assert all(r["class"] and "p_gate" in r for r in gated["per_image"])
+    config = json.loads((out / "cls" / "config.json").read_text())
+    assert Path(config["lungs"]) == (out / "lungs" / "best.pt").resolve()  # the lung crop
+    for name in (
+        "lungs/best.pt",
+        "lungs/metrics.csv",
+        "cls/last.pt",
+        "cls/metrics.csv",
+        "figures/cls/roc.png",
+        "figures/cls/confusion_matrix.png",
+        "figures/chest/pr_curve.png",
+        "det_data/lungs/masks",
+    ):
+        assert (out / name).exists(), name
+    embedded = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
+    assert all((out / rel).is_file() for rel in embedded), embedded
+    chest_figures = [rel for rel in embedded if rel.split("/")[1] in ("lungs", "cls", "chest")]
+    assert {rel.split("/")[1] for rel in chest_figures} == {"lungs", "cls", "chest"}
+    assert "figures/cls/roc.png" in chest_figures
     # the instance section: Mask R-CNN beside U-Net + watershed and the classical baseline
     assert "Nuclei instances" in report and "| U-Net + watershed |" in report
     assert "DSB-2018 score" in r.stdout and "Mask R-CNN" in r.stdout
