@@ -52,8 +52,8 @@ class FasterRCNN(nn.Module):
     reverse the channels before normalizing (Caffe models; see CAFFE_BGR_MEAN, CAFFE_STD);
     rpn_sigma / roi_sigma: smooth L1 sigma (3 and 3 = torchvision's beta 1/9; the original: 3, 1);
     box_loss "smooth_l1" | "l1"; cls_loss "ce" | "focal" (both heads) with focal_gamma;
-    compile: True (or a dict of torch.compile's options) compiles the model in place, one graph
-    for training and one for inference (fastdet.models.compile.compile_model).
+    compile: True (or a dict of torch.compile's options) compiles the model in place: inference
+    as one graph, training with its static parts compiled (fastdet.models.compile).
 
     forward(images, targets) in training returns {"loss_objectness", "loss_rpn_box_reg",
     "loss_classifier", "loss_box_reg"}; in evaluation, forward(images) returns one dict per image,
