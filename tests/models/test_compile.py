@@ -113,7 +113,7 @@ def test_compiled_training_computes_eager_loss_and_learns():
         assert is_compiled(module), path
     eager.train(), compiled.train()
     torch.manual_seed(1)
-    first = float(sum(eager(images, targets).values()))
+    first = float(sum(eager(images, targets).values()).detach())
     torch.manual_seed(1)  # the same sampling draws: the middle of the step runs eagerly
     losses = _steps(compiled, images, targets, 25)
     assert losses[0] == pytest.approx(first, rel=1e-3)
