@@ -7,6 +7,7 @@ Reproduce a failure with the seed it reports: FASTDET_TEST_SEED=<seed> pytest <t
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 
 import numpy as np
@@ -96,6 +97,25 @@ class Maker:
 def make(rng):
     """Box makers bound to this test's rng: make.boxes(n), make.clustered(n), make.scores(n)."""
     return Maker(rng)
+
+
+@pytest.fixture(scope="module")
+def module_tmp(request, tmp_path_factory):
+    """mktemp for a module's shared fixtures: the folders go when the module's tests end, unless
+    a test failed meanwhile (kept to look at, as pyproject's tmp_path_retention_policy keeps a
+    failed test's tmp_path). Trained runs weigh hundreds of MB: kept to the session's end, they
+    would hold gigabytes of disk."""
+    made = []
+    failed = request.session.testsfailed
+
+    def mktemp(name):
+        made.append(tmp_path_factory.mktemp(name))
+        return made[-1]
+
+    yield mktemp
+    if request.session.testsfailed == failed:
+        for path in made:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -48,6 +49,22 @@ def remove_stale_temporaries(folder) -> list[Path]:
 def atomic_save(obj, path) -> Path:
     """torch.save(obj) to `path` atomically."""
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def atomic_copy(src, path) -> Path:
+    """`path` becomes a file with src's bytes, atomically: a hard link where the file system
+    allows one (no second copy on disk; safe because every checkpoint write replaces its file
+    with a new one rather than rewriting it in place), else a copy."""
+    src = Path(src)
+
+    def link(tmp):
+        os.remove(tmp)  # os.link wants a free name: the one mkstemp reserved
+        try:
+            os.link(src, tmp)
+        except OSError:  # no hard links here (FAT, some network file systems)
+            shutil.copyfile(src, tmp)
+
+    return atomic_write(path, link)
 
 
 def atomic_write_text(path, text: str) -> Path:

@@ -7,7 +7,8 @@ training step returning named losses, validation returning named metrics, and wh
 picks best.pt.
 
 Run folder: config.json, last.pt (after every epoch), best.pt (best validation metric; lowest
-training loss without a validation set), metrics.csv and metrics.png.
+training loss without a validation set; a hard link to last.pt's file when written, so one copy
+on disk), metrics.csv and metrics.png.
 
 Under torchrun (WORLD_SIZE > 1) every process runs the same call: each trains on its shard
 (DistributedSampler, `batch_size` images per process and step) with gradients averaged by
@@ -35,6 +36,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from ..models.compile import compile_model
 from . import distributed
 from .checkpoint import (
+    atomic_copy,
     atomic_save,
     atomic_write_text,
     check_resumable,
@@ -377,8 +379,8 @@ class Trainer:
         if self.dist.is_main:
             ckpt = {**training_state(self, task.checkpoint_format, ranks), **task.state_dict()}
             atomic_save(ckpt, self.out / "last.pt")
-            if improved:
-                atomic_save(ckpt, self.out / "best.pt")
+            if improved:  # the same bytes: linked, not written twice
+                atomic_copy(self.out / "last.pt", self.out / "best.pt")
             write_metrics_csv(self.out / "metrics.csv", self.history, task.columns)
             plot_history(self.out / "metrics.png", self.history, *task.plot)
         distributed.barrier()

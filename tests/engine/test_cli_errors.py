@@ -12,9 +12,9 @@ from fastdet.engine.checkpoint import load_checkpoint
 
 
 @pytest.fixture(scope="module")
-def seg_run(tmp_path_factory):
+def seg_run(module_tmp):
     """A one-epoch segmentation run on 4 synthetic nuclei images: (data folder, run folder)."""
-    root = tmp_path_factory.mktemp("cli_errors")
+    root = module_tmp("cli_errors")
     data = synth_dsb2018(root / "data", n=4, seed=0, size=32)
     from fastdet.data import DSB2018Dataset
 

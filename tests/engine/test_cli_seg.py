@@ -26,9 +26,9 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(module_tmp):
     """A DSB-2018 folder (4 images) and a 1-epoch U-Net run on it."""
-    root = tmp_path_factory.mktemp("cli")
+    root = module_tmp("cli")
     data = synth("dsb2018", root / "data", n=4)
     out = root / "run"
     assert (

@@ -63,15 +63,15 @@ def write_tree(root, n_per_class=4, size=32, seed=0, classes=CLASSES):
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory):
-    root = write_tree(tmp_path_factory.mktemp("classes") / "data")
+def tree(module_tmp):
+    root = write_tree(module_tmp("classes") / "data")
     (root / "disc" / "notes.txt").write_text("not an image")  # ignored, as by ImageFolder
     return root
 
 
 @pytest.fixture(scope="module")
-def rsna(tmp_path_factory):
-    return synth_rsna(tmp_path_factory.mktemp("rsna") / "data", n=12, seed=0, size=64)
+def rsna(module_tmp):
+    return synth_rsna(module_tmp("rsna") / "data", n=12, seed=0, size=64)
 
 
 def tiny(**kw) -> ClsConfig:

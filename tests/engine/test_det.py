@@ -21,8 +21,8 @@ from fastdet.engine.trainer import WARMUP_FACTOR, warmup_factor
 
 
 @pytest.fixture(scope="module")
-def rsna(tmp_path_factory):
-    root = synth_rsna(tmp_path_factory.mktemp("det") / "rsna", n=4, seed=0, size=64)
+def rsna(module_tmp):
+    root = synth_rsna(module_tmp("det") / "rsna", n=4, seed=0, size=64)
     return RSNADataset(root)
 
 

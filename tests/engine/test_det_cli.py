@@ -26,9 +26,9 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(module_tmp):
     """A synthetic RSNA folder and a 1-epoch run on it."""
-    tmp = tmp_path_factory.mktemp("detcli")
+    tmp = module_tmp("detcli")
     data = synth_rsna(tmp / "rsna", n=5, seed=0, size=64)
     assert (
         main(

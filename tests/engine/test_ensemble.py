@@ -215,8 +215,8 @@ def test_members_refused():
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("tta")
+def run(module_tmp):
+    tmp = module_tmp("tta")
     data = synth_rsna(tmp / "rsna", n=4, seed=0, size=64)
     args = ["train", "det", "--data", str(data), "--layout", "rsna", "--out", str(tmp / "run")]
     args += ["--model", "resnet18_fpn"]

@@ -117,9 +117,9 @@ TINY = ["--epochs", "1", "--batch-size", "2", "--device", "cpu", "--no-progress"
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(module_tmp):
     """A synthetic RSNA folder, a 1-epoch detector and a 1-epoch classifier on it."""
-    tmp = tmp_path_factory.mktemp("gate")
+    tmp = module_tmp("gate")
     data = synth_rsna(tmp / "rsna", n=8, seed=0, size=64)
     common = ["--data", str(data), "--layout", "rsna", *TINY]
     det = ["train", "det", "--out", str(tmp / "det"), "--model", "resnet18_fpn"]

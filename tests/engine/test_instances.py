@@ -99,9 +99,9 @@ def test_mask_scores_of_a_perfect_prediction():
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(module_tmp):
     """A synthetic DSB folder, a 1-epoch Mask R-CNN run and a 1-epoch U-Net run on it."""
-    tmp = tmp_path_factory.mktemp("instcli")
+    tmp = module_tmp("instcli")
     data = synth_dsb2018(tmp / "dsb", n=6, seed=0, size=64)
     args = ["--data", str(data), "--layout", "dsb2018"]
     assert (

@@ -39,8 +39,8 @@ TINY = ["--batch-size", "2", "--device", "cpu", "--no-progress", "--epochs", "1"
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("lungs")
+def runs(module_tmp):
+    tmp = module_tmp("lungs")
     data = synth_rsna(tmp / "rsna", n=8, seed=0, size=64)
     seg = ["train", "seg", "--data", str(data / "lungs"), "--layout", "folders", "--model", "unet"]
     seg += ["--depth", "2", "--width", "4", "--size", "64", "--out", str(tmp / "seg"), *TINY]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fastdet.engine import NonFiniteLossError, SegConfig, load_model, train_segmentation
-from fastdet.engine.checkpoint import atomic_save, load_checkpoint
+from fastdet.engine.checkpoint import atomic_copy, atomic_save, load_checkpoint
 from fastdet.engine.logging import read_metrics_csv
 
 from .conftest import DiscDataset
@@ -55,6 +55,11 @@ def test_run_folder(tmp_path, discs):
     model, config = load_model(tmp_path / "best.pt")
     assert config.width == 4 and not model.training
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+    dice = [r["val_dice"] for r in rows]
+    best_epoch = dice.index(max(dice)) + 1
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == best_epoch
+    # the best epoch's checkpoint is last.pt's file when it is the last epoch (one copy on disk)
+    assert os.path.samefile(tmp_path / "best.pt", tmp_path / "last.pt") == (best_epoch == 2)
 
 
 def test_step_decay_lr(tmp_path, discs):
@@ -128,6 +133,23 @@ def test_atomic_save_keeps_old_file_on_failure(tmp_path):
         atomic_save({"a": Boom()}, path)
     assert load_checkpoint(path) == {"a": 1}
     assert os.listdir(tmp_path) == ["last.pt"]
+
+
+def test_atomic_copy_links_and_outlives_the_next_save(tmp_path, monkeypatch):
+    last, best = tmp_path / "last.pt", tmp_path / "best.pt"
+    atomic_save({"epoch": 1}, last)
+    atomic_copy(last, best)
+    assert os.path.samefile(last, best)
+    atomic_save({"epoch": 2}, last)  # a new file: best.pt keeps epoch 1
+    assert load_checkpoint(best) == {"epoch": 1} and load_checkpoint(last) == {"epoch": 2}
+
+    def no_links(src, dst):
+        raise OSError("hard links not supported")
+
+    monkeypatch.setattr(os, "link", no_links)
+    atomic_copy(last, best)  # copied instead
+    assert not os.path.samefile(last, best) and load_checkpoint(best) == {"epoch": 2}
+    assert sorted(os.listdir(tmp_path)) == ["best.pt", "last.pt"]
 
 
 def test_config_validation():

@@ -54,14 +54,14 @@ def _boxes(gen, n, size=200.0):
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory):
+def pair(module_tmp):
     """torchvision's and fastdet's fasterrcnn_resnet50_fpn with the same random weights (eval)."""
     gen = torch.Generator().manual_seed(1234)
     kw = dict(SMALL, box_score_thresh=0.001)
     tv = tv_det.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, **kw)
     state = _randomize(tv.state_dict(), gen)
     tv.load_state_dict(state)
-    path = tmp_path_factory.mktemp("weights") / "frcnn.pth"
+    path = module_tmp("weights") / "frcnn.pth"
     torch.save(state, path)
     fd = fasterrcnn_resnet50_fpn(weights=path, **kw)
     images = [torch.rand(3, 200, 260, generator=gen), torch.rand(3, 180, 220, generator=gen)]

@@ -45,14 +45,14 @@ def _targets(gen, sizes, n=3):
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory):
+def pair(module_tmp):
     """torchvision's and fastdet's maskrcnn_resnet50_fpn with the same random weights (eval)."""
     gen = torch.Generator().manual_seed(4321)
     kw = dict(SMALL, box_score_thresh=0.001)
     tv = tv_det.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, **kw)
     state = _randomize(tv.state_dict(), gen)
     tv.load_state_dict(state)
-    path = tmp_path_factory.mktemp("weights") / "mrcnn.pth"
+    path = module_tmp("weights") / "mrcnn.pth"
     torch.save(state, path)
     fd = maskrcnn_resnet50_fpn(weights=path, **kw)
     images = [torch.rand(3, 200, 260, generator=gen), torch.rand(3, 180, 220, generator=gen)]
