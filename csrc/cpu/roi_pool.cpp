@@ -1,7 +1,8 @@
 // roi_pool forward and backward with torchvision.ops.roi_pool's arithmetic: RoI corners rounded
 // (half away from zero) after scaling, in T; malformed RoIs forced to 1x1; bin p spans
 // [floor(p * bin), ceil((p + 1) * bin)) offset by the RoI start and clipped to the map; an empty
-// bin gives 0 and argmax -1; ties keep the first maximum in row-major order.
+// bin gives 0 and argmax -1; ties keep the first maximum in row-major order. argmax may be null
+// (inference wants no backward): only `out` is written then.
 //
 // Forward: a task is one (RoI, channel) pair, whose bins read rows of one plane. Backward: a task
 // owns a block of channels of every image and adds its RoIs' gradients in (RoI, bin) order, so
@@ -58,10 +59,10 @@ void roi_pool_forward(const T* input, int64_t N, int64_t C, int64_t H, int64_t W
   for (int64_t t = 0; t < tasks; ++t) {
     const int64_t k = t / C, c = t % C, b = batch[k];
     T* o = out + t * per;
-    int32_t* am = argmax + t * per;
+    int32_t* am = argmax ? argmax + t * per : nullptr;
     if (b < 0 || b >= N) {  // the Python layer refuses these on the CPU; never read outside
       std::fill(o, o + per, T(0));
-      std::fill(am, am + per, int32_t(-1));
+      if (am) std::fill(am, am + per, int32_t(-1));
       continue;
     }
     const T* plane = input + (b * C + c) * H * W;
@@ -81,7 +82,7 @@ void roi_pool_forward(const T* input, int64_t N, int64_t C, int64_t H, int64_t W
             }
         }
         o[ph * PW + pw] = best;
-        am[ph * PW + pw] = int32_t(at);
+        if (am) am[ph * PW + pw] = int32_t(at);
       }
     }
   }

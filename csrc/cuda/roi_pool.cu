@@ -1,7 +1,8 @@
 // roi_pool forward and backward with torchvision.ops.roi_pool's arithmetic (see
 // csrc/cpu/roi_pool.cpp for the rules): one thread per output element (roi, c, ph, pw), pw
 // fastest, so neighbouring threads scan neighbouring windows of one plane.
-// Floors: forward, K*C*PH*PW windows scanned (L1/L2 hits for the most part) and two writes each;
+// Floors: forward, K*C*PH*PW windows scanned (L1/L2 hits for the most part) and two writes each
+// (one where argmax is null);
 // backward, one atomic add per pooled element after zeroing grad_input (N*C*H*W*sizeof(T)).
 // A batch index outside [0, N) gives 0 and argmax -1 (torchvision reads out of bounds).
 #include <cfloat>
@@ -47,7 +48,7 @@ __global__ void roi_pool_forward_kernel(const T* __restrict__ input, int N, int 
     const int b = int(r[0]);
     if (b < 0 || b >= N) {
       out[e] = T(0);
-      argmax[e] = -1;
+      if (argmax) argmax[e] = -1;
       continue;
     }
     int ya, yb, xa, xb;
@@ -66,7 +67,7 @@ __global__ void roi_pool_forward_kernel(const T* __restrict__ input, int N, int 
         }
       }
     out[e] = best;
-    argmax[e] = at;
+    if (argmax) argmax[e] = at;  // null: inference, no backward to route
   }
 }
 

@@ -22,28 +22,32 @@ AXIS_ALIGNED = ("xyxy", "xywh", "cxcywh")
 ROTATED = ("xywhr", "cxcywhr", "xyxyxyxy")
 
 
-def _stack(parts):
-    return torch.stack(parts, dim=-1)
+# Each conversion works on coordinate pairs, (x1, y1) and (x2, y2) or their like: half the
+# framework ops of per-coordinate arithmetic (a tiny call's cost is its op count), with each
+# element's arithmetic, and so its rounding, torchvision's.
+def _pairs(b):
+    return b.split(2, dim=-1)
 
 
 def _xywh_to_xyxy(b):
-    x, y, w, h = b.unbind(-1)
-    return _stack([x, y, x + w, y + h])
+    xy, wh = _pairs(b)
+    return torch.cat([xy, xy + wh], dim=-1)
 
 
 def _cxcywh_to_xyxy(b):
-    cx, cy, w, h = b.unbind(-1)
-    return _stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h])
+    c, wh = _pairs(b)
+    half = 0.5 * wh
+    return torch.cat([c - half, c + half], dim=-1)
 
 
 def _xyxy_to_xywh(b):
-    x1, y1, x2, y2 = b.unbind(-1)
-    return _stack([x1, y1, x2 - x1, y2 - y1])
+    p1, p2 = _pairs(b)
+    return torch.cat([p1, p2 - p1], dim=-1)
 
 
 def _xyxy_to_cxcywh(b):
-    x1, y1, x2, y2 = b.unbind(-1)
-    return _stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1])
+    p1, p2 = _pairs(b)
+    return torch.cat([(p1 + p2) / 2, p2 - p1], dim=-1)
 
 
 # (in_fmt, out_fmt) -> conversion of a [..., K] torch tensor. Pairs without an entry go

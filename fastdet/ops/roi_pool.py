@@ -28,13 +28,14 @@ from . import _arrays as arrays
 from .roi_align import _check_rois, _pair, _spatial_scale, _to_rois
 
 
-def _forward(x, rois, scale, ph, pw):
+def _forward(x, rois, scale, ph, pw, with_argmax=True):
+    """out and argmax (None without with_argmax: calls that will run no backward)."""
     N, C, H, W = x.shape
     K = rois.shape[0]
     _check_rois(rois, N)
     arrays.check_output_size("roi_pool", (K, C, ph, pw), x)
     out = arrays.empty(x, (K, C, ph, pw))
-    argmax = arrays.empty(x, (K, C, ph, pw), np.int32)
+    argmax = arrays.empty(x, (K, C, ph, pw), np.int32) if with_argmax else None
     if K and C:
         arrays.launch(
             x,
@@ -51,7 +52,7 @@ def _forward(x, rois, scale, ph, pw):
             pw,
             scale,
             arrays.ptr(out),
-            arrays.ptr(argmax),
+            0 if argmax is None else arrays.ptr(argmax),
         )
     return out, argmax
 
@@ -164,7 +165,7 @@ def roi_pool(input, boxes, output_size, spatial_scale: float = 1.0):
     if isinstance(x, Tensor) and not arrays.eager(x, rois):
         out = _roi_pool_op(x, rois, *args)[0]
     else:  # numpy, cupy, or the eager fast path: the op's own function, without the dispatcher
-        out = _forward(x, rois, *args)[0]
+        out = _forward(x, rois, *args, with_argmax=False)[0]
     return arrays.cast(out, input)
 
 

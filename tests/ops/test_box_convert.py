@@ -25,6 +25,20 @@ def test_matches_torchvision(in_fmt, out_fmt, dtype, make, device, tv):
     assert torch.equal(got, want)
     if in_fmt == out_fmt:
         assert got is not b and got.data_ptr() != b.data_ptr()  # a copy, as torchvision
+    if dtype.is_floating_point:  # unrounded coordinates: the same rounding, bit for bit
+        b = torch.from_numpy(make.boxes(50, np.float64)).to(device, dtype)
+        assert torch.equal(
+            ops.box_convert(b, in_fmt, out_fmt), tv.ops.box_convert(b, in_fmt, out_fmt)
+        )
+
+
+@pytest.mark.parametrize("in_fmt,out_fmt", list(itertools.product(FORMATS, FORMATS)))
+def test_gradients_match_torchvision(in_fmt, out_fmt, make, tv):
+    b = torch.from_numpy(make.boxes(20, np.float64)).requires_grad_()
+    w = torch.randn(20, 4, dtype=torch.float64)
+    (got,) = torch.autograd.grad((ops.box_convert(b, in_fmt, out_fmt) * w).sum(), b)
+    (want,) = torch.autograd.grad((tv.ops.box_convert(b, in_fmt, out_fmt) * w).sum(), b)
+    assert torch.equal(got, want)
 
 
 @pytest.mark.parametrize("fmt", FORMATS[1:])
