@@ -350,9 +350,11 @@ def _write_json(path: Path, result: dict) -> None:
 
 
 def _export(args) -> int:
+    from .engine import load_model
     from .export import export_model
 
-    out = export_model(args.checkpoint, args.out, args.format, args.image_size)
+    model, config = load_model(args.checkpoint, "cpu")
+    out = export_model(model, args.out, args.format, args.image_size, config)
     print(f"wrote {out}")
     return 0
 

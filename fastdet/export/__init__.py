@@ -1,8 +1,9 @@
 """Export of trained models: ONNX (runs in onnxruntime without fastdet) and torch.export (.pt2,
 runs with fastdet installed, its custom ops inside).
 
-`export_model(checkpoint, path, format)` loads an engine checkpoint of any task
-(fastdet.engine.load_model) and writes one graph:
+`export_model(model, path, format, config=...)` writes one graph of a model of any task (of an
+engine checkpoint: `fastdet.engine.load_model` gives the model and config, as `fastdet export`
+does):
 
 - detection (Faster R-CNN, Mask R-CNN): input `image` float32 [3, H, W] in [0, 1] (the engine's
   prepare_image output; the model resizes and normalizes inside); outputs `boxes` [D, 4]
@@ -121,16 +122,20 @@ def export_program(model: nn.Module, config, fmt: str = "pt2", image_size=None):
     return program, name, outputs
 
 
-def export_model(checkpoint, path, format: str = "onnx", image_size=None) -> Path:  # noqa: A002
-    """Writes the model of an engine checkpoint (any task) to `path` as ONNX ("onnx", opset 18)
-    or a torch.export ExportedProgram ("pt2", torch.export.save). image_size (H, W): the example
-    input's size (detection graphs are fixed to it). Returns the path. ValueError for a format
-    or a model that cannot be exported, naming the op."""
-    from ..engine import load_model
-
+def export_model(
+    model: nn.Module,
+    path,
+    format: str = "onnx",  # noqa: A002
+    image_size=None,
+    config=None,
+) -> Path:
+    """Writes `model` to `path` as ONNX ("onnx", opset 18) or a torch.export ExportedProgram
+    ("pt2", torch.export.save); the model is put in eval mode. image_size (H, W): the example
+    input's size (detection graphs are fixed to it); without it, the engine config's min_size
+    (detection) or size (other tasks), else 128 and 224. Returns the path. ValueError for a
+    format or a model that cannot be exported, naming the op."""
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
-    model, config = load_model(checkpoint, "cpu")
     program, name, outputs = export_program(model, config, format, image_size)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

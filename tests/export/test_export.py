@@ -36,6 +36,12 @@ def _save(path, fmt, config, model):
     return path
 
 
+def _export(ckpt, path, fmt):
+    """What `fastdet export` does: the checkpoint's model (a copy of its own) written out."""
+    model, config = load_model(ckpt)
+    return export_model(model, path, fmt, config=config)
+
+
 def _session(path):
     opts = ort.SessionOptions()
     opts.log_severity_level = 3  # no warnings about constant folding
@@ -43,7 +49,7 @@ def _session(path):
 
 
 @pytest.fixture(scope="module")
-def seg_ckpt(tmp_path_factory):
+def seg_ckpt(module_tmp):
     torch.manual_seed(0)
     config = SegConfig(model="unet", depth=2, width=4, in_channels=1, size=32)
     model = build_seg(config, pretrained=False)
@@ -51,7 +57,7 @@ def seg_ckpt(tmp_path_factory):
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.2, 0.2)
             m.running_var.uniform_(0.5, 2.0)
-    return _save(tmp_path_factory.mktemp("seg") / "seg.pt", SEG_FORMAT, config, model)
+    return _save(module_tmp("seg") / "seg.pt", SEG_FORMAT, config, model)
 
 
 def _det_ckpt(folder, name):
@@ -64,8 +70,8 @@ def _det_ckpt(folder, name):
 
 
 @pytest.fixture(scope="module")
-def mask_ckpt(tmp_path_factory):
-    return _det_ckpt(tmp_path_factory.mktemp("mask"), "maskrcnn_resnet18_fpn")
+def mask_ckpt(module_tmp):
+    return _det_ckpt(module_tmp("mask"), "maskrcnn_resnet18_fpn")
 
 
 def _images(rng, n=2):
@@ -125,8 +131,8 @@ def _match(ref: dict, got: dict, score_thresh: float, nms_thresh: float) -> list
 
 def test_segmentation_onnx_and_pt2(seg_ckpt, tmp_path, rng):
     model, _ = load_model(seg_ckpt)
-    onnx_file = export_model(seg_ckpt, tmp_path / "unet.onnx", "onnx")
-    pt2_file = export_model(seg_ckpt, tmp_path / "unet.pt2", "pt2")
+    onnx_file = _export(seg_ckpt, tmp_path / "unet.onnx", "onnx")
+    pt2_file = _export(seg_ckpt, tmp_path / "unet.pt2", "pt2")
     session = _session(onnx_file)
     assert [i.name for i in session.get_inputs()] == ["input"]
     assert [o.name for o in session.get_outputs()] == ["logits"]
@@ -145,6 +151,18 @@ def test_segmentation_onnx_and_pt2(seg_ckpt, tmp_path, rng):
         torch.testing.assert_close(torch.sigmoid(out), want, atol=1e-6, rtol=0)
 
 
+def test_a_model_without_a_checkpoint_exports(tmp_path, rng):
+    """export_model takes any model: no engine config (the example is 224 square)."""
+    torch.manual_seed(3)
+    model = build_seg(SegConfig(model="unet", depth=2, width=4, in_channels=1), pretrained=False)
+    model.train()  # exported in eval mode all the same
+    program = torch.export.load(export_model(model, tmp_path / "unet.pt2", "pt2"))
+    assert not model.training
+    x = torch.as_tensor(rng.random((1, 1, 44, 36)), dtype=torch.float32)
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(x), model(x), atol=1e-6, rtol=0)
+
+
 # ---------------------------------------------------------------------- Mask R-CNN
 
 
@@ -152,7 +170,7 @@ def test_maskrcnn_onnx_matches_pytorch(mask_ckpt, tmp_path, rng):
     """ONNX: boxes, scores, labels and the unpasted [D, 28, 28] mask probabilities."""
     model, config = load_model(mask_ckpt)
     model.paste_masks = False
-    path = export_model(mask_ckpt, tmp_path / "maskrcnn.onnx", "onnx")
+    path = _export(mask_ckpt, tmp_path / "maskrcnn.onnx", "onnx")
     graph = onnx.load(str(path)).graph  # standard operators only: no fastdet, no functions
     assert {n.domain for n in graph.node} == {""} and not onnx.load(str(path)).functions
     assert {"NonMaxSuppression", "RoiAlign"} <= {n.op_type for n in graph.node}
@@ -175,7 +193,7 @@ def test_maskrcnn_onnx_matches_pytorch(mask_ckpt, tmp_path, rng):
 def test_maskrcnn_pt2_pastes_masks(mask_ckpt, tmp_path, rng):
     model, _ = load_model(mask_ckpt)
     assert model.paste_masks is False  # the engine's; the .pt2 pastes, as torchvision
-    path = export_model(mask_ckpt, tmp_path / "maskrcnn.pt2", "pt2")
+    path = _export(mask_ckpt, tmp_path / "maskrcnn.pt2", "pt2")
     program = torch.export.load(path)
     model.paste_masks = True
     for image in _images(rng, 1):
@@ -220,8 +238,10 @@ def test_export_command(tmp_path, capsys, rng):
 
 
 def test_export_model_rejects_a_format(seg_ckpt, tmp_path):
+    model, config = load_model(seg_ckpt)
     with pytest.raises(ValueError, match="format must be one of \\('onnx', 'pt2'\\), got 'tflite'"):
-        export_model(seg_ckpt, tmp_path / "m.tflite", "tflite")
+        export_model(model, tmp_path / "m.tflite", "tflite", config=config)
+    assert not (tmp_path / "m.tflite").exists()
 
 
 # ---------------------------------------------------------------------- the translated ops
@@ -290,9 +310,9 @@ def test_classifier_onnx_and_pt2(tmp_path, rng):
     config = ClsConfig(model="resnet18", classes=["a", "b", "c"], in_channels=1, size=64)
     ckpt = _save(tmp_path / "cls.pt", CLS_FORMAT, config, build_cls(config, pretrained=False))
     model, _ = load_model(ckpt)
-    session = _session(export_model(ckpt, tmp_path / "cls.onnx", "onnx"))
+    session = _session(_export(ckpt, tmp_path / "cls.onnx", "onnx"))
     assert [o.name for o in session.get_outputs()] == ["logits"]
-    program = torch.export.load(export_model(ckpt, tmp_path / "cls.pt2", "pt2"))
+    program = torch.export.load(_export(ckpt, tmp_path / "cls.pt2", "pt2"))
     for n in (1, 3):
         x = torch.as_tensor(rng.standard_normal((n, 1, 64, 64)), dtype=torch.float32)
         with torch.no_grad():
