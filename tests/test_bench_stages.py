@@ -1,9 +1,11 @@
 """The detection benchmark's per-stage times (proposal filtering, NMS, RoIAlign): the profiler
-events are found in both implementations and fit in the profiled pass. Times nothing."""
+events are found in both implementations and fit in the profiled pass; the model cases' bf16 and
+compiled variants are listed and run what they say. Times nothing."""
 
 import pytest
+import torch
 
-from fastdet.bench.cases import _det_case, cases_for
+from fastdet.bench.cases import _det_case, _seg_case, cases_for
 from fastdet.bench.runner import _stages, run_case, stages_line
 
 
@@ -63,3 +65,24 @@ def test_variant_cases_are_listed_for_both_devices():
             for what in ("inference", "train_step"):
                 assert f"fasterrcnn_resnet50_fpn_600_{what}_{v}" in names
                 assert f"maskrcnn_resnet50_fpn_600_{what}_{v}" in names
+
+
+@pytest.mark.parametrize("model", ["unet", "fpn_resnet18"])
+def test_segmentation_bf16_variant_runs_under_autocast_beside_float32(model):
+    case = _seg_case(model, 64, False, 1, "bf16")
+    assert case.name == f"{model}_64_inference_batch1_bf16"
+    sets, fns = case.make("cpu")
+    assert set(fns) == {"fastdet", "float32 eager"}
+    assert fns["fastdet"](sets[0]).dtype == torch.bfloat16
+    assert fns["float32 eager"](sets[0]).dtype == torch.float32
+    res = run_case(_seg_case(model, 64, True, 1, "bf16"), "cpu", min_runs=1, budget_s=0.0)
+    assert set(res["impls"]) == {"fastdet", "float32 eager"}
+
+
+def test_segmentation_variant_cases_are_listed_for_both_devices():
+    for device in ("cpu", "cuda"):
+        names = {c.name for c in cases_for(device, full=True, kind="models")}
+        for model in ("unet", "fpn_resnet18"):
+            for v in ("bf16", "compiled"):
+                for what in ("inference", "train_step"):
+                    assert f"{model}_256_{what}_batch2_{v}" in names

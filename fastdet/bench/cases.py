@@ -380,17 +380,39 @@ def _coder_case(n):
     return Case(f"box_decode_{n}", "box_coder", {"n": n}, make, graph=True)
 
 
-def _seg_case(model: str, size: int, train: bool, batch: int):
+def _seg_case(model: str, size: int, train: bool, batch: int, variant: str | None = None):
     """Segmentation model throughput (no peer: torchvision has neither model); the result's
-    params carry the batch so images per second = batch / seconds."""
+    params carry the batch so images per second = batch / seconds. variant "bf16" (bfloat16
+    autocast) or "compiled" (fastdet.models.compile; the warm-up call compiles) times fastdet so,
+    beside the same model eager in float32 ("float32 eager") as the peer."""
 
     def make(device):
         from ..models import losses
+        from ..models.compile import compile_model
         from ..models.segmentation import fpn_resnet18, unet
 
-        net = (unet(1, 1) if model == "unet" else fpn_resnet18(1, 1)).to(device)
-        net.train(train)
-        opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+        def runner(compiled: bool, bf16: bool):
+            torch.manual_seed(0)
+            net = (unet(1, 1) if model == "unet" else fpn_resnet18(1, 1)).to(device)
+            net.train(train)
+            opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+            if compiled:
+                compile_model(net)
+
+            def step(d):
+                opt.zero_grad(set_to_none=True)
+                with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+                    logits = net(d["x"])
+                loss = losses.bce_dice(logits.float(), d["y"])
+                loss.backward()
+                opt.step()
+                return loss
+
+            def infer(d):
+                with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+                    return net(d["x"])
+
+            return step if train else infer
 
         def gen(g):
             return {
@@ -398,24 +420,16 @@ def _seg_case(model: str, size: int, train: bool, batch: int):
                 "y": (torch.rand(batch, 1, size, size, generator=g) > 0.5).float(),
             }
 
-        def step(d):
-            opt.zero_grad(set_to_none=True)
-            loss = losses.bce_dice(net(d["x"]), d["y"])
-            loss.backward()
-            opt.step()
-            return loss
-
-        def infer(d):
-            with torch.no_grad():
-                return net(d["x"])
-
-        return _sets(device, gen), {"fastdet": step if train else infer}
+        impls = {"fastdet": runner(variant == "compiled", variant == "bf16")}
+        if variant is not None:
+            impls["float32 eager"] = runner(False, False)
+        return _sets(device, gen), impls
 
     what = "train_step" if train else "inference"
     return Case(
-        f"{model}_{size}_{what}_batch{batch}",
+        f"{model}_{size}_{what}_batch{batch}" + (f"_{variant}" if variant else ""),
         "segmentation_model",
-        {"model": model, "size": size, "batch": batch, "train": train},
+        {"model": model, "size": size, "batch": batch, "train": train, "variant": variant},
         make,
         quick=False,
         min_runs=3,
@@ -605,9 +619,9 @@ def _traced(module, name: str):
         setattr(module, name, orig)
 
 
-# fastdet's documented speed options, one per case variant: bfloat16 autocast (--bf16) and
-# torch.compile (--compile; the warm-up call compiles)
-DET_VARIANTS = (None, "bf16", "compiled")
+# fastdet's documented speed options, one per model case variant (detection, segmentation):
+# bfloat16 autocast (--bf16) and torch.compile (--compile; the warm-up call compiles)
+VARIANTS = (None, "bf16", "compiled")
 
 
 def _det_case(
@@ -789,6 +803,12 @@ CASES: list[Case] = [
         for train in (False, True)
     ],
     *[
+        _seg_case(m, 256, train, 2, variant)
+        for m in ("unet", "fpn_resnet18")
+        for variant in VARIANTS[1:]
+        for train in (False, True)
+    ],
+    *[
         _det_case(m, train)
         for m in ("resnet50_fpn", "resnet18_fpn", "resnet101_fpn", "vgg16", "maskrcnn_resnet50_fpn")
         for train in (False, True)
@@ -796,14 +816,14 @@ CASES: list[Case] = [
     *[
         _det_case(m, train, variant=v)
         for m in ("resnet50_fpn", "resnet18_fpn", "maskrcnn_resnet50_fpn")
-        for v in DET_VARIANTS[1:]
+        for v in VARIANTS[1:]
         for train in (False, True)
     ],
     # the issue's GPU shape: a batch of 8 at 800 x 1,333 (GPU only: minutes per call here)
     *[
         _det_case(m, train, 800, v, batch=8, width=1333)
         for m in ("resnet50_fpn", "maskrcnn_resnet50_fpn")
-        for v in DET_VARIANTS[:2]
+        for v in VARIANTS[:2]
         for train in (False, True)
     ],
     # one small classifier case in the quick set (a few seconds on a 2-core CPU); the rest --full
