@@ -231,7 +231,7 @@ def _loaded(args, task: str):
     from .engine import load_model, resolve_device
 
     device = resolve_device(args.device)
-    return (device, *load_model(args.checkpoint, device, task=task))
+    return (device, *load_model(args.checkpoint, device, task=task, bf16=args.bf16))
 
 
 def _is_rank0() -> bool:
@@ -436,7 +436,7 @@ def _fusion_members(args, device, model, config):
 
     members = [(model, config)]
     for path in args.ensemble or ():
-        members.append(load_model(path, device, task="det"))
+        members.append(load_model(path, device, task="det", bf16=args.bf16))
     check_members(members)
     return members, tta
 
@@ -449,7 +449,7 @@ def _gate(args, device):
         return None
     from .engine.gate import load_gate
 
-    gate = load_gate(args.gate, device, args.gate_threshold)
+    gate = load_gate(args.gate, device, args.gate_threshold, args.bf16)
     print(
         f"gate: {args.gate}, boxes kept where P({gate.config.positive}) >= "
         f"{gate.threshold:.4f} ({gate.threshold_source})"
@@ -522,7 +522,7 @@ def _evaluate_det(args) -> int:
     if args.unet is not None:
         from .engine import load_model
 
-        unet = load_model(args.unet, device, task="seg")
+        unet = load_model(args.unet, device, task="seg", bf16=args.bf16)
     gate = _gate(args, device)
     result = evaluate_detection(
         model,
@@ -560,7 +560,7 @@ def _predict_cls(args) -> int:
     from .engine.trainer import resolve_device
 
     device = resolve_device(args.device)
-    model, config, threshold = load_classifier(args.checkpoint, device)
+    model, config, threshold = load_classifier(args.checkpoint, device, args.bf16)
     files = input_files(args.inputs)
     images = []
     for path in files:
@@ -589,7 +589,7 @@ def _evaluate_cls(args) -> int:
     from .engine.trainer import resolve_device
 
     device = resolve_device(args.device)
-    model, config, threshold = load_classifier(args.checkpoint, device)
+    model, config, threshold = load_classifier(args.checkpoint, device, args.bf16)
     split = None if args.split == "all" else args.split
     data = open_cls_dataset(
         args.layout,
@@ -643,7 +643,7 @@ def _add_inference(sub) -> None:
         help="Mask R-CNN's instance label images: 16-bit PNG or TIFF",
     )
     _gate_flags(s)
-    s.add_argument("--device", default="auto")
+    _device_flags(s)
     _fusion_flags(s)
     s.set_defaults(fn=_predict_det)
     s = evaluate.add_parser(
@@ -689,13 +689,13 @@ def _add_inference(sub) -> None:
         help="Mask R-CNN: also score the classical baseline's instances",
     )
     _gate_flags(s)
-    s.add_argument("--device", default="auto")
+    _device_flags(s)
     _fusion_flags(s)
     s.set_defaults(fn=_evaluate_det)
     s = predict.add_parser("cls", help="class probabilities (CSV) for PNG/TIFF/DICOM images")
     _input_flags(s, "image files or folders")
     s.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
-    s.add_argument("--device", default="auto")
+    _device_flags(s)
     s.set_defaults(fn=_predict_cls)
     s = evaluate.add_parser(
         "cls",
@@ -711,7 +711,7 @@ def _add_inference(sub) -> None:
         "(default: the --json folder; none without either)",
     )
     s.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
-    s.add_argument("--device", default="auto")
+    _device_flags(s)
     s.set_defaults(fn=_evaluate_cls)
 
 
@@ -787,8 +787,18 @@ def _evaluate_flags(s, layouts) -> None:
     s.add_argument("--json", type=Path, metavar="PATH", help="write the figures as JSON")
 
 
-def _inference_flags(s) -> None:
+def _device_flags(s) -> None:
     s.add_argument("--device", default="auto")
+    s.add_argument(
+        "--bf16",
+        action="store_true",
+        help="run the models under bfloat16 autocast (faster on CPUs with bf16 and on GPUs; "
+        "outputs in float32)",
+    )
+
+
+def _inference_flags(s) -> None:
+    _device_flags(s)
     s.add_argument(
         "--post-process", action="store_true", help="remove small objects and fill holes"
     )

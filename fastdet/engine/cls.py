@@ -268,13 +268,16 @@ class ClsTask(Task):
 # ---------------------------------------------------------------------- inference
 
 
-def load_classifier(path, device="cpu") -> tuple[torch.nn.Module, ClsConfig, float | None]:
+def load_classifier(
+    path, device="cpu", bf16: bool = False
+) -> tuple[torch.nn.Module, ClsConfig, float | None]:
     """(eval-mode classifier on `device`, its config, the stored threshold of the positive class
     config.positive, or None when the run had no validation with both kinds of image) from a
-    classification checkpoint; another kind of checkpoint is a ValueError naming it."""
+    classification checkpoint; another kind of checkpoint is a ValueError naming it. bf16: the
+    classifier under bfloat16 autocast (load_model; the lung crop's U-Net stays float32)."""
     from .tasks import load_model
 
-    model, config = load_model(path, device, task="cls")
+    model, config = load_model(path, device, task="cls", bf16=bf16)
     threshold = load_checkpoint(path).get("threshold")
     return model, config, None if threshold is None else float(threshold)
 

@@ -6,12 +6,15 @@ the `fastdet train|predict|evaluate <task>` flags follow from them."""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
+from torch.utils._pytree import tree_map_only
 
 from .checkpoint import load_checkpoint, model_state
 from .cls import ClsTask
 from .det import DetTask
 from .seg import SegTask
+from .trainer import autocast
 
 TASKS = {t.name: t for t in (SegTask, DetTask, ClsTask)}
 _NAMES = {"seg": "segmentation", "det": "detection", "cls": "classification"}
@@ -38,9 +41,12 @@ def checkpoint_task(ckpt: dict, path) -> type:
     raise ValueError(f"{path}: unknown checkpoint format {fmt!r} (this fastdet reads {known})")
 
 
-def load_model(path, device="cpu", task: str | None = None) -> tuple[nn.Module, object]:
+def load_model(
+    path, device="cpu", task: str | None = None, bf16: bool = False
+) -> tuple[nn.Module, object]:
     """(model in eval mode on `device`, its config) from an engine checkpoint of any task;
-    task ("seg", "det", ...): the kind expected, another kind is a ValueError naming both."""
+    task ("seg", "det", ...): the kind expected, another kind is a ValueError naming both.
+    bf16: the model's forward runs under bfloat16 autocast (bf16_forward)."""
     ckpt = load_checkpoint(path)
     found = checkpoint_task(ckpt, path)
     if task is not None and found.name != task:
@@ -51,4 +57,24 @@ def load_model(path, device="cpu", task: str | None = None) -> tuple[nn.Module, 
     config = found.config_class.from_dict(ckpt["config"])
     model = found(config).build_model(config, pretrained=False)
     model.load_state_dict(model_state(ckpt))
-    return model.to(device).eval(), config
+    model = model.to(device).eval()
+    return (bf16_forward(model, device) if bf16 else model), config
+
+
+def bf16_forward(model: nn.Module, device) -> nn.Module:
+    """`model`, its forward now run under bfloat16 autocast (the trainer's --bf16) with every
+    floating output back in float32, so what reads the outputs (thresholds, numpy, box math)
+    runs as before. Weights, attributes and state_dict are untouched."""
+    forward = model.forward
+
+    def run(*args, **kwargs):
+        with autocast(device, bf16=True):
+            out = forward(*args, **kwargs)
+        return tree_map_only(torch.Tensor, _float32, out)
+
+    model.forward = run
+    return model
+
+
+def _float32(t: torch.Tensor) -> torch.Tensor:
+    return t.float() if t.is_floating_point() else t
