@@ -1,7 +1,7 @@
 """Whole-detector CPU timings interleaved run by run (fairer than the bench's blocks on a shared
 machine): torchvision's resnet50_fpn eager float32 (and under bf16 autocast) against fastdet's
-with the same weights eager, bf16 and compiled, and fastdet's backbone alone (the floor), at
-600 x 600 with 3 boxes; medians.
+with the same weights eager, bf16, compiled and with channels-last (NHWC) weights, alone and
+with bf16, and fastdet's backbone alone (the floor), at 600 x 600 with 3 boxes; medians.
 
     python benchmarks/det_interleaved.py r50 infer|train [threads=1] [reps=7] [nocompile]
 
@@ -34,7 +34,8 @@ if model == "r50":
     tv.load_state_dict(ours.state_dict())
     nets["torchvision"] = tv
 comp = compile_model(copy.deepcopy(ours)) if "nocompile" not in sys.argv else None
-for n in list(nets.values()) + ([comp] if comp else []):
+nhwc = copy.deepcopy(ours).to(memory_format=torch.channels_last)
+for n in list(nets.values()) + ([comp] if comp else []) + [nhwc]:
     n.train(train)
 img = [torch.rand(3, size, size, generator=torch.Generator().manual_seed(0))]
 tg = [
@@ -81,6 +82,8 @@ V["fastdet"] = run(ours)
 V["fastdet bf16"] = run(ours, True)
 if comp:
     V["fastdet compiled"] = run(comp)
+V["fastdet channels_last"] = run(nhwc)
+V["fastdet bf16 channels_last"] = run(nhwc, True)
 V["backbone floor"] = floor()
 V["backbone floor bf16"] = floor(True)
 warm = {}

@@ -66,11 +66,11 @@ bench() {  # seconds, json name, bench arguments...
   tail -2 "$RES/bench.err"
 }
 log gpu benchmarks: detection models, eager and bf16
-bench 90 gpu_det --kind models --only rcnn --skip compiled,batch8
+bench 90 gpu_det --kind models --only rcnn --skip compiled,batch8,channels_last
 log gpu benchmarks: ops
 bench 90 gpu_bench --kind ops
 log gpu benchmarks: segmentation and classification models
-bench 40 gpu_models --kind models --only _batch,cls_ --skip compiled
+bench 40 gpu_models --kind models --only _batch,cls_ --skip compiled,channels_last
 log gpu benchmarks: detection models, batch 8 at 800 x 1,333
 bench 60 gpu_det_batch8 --kind models --only batch8
 log gpu benchmarks: compiled detectors "(the warm-up call compiles)"

@@ -231,7 +231,12 @@ def _loaded(args, task: str):
     from .engine import load_model, resolve_device
 
     device = resolve_device(args.device)
-    return (device, *load_model(args.checkpoint, device, task=task, bf16=args.bf16))
+    return (device, *load_model(args.checkpoint, device, task=task, **_speed(args)))
+
+
+def _speed(args) -> dict:
+    """load_model's speed options from --bf16 and --channels-last."""
+    return {"bf16": args.bf16, "channels_last": args.channels_last}
 
 
 def _is_rank0() -> bool:
@@ -436,7 +441,7 @@ def _fusion_members(args, device, model, config):
 
     members = [(model, config)]
     for path in args.ensemble or ():
-        members.append(load_model(path, device, task="det", bf16=args.bf16))
+        members.append(load_model(path, device, task="det", **_speed(args)))
     check_members(members)
     return members, tta
 
@@ -449,7 +454,7 @@ def _gate(args, device):
         return None
     from .engine.gate import load_gate
 
-    gate = load_gate(args.gate, device, args.gate_threshold, args.bf16)
+    gate = load_gate(args.gate, device, args.gate_threshold, **_speed(args))
     print(
         f"gate: {args.gate}, boxes kept where P({gate.config.positive}) >= "
         f"{gate.threshold:.4f} ({gate.threshold_source})"
@@ -522,7 +527,7 @@ def _evaluate_det(args) -> int:
     if args.unet is not None:
         from .engine import load_model
 
-        unet = load_model(args.unet, device, task="seg", bf16=args.bf16)
+        unet = load_model(args.unet, device, task="seg", **_speed(args))
     gate = _gate(args, device)
     result = evaluate_detection(
         model,
@@ -560,7 +565,7 @@ def _predict_cls(args) -> int:
     from .engine.trainer import resolve_device
 
     device = resolve_device(args.device)
-    model, config, threshold = load_classifier(args.checkpoint, device, args.bf16)
+    model, config, threshold = load_classifier(args.checkpoint, device, **_speed(args))
     files = input_files(args.inputs)
     images = []
     for path in files:
@@ -589,7 +594,7 @@ def _evaluate_cls(args) -> int:
     from .engine.trainer import resolve_device
 
     device = resolve_device(args.device)
-    model, config, threshold = load_classifier(args.checkpoint, device, args.bf16)
+    model, config, threshold = load_classifier(args.checkpoint, device, **_speed(args))
     split = None if args.split == "all" else args.split
     data = open_cls_dataset(
         args.layout,
@@ -794,6 +799,11 @@ def _device_flags(s) -> None:
         action="store_true",
         help="run the models under bfloat16 autocast (faster on CPUs with bf16 and on GPUs; "
         "outputs in float32)",
+    )
+    s.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="the models' convolutions in channels-last (NHWC) layout",
     )
 
 

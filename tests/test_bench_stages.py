@@ -61,14 +61,14 @@ def test_bf16_variant_times_fastdet_under_autocast_against_the_float32_peer_and_
 def test_variant_cases_are_listed_for_both_devices():
     for device in ("cpu", "cuda"):
         names = {c.name for c in cases_for(device, full=True, kind="models")}
-        for v in ("bf16", "compiled"):
+        for v in ("bf16", "compiled", "channels_last"):
             for what in ("inference", "train_step"):
                 assert f"fasterrcnn_resnet50_fpn_600_{what}_{v}" in names
                 assert f"maskrcnn_resnet50_fpn_600_{what}_{v}" in names
 
 
 @pytest.mark.parametrize("model", ["unet", "fpn_resnet18"])
-def test_segmentation_bf16_variant_runs_under_autocast_beside_float32(model):
+def test_segmentation_variants_run_as_named_beside_float32(model):
     case = _seg_case(model, 64, False, 1, "bf16")
     assert case.name == f"{model}_64_inference_batch1_bf16"
     sets, fns = case.make("cpu")
@@ -77,12 +77,19 @@ def test_segmentation_bf16_variant_runs_under_autocast_beside_float32(model):
     assert fns["float32 eager"](sets[0]).dtype == torch.float32
     res = run_case(_seg_case(model, 64, True, 1, "bf16"), "cpu", min_runs=1, budget_s=0.0)
     assert set(res["impls"]) == {"fastdet", "float32 eager"}
+    case = _seg_case(model, 64, False, 1, "channels_last")
+    sets, fns = case.make("cpu")
+    for impl, nhwc in (("fastdet", True), ("float32 eager", False)):
+        w = fns[impl].net.state_dict()
+        w = next(v for v in w.values() if v.ndim == 4 and v.shape[1] > 1 < v.shape[3])
+        assert w.is_contiguous(memory_format=torch.channels_last) == nhwc != w.is_contiguous()
+        assert fns[impl](sets[0]).shape == (1, 1, 64, 64)
 
 
 def test_segmentation_variant_cases_are_listed_for_both_devices():
     for device in ("cpu", "cuda"):
         names = {c.name for c in cases_for(device, full=True, kind="models")}
         for model in ("unet", "fpn_resnet18"):
-            for v in ("bf16", "compiled"):
+            for v in ("bf16", "compiled", "channels_last"):
                 for what in ("inference", "train_step"):
                     assert f"{model}_256_{what}_batch2_{v}" in names

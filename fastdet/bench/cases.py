@@ -383,20 +383,24 @@ def _coder_case(n):
 def _seg_case(model: str, size: int, train: bool, batch: int, variant: str | None = None):
     """Segmentation model throughput (no peer: torchvision has neither model); the result's
     params carry the batch so images per second = batch / seconds. variant "bf16" (bfloat16
-    autocast) or "compiled" (fastdet.models.compile; the warm-up call compiles) times fastdet so,
-    beside the same model eager in float32 ("float32 eager") as the peer."""
+    autocast), "compiled" (fastdet.models.compile; the warm-up call compiles) or "channels_last"
+    (NHWC weights) times fastdet so, beside the same model eager in float32 ("float32 eager") as
+    the peer."""
 
     def make(device):
         from ..models import losses
         from ..models.compile import compile_model
         from ..models.segmentation import fpn_resnet18, unet
 
-        def runner(compiled: bool, bf16: bool):
+        def runner(variant):
+            bf16 = variant == "bf16"
             torch.manual_seed(0)
             net = (unet(1, 1) if model == "unet" else fpn_resnet18(1, 1)).to(device)
             net.train(train)
+            if variant == "channels_last":
+                net.to(memory_format=torch.channels_last)
             opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
-            if compiled:
+            if variant == "compiled":
                 compile_model(net)
 
             def step(d):
@@ -412,7 +416,9 @@ def _seg_case(model: str, size: int, train: bool, batch: int, variant: str | Non
                 with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
                     return net(d["x"])
 
-            return step if train else infer
+            fn = step if train else infer
+            fn.net = net  # (what the tests inspect)
+            return fn
 
         def gen(g):
             return {
@@ -420,9 +426,9 @@ def _seg_case(model: str, size: int, train: bool, batch: int, variant: str | Non
                 "y": (torch.rand(batch, 1, size, size, generator=g) > 0.5).float(),
             }
 
-        impls = {"fastdet": runner(variant == "compiled", variant == "bf16")}
+        impls = {"fastdet": runner(variant)}
         if variant is not None:
-            impls["float32 eager"] = runner(False, False)
+            impls["float32 eager"] = runner(None)
         return _sets(device, gen), impls
 
     what = "train_step" if train else "inference"
@@ -620,8 +626,9 @@ def _traced(module, name: str):
 
 
 # fastdet's documented speed options, one per model case variant (detection, segmentation):
-# bfloat16 autocast (--bf16) and torch.compile (--compile; the warm-up call compiles)
-VARIANTS = (None, "bf16", "compiled")
+# bfloat16 autocast (--bf16), torch.compile (--compile; the warm-up call compiles) and NHWC
+# weights (--channels-last)
+VARIANTS = (None, "bf16", "compiled", "channels_last")
 
 
 def _det_case(
@@ -638,9 +645,10 @@ def _det_case(
     users run it. Mask R-CNN's inference keeps torchvision's 100 detections and pastes their
     masks (fastdet's paste_masks, torchvision's paste_masks_in_image): the paste_masks_ms stage.
     variant "bf16": fastdet under bfloat16 autocast (torchvision's under the same autocast is
-    timed too, "torchvision bf16"); "compiled": fastdet compiled (fastdet.models.compile).
-    The floor, "backbone (floor)": fastdet's backbone alone on the same input (forward, or
-    forward and backward), in the variant's precision: no detector is faster than its
+    timed too, "torchvision bf16"); "compiled": fastdet compiled (fastdet.models.compile);
+    "channels_last": fastdet's 4-D weights in NHWC. The floor, "backbone (floor)": fastdet's
+    backbone alone on the same input (forward, or forward and backward), in the variant's
+    precision and layout: no detector is faster than its
     convolutions. batch images of size x width (default square), each with the 3 boxes; a
     wide case sizes the detector to them (min_size size, max_size width)."""
     shape = (size, width or size)
@@ -681,6 +689,8 @@ def _det_case(
             from ..models.compile import compile_model
 
             compile_model(nets["fastdet"])
+        if variant == "channels_last":
+            nets["fastdet"].to(memory_format=torch.channels_last)
 
         def gen(g):
             boxes = torch.tensor([[50.0, 60, 200, 220], [300, 310, 420, 480], [100, 400, 180, 560]])

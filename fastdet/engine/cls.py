@@ -269,15 +269,15 @@ class ClsTask(Task):
 
 
 def load_classifier(
-    path, device="cpu", bf16: bool = False
+    path, device="cpu", bf16: bool = False, channels_last: bool = False
 ) -> tuple[torch.nn.Module, ClsConfig, float | None]:
     """(eval-mode classifier on `device`, its config, the stored threshold of the positive class
     config.positive, or None when the run had no validation with both kinds of image) from a
-    classification checkpoint; another kind of checkpoint is a ValueError naming it. bf16: the
-    classifier under bfloat16 autocast (load_model; the lung crop's U-Net stays float32)."""
+    classification checkpoint; another kind of checkpoint is a ValueError naming it. bf16,
+    channels_last: as load_model's, for the classifier (the lung crop's U-Net stays as trained)."""
     from .tasks import load_model
 
-    model, config = load_model(path, device, task="cls", bf16=bf16)
+    model, config = load_model(path, device, "cls", bf16, channels_last)
     threshold = load_checkpoint(path).get("threshold")
     return model, config, None if threshold is None else float(threshold)
 

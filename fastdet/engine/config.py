@@ -23,6 +23,7 @@ RESUMABLE_CHANGES = frozenset(
         "weights",
         "weights_backbone",
         "compile",
+        "channels_last",
     }
 )
 # Segmentation keys of configs written before the configs were unified -> today's names.
@@ -73,6 +74,11 @@ class RunConfig:
     )
     compile: bool = setting(
         False, "torch.compile the model (the first steps trace and compile: minutes on a CPU)"
+    )
+    channels_last: bool = setting(
+        False,
+        "channels-last memory layout for the model's 4-D weights, so its convolutions run in "
+        "NHWC (~1.07x faster Faster R-CNN steps on an AVX-512 CPU, more with --bf16)",
     )
     progress: bool = setting(True, "progress bar (also off when stderr is not a terminal)")
     deterministic: bool = setting(

@@ -56,13 +56,13 @@ def gate_threshold(threshold: float | None, stored: float | None) -> tuple[float
     return DEFAULT_GATE_THRESHOLD, "default"
 
 
-def load_gate(path, device="cpu", threshold: float | None = None, bf16: bool = False) -> Gate:
+def load_gate(path, device="cpu", threshold: float | None = None, **speed) -> Gate:
     """A Gate from a classification checkpoint (`train cls`); another kind of checkpoint is a
-    ValueError saying so. bf16: the classifier under bfloat16 autocast (load_model)."""
+    ValueError saying so. speed: load_classifier's bf16 and channels_last."""
     from .cls import load_classifier
 
     try:
-        model, config, stored = load_classifier(path, device, bf16)
+        model, config, stored = load_classifier(path, device, **speed)
     except ValueError as e:
         raise ValueError(f"the gate needs a classification checkpoint (`train cls`): {e}") from e
     t, source = gate_threshold(threshold, stored)

@@ -42,11 +42,16 @@ def checkpoint_task(ckpt: dict, path) -> type:
 
 
 def load_model(
-    path, device="cpu", task: str | None = None, bf16: bool = False
+    path,
+    device="cpu",
+    task: str | None = None,
+    bf16: bool = False,
+    channels_last: bool = False,
 ) -> tuple[nn.Module, object]:
     """(model in eval mode on `device`, its config) from an engine checkpoint of any task;
     task ("seg", "det", ...): the kind expected, another kind is a ValueError naming both.
-    bf16: the model's forward runs under bfloat16 autocast (bf16_forward)."""
+    bf16: the model's forward runs under bfloat16 autocast (bf16_forward); channels_last: its
+    4-D weights in channels-last layout (NHWC convolutions), whatever the run trained with."""
     ckpt = load_checkpoint(path)
     found = checkpoint_task(ckpt, path)
     if task is not None and found.name != task:
@@ -57,8 +62,14 @@ def load_model(
     config = found.config_class.from_dict(ckpt["config"])
     model = found(config).build_model(config, pretrained=False)
     model.load_state_dict(model_state(ckpt))
-    model = model.to(device).eval()
-    return (bf16_forward(model, device) if bf16 else model), config
+    return with_options(model.to(device).eval(), device, bf16, channels_last), config
+
+
+def with_options(model: nn.Module, device, bf16: bool = False, channels_last: bool = False):
+    """`model` with load_model's speed options applied (in place; returned)."""
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return bf16_forward(model, device) if bf16 else model
 
 
 def bf16_forward(model: nn.Module, device) -> nn.Module:

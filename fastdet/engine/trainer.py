@@ -229,6 +229,8 @@ class Trainer:
         if config.deterministic:
             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
         self.model = task.build_model(config, pretrained=ckpt is None).to(self.device)
+        if config.channels_last:  # 4-D weights only; checkpoints load into either layout
+            self.model.to(memory_format=torch.channels_last)
         if config.compile:  # in place: checkpoints keep their keys; breaks allowed, not fatal
             compile_model(self.model, fullgraph=False)
         params = [p for p in task.trainable(self.model).parameters() if p.requires_grad]

@@ -207,3 +207,20 @@ def test_bf16_and_compile_train_and_save_plain_checkpoints(tmp_path, discs):
     assert getattr(model, "_compiled_call_impl", None) is None
     hist = train_segmentation(tiny(bf16=True, epochs=2), *discs, tmp_path, resume=True)
     assert [r["epoch"] for r in hist] == [1, 2]
+
+
+def test_channels_last_trains_in_nhwc_and_saves_loadable_checkpoints(tmp_path, discs):
+    """--channels-last trains with NHWC weights; the checkpoint loads into a default-layout
+    model and the run resumes with the option switched off."""
+    hist = train_segmentation(tiny(channels_last=True, epochs=1), *discs, tmp_path)
+    assert math.isfinite(hist[0]["train_loss"])
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert ckpt["config"]["channels_last"]
+    conv = [v for v in ckpt["model"].values() if v.ndim == 4 and v.shape[1] > 1 < v.shape[3]]
+    assert conv and all(w.is_contiguous(memory_format=torch.channels_last) for w in conv)
+    assert not any(w.is_contiguous() for w in conv)
+    model, _ = load_model(tmp_path / "last.pt")
+    w = next(p for p in model.parameters() if p.ndim == 4 and p.shape[1] > 1 < p.shape[3])
+    assert w.is_contiguous()
+    hist = train_segmentation(tiny(epochs=2), *discs, tmp_path, resume=True)
+    assert [r["epoch"] for r in hist] == [1, 2]

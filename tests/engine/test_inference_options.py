@@ -1,6 +1,7 @@
-"""`load_model(..., bf16=True)` and the `--bf16` flag of predict/evaluate: the model's forward
-runs under bfloat16 autocast (its convolutions see bfloat16), its outputs come back float32 and
-near the float32 model's, and every model a command loads (checkpoint, gate) gets the flag.
+"""load_model's speed options and the predict/evaluate flags behind them. bf16: the model's
+forward runs under bfloat16 autocast (its convolutions see bfloat16), its outputs come back
+float32 and near the float32 model's. channels_last: 4-D weights in NHWC, the same outputs within
+float32 rounding. Every model a command loads (checkpoint, gate) gets the flags.
 
 Checkpoints are written in the engine's format from seeded, untrained models."""
 
@@ -91,49 +92,55 @@ def _png(path, g):
     return path
 
 
-def test_bf16_flag_reaches_every_model_a_command_loads(tmp_path, monkeypatch, capsys):
-    """predict det --bf16 --gate: the detector and the gate's classifier; predict seg and
-    predict cls --bf16: theirs; without --bf16, none."""
-    wrapped = []
-    real = tasks.bf16_forward
-    monkeypatch.setattr(
-        tasks, "bf16_forward", lambda m, d: wrapped.append(type(m).__name__) or real(m, d)
-    )
+def test_the_flags_reach_every_model_a_command_loads(tmp_path, monkeypatch, capsys):
+    """predict det with --gate: the detector and the gate's classifier; predict seg and predict
+    cls: theirs; each with exactly the options given."""
+    seen = []
+    real = tasks.with_options
+
+    def spy(model, device, bf16=False, channels_last=False):
+        seen.append((type(model).__name__, bf16, channels_last))
+        return real(model, device, bf16, channels_last)
+
+    monkeypatch.setattr(tasks, "with_options", spy)
     det, seg = _checkpoint(tmp_path / "det.pt", "det"), _checkpoint(tmp_path / "seg.pt", "seg")
     cls = _checkpoint(tmp_path / "cls.pt", "cls")
     image = _png(tmp_path / "x.png", np.random.default_rng(0))
-    common = ["--device", "cpu"]
-    gate = ["--gate", str(cls), "--gate-threshold", "0.0"]
+    gate = ["--gate", str(cls), "--gate-threshold", "0.0", "--device", "cpu"]
     args = ["predict", "det", "--checkpoint", str(det), str(image), "--out", str(tmp_path / "d")]
-    assert main([*args, *common, *gate]) == 0
-    assert wrapped == []
-    assert main([*args, *common, *gate, "--bf16"]) == 0
-    assert sorted(wrapped) == ["FasterRCNN", "ResNetClassifier"]
+    for flags, want in (([], (False, False)), (["--bf16", "--channels-last"], (True, True))):
+        seen.clear()
+        assert main([*args, *gate, *flags]) == 0
+        assert sorted(seen) == [("FasterRCNN", *want), ("ResNetClassifier", *want)]
     assert (tmp_path / "d" / "x_boxes.csv").is_file()
-    wrapped.clear()
-    seg_args = [
-        "predict",
-        "seg",
-        "--checkpoint",
-        str(seg),
-        str(image),
-        "--out",
-        str(tmp_path / "s"),
-    ]
-    assert main([*seg_args, *common, "--bf16"]) == 0
-    assert wrapped == ["UNet"] and (tmp_path / "s" / "x_mask.png").is_file()
-    wrapped.clear()
-    cls_args = [
-        "predict",
-        "cls",
-        "--checkpoint",
-        str(cls),
-        str(image),
-        "--out",
-        str(tmp_path / "c"),
-    ]
-    assert main([*cls_args, *common, "--bf16"]) == 0
-    assert wrapped == ["ResNetClassifier"]
+    seen.clear()
+    out = ["--out", str(tmp_path / "s"), "--device", "cpu", "--channels-last"]
+    assert main(["predict", "seg", "--checkpoint", str(seg), str(image), *out]) == 0
+    assert seen == [("UNet", False, True)] and (tmp_path / "s" / "x_mask.png").is_file()
+    seen.clear()
+    out = ["--out", str(tmp_path / "c"), "--device", "cpu", "--bf16"]
+    assert main(["predict", "cls", "--checkpoint", str(cls), str(image), *out]) == 0
+    assert seen == [("ResNetClassifier", True, False)]
+
+
+@pytest.mark.parametrize("task", ["seg", "det", "cls"])
+def test_channels_last_gives_the_same_outputs(task, tmp_path):
+    ckpt = _checkpoint(tmp_path / f"{task}.pt", task)
+    plain, _ = load_model(ckpt, task=task)
+    fast, _ = load_model(ckpt, task=task, channels_last=True)
+    conv = next(m for m in fast.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.weight.is_contiguous()
+    x = _inputs(task, torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want, got = plain(*x), fast(*x)
+    if task == "det":
+        assert len(got[0]["boxes"]) == len(want[0]["boxes"]) > 0
+        for k in ("boxes", "scores"):
+            torch.testing.assert_close(got[0][k], want[0][k], atol=1e-3, rtol=1e-4)
+        assert torch.equal(got[0]["labels"], want[0]["labels"])
+    else:
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 
 def test_evaluate_seg_with_bf16_scores_near_float32(tmp_path, capsys):
