@@ -21,12 +21,11 @@ import time
 from pathlib import Path
 
 from .checkpoint import atomic_write_text
-from .demo_chest import CHEST_PRESETS, chest_report, run_chest
+from .demo_chest import CHEST_PRESETS, chest_report, demo_unet_config, run_chest
 from .det import DetConfig
 from .det_data import open_det_dataset
 from .det_eval import evaluate_detection, format_det_report
 from .logging import json_safe
-from .seg import SegConfig
 from .seg_data import open_seg_dataset
 from .seg_eval import evaluate_segmentation, format_report
 from .tasks import load_model
@@ -77,22 +76,8 @@ def _segmentation(out: Path, preset, seed: int, progress: bool):
     data = synth_dsb2018(out / "data", n=n, seed=seed, size=side)
     train_set = open_seg_dataset("dsb2018", data, "train", seed=seed, val_fraction=0.25)
     val_set = open_seg_dataset("dsb2018", data, "val", seed=seed, val_fraction=0.25)
-    config = SegConfig(
-        model="unet",
-        depth=depth,
-        width=width,
-        epochs=epochs,
-        batch_size=4,
-        optimizer="adam",
-        lr=3e-3,
-        loss="bce_dice",
-        size=crop,
-        seed=seed,
-        device="cpu",
-        step_size=max(epochs, 1),
-        progress=progress,
-        extra={"data": str(data), "layout": "dsb2018"},
-    )
+    extra = {"data": str(data), "layout": "dsb2018"}
+    config = demo_unet_config(depth, width, epochs, crop, seed, progress, extra)
     history = train(config, train_set, val_set, out / "seg")
     model, saved = load_model(out / "seg" / "best.pt", "cpu")
     result = evaluate_segmentation(model, saved, val_set, "cpu", tile=0, figures=out / "figures")

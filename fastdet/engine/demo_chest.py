@@ -40,6 +40,30 @@ SOURCES = {
 CHEST_PRESETS = {"full": (5, 3, 8, 8, 6), "quick": (1, 2, 4, 1, 1)}
 
 
+def demo_unet_config(
+    depth: int, width: int, epochs: int, size: int, seed: int, progress: bool, extra: dict, **kw
+) -> SegConfig:
+    """The demos' U-Net settings (the nuclei and the lung fields): Adam at 3e-3, BCE + Dice,
+    size x size crops, on the CPU, no learning-rate step within the run; kw overrides."""
+    base = dict(
+        model="unet",
+        depth=depth,
+        width=width,
+        epochs=epochs,
+        batch_size=4,
+        optimizer="adam",
+        lr=3e-3,
+        loss="bce_dice",
+        size=size,
+        seed=seed,
+        device="cpu",
+        step_size=max(epochs, 1),
+        progress=progress,
+        extra=extra,
+    )
+    return SegConfig(**{**base, **kw})
+
+
 def run_chest(out, side: int, preset, seed: int = 0, progress: bool = False) -> dict:
     """The chest section on out/det_data and out/det/best.pt (the detection part's), same
     patient split (seed, validation fraction 0.25). Writes out/lungs and out/cls (the runs),
@@ -92,22 +116,16 @@ def _lungs(out: Path, side: int, preset, seed: int, progress: bool) -> dict:
     epochs, depth, width = preset
     data = out / "det_data"
     train_set, val_set = _lung_sets(data, seed)
-    config = SegConfig(
-        model="unet",
-        depth=depth,
-        width=width,
-        epochs=epochs,
+    config = demo_unet_config(
+        depth,
+        width,
+        epochs,
+        side,
+        seed,
+        progress,
+        {"data": str(data / "lungs"), "layout": "folders"},
         batch_size=8,
-        optimizer="adam",
-        lr=3e-3,
-        loss="bce_dice",
-        size=side,
         vflip=0.0,  # chest films are not upside down
-        seed=seed,
-        device="cpu",
-        step_size=max(epochs, 1),
-        progress=progress,
-        extra={"data": str(data / "lungs"), "layout": "folders"},
     )
     train(config, train_set, val_set, out / "lungs")
     model, saved = load_model(out / "lungs" / "best.pt", "cpu")
