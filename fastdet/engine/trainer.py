@@ -2,7 +2,7 @@
 the optimizer, step decay and warmup, mixed precision and its scaler, the DDP wrap, sharded
 validation, the BatchNorm broadcast, the non-finite loss stop, the progress bar, the metrics CSV
 and plot, atomic last/best checkpoints, exact resume and the resumable-changes rule. A `Task`
-(engine.seg, engine.det, ...) supplies only what differs: its model, its dataset wrapper, one
+(one per package of engine.tasks) supplies only what differs: its model, its dataset wrapper, one
 training step returning named losses, validation returning named metrics, and which metric
 picks best.pt.
 
@@ -118,12 +118,14 @@ def mean(total: float, count: float) -> float:
 
 class Task(ABC):
     """What a training task supplies. Subclass it, set the class attributes, override what
-    differs, and register it in engine.tasks. `self.config` is the run's config."""
+    differs, and register its package in engine.tasks. `self.config` is the run's config."""
 
     name: ClassVar[str] = ""  # "seg", "det": the command line's word
+    title: ClassVar[str] = ""  # "segmentation": how messages name the task
     description: ClassVar[str] = ""  # `fastdet train <name>`'s one-line help
     config_class: ClassVar[type] = RunConfig
     checkpoint_format: ClassVar[str] = ""
+    reads_unversioned: ClassVar[bool] = False  # checkpoints without "format" are this task's
     loss_names: ClassVar[tuple] = ("loss",)  # named means of the steps' losses, per epoch
     loss_key: ClassVar[str] = "loss"  # the progress bar's loss; best.pt without validation
     metric_names: ClassVar[tuple] = ()  # named validation metrics, per epoch
@@ -193,13 +195,12 @@ class Task(ABC):
 
 
 class Trainer:
-    """State of one run; `fit` runs the remaining epochs, `close` leaves the process group it
-    joined (under torchrun). The task is the config's (engine.tasks)."""
+    """State of one run of `task` (its config is the run's); `fit` runs the remaining epochs,
+    `close` leaves the process group it joined (under torchrun)."""
 
-    def __init__(self, config: RunConfig, train_set, val_set, out_dir, resume: bool = False):
-        from .tasks import task_class
-
-        self.task = task_class(config)(config)
+    def __init__(self, task: Task, train_set, val_set, out_dir, resume: bool = False):
+        self.task = task
+        config = task.config
         config.validate()
         if len(train_set) == 0:
             raise ValueError(f"train {self.task.name}: the training set is empty")
@@ -394,9 +395,9 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train(config: RunConfig, train_set, val_set=None, out_dir=None, resume=False) -> list[dict]:
-    """Trains the task of `config` (SegConfig, DetConfig, ...); returns the history (one dict
-    per epoch, the task's CSV columns).
+def fit(task: Task, train_set, val_set=None, out_dir=None, resume=False) -> list[dict]:
+    """Trains `task` on its config (task.config); returns the history (one dict per epoch, the
+    task's CSV columns).
 
     train_set, val_set: datasets of sample dicts in the datasets' format, untransformed (the
     task resizes, crops and flips); val_set may be None. out_dir: the run folder (required).
@@ -407,7 +408,7 @@ def train(config: RunConfig, train_set, val_set=None, out_dir=None, resume=False
     Raises NonFiniteLossError (a FloatingPointError) when a loss is NaN or inf."""
     if out_dir is None:
         raise ValueError("train: out_dir is required (the run folder)")
-    trainer = Trainer(config, train_set, val_set, Path(out_dir), resume)
+    trainer = Trainer(task, train_set, val_set, Path(out_dir), resume)
     try:
         return trainer.fit()
     finally:

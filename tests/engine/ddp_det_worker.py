@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from fastdet.data import RSNADataset
-from fastdet.engine import DetConfig, Trainer
+from fastdet.engine import DetConfig, Trainer, task_for
 
 _replaced = []
 _os_replace = os.replace
@@ -46,12 +46,12 @@ def main(data: str, out: str) -> None:
         RSNADataset(data, split="train", val_fraction=0.34),
         RSNADataset(data, split="val", val_fraction=0.34),
     )
-    first = Trainer(DetConfig(epochs=1, **base), train, val, Path(out), resume=False)
+    first = Trainer(task_for(DetConfig(epochs=1, **base)), train, val, Path(out), resume=False)
     try:  # joins the process group (torchrun's environment) and leaves it in `close`
         first.fit()
         rank, world = first.dist.rank, first.dist.world_size
         rng_after_first = _rng_digest()
-        second = Trainer(DetConfig(epochs=2, **base), train, val, Path(out), resume=True)
+        second = Trainer(task_for(DetConfig(epochs=2, **base)), train, val, Path(out), resume=True)
         rng_at_resume = _rng_digest()
         hist = second.fit()
         second.close()  # not the group's owner: leaves it joined

@@ -19,6 +19,7 @@ from conftest import DiscDataset  # noqa: E402
 from fastdet.engine import (
     SegConfig,  # noqa: E402
     Trainer,  # noqa: E402
+    task_for,
 )
 
 
@@ -49,14 +50,14 @@ def main(out: str) -> None:
     )
     train, val = DiscDataset(8, 32, seed=0), DiscDataset(3, 32, seed=1)
     bn_at_val = []
-    first = Trainer(SegConfig(epochs=1, **base), train, val, Path(out), resume=False)
+    first = Trainer(task_for(SegConfig(epochs=1, **base)), train, val, Path(out), resume=False)
     try:  # joins the process group (torchrun's environment) and leaves it in `close`
         rank, world = first.dist.rank, first.dist.world_size
         torch.manual_seed(100 + rank)  # the processes' streams differ (as with dropout)
         _record_buffers(first, bn_at_val)
         first.fit()
         rng_after_first = _rng_digest()
-        second = Trainer(SegConfig(epochs=2, **base), train, val, Path(out), resume=True)
+        second = Trainer(task_for(SegConfig(epochs=2, **base)), train, val, Path(out), resume=True)
         rng_at_resume = _rng_digest()
         _record_buffers(second, bn_at_val)
         hist = second.fit()

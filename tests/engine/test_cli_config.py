@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fastdet.cli import build_parser, main
-from fastdet.engine import TASKS, SegConfig, Trainer, load_model
+from fastdet.engine import TASKS, SegConfig, Trainer, load_model, task_for
 from fastdet.engine.checkpoint import atomic_save, load_checkpoint
 
 # Settings that are not the user's to set on the command line (and why).
@@ -82,7 +82,7 @@ def test_old_segmentation_config_keys_load(tmp_path, discs):
     booleans) loads for prediction and resumes."""
     base = dict(model="unet", depth=2, width=4, batch_size=4, size=32, progress=False)
     config = SegConfig(**base, epochs=1, device="cpu", vflip=0.0)
-    trainer = Trainer(config, *discs, tmp_path / "run")
+    trainer = Trainer(task_for(config), *discs, tmp_path / "run")
     trainer.fit()
     trainer.close()
     ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
@@ -96,7 +96,10 @@ def test_old_segmentation_config_keys_load(tmp_path, discs):
     assert (loaded.hflip, loaded.vflip, loaded.weights) == (0.5, 0.0, None)
     assert isinstance(model, torch.nn.Module) and not model.training
     hist = Trainer(
-        SegConfig(**base, epochs=2, device="cpu", vflip=0.0), *discs, tmp_path / "run", True
+        task_for(SegConfig(**base, epochs=2, device="cpu", vflip=0.0)),
+        *discs,
+        tmp_path / "run",
+        True,
     )
     assert len(hist.fit()) == 2
     hist.close()
@@ -120,7 +123,7 @@ def test_resume_refuses_changed_settings_on_the_command_line(tmp_path, capsys):
 
 def test_checkpoint_of_the_wrong_task_is_named(tmp_path, discs, capsys):
     config = SegConfig(model="unet", depth=1, width=2, size=16, epochs=1, device="cpu")
-    trainer = Trainer(config, *discs, tmp_path / "seg")
+    trainer = Trainer(task_for(config), *discs, tmp_path / "seg")
     trainer.fit()
     trainer.close()
     with pytest.raises(ValueError, match="a segmentation checkpoint .*not detection"):

@@ -7,7 +7,7 @@ import pytest
 
 from fastdet.cli import main
 from fastdet.data.synthetic import synth_dsb2018, synth_rsna
-from fastdet.engine import SegConfig, Trainer
+from fastdet.engine import SegConfig, Trainer, task_for
 from fastdet.engine.checkpoint import load_checkpoint
 
 
@@ -20,7 +20,7 @@ def seg_run(module_tmp):
 
     config = SegConfig(model="unet", depth=1, width=2, size=16, epochs=1, batch_size=2)
     trainer = Trainer(
-        SegConfig(**{**config.to_dict(), "device": "cpu", "progress": False}),
+        task_for(SegConfig(**{**config.to_dict(), "device": "cpu", "progress": False})),
         DSB2018Dataset(data),
         None,
         root / "run",
@@ -231,6 +231,6 @@ def test_stale_temporaries_of_a_killed_run_are_removed(tmp_path, seg_run):
     from fastdet.data import DSB2018Dataset
 
     config = SegConfig.from_dict({**load_checkpoint(copy / "last.pt")["config"], "epochs": 2})
-    trainer = Trainer(config, DSB2018Dataset(data), None, copy, resume=True)
+    trainer = Trainer(task_for(config), DSB2018Dataset(data), None, copy, resume=True)
     trainer.close()
     assert not list(copy.glob(".*.tmp")) and (copy / "last.pt").is_file()

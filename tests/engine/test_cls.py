@@ -23,9 +23,11 @@ from fastdet.engine import (
     load_model,
     positive_probability,
     predict_probabilities,
+    task_for,
 )
 from fastdet.engine.checkpoint import load_checkpoint
-from fastdet.engine.cls_data import (
+from fastdet.engine.logging import read_metrics_csv
+from fastdet.engine.tasks.cls.data import (
     RSNA_CLASS_ORDER,
     ClsTensors,
     class_name_list,
@@ -34,7 +36,6 @@ from fastdet.engine.cls_data import (
     labels_for,
     open_cls_dataset,
 )
-from fastdet.engine.logging import read_metrics_csv
 
 CLASSES = ("disc", "horizontal", "vertical")  # sorted: the label order
 
@@ -182,7 +183,7 @@ def test_train_resume_threshold_and_gate(rsna, tmp_path):
     train = RSNADataset(rsna, split="train", **kw)
     val = RSNADataset(rsna, split="val", **kw)
     cfg = tiny(balance="sampling")
-    t = Trainer(cfg, train, val, tmp_path / "full")
+    t = Trainer(task_for(cfg), train, val, tmp_path / "full")
     hist = t.fit()
     t.close()
     rows = read_metrics_csv(tmp_path / "full" / "metrics.csv")
@@ -204,10 +205,10 @@ def test_train_resume_threshold_and_gate(rsna, tmp_path):
     assert 0 < ckpt["threshold"] <= 1 and -1 <= ckpt["youden_j"] <= 1
     assert sum(ckpt["class_counts"]) == len(train)
 
-    half = Trainer(tiny(balance="sampling", epochs=1), train, val, tmp_path / "half")
+    half = Trainer(task_for(tiny(balance="sampling", epochs=1)), train, val, tmp_path / "half")
     half.fit()
     half.close()
-    resumed = Trainer(cfg, train, val, tmp_path / "half", resume=True)
+    resumed = Trainer(task_for(cfg), train, val, tmp_path / "half", resume=True)
     assert len(resumed.fit()) == 2
     resumed.close()
     a = load_checkpoint(tmp_path / "half" / "last.pt")
@@ -224,8 +225,8 @@ def test_train_resume_threshold_and_gate(rsna, tmp_path):
     images = [val[i]["image"] for i in range(len(val))]
     p = predict_probabilities(model, config, images, batch_size=3)
     assert p.shape == (len(val), 3) and torch.allclose(p.sum(1), torch.ones(len(val)))
-    from fastdet.engine.det import DetConfig
-    from fastdet.engine.det_data import prepare_image as det_input
+    from fastdet.engine.tasks.det.data import prepare_image as det_input
+    from fastdet.engine.tasks.det.task import DetConfig
 
     det_images = [det_input(im, DetConfig()) for im in images]  # [3, H, W] in [0, 1]
     torch.testing.assert_close(predict_probabilities(model, config, det_images), p)
@@ -243,7 +244,7 @@ def test_config_checks(tree, tmp_path):
         tiny(classes=["a", "a"])
     ds = ClassFolderDataset(tree)
     with pytest.raises(ValueError, match="differ from the data's classes"):
-        Trainer(tiny(classes=["a", "b"]), ds, None, tmp_path / "x")
+        Trainer(task_for(tiny(classes=["a", "b"])), ds, None, tmp_path / "x")
     assert tiny(classes=["a", "b", "Lung Opacity"]).positive == "Lung Opacity"
     assert tiny(classes=["a", "b"]).positive == "b"
     assert tiny(classes=["a", "b"], positive_class="a").positive == "a"
@@ -338,7 +339,7 @@ def test_cli_rsna_layout_and_wrong_layout(rsna, tmp_path, capsys):
 def test_plain_sample_lists_and_bad_images():
     """Any dataset of sample dicts with meta["class"] works (classes sorted by name); a NaN
     image is an error naming its sample, and prepare_image's output is standardized."""
-    from fastdet.engine.cls_data import prepare_image
+    from fastdet.engine.tasks.cls.data import prepare_image
 
     g = torch.Generator().manual_seed(0)
     data = [

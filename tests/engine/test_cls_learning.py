@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from fastdet.engine import ClsConfig, evaluate_classification, load_model, train
-from fastdet.engine.cls_data import open_cls_dataset
+from fastdet.engine.tasks.cls.data import open_cls_dataset
 
 from .test_cls import write_tree
 

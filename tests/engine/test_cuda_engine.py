@@ -76,7 +76,7 @@ def _rsna(tmp_path, n: int = 6):
 
 
 def det_cuda_config(**kw):
-    from fastdet.engine.det import DetConfig
+    from fastdet.engine.tasks.det.task import DetConfig
 
     base = dict(
         model="resnet18_fpn",
@@ -133,7 +133,7 @@ def test_det_cuda_prediction_matches_cpu(tmp_path, monkeypatch):
     rounding, so each side's detections are matched to twins on the other: all of the top 10
     and nearly all of the rest must have one."""
     from fastdet.engine import load_detector, predict_detections, train_detection
-    from fastdet.engine.det_data import prepare_image
+    from fastdet.engine.tasks.det.data import prepare_image
 
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)

@@ -12,11 +12,11 @@ import torch
 
 from fastdet.data import RSNADataset
 from fastdet.data.synthetic import synth_rsna
-from fastdet.engine import NonFiniteLossError, Trainer, load_detector, train_detection
-from fastdet.engine.det import DET_COLUMNS, LOSS_KEYS, DetConfig
-from fastdet.engine.det import build_model as build_detector
-from fastdet.engine.det_data import DetTensors, prepare_image
+from fastdet.engine import NonFiniteLossError, Trainer, load_detector, task_for, train_detection
 from fastdet.engine.logging import read_metrics_csv
+from fastdet.engine.tasks.det.data import DetTensors, prepare_image
+from fastdet.engine.tasks.det.task import DET_COLUMNS, LOSS_KEYS, DetConfig
+from fastdet.engine.tasks.det.task import build_model as build_detector
 from fastdet.engine.trainer import WARMUP_FACTOR, warmup_factor
 
 
@@ -75,7 +75,7 @@ def test_resume_is_exact(rsna, tmp_path):
 
 
 def test_nan_loss_names_epoch_and_step(rsna, tmp_path, monkeypatch):
-    import fastdet.engine.det as det
+    import fastdet.engine.tasks.det.task as det
 
     build = det.build_model
     calls = []
@@ -104,7 +104,7 @@ def test_nan_loss_names_epoch_and_step(rsna, tmp_path, monkeypatch):
 def test_diverged_weights_stop_like_a_nan_loss(rsna, tmp_path, monkeypatch):
     """Box deltas gone to inf make the ops refuse them inside the forward pass (before any
     loss): reported as a non-finite loss at that step, not as a bare ValueError."""
-    import fastdet.engine.det as det
+    import fastdet.engine.tasks.det.task as det
 
     class Diverged(FakeDetector):
         def forward(self, images, targets=None):
@@ -303,7 +303,7 @@ class FakeDetector(torch.nn.Module):
 
 def _lrs_of_run(config, data, out, resume=False) -> list:
     """The learning rate of each optimizer step of a run (or of its resumed part)."""
-    trainer = Trainer(config, data, None, out, resume)
+    trainer = Trainer(task_for(config), data, None, out, resume)
     lrs = []
     trainer.opt.register_step_pre_hook(lambda opt, args, kw: lrs.append(opt.param_groups[0]["lr"]))
     try:
@@ -314,7 +314,7 @@ def _lrs_of_run(config, data, out, resume=False) -> list:
 
 
 def test_warmup_learning_rate_per_step(rsna, tmp_path, monkeypatch):
-    import fastdet.engine.det as det
+    import fastdet.engine.tasks.det.task as det
 
     monkeypatch.setattr(det, "build_model", lambda config, pretrained=True: FakeDetector())
     config = tiny(epochs=3, batch_size=1, warmup_steps=5, step_size=2, gamma=0.1, lr=0.02)
@@ -337,7 +337,7 @@ def test_warmup_learning_rate_per_step(rsna, tmp_path, monkeypatch):
 def test_resume_of_a_run_saved_before_the_new_settings(rsna, tmp_path, monkeypatch):
     """A checkpoint whose config predates hflip / vflip / warmup_steps resumes with their
     defaults (what that run did), and not with other values."""
-    import fastdet.engine.det as det
+    import fastdet.engine.tasks.det.task as det
 
     monkeypatch.setattr(det, "build_model", lambda config, pretrained=True: FakeDetector())
     train_detection(tiny(epochs=1), rsna, None, tmp_path / "old")

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import math
 
+from fastdet.apps.demo import demo_det_config
 from fastdet.data.synthetic import synth_rsna
 from fastdet.engine import evaluate_detection, load_detector, train_detection
-from fastdet.engine.demo import demo_det_config
-from fastdet.engine.det_data import open_det_dataset
+from fastdet.engine.tasks.det.data import open_det_dataset
 
 MIN_AP50 = 0.25
 EPOCHS = 8

@@ -1,5 +1,5 @@
-"""Test-time augmentation and ensembles of detectors (fastdet.engine.ensemble, `predict det` and
-`evaluate det` with --tta / --ensemble / --fuse)."""
+"""Test-time augmentation and ensembles of detectors (fastdet.engine.tasks.det.ensemble,
+`predict det` and `evaluate det` with --tta / --ensemble / --fuse)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from torch import nn
 from fastdet.cli import main
 from fastdet.data.synthetic import synth_rsna
 from fastdet.engine import DetConfig, load_model, predict_detections
-from fastdet.engine.det_data import prepare_image
-from fastdet.engine.ensemble import (
+from fastdet.engine.tasks.det.data import prepare_image
+from fastdet.engine.tasks.det.ensemble import (
     _scaled,
     check_members,
     fuse_detections,

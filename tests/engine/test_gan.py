@@ -58,9 +58,9 @@ def _changed(a: dict, b: dict) -> bool:
 def test_generator_starts_from_unet(tmp_path, discs, unet_run):
     cfg = gan_config(gan_mode="batch", epochs=1, weights=str(unet_run))
     trainer_out = tmp_path / "gan"
-    from fastdet.engine import Trainer
+    from fastdet.engine import Trainer, task_for
 
-    t = Trainer(cfg, *discs, trainer_out, resume=False)
+    t = Trainer(task_for(cfg), *discs, trainer_out, resume=False)
     unet = load_checkpoint(unet_run)["model"]
     for k, v in t.model.generator.state_dict().items():
         assert torch.equal(v, unet[k]), k
@@ -104,10 +104,10 @@ def test_epoch_alternation_phases(tmp_path, discs, unet_run):
 
 def test_d_epoch_moves_discriminator(tmp_path, discs):
     """Without an init checkpoint too: the D epoch changes D's weights."""
-    from fastdet.engine import Trainer
+    from fastdet.engine import Trainer, task_for
 
     cfg = gan_config(gan_mode="epoch", epochs=1)
-    t = Trainer(cfg, *discs, tmp_path, resume=False)
+    t = Trainer(task_for(cfg), *discs, tmp_path, resume=False)
     d_before = {k: v.clone() for k, v in t.model.discriminator.state_dict().items()}
     g_before = {k: v.clone() for k, v in t.model.generator.state_dict().items()}
     t.fit()

@@ -13,7 +13,7 @@ import torch
 from fastdet.cli import main
 from fastdet.data.synthetic import synth_rsna
 from fastdet.engine.checkpoint import load_checkpoint
-from fastdet.engine.gate import (
+from fastdet.engine.tasks.det.gate import (
     DEFAULT_GATE_THRESHOLD,
     apply_gate,
     detection_figures,

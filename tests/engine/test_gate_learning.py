@@ -16,11 +16,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fastdet.apps.demo import demo_det_config
 from fastdet.data.synthetic import synth_rsna
 from fastdet.engine import ClsConfig, evaluate_detection, load_gate, load_model, train
-from fastdet.engine.cls_data import open_cls_dataset
-from fastdet.engine.demo import demo_det_config
-from fastdet.engine.det_data import open_det_dataset
+from fastdet.engine.tasks.cls.data import open_cls_dataset
+from fastdet.engine.tasks.det.data import open_det_dataset
 
 NOT_NORMAL = "No Lung Opacity / Not Normal"
 MIN_FP_DROP = 0.3  # fewer false-positive boxes per "Not Normal" image, at least

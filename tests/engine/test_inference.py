@@ -8,15 +8,15 @@ import torch
 from torch import nn
 
 from fastdet.engine import SegConfig
-from fastdet.engine.inference import (
+from fastdet.engine.inputs import read_input
+from fastdet.engine.tasks.seg.data import match_channels, standardize
+from fastdet.engine.tasks.seg.predict import (
     _starts,
     predict_logits,
-    read_input,
     sliding_window,
     write_png_mask,
     write_volume_mask,
 )
-from fastdet.engine.seg_data import match_channels, standardize
 
 
 class Pointwise(nn.Module):

@@ -15,16 +15,16 @@ import torch
 from PIL import Image
 
 from fastdet.cli import main
-from fastdet.engine import load_model, tasks
-from fastdet.engine.cls import CHECKPOINT_FORMAT as CLS_FORMAT
-from fastdet.engine.cls import ClsConfig
-from fastdet.engine.cls import build_model as build_cls
-from fastdet.engine.det import CHECKPOINT_FORMAT as DET_FORMAT
-from fastdet.engine.det import DetConfig
-from fastdet.engine.det import build_model as build_det
-from fastdet.engine.seg import CHECKPOINT_FORMAT as SEG_FORMAT
-from fastdet.engine.seg import SegConfig
-from fastdet.engine.seg import build_model as build_seg
+from fastdet.engine import load_model, loading
+from fastdet.engine.tasks.cls.task import CHECKPOINT_FORMAT as CLS_FORMAT
+from fastdet.engine.tasks.cls.task import ClsConfig
+from fastdet.engine.tasks.cls.task import build_model as build_cls
+from fastdet.engine.tasks.det.task import CHECKPOINT_FORMAT as DET_FORMAT
+from fastdet.engine.tasks.det.task import DetConfig
+from fastdet.engine.tasks.det.task import build_model as build_det
+from fastdet.engine.tasks.seg.task import CHECKPOINT_FORMAT as SEG_FORMAT
+from fastdet.engine.tasks.seg.task import SegConfig
+from fastdet.engine.tasks.seg.task import build_model as build_seg
 
 CONFIGS = {
     "seg": (SEG_FORMAT, build_seg, lambda: SegConfig(model="unet", depth=2, width=4, size=32)),
@@ -96,13 +96,13 @@ def test_the_flags_reach_every_model_a_command_loads(tmp_path, monkeypatch, caps
     """predict det with --gate: the detector and the gate's classifier; predict seg and predict
     cls: theirs; each with exactly the options given."""
     seen = []
-    real = tasks.with_options
+    real = loading.with_options
 
     def spy(model, device, bf16=False, channels_last=False):
         seen.append((type(model).__name__, bf16, channels_last))
         return real(model, device, bf16, channels_last)
 
-    monkeypatch.setattr(tasks, "with_options", spy)
+    monkeypatch.setattr(loading, "with_options", spy)
     det, seg = _checkpoint(tmp_path / "det.pt", "det"), _checkpoint(tmp_path / "seg.pt", "seg")
     cls = _checkpoint(tmp_path / "cls.pt", "cls")
     image = _png(tmp_path / "x.png", np.random.default_rng(0))

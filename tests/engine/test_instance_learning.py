@@ -15,10 +15,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fastdet.apps.demo import demo_inst_config
 from fastdet.data.synthetic import synth_dsb2018
 from fastdet.engine import train
-from fastdet.engine.demo import demo_inst_config
-from fastdet.engine.det_data import open_det_dataset
+from fastdet.engine.tasks.det.data import open_det_dataset
 
 MIN_MASK_AP50 = 0.25
 EPOCHS = 8

@@ -14,8 +14,8 @@ from PIL import Image
 from fastdet.cli import main
 from fastdet.data import ImageFolderDataset
 from fastdet.data.synthetic import synth_dsb2018
-from fastdet.engine.det import DetConfig, DetTask, labels_of, mask_scores
-from fastdet.engine.det_data import DetTensors, open_det_dataset
+from fastdet.engine.tasks.det.data import DetTensors, open_det_dataset
+from fastdet.engine.tasks.det.task import DetConfig, DetTask, labels_of, mask_scores
 
 from .test_det_cli import TINY
 

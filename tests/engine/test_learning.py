@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from fastdet.data.synthetic import synth_dsb2018
 from fastdet.engine import SegConfig, load_model, train_segmentation
-from fastdet.engine.seg_data import open_seg_dataset
-from fastdet.engine.seg_eval import evaluate_segmentation
+from fastdet.engine.tasks.seg.data import open_seg_dataset
+from fastdet.engine.tasks.seg.evaluate import evaluate_segmentation
 
 MIN_DICE = 0.8
 

@@ -12,10 +12,10 @@ import torch
 from fastdet.cli import main
 from fastdet.data.datasets import RSNADataset
 from fastdet.data.synthetic import synth_rsna
-from fastdet.engine.cls import load_classifier, predict_probabilities
-from fastdet.engine.cls_data import ClsTensors, prepare_image
-from fastdet.engine.gate import load_gate
-from fastdet.engine.lungs import LungCropper, lung_box
+from fastdet.engine.tasks.cls.data import ClsTensors, prepare_image
+from fastdet.engine.tasks.cls.lungs import LungCropper, lung_box
+from fastdet.engine.tasks.cls.task import load_classifier, predict_probabilities
+from fastdet.engine.tasks.det.gate import load_gate
 
 
 def test_lung_box_margin_clipping_and_empty_masks():
@@ -60,14 +60,14 @@ def test_train_cls_with_lungs_stores_and_applies_the_crop(runs, tmp_path, monkey
 
     # A 1-epoch U-Net finds no lungs yet (the whole image is kept); a fixed predicted mask
     # makes the crop visible, so each path is seen to apply it.
-    import fastdet.engine.inference as inference
+    import fastdet.engine.tasks.cls.lungs as lungs
 
     def fake_mask(model, image, config, *a, **kw):
         m = np.zeros(tuple(image.shape[-2:]), bool)
         m[10:50, 8:40] = True  # 40 x 32 -> rows 6..54, columns 4..44 with margin 0.1
         return m
 
-    monkeypatch.setattr(inference, "predict_mask", fake_mask)
+    monkeypatch.setattr(lungs, "predict_mask", fake_mask)
     ds = RSNADataset(data)
     images = [ds[i]["image"] for i in range(4)]
     cropped = [im[..., 6:54, 4:44] for im in images]

@@ -15,12 +15,12 @@ import torch
 
 from fastdet.cli import main
 from fastdet.engine import load_model
-from fastdet.engine.det import CHECKPOINT_FORMAT as DET_FORMAT
-from fastdet.engine.det import DetConfig, build_model
-from fastdet.engine.det_data import prepare_image
-from fastdet.engine.seg import CHECKPOINT_FORMAT as SEG_FORMAT
-from fastdet.engine.seg import SegConfig
-from fastdet.engine.seg import build_model as build_seg
+from fastdet.engine.tasks.det.data import prepare_image
+from fastdet.engine.tasks.det.task import CHECKPOINT_FORMAT as DET_FORMAT
+from fastdet.engine.tasks.det.task import DetConfig, build_model
+from fastdet.engine.tasks.seg.task import CHECKPOINT_FORMAT as SEG_FORMAT
+from fastdet.engine.tasks.seg.task import SegConfig
+from fastdet.engine.tasks.seg.task import build_model as build_seg
 from fastdet.export import export_model, write_onnx
 from fastdet.ops import box_iou
 
@@ -302,9 +302,9 @@ def test_ops_translate_to_onnx_operators(tmp_path, rng):
 
 def test_classifier_onnx_and_pt2(tmp_path, rng):
     """A cls checkpoint exports as a tensor-in, `logits`-out graph; batch dynamic."""
-    from fastdet.engine.cls import CHECKPOINT_FORMAT as CLS_FORMAT
-    from fastdet.engine.cls import ClsConfig
-    from fastdet.engine.cls import build_model as build_cls
+    from fastdet.engine.tasks.cls.task import CHECKPOINT_FORMAT as CLS_FORMAT
+    from fastdet.engine.tasks.cls.task import ClsConfig
+    from fastdet.engine.tasks.cls.task import build_model as build_cls
 
     torch.manual_seed(2)
     config = ClsConfig(model="resnet18", classes=["a", "b", "c"], in_channels=1, size=64)

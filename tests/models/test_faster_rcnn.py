@@ -398,7 +398,7 @@ def test_resnet101_fpn_loads_a_torchvision_resnet101_and_runs(tmp_path):
     with torch.no_grad():
         out = model.eval()([torch.rand(3, 70, 80, generator=gen)])
     assert out[0]["boxes"].shape[1:] == (4,) and out[0]["labels"].dtype == torch.int64
-    from fastdet.engine.det import DET_MODELS, DetConfig, build_model
+    from fastdet.engine.tasks.det.task import DET_MODELS, DetConfig, build_model
 
     assert {"resnet101_fpn", "fasterrcnn_resnet101_fpn"} <= set(DET_MODELS)
     for name in ("resnet101_fpn", "fasterrcnn_resnet101_fpn"):  # the det task's short/long names

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..metrics import (
+from ....metrics import (
     classical_segment,
     coco_map,
     draw_boxes,
@@ -20,9 +20,11 @@ from ..metrics import (
     save_instance_overlay,
     save_pr_curves,
 )
-from .det import has_masks, instance_outputs, labels_of, mask_scores, predict_detections
-from .det_data import instance_image, instance_masks, prepare_image
+from ..seg.evaluate import _methods
+from .data import instance_image, instance_masks, prepare_image
+from .ensemble import check_members, fuse_members, member_predictions, parse_tta, tta_views
 from .gate import apply_gate, format_negative_report, gate_summary, negative_figures
+from .task import has_masks, instance_outputs, labels_of, mask_scores, predict_detections
 
 
 def evaluate_detection(
@@ -54,18 +56,17 @@ def evaluate_detection(
     (classical=True); figures then also get instances/<id>.png overlays (the row's
     "overlay").
 
-    ensemble: more (model, config) detectors; tta: words of engine.ensemble.TTA_WORDS. With
-    either, the detections scored are those of engine.ensemble.fuse_members (fuse, at IoU
+    ensemble: more (model, config) detectors; tta: words of ensemble.TTA_WORDS. With
+    either, the detections scored are those of ensemble.fuse_members (fuse, at IoU
     fuse_iou, boxes scoring < fuse_skip dropped first) over the members [model, *ensemble] and
     the views, so every top-level figure is the fused result's; "members" then lists each
     member's plain (one model, no TTA) figures {"model", "rsna", "rsna_thresholded", "map",
     "map_50"} in that order, and "fusion" the settings {"tta", "views", "fuse", "fuse_iou",
     "fuse_skip"}. Mask R-CNN cannot be fused (ValueError).
 
-    Always: engine.gate.negative_figures (fp_per_negative_image[_by_class], missed_positives).
-    gate: an engine.gate.Gate; every figure above is then of the gated detections, and "gate"
+    Always: gate.negative_figures (fp_per_negative_image[_by_class], missed_positives).
+    gate: a gate.Gate; every figure above is then of the gated detections, and "gate"
     and "ungated" (the detector's own figures, from the same pass) are added."""
-    from .ensemble import check_members, fuse_members, member_predictions, parse_tta, tta_views
 
     tta = parse_tta(tta)
     members = [(model, config), *ensemble]
@@ -172,7 +173,6 @@ def _member_figures(preds, targets, config, score_threshold) -> dict:
 def _instance_row(sample, pred, target, config, unet, classical, device) -> dict:
     """DSB score of this image's Mask R-CNN instances and, when asked, of U-Net + watershed
     and of the classical baseline."""
-    from .seg_eval import _methods
 
     size = tuple(target["masks"].shape[-2:])
     truth = labels_of(target["masks"]).numpy()

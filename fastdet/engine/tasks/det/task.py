@@ -10,20 +10,19 @@ import math
 
 import torch
 
-from ..models.detection._utils import BOX_LOSSES, CLS_LOSSES
-from .config import RunConfig, setting
-from .det_data import DetTensors, collate
-from .sampling import gather_shards
-from .trainer import Task, autocast
+from ....metrics import coco_map, dsb_score, rsna_score
+from ....models.detection import MODELS
+from ....models.detection._utils import BOX_LOSSES, CLS_LOSSES
+from ....models.detection.faster_rcnn import CAFFE_BGR_MEAN, CAFFE_STD
+from ....ops import AnchorGenerator, masks_to_labels, paste_masks
+from ...config import RunConfig, setting
+from ...sampling import gather_shards
+from ...trainer import Task, autocast
+from .data import DetTensors, collate
 
-BACKBONES = ("resnet18_fpn", "resnet50_fpn", "resnet101_fpn", "vgg16")
-MASK_BACKBONES = ("resnet18_fpn", "resnet50_fpn")
-# the short names are Faster R-CNN's; the long ones are the Python functions' names
-DET_MODELS = (
-    BACKBONES
-    + tuple(f"fasterrcnn_{b}" for b in BACKBONES)
-    + tuple(f"maskrcnn_{b}" for b in MASK_BACKBONES)
-)
+# the registry's names, and Faster R-CNN's short names (its backbones)
+BACKBONES = tuple(n.removeprefix("fasterrcnn_") for n in MODELS if n.startswith("fasterrcnn_"))
+DET_MODELS = BACKBONES + tuple(MODELS)
 CHECKPOINT_FORMAT = "fastdet.det.v1"
 LOSS_KEYS = ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg")
 MASK_METRICS = ("val_mask_map", "val_mask_map_50", "val_dsb")
@@ -36,6 +35,11 @@ DET_COLUMNS = (
 def backbone_of(model: str) -> str:
     """ "maskrcnn_resnet18_fpn" -> "resnet18_fpn" (the short names are their own backbone)."""
     return model.removeprefix("fasterrcnn_").removeprefix("maskrcnn_")
+
+
+def full_name(model: str) -> str:
+    """The registry's name of a model: "resnet18_fpn" -> "fasterrcnn_resnet18_fpn"."""
+    return model if model in MODELS else f"fasterrcnn_{model}"
 
 
 def has_masks(model: str) -> bool:
@@ -116,16 +120,6 @@ def build_model(config: DetConfig, pretrained: bool = True):
     """The Faster R-CNN or Mask R-CNN named by config.model; pretrained=False ignores the
     weight files (the state comes from a checkpoint). Mask R-CNN returns its masks unpasted
     ([D, M, M] in each box): the engine pastes them with the fused ops."""
-    from ..models.detection import (
-        fasterrcnn_resnet18_fpn,
-        fasterrcnn_resnet50_fpn,
-        fasterrcnn_resnet101_fpn,
-        fasterrcnn_vgg16,
-        maskrcnn_resnet18_fpn,
-        maskrcnn_resnet50_fpn,
-    )
-    from ..models.detection.faster_rcnn import CAFFE_BGR_MEAN, CAFFE_STD
-
     w = config.weights if pretrained else None
     wb = config.weights_backbone if pretrained else None
     size = dict(
@@ -139,32 +133,22 @@ def build_model(config: DetConfig, pretrained: bool = True):
         size["box_batch_size_per_image"] = int(config.rois_per_image)
     if config.anchor_sizes is not None:  # vgg16's one level keeps the original's three sizes x
         size["rpn_anchor_generator"] = _anchors(config)  # three ratios, scaled
-    arch = backbone_of(config.model)
+    build = MODELS[full_name(config.model)]
+    if backbone_of(config.model) == "vgg16":
+        # Caffe's normalization inside the model (an exported graph takes [0, 1] images);
+        # checkpoints of the releases that normalized in prepare_image hold the same weights (the
+        # normalization has none) and give the same detections
+        caffe = dict(image_mean=CAFFE_BGR_MEAN, image_std=CAFFE_STD, image_bgr=True)
+        return build(num_classes=config.num_classes, weights=w or wb, **size, **caffe)
+    model = build(num_classes=config.num_classes, weights=w, weights_backbone=wb, **size)
     if has_masks(config.model):
-        build = maskrcnn_resnet18_fpn if arch == "resnet18_fpn" else maskrcnn_resnet50_fpn
-        model = build(num_classes=config.num_classes, weights=w, weights_backbone=wb, **size)
         model.paste_masks = False
-        return model
-    if arch == "resnet18_fpn":
-        return fasterrcnn_resnet18_fpn(config.num_classes, weights=w, weights_backbone=wb, **size)
-    if arch == "resnet101_fpn":
-        return fasterrcnn_resnet101_fpn(config.num_classes, weights=w, weights_backbone=wb, **size)
-    if arch == "resnet50_fpn":
-        return fasterrcnn_resnet50_fpn(
-            weights=w, num_classes=config.num_classes, weights_backbone=wb, **size
-        )
-    # Caffe's normalization inside the model (an exported graph takes [0, 1] images); checkpoints
-    # of the releases that normalized in prepare_image hold the same weights (the normalization
-    # has none) and give the same detections
-    caffe = dict(image_mean=CAFFE_BGR_MEAN, image_std=CAFFE_STD, image_bgr=True)
-    return fasterrcnn_vgg16(config.num_classes, weights=w or wb, **size, **caffe)
+    return model
 
 
 def _anchors(config: DetConfig):
     """The configured anchor sizes: one per FPN level (ratios 0.5, 1, 2), or for vgg16 the
     original's sizes (128, 256, 512) x anchor_sizes[0] / 128."""
-    from ..ops import AnchorGenerator
-
     ratios = (0.5, 1.0, 2.0)
     if backbone_of(config.model) == "vgg16":
         f = float(config.anchor_sizes[0]) / 128
@@ -188,8 +172,6 @@ def predict_detections(model, images, device, amp: bool = False, bf16: bool = Fa
 
 def detection_scores(preds: list[dict], targets: list[dict], max_detections: int = 100) -> dict:
     """COCO mAP, mAP@0.5 and the RSNA score of predictions against targets."""
-    from ..metrics import coco_map, rsna_score
-
     coco = coco_map(preds, targets, max_detections=max_detections)
     return {
         "map": float(coco["map"]),
@@ -202,8 +184,6 @@ def instance_outputs(pred: dict, size: tuple[int, int], config) -> tuple:
     """A Mask R-CNN prediction (masks [D, M, M] in its boxes) -> (bool masks [D, H, W] at
     config.mask_threshold, for mask AP; int32 instance label image [H, W] of the detections
     scoring >= config.instance_score, the highest score owning shared pixels)."""
-    from ..ops import masks_to_labels, paste_masks
-
     binary = paste_masks(pred["masks"], pred["boxes"], size, threshold=config.mask_threshold)
     keep = pred["scores"] >= config.instance_score
     labels = masks_to_labels(
@@ -227,8 +207,6 @@ def labels_of(masks: torch.Tensor) -> torch.Tensor:
 def mask_scores(preds: list[dict], targets: list[dict], config) -> dict:
     """COCO mask mAP / AP50 / AP75 and the DSB-2018 score of Mask R-CNN predictions against
     targets with "masks" [K, H, W]."""
-    from ..metrics import coco_map, dsb_score
-
     dets, truths, pred_labels, gt_labels = [], [], [], []
     for p, t in zip(preds, targets):
         size = tuple(t["masks"].shape[-2:])
@@ -251,7 +229,8 @@ class DetTask(Task):
     mAP, mAP@0.5 and RSNA score."""
 
     name = "det"
-    description = "train a Faster R-CNN detector"
+    title = "detection"
+    description = "train a Faster R-CNN or Mask R-CNN detector"
     config_class = DetConfig
     checkpoint_format = CHECKPOINT_FORMAT
     loss_names = LOSS_KEYS + ("loss",)

@@ -10,22 +10,14 @@ import dataclasses
 import torch
 from torch import nn
 
-from ..models import losses
-from ..models.segmentation import (
-    binarize,
-    fpn_resnet18,
-    fpn_resnet34,
-    fpn_resnet50,
-    unet,
-    unet_gan,
-)
-from . import distributed
-from .checkpoint import load_checkpoint, model_state
-from .config import RunConfig, setting
-from .seg_data import SegTensors, standardize
-from .trainer import Task, mean
+from ....models import losses
+from ....models.segmentation import MODELS, binarize, segmentation_model
+from ... import distributed
+from ...checkpoint import load_checkpoint, model_state
+from ...config import RunConfig, setting
+from ...trainer import Task, mean
+from .data import SegTensors, standardize
 
-MODELS = ("unet", "fpn_resnet18", "fpn_resnet34", "fpn_resnet50", "unet_gan")
 LOSSES = ("bce", "focal", "dice", "bce_dice")
 GAN_MODES = ("none", "batch", "epoch")
 LOSS_FUNCTIONS = {
@@ -34,7 +26,6 @@ LOSS_FUNCTIONS = {
     "dice": losses.dice,
     "bce_dice": losses.bce_dice,
 }
-_FPN = {"fpn_resnet18": fpn_resnet18, "fpn_resnet34": fpn_resnet34, "fpn_resnet50": fpn_resnet50}
 CHECKPOINT_FORMAT = "fastdet.seg.v1"
 COLUMNS = ("epoch", "train_loss", "val_loss", "val_iou", "val_dice", "lr", "seconds")
 GAN_COLUMNS = ("phase", "d_loss")
@@ -48,7 +39,7 @@ class SegConfig(RunConfig):
 
     task = "seg"
 
-    model: str = setting("unet", "segmentation network", choices=MODELS)
+    model: str = setting("unet", "segmentation network", choices=tuple(MODELS))
     in_channels: int | None = setting(None, "image channels (default: the first training image's)")
     depth: int = setting(4, "U-Net poolings (unet, unet_gan)")
     width: int = setting(64, "U-Net first-level channels (unet, unet_gan)")
@@ -102,14 +93,14 @@ def build_model(config: SegConfig, pretrained: bool = True) -> nn.Module:
     """The network named by config.model with one output channel (foreground logits);
     pretrained: read config.weights_backbone and config.weights (a fresh run; a resumed or
     loaded one takes its weights from the checkpoint)."""
-    c = config.in_channels or 1
-    if config.model == "unet":
-        model = unet(c, 1, config.depth, config.width)
-    elif config.model == "unet_gan":
-        model = unet_gan(c, config.depth, config.width, config.d_width)
-    else:
-        backbone = config.weights_backbone if pretrained else None
-        model = _FPN[config.model](c, 1, weights=backbone)
+    model = segmentation_model(
+        config.model,
+        config.in_channels or 1,
+        depth=config.depth,
+        width=config.width,
+        d_width=config.d_width,
+        weights=config.weights_backbone if pretrained else None,
+    )
     if pretrained and config.weights:
         load_generator_weights(model, config.weights)
     return model
@@ -141,9 +132,11 @@ class SegTask(Task):
     GAN's discriminator and generator steps; validation loss, IoU and Dice."""
 
     name = "seg"
+    title = "segmentation"
     description = "train a segmentation model (U-Net, FPN, U-Net+GAN)"
     config_class = SegConfig
     checkpoint_format = CHECKPOINT_FORMAT
+    reads_unversioned = True  # the first segmentation engine stored no format
     loss_key = "train_loss"
     metric_names = ("val_loss", "val_iou", "val_dice")
     best_metric = "val_dice"

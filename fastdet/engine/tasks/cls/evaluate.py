@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..metrics import (
+from ....metrics import (
     balanced_accuracy,
     class_scores_from_matrix,
     confusion_matrix,
@@ -23,8 +23,8 @@ from ..metrics import (
     save_roc_curves,
     write_csv,
 )
-from .cls import predict_probabilities
-from .cls_data import labels_for
+from .data import labels_for
+from .task import predict_probabilities
 
 
 def evaluate_classification(

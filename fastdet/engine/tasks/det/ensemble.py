@@ -27,8 +27,9 @@ import contextlib
 import numpy as np
 import torch
 
-from .det import has_masks, predict_detections
-from .det_data import prepare_image
+from ....ops import batched_nms, soft_nms, weighted_boxes_fusion
+from .data import prepare_image
+from .task import has_masks, predict_detections
 
 TTA_WORDS = ("hflip", "vflip", "scale")
 SCALES = (0.8, 1.2)
@@ -173,8 +174,6 @@ def fuse_detections(
         scores = torch.cat([s for _, s, _ in lists])
         labels = torch.cat([lab for _, _, lab in lists])
         if fuse == "nms":
-            from ..ops import batched_nms
-
             keep = batched_nms(boxes, scores, labels, iou_thr)
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
         else:
@@ -190,7 +189,6 @@ def fuse_detections(
 
 
 def _wbf(lists, size, iou_thr, skip_box_thr):
-    from ..ops import weighted_boxes_fusion
 
     h, w = size
     scale = np.array([w, h, w, h], dtype=np.float64)
@@ -210,7 +208,6 @@ def _wbf(lists, size, iou_thr, skip_box_thr):
 
 
 def _soft_nms(boxes, scores, labels, iou_thr, skip_box_thr):
-    from ..ops import soft_nms
 
     out_b, out_s, out_l = [boxes[:0]], [scores[:0]], [labels[:0]]
     for lab in torch.unique(labels).tolist():

@@ -11,7 +11,8 @@ import math
 
 import torch
 
-from ..metrics import coco_map, match_detections, rsna_score
+from ....metrics import coco_map, match_detections, rsna_score
+from ..cls.task import load_classifier, positive_probability
 
 DEFAULT_GATE_THRESHOLD = 0.5
 
@@ -29,9 +30,7 @@ class Gate:
     checkpoint: str = ""
 
     def probability(self, image, device=None) -> float:
-        """P(positive class) of one image ([C, H, W] or [H, W], any units: see cls_data)."""
-        from .cls import positive_probability
-
+        """P(positive class) of one image ([C, H, W] or [H, W], any units: see cls.data)."""
         return float(positive_probability(self.model, self.config, [image], device=device)[0])
 
     def describe(self) -> dict:
@@ -59,8 +58,6 @@ def gate_threshold(threshold: float | None, stored: float | None) -> tuple[float
 def load_gate(path, device="cpu", threshold: float | None = None, **speed) -> Gate:
     """A Gate from a classification checkpoint (`train cls`); another kind of checkpoint is a
     ValueError saying so. speed: load_classifier's bf16 and channels_last."""
-    from .cls import load_classifier
-
     try:
         model, config, stored = load_classifier(path, device, **speed)
     except ValueError as e:

@@ -11,23 +11,23 @@ gate (boxes dropped where P(Lung Opacity) is below the classifier's stored Youde
 
 from __future__ import annotations
 
+import csv
 import math
 import time
 from pathlib import Path
 
 import torch
 
-from .cls import ClsConfig
-from .cls_data import class_name_list, open_cls_dataset
-from .cls_eval import evaluate_classification, format_cls_report
-from .det_data import open_det_dataset
-from .det_eval import evaluate_detection
-from .gate import load_gate
-from .seg import SegConfig
-from .seg_data import open_seg_dataset
-from .seg_eval import evaluate_segmentation
-from .tasks import load_model
-from .trainer import train
+from ..engine.tasks import load_model, train
+from ..engine.tasks.cls.data import class_name_list, open_cls_dataset
+from ..engine.tasks.cls.evaluate import evaluate_classification, format_cls_report
+from ..engine.tasks.cls.task import ClsConfig
+from ..engine.tasks.det.data import open_det_dataset
+from ..engine.tasks.det.evaluate import evaluate_detection
+from ..engine.tasks.det.gate import load_gate
+from ..engine.tasks.seg.data import open_seg_dataset
+from ..engine.tasks.seg.evaluate import evaluate_segmentation
+from ..engine.tasks.seg.task import SegConfig
 
 NOT_NORMAL = "No Lung Opacity / Not Normal"
 SOURCES = {
@@ -214,7 +214,6 @@ def chest_report(chest: dict, det: dict, out: Path) -> str:
 
 
 def _epochs(run: Path) -> int:
-    import csv
 
     with open(run / "metrics.csv", newline="") as f:
         return sum(1 for _ in csv.DictReader(f))

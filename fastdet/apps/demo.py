@@ -20,16 +20,16 @@ import json
 import time
 from pathlib import Path
 
-from .checkpoint import atomic_write_text
-from .demo_chest import CHEST_PRESETS, chest_report, demo_unet_config, run_chest
-from .det import DetConfig
-from .det_data import open_det_dataset
-from .det_eval import evaluate_detection, format_det_report
-from .logging import json_safe
-from .seg_data import open_seg_dataset
-from .seg_eval import evaluate_segmentation, format_report
-from .tasks import load_model
-from .trainer import train
+from ..data.synthetic import synth_dsb2018, synth_rsna
+from ..engine.checkpoint import atomic_write_text
+from ..engine.logging import json_safe
+from ..engine.tasks import load_model, train
+from ..engine.tasks.det.data import open_det_dataset
+from ..engine.tasks.det.evaluate import evaluate_detection, format_det_report
+from ..engine.tasks.det.task import DetConfig
+from ..engine.tasks.seg.data import open_seg_dataset
+from ..engine.tasks.seg.evaluate import evaluate_segmentation, format_report
+from .chest import CHEST_PRESETS, chest_report, demo_unet_config, run_chest
 
 # (images, image side, epochs, U-Net depth, width, crop): a few minutes on 2 CPU cores, or seconds
 PRESETS = {"full": (24, 128, 30, 3, 16, 96), "quick": (6, 64, 2, 2, 4, 32)}
@@ -70,7 +70,6 @@ def run_demo(out, quick: bool = False, seed: int = 0, progress: bool = True) -> 
 
 
 def _segmentation(out: Path, preset, seed: int, progress: bool):
-    from ..data.synthetic import synth_dsb2018
 
     n, side, epochs, depth, width, crop = preset
     data = synth_dsb2018(out / "data", n=n, seed=seed, size=side)
@@ -183,7 +182,6 @@ def _instance_report(inst: dict, history: list, seconds: float, out: Path) -> st
 
 
 def _detection(out: Path, preset, seed: int, progress: bool):
-    from ..data.synthetic import synth_rsna
 
     n, side, epochs = preset
     # look-alikes: the chest section's gate has false positives to remove

@@ -1,9 +1,7 @@
 """Inference for segmentation: the training-time preprocessing (per-image standardization,
 shorter side scaled to the training size), sliding-window tiling with overlap for images larger
-than a tile (logits averaged where windows overlap), and reading/writing of image files.
-
-Inputs: PNG, JPEG, TIFF, DICOM files (2-D), NIfTI, and folders holding a DICOM series (a volume,
-predicted slice by slice). Outputs: 0/255 PNG masks; NIfTI (nibabel) for volumes."""
+than a tile (logits averaged where windows overlap), and the masks' files: 0/255 PNG masks;
+NIfTI (nibabel) for volumes (engine.inputs reads the inputs)."""
 
 from __future__ import annotations
 
@@ -13,9 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .seg_data import match_channels, standardize
-
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm")
+from ....metrics import clean_mask
+from .data import match_channels, standardize
 
 
 def _starts(length: int, tile: int, stride: int) -> list[int]:
@@ -82,61 +79,11 @@ def predict_mask(
     """bool [H, W]: logits > 0, cleaned (small objects removed, holes filled) with post_process."""
     mask = (predict_logits(model, image, config, tile, overlap, device) > 0).numpy()
     if post_process:
-        from ..metrics import clean_mask
-
         mask = clean_mask(mask, min_size=min_size, fill=True)
     return mask
 
 
 # ---------------------------------------------------------------------- files
-
-
-def read_input(path) -> tuple[str, torch.Tensor | np.ndarray, dict]:
-    """(kind, data, meta): kind "image" with a float32 [C, H, W] tensor (PNG, TIFF, DICOM,
-    2-D NIfTI; colour as the datasets read it), or "volume" with a float32 [Z, H, W] array (a
-    folder of DICOM files, or a multi-frame DICOM) and meta holding its spacing (z, y, x)."""
-    from ..data.datasets import image_tensor, read_image_2d  # the datasets' own reading rules
-    from ..data.dicom import DataError
-
-    path = Path(path)
-    if path.is_dir():
-        from ..data.dicom import load_dicom_series
-
-        volume, meta = load_dicom_series(path)
-        return "volume", volume, {"spacing": meta.get("spacing")}
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file or folder")
-    if path.name.lower().endswith(".dcm"):
-        from ..data.dicom import load_dicom
-
-        a = load_dicom(path)
-        if a.ndim == 3 and a.shape[-1] not in (3, 4):
-            return "volume", a, {"spacing": None}
-        return "image", image_tensor(a, rgb=True if a.ndim == 3 else None), {}
-    try:
-        a = read_image_2d(path)
-    except DataError:
-        raise  # names the file already
-    except ValueError as e:
-        raise ValueError(f"{path}: cannot read as a 2-D image ({e})") from e
-    # colour keeps R, G, B (alpha dropped); match_channels averages them for a grey model,
-    # as the datasets' rgb=False does
-    return "image", image_tensor(a, rgb=True if a.ndim == 3 else None), {}
-
-
-def input_files(paths) -> list[Path]:
-    """The inputs: files as given; a folder holding DICOM files is one series; another folder
-    contributes its image files (sorted)."""
-    out = []
-    for p in map(Path, paths):
-        if p.is_dir() and not any(f.suffix.lower() == ".dcm" for f in p.iterdir()):
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS)
-            if not found:
-                raise ValueError(f"{p}: no PNG, JPEG, TIFF or DICOM file in this folder")
-            out += found
-        else:
-            out.append(p)
-    return out
 
 
 def write_png_mask(path, mask: np.ndarray) -> Path:

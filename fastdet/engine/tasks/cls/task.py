@@ -17,16 +17,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.datasets import LUNG_OPACITY
-from ..metrics import balanced_accuracy, roc_auc, youden_threshold
-from ..models.classification import MODELS, classifier
-from .checkpoint import load_checkpoint, model_state
-from .cls_data import ClsTensors, dataset_classes, inverse_frequency_weights, labels_for
-from .cls_data import prepare_image as prepare_cls_image
-from .config import OPTIMIZERS, RunConfig, setting
+from ....data.datasets import LUNG_OPACITY
+from ....metrics import balanced_accuracy, roc_auc, youden_threshold
+from ....models.classification import MODELS, classifier
+from ...checkpoint import load_checkpoint, model_state
+from ...config import OPTIMIZERS, RunConfig, setting
+from ...loading import load_task_model
+from ...sampling import gather_shards
+from ...trainer import Task
+from .data import ClsTensors, dataset_classes, inverse_frequency_weights, labels_for
+from .data import prepare_image as prepare_cls_image
 from .lungs import lung_cropper
-from .sampling import gather_shards
-from .trainer import Task
 
 CHECKPOINT_FORMAT = "fastdet.cls.v1"
 BALANCE = ("weights", "sampling", "none")
@@ -41,7 +42,7 @@ class ClsConfig(RunConfig):
 
     task = "cls"
 
-    model: str = setting("resnet18", "classifier network", choices=MODELS)
+    model: str = setting("resnet18", "classifier network", choices=tuple(MODELS))
     classes: list | None = setting(
         None,
         "class names in label order; must be the data's (default: the data's: rsna's three "
@@ -141,6 +142,7 @@ class ClsTask(Task):
     balanced accuracy and macro ROC AUC, and the positive class's Youden's J threshold."""
 
     name = "cls"
+    title = "classification"
     description = "train an image classifier (ResNet, DenseNet)"
     config_class = ClsConfig
     checkpoint_format = CHECKPOINT_FORMAT
@@ -275,9 +277,7 @@ def load_classifier(
     config.positive, or None when the run had no validation with both kinds of image) from a
     classification checkpoint; another kind of checkpoint is a ValueError naming it. bf16,
     channels_last: as load_model's, for the classifier (the lung crop's U-Net stays as trained)."""
-    from .tasks import load_model
-
-    model, config = load_model(path, device, "cls", bf16, channels_last)
+    model, config = load_task_model(ClsTask, path, device, bf16, channels_last)
     threshold = load_checkpoint(path).get("threshold")
     return model, config, None if threshold is None else float(threshold)
 
@@ -301,7 +301,7 @@ def predict_probabilities(
     """float32 [N, K] class probabilities (softmax; columns in config.classes' order, on the
     CPU) of N images: a list of [C, H, W] or [H, W] tensors or arrays of any size and units
     (dataset images in file units, or detection's [3, H, W] inputs in [0, 1]: the same
-    probabilities, see cls_data), or a [B, C, H, W] tensor. device: the model's by default.
+    probabilities, see data), or a [B, C, H, W] tensor. device: the model's by default.
     A classifier with a lung stage (config.lungs) crops each image to its lungs first."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ....data.datasets import ClassFolderDataset, RSNADataset
+from ...sampling import EpochDataset
+from ..seg.data import match_channels, standardize
 from .lungs import lung_cropper
-from .sampling import EpochDataset
-from .seg_data import match_channels, standardize
 
 CLS_LAYOUTS = ("rsna", "classes")
 # The RSNA challenge's stage_2_detailed_class_info.csv classes, in the label order fastdet uses.
@@ -39,8 +40,6 @@ def class_name_list(dataset) -> list:
     """The class name of each item of a dataset of sample dicts, read without the images where
     the dataset allows (ClassFolderDataset, RSNADataset, Subsets of them); otherwise each
     sample's meta["class"] (RSNA's name, the folder's name) or, failing that, its "label"."""
-    from ..data.datasets import ClassFolderDataset, RSNADataset
-
     base, indices = _base(dataset)
     if isinstance(base, ClassFolderDataset):
         names = [base.classes[t] for t in base.targets]
@@ -77,7 +76,6 @@ def dataset_classes(dataset) -> list:
     names = getattr(base, "classes", None)
     if names:
         return [str(n) for n in names]
-    from ..data.datasets import RSNADataset
 
     if isinstance(base, RSNADataset):
         return list(RSNA_CLASS_ORDER)
@@ -178,8 +176,6 @@ def open_cls_dataset(
     """The dataset of one layout with image-level labels: "rsna" (RSNADataset; the classes of
     stage_2_detailed_class_info.csv) or "classes" (ClassFolderDataset: root/<class>/<image>),
     split None / "train" / "val" with split_seed=seed."""
-    from ..data.datasets import ClassFolderDataset, RSNADataset
-
     if layout not in CLS_LAYOUTS:
         hint = " (images/ and masks/ are segmentation's)" if layout == "folders" else ""
         raise ValueError(f"layout must be one of {CLS_LAYOUTS}, got {layout!r}{hint}")

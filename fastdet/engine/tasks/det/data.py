@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import torch
 
-from ..data.transforms import (
+from ....data import DSB2018Dataset, ImageFolderDataset, RSNADataset
+from ....data.transforms import (
     Compose,
     HistogramEqualization,
     RandomHorizontalFlip,
     RandomVerticalFlip,
 )
-from .sampling import EpochDataset
+from ...sampling import EpochDataset
 
 DET_LAYOUTS = ("rsna", "dsb2018", "folders")
 
@@ -106,8 +107,6 @@ def open_det_dataset(layout: str, root, split=None, seed: int = 0, val_fraction:
     """RSNADataset ("rsna"), DSB2018Dataset ("dsb2018", boxes and masks of the nuclei) or
     ImageFolderDataset with instance label images ("folders": images/ and masks/, each mask an
     integer label image, 0 background), split None / "train" / "val" with split_seed=seed."""
-    from ..data import DSB2018Dataset, ImageFolderDataset, RSNADataset
-
     if layout not in DET_LAYOUTS:
         raise ValueError(f"layout must be one of {DET_LAYOUTS}, got {layout!r}")
     kw = dict(split=split, split_seed=seed, val_fraction=val_fraction)

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import torch
 
-from ..metrics import (
+from ....metrics import (
     classical_segment,
     dice,
     dsb_image_score,
@@ -21,7 +21,7 @@ from ..metrics import (
     subject_table,
     summarize,
 )
-from .inference import predict_mask
+from .predict import predict_mask
 
 METHODS = ("model", "classical")
 SCORES = ("iou", "dice", "sensitivity", "specificity")

@@ -6,8 +6,15 @@ from __future__ import annotations
 
 import torch
 
-from ..data.transforms import Compose, RandomCrop, RandomHorizontalFlip, RandomVerticalFlip, Resize
-from .sampling import EpochDataset
+from ....data import datasets as ds
+from ....data.transforms import (
+    Compose,
+    RandomCrop,
+    RandomHorizontalFlip,
+    RandomVerticalFlip,
+    Resize,
+)
+from ...sampling import EpochDataset
 
 _NO_LIMIT = 1 << 20  # Resize's max_size when only the shorter side matters
 
@@ -96,8 +103,6 @@ def open_seg_dataset(
     """The dataset of one on-disk layout with masks: "dsb2018" (DSB2018Dataset), "folders"
     (ImageFolderDataset: root/images, root/masks) or "mri" (MRISliceDataset). split None/"train"/
     "val" as the datasets define it (by subject for MRI), with split_seed=seed."""
-    from ..data import datasets as ds
-
     if layout == "rsna":
         raise ValueError("the rsna layout has boxes, not masks: train it with `train det`")
     if layout not in SEG_LAYOUTS:

@@ -12,6 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...loading import load_task_model
+from ..seg.predict import predict_mask
+from ..seg.task import SegTask
+
 
 def lung_box(mask, margin: float) -> tuple[int, int, int, int]:
     """(y1, y2, x1, x2), half-open pixel bounds, of a bool [H, W] mask's foreground, widened on
@@ -43,14 +47,10 @@ class LungCropper:
     seg`), widened by `margin`."""
 
     def __init__(self, path, margin: float, device="cpu"):
-        from .tasks import load_model
-
         self.path, self.margin, self.device = str(path), float(margin), torch.device(device)
-        self.model, self.config = load_model(path, self.device, task="seg")
+        self.model, self.config = load_task_model(SegTask, path, self.device)
 
     def box(self, image) -> tuple[int, int, int, int]:
-        from .inference import predict_mask
-
         x = torch.as_tensor(image).float()
         x = x[None] if x.ndim == 2 else x
         with torch.no_grad():

@@ -1,0 +1,10 @@
+"""The classification task: ResNet and DenseNet classifiers (task), the layouts with image
+labels (data), scoring (evaluate), the lung crop before the classifier (lungs) and `fastdet
+train|predict|evaluate cls` (commands)."""
+
+from .commands import add_commands
+from .task import ClsConfig, ClsTask
+
+Task = ClsTask
+
+__all__ = ["ClsConfig", "ClsTask", "Task", "add_commands"]
