@@ -14,7 +14,19 @@ import numpy as np
 import pytest
 import torch
 
+import fastdet
+
 IMAGE = 1000.0  # side of the square image the random boxes live in, in pixels
+
+
+def pytest_configure(config):
+    """Under pytest-xdist each worker gets its share of the cores (torch's and fastdet's
+    threads), so N workers do not run N x cores threads on the machine."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        torch.set_num_threads(threads)
+        fastdet.set_num_threads(threads)
 
 
 def pytest_collection_modifyitems(config, items):

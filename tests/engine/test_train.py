@@ -198,14 +198,15 @@ def test_bf16_and_compile_train_and_save_plain_checkpoints(tmp_path, discs):
     """--bf16 (bfloat16 autocast on the CPU) and --compile (torch.compile in place) train a
     finite run whose checkpoint holds the eager model's keys and loads into an uncompiled
     model; resuming may switch compile off (it does not change what is computed)."""
-    hist = train_segmentation(tiny(bf16=True, compile=True, epochs=1), *discs, tmp_path)
+    config = tiny(bf16=True, compile=True, epochs=1, depth=1)  # the smallest graph to compile
+    hist = train_segmentation(config, *discs, tmp_path)
     assert math.isfinite(hist[0]["train_loss"]) and 0 <= hist[0]["val_dice"] <= 1
     ckpt = load_checkpoint(tmp_path / "last.pt")
     assert ckpt["config"]["bf16"] and ckpt["config"]["compile"]
     model, config = load_model(tmp_path / "best.pt")  # an eager model, strict keys
     assert not any("_orig_mod" in k for k in ckpt["model"])
     assert getattr(model, "_compiled_call_impl", None) is None
-    hist = train_segmentation(tiny(bf16=True, epochs=2), *discs, tmp_path, resume=True)
+    hist = train_segmentation(tiny(bf16=True, epochs=2, depth=1), *discs, tmp_path, resume=True)
     assert [r["epoch"] for r in hist] == [1, 2]
 
 

@@ -2,7 +2,9 @@
 flag, the engine's --compile / --bf16): compiled inference is one graph (fullgraph) whose
 detections equal eager ones; compiled training (static parts compiled) computes eager's loss
 and learns; bf16 autocast on the CPU trains and detects what float32 does. Inductor compiles
-C++ here: each compiled model costs about a minute of CPU."""
+C++ here, so the tests use the smallest detector that has every part the properties
+need (a three-convolution backbone with two feature levels, the RPN, the box and mask heads and
+fastdet's ops): compiling it takes half the time of fasterrcnn_resnet18_fpn."""
 
 from __future__ import annotations
 
@@ -10,10 +12,16 @@ import copy
 
 import pytest
 import torch
+from torch import nn
 
 from fastdet.models.compile import STATIC_PARTS, compile_model, is_compiled
-from fastdet.models.detection import fasterrcnn_resnet18_fpn, maskrcnn_resnet18_fpn
-from fastdet.ops import box_iou
+from fastdet.models.detection import (
+    FasterRCNN,
+    MaskRCNN,
+    MaskRCNNHeads,
+    MaskRCNNPredictor,
+)
+from fastdet.ops import AnchorGenerator, MultiScaleRoIAlign, box_iou
 
 SIZE = 64
 
@@ -40,11 +48,42 @@ def _batch(seed: int = 0):
     return images, targets
 
 
-def _model(build=fasterrcnn_resnet18_fpn, **kw):
+class TinyBackbone(nn.Module):
+    """Three strided convolutions: two feature levels, at strides 4 and 8 (so MultiScaleRoIAlign
+    maps boxes to levels inside the graph)."""
+
+    def __init__(self, channels: int = 16):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, channels, 3, 2, 1), nn.ReLU(), nn.Conv2d(channels, channels, 3, 2, 1)
+        )
+        self.down = nn.Conv2d(channels, channels, 3, 2, 1)
+        self.out_channels = channels
+
+    def forward(self, x):
+        c4 = torch.relu(self.stem(x))
+        return {"0": c4, "1": torch.relu(self.down(c4))}
+
+
+def _tiny(masks: bool = False, **kw):
+    """Faster R-CNN (masks: Mask R-CNN) on TinyBackbone, with small heads."""
     torch.manual_seed(0)
-    # no cut at a score threshold or a count: compare every detection
     kw = {"box_score_thresh": 0.0, "box_detections_per_img": 1000, **kw}
-    return build(2, min_size=SIZE, max_size=SIZE, **kw)
+    kw.update(
+        min_size=SIZE,
+        max_size=SIZE,
+        rpn_anchor_generator=AnchorGenerator(((16,), (32,)), ((0.5, 1.0, 2.0),) * 2),
+        box_roi_pool=MultiScaleRoIAlign(["0", "1"], 7, 2),
+        representation_size=64,
+    )
+    if not masks:
+        return FasterRCNN(TinyBackbone(), 2, **kw)
+    mask_heads = dict(
+        mask_roi_pool=MultiScaleRoIAlign(["0", "1"], 14, 2),
+        mask_head=MaskRCNNHeads(16, (16, 16), 1),
+        mask_predictor=MaskRCNNPredictor(16, 16, 2),
+    )
+    return MaskRCNN(TinyBackbone(), 2, **mask_heads, **kw)
 
 
 def _same_detections(a: dict, b: dict, atol: float = 1e-3) -> None:
@@ -59,8 +98,8 @@ def _same_detections(a: dict, b: dict, atol: float = 1e-3) -> None:
     assert close.any(1).all(), f"{int((~close.any(1)).sum())} detections have no match"
 
 
-def _steps(model, images, targets, n: int, autocast: bool = False) -> list[float]:
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+def _steps(model, images, targets, n: int, autocast=False, lr=0.01) -> list[float]:
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     model.train()
     losses = []
     for _ in range(n):
@@ -75,8 +114,8 @@ def _steps(model, images, targets, n: int, autocast: bool = False) -> list[float
 
 def test_compiled_inference_is_one_graph_and_equals_eager():
     images, _ = _batch()
-    eager = _model().eval()
-    compiled = _model(compile=True).eval()  # fullgraph=True: a graph break would raise
+    eager = _tiny().eval()
+    compiled = _tiny(compile=True).eval()  # fullgraph=True: a graph break would raise
     compiled.load_state_dict(eager.state_dict())
     assert is_compiled(compiled) and list(compiled.state_dict()) == list(eager.state_dict())
     with torch.no_grad():
@@ -90,7 +129,7 @@ def test_compiled_inference_is_one_graph_and_equals_eager():
 
 def test_compiled_mask_rcnn_inference_equals_eager():
     images, _ = _batch()
-    eager = _model(maskrcnn_resnet18_fpn, box_detections_per_img=50).eval()
+    eager = _tiny(masks=True, box_detections_per_img=50).eval()
     compiled = compile_model(copy.deepcopy(eager))
     with torch.no_grad():
         want, got = eager(images), compiled(images)
@@ -104,7 +143,7 @@ def test_compiled_mask_rcnn_inference_equals_eager():
 
 def test_compiled_training_computes_eager_loss_and_learns():
     images, targets = _batch()
-    eager = _model()
+    eager = _tiny()
     compiled = compile_model(copy.deepcopy(eager))
     for path in STATIC_PARTS[:4]:  # backbone, RPN head, box head and predictor
         module = compiled
@@ -115,15 +154,15 @@ def test_compiled_training_computes_eager_loss_and_learns():
     torch.manual_seed(1)
     first = float(sum(eager(images, targets).values()).detach())
     torch.manual_seed(1)  # the same sampling draws: the middle of the step runs eagerly
-    losses = _steps(compiled, images, targets, 25)
+    losses = _steps(compiled, images, targets, 25, lr=0.05)  # the tiny model learns at 0.05
     assert losses[0] == pytest.approx(first, rel=1e-3)
     assert min(losses[-5:]) < 0.5 * losses[0], losses
 
 
 def test_bf16_autocast_trains_and_detects_as_float32():
     images, targets = _batch()
-    model = _model()
-    losses = _steps(model, images, targets, 25, autocast=True)
+    model = _tiny()
+    losses = _steps(model, images, targets, 25, autocast=True, lr=0.05)
     assert all(torch.isfinite(torch.tensor(losses)))
     assert min(losses[-5:]) < 0.5 * losses[0], losses
     model.eval()
