@@ -10,37 +10,34 @@ import pytest
 
 from fastdet.data.synthetic import synth_dsb2018, synth_mri, synth_rsna
 
-RSNA_N, RSNA_SIZE = 8, 128
-DSB_N, DSB_SIZE = 4, 96
-MRI_N, MRI_SHAPE = 4, (24, 48, 40)  # distinct sides, so a swapped axis cannot go unnoticed
+# The MRI volumes' sides are distinct, so a swapped axis cannot go unnoticed.
+SIZES = SimpleNamespace(
+    RSNA_N=8, RSNA_SIZE=128, DSB_N=4, DSB_SIZE=96, MRI_N=4, MRI_SHAPE=(24, 48, 40)
+)
 
 
 @pytest.fixture(scope="session")
 def sizes():
     """The sizes the session's datasets were written with (tests/ has no packages to import)."""
-    return SimpleNamespace(
-        RSNA_N=RSNA_N,
-        RSNA_SIZE=RSNA_SIZE,
-        DSB_N=DSB_N,
-        DSB_SIZE=DSB_SIZE,
-        MRI_N=MRI_N,
-        MRI_SHAPE=MRI_SHAPE,
-    )
+    return SIZES
 
 
 @pytest.fixture(scope="session")
 def rsna_dir(tmp_path_factory):
-    return synth_rsna(tmp_path_factory.mktemp("rsna") / "data", n=RSNA_N, seed=3, size=RSNA_SIZE)
+    root = tmp_path_factory.mktemp("rsna") / "data"
+    return synth_rsna(root, n=SIZES.RSNA_N, seed=3, size=SIZES.RSNA_SIZE)
 
 
 @pytest.fixture(scope="session")
 def dsb_dir(tmp_path_factory):
-    return synth_dsb2018(tmp_path_factory.mktemp("dsb") / "data", n=DSB_N, seed=3, size=DSB_SIZE)
+    root = tmp_path_factory.mktemp("dsb") / "data"
+    return synth_dsb2018(root, n=SIZES.DSB_N, seed=3, size=SIZES.DSB_SIZE)
 
 
 @pytest.fixture(scope="session")
 def mri_dir(tmp_path_factory):
-    return synth_mri(tmp_path_factory.mktemp("mri") / "data", n=MRI_N, seed=3, shape=MRI_SHAPE)
+    root = tmp_path_factory.mktemp("mri") / "data"
+    return synth_mri(root, n=SIZES.MRI_N, seed=3, shape=SIZES.MRI_SHAPE)
 
 
 @pytest.fixture

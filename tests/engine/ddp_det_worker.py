@@ -13,8 +13,12 @@ from pathlib import Path
 
 import torch
 
-from fastdet.data import RSNADataset
-from fastdet.engine import DetConfig, Trainer, task_for
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from conftest import det_tiny  # noqa: E402
+
+from fastdet.data import RSNADataset  # noqa: E402
+from fastdet.engine import Trainer, task_for  # noqa: E402
 
 _replaced = []
 _os_replace = os.replace
@@ -31,27 +35,17 @@ def _rng_digest() -> str:
 
 def main(data: str, out: str) -> None:
     os.replace = _recording_replace
-    base = dict(
-        model="resnet18_fpn",
-        batch_size=1,
-        min_size=64,
-        max_size=64,
-        progress=False,
-        device="cpu",
-        seed=0,
-        hflip=0.5,
-        warmup_steps=2,
-    )
+    base = dict(batch_size=1, max_size=64, hflip=0.5, warmup_steps=2)
     train, val = (
         RSNADataset(data, split="train", val_fraction=0.34),
         RSNADataset(data, split="val", val_fraction=0.34),
     )
-    first = Trainer(task_for(DetConfig(epochs=1, **base)), train, val, Path(out), resume=False)
+    first = Trainer(task_for(det_tiny(epochs=1, **base)), train, val, Path(out), resume=False)
     try:  # joins the process group (torchrun's environment) and leaves it in `close`
         first.fit()
         rank, world = first.dist.rank, first.dist.world_size
         rng_after_first = _rng_digest()
-        second = Trainer(task_for(DetConfig(epochs=2, **base)), train, val, Path(out), resume=True)
+        second = Trainer(task_for(det_tiny(epochs=2, **base)), train, val, Path(out), resume=True)
         rng_at_resume = _rng_digest()
         hist = second.fit()
         second.close()  # not the group's owner: leaves it joined

@@ -14,13 +14,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from conftest import DiscDataset  # noqa: E402
+from conftest import DiscDataset, seg_tiny  # noqa: E402
 
-from fastdet.engine import (
-    SegConfig,  # noqa: E402
-    Trainer,  # noqa: E402
-    task_for,
-)
+from fastdet.engine import Trainer, task_for  # noqa: E402
 
 
 def _rng_digest() -> str:
@@ -45,19 +41,17 @@ def _record_buffers(trainer: Trainer, seen: list) -> None:
 
 
 def main(out: str) -> None:
-    base = dict(
-        model="unet", depth=2, width=4, batch_size=2, size=32, progress=False, device="cpu", seed=0
-    )
+    base = dict(batch_size=2, seed=0)
     train, val = DiscDataset(8, 32, seed=0), DiscDataset(3, 32, seed=1)
     bn_at_val = []
-    first = Trainer(task_for(SegConfig(epochs=1, **base)), train, val, Path(out), resume=False)
+    first = Trainer(task_for(seg_tiny(epochs=1, **base)), train, val, Path(out), resume=False)
     try:  # joins the process group (torchrun's environment) and leaves it in `close`
         rank, world = first.dist.rank, first.dist.world_size
         torch.manual_seed(100 + rank)  # the processes' streams differ (as with dropout)
         _record_buffers(first, bn_at_val)
         first.fit()
         rng_after_first = _rng_digest()
-        second = Trainer(task_for(SegConfig(epochs=2, **base)), train, val, Path(out), resume=True)
+        second = Trainer(task_for(seg_tiny(epochs=2, **base)), train, val, Path(out), resume=True)
         rng_at_resume = _rng_digest()
         _record_buffers(second, bn_at_val)
         hist = second.fit()

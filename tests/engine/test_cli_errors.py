@@ -10,6 +10,11 @@ from fastdet.data.synthetic import synth_dsb2018, synth_rsna
 from fastdet.engine import SegConfig, Trainer, task_for
 from fastdet.engine.checkpoint import load_checkpoint
 
+from .conftest import evaluate_args, predict_args, train_args
+
+# A depth-1 U-Net on 16 px, for one epoch on the CPU
+SEG_FLAGS = "--depth 1 --width 2 --size 16 --epochs 1 --device cpu".split()
+
 
 @pytest.fixture(scope="module")
 def seg_run(module_tmp):
@@ -58,13 +63,8 @@ def test_corrupt_checkpoints(tmp_path, capsys, seg_run):
     data, run = seg_run
     for bad in _corrupt(tmp_path, run / "last.pt"):
         msg = "not a readable checkpoint" if bad.stat().st_size else bad.name
-        _fails(
-            capsys,
-            ["evaluate", "seg", "--checkpoint", bad, "--data", data, "--layout", "dsb2018"],
-            bad,
-            msg,
-        )
-        _fails(capsys, ["predict", "det", "--checkpoint", bad, data, "--out", tmp_path / "o"], bad)
+        _fails(capsys, evaluate_args("seg", bad, data, "dsb2018"), bad, msg)
+        _fails(capsys, predict_args("det", bad, [data], tmp_path / "o"), bad)
         resumed = tmp_path / f"resume_{bad.stem}"
         resumed.mkdir()
         (resumed / "last.pt").write_bytes(bad.read_bytes())
@@ -73,128 +73,47 @@ def test_corrupt_checkpoints(tmp_path, capsys, seg_run):
 
 def test_wrong_checkpoint_kind(tmp_path, capsys, seg_run):
     data, run = seg_run
-    _fails(
-        capsys,
-        ["evaluate", "det", "--checkpoint", run / "last.pt", "--data", data, "--layout", "dsb2018"],
-        "segmentation checkpoint",
-        "not detection",
-    )
-    _fails(
-        capsys,
-        ["predict", "det", "--checkpoint", run / "last.pt", data, "--out", tmp_path],
-        "segmentation checkpoint",
-    )
+    argv = evaluate_args("det", run / "last.pt", data, "dsb2018")
+    _fails(capsys, argv, "segmentation checkpoint", "not detection")
+    argv = predict_args("det", run / "last.pt", [data], tmp_path)
+    _fails(capsys, argv, "segmentation checkpoint")
 
 
 def test_output_paths_that_are_files(tmp_path, capsys, seg_run):
     data, run = seg_run
     afile = tmp_path / "afile"
     afile.write_text("x")
-    flags = ["--data", data, "--layout", "dsb2018", "--model", "unet", "--depth", "1"]
-    flags += ["--width", "2", "--size", "16", "--epochs", "1", "--device", "cpu"]
-    _fails(capsys, ["train", "seg", "--out", afile / "run", *flags], afile)
+    _fails(capsys, train_args("seg", data, "dsb2018", "unet", afile / "run", *SEG_FLAGS), afile)
     image = next(data.glob("*/images/*.png"))
-    _fails(
-        capsys, ["predict", "seg", "--checkpoint", run / "last.pt", image, "--out", afile], afile
-    )
+    _fails(capsys, predict_args("seg", run / "last.pt", [image], afile), afile)
 
 
 def test_bad_data_folders_and_files(tmp_path, capsys):
-    flags = ["--model", "unet", "--depth", "1", "--width", "2", "--size", "16", "--epochs", "1"]
-    flags += ["--device", "cpu", "--no-progress"]
-    _fails(
-        capsys,
-        [
-            "train",
-            "seg",
-            "--out",
-            tmp_path / "r1",
-            "--data",
-            tmp_path / "missing",
-            "--layout",
-            "dsb2018",
-            *flags,
-        ],
-        tmp_path / "missing",
-    )
+    def train_seg(data, layout, out):
+        return train_args("seg", data, layout, "unet", out, *SEG_FLAGS, "--no-progress")
+
+    missing = tmp_path / "missing"
+    _fails(capsys, train_seg(missing, "dsb2018", tmp_path / "r1"), missing)
     (tmp_path / "empty").mkdir()
-    _fails(
-        capsys,
-        [
-            "train",
-            "seg",
-            "--out",
-            tmp_path / "r2",
-            "--data",
-            tmp_path / "empty",
-            "--layout",
-            "folders",
-            *flags,
-        ],
-        tmp_path / "empty",
-    )
+    _fails(capsys, train_seg(tmp_path / "empty", "folders", tmp_path / "r2"), tmp_path / "empty")
     rsna = synth_rsna(tmp_path / "rsna", n=4, seed=0, size=64)
-    _fails(
-        capsys,
-        ["train", "seg", "--out", tmp_path / "r3", "--data", rsna, "--layout", "dsb2018", *flags],
-        rsna,
-    )  # a folder of another layout
+    _fails(capsys, train_seg(rsna, "dsb2018", tmp_path / "r3"), rsna)  # a folder of another layout
     labels = rsna / "stage_2_train_labels.csv"
     labels.write_bytes(bytes(range(256)) * 4)
-    det = ["--model", "resnet18_fpn", "--min-size", "32", "--max-size", "32", "--epochs", "1"]
-    _fails(
-        capsys,
-        ["train", "det", "--out", tmp_path / "r4", "--data", rsna, "--layout", "rsna", *det],
-        labels.name,
-    )
+    det = ["--min-size", "32", "--max-size", "32", "--epochs", "1"]
+    argv = train_args("det", rsna, "rsna", "resnet18_fpn", tmp_path / "r4", *det)
+    _fails(capsys, argv, labels.name)
     dsb = synth_dsb2018(tmp_path / "dsb", n=4, seed=0, size=32)
     png = next(dsb.glob("*/images/*.png"))
     png.write_bytes(png.read_bytes()[:60])  # truncated
-    _fails(
-        capsys,
-        ["train", "seg", "--out", tmp_path / "r5", "--data", dsb, "--layout", "dsb2018", *flags],
-        png.name,
-    )
+    _fails(capsys, train_seg(dsb, "dsb2018", tmp_path / "r5"), png.name)
 
 
 def test_bad_values_and_flags(tmp_path, capsys, seg_run):
     data, run = seg_run
-    _fails(
-        capsys,
-        [
-            "train",
-            "seg",
-            "--out",
-            tmp_path / "r",
-            "--data",
-            data,
-            "--layout",
-            "dsb2018",
-            "--model",
-            "unet",
-            "--lr",
-            "-1",
-        ],
-        "lr",
-    )
-    _fails(
-        capsys,
-        [
-            "train",
-            "seg",
-            "--out",
-            tmp_path / "r",
-            "--data",
-            data,
-            "--layout",
-            "dsb2018",
-            "--model",
-            "unet",
-            "--hflip",
-            "2",
-        ],
-        "hflip",
-    )
+    argv = train_args("seg", data, "dsb2018", "unet", tmp_path / "r")
+    _fails(capsys, [*argv, "--lr", "-1"], "lr")
+    _fails(capsys, [*argv, "--hflip", "2"], "hflip")
     with pytest.raises(SystemExit) as e:  # argparse: its own two lines (usage, error)
         main(["train", "seg", "--out", str(tmp_path), "--model", "yolo"])
     assert e.value.code == 2 and "invalid choice: 'yolo'" in capsys.readouterr().err
@@ -203,19 +122,7 @@ def test_bad_values_and_flags(tmp_path, capsys, seg_run):
 def test_debug_shows_the_traceback(tmp_path, seg_run):
     bad = _corrupt(tmp_path, seg_run[1] / "last.pt")[0]
     with pytest.raises(ValueError, match="not a readable checkpoint"):
-        main(
-            [
-                "--debug",
-                "evaluate",
-                "seg",
-                "--checkpoint",
-                str(bad),
-                "--data",
-                str(tmp_path),
-                "--layout",
-                "dsb2018",
-            ]
-        )
+        main(["--debug", *evaluate_args("seg", bad, tmp_path, "dsb2018")])
 
 
 def test_stale_temporaries_of_a_killed_run_are_removed(tmp_path, seg_run):

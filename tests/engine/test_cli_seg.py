@@ -10,19 +10,9 @@ import pytest
 from fastdet.cli import main
 from fastdet.data.synthetic import synth, synth_mri, synth_rsna
 
-TINY = [
-    "--depth",
-    "2",
-    "--width",
-    "4",
-    "--size",
-    "32",
-    "--batch-size",
-    "2",
-    "--device",
-    "cpu",
-    "--no-progress",
-]
+from .conftest import evaluate_args, predict_args, train_args
+
+TINY = "--depth 2 --width 4 --size 32 --batch-size 2 --device cpu --no-progress".split()
 
 
 @pytest.fixture(scope="module")
@@ -31,26 +21,7 @@ def run(module_tmp):
     root = module_tmp("cli")
     data = synth("dsb2018", root / "data", n=4)
     out = root / "run"
-    assert (
-        main(
-            [
-                "train",
-                "seg",
-                "--data",
-                str(data),
-                "--layout",
-                "dsb2018",
-                "--model",
-                "unet",
-                "--out",
-                str(out),
-                "--epochs",
-                "1",
-                *TINY,
-            ]
-        )
-        == 0
-    )
+    assert main(train_args("seg", data, "dsb2018", "unet", out, "--epochs", "1", *TINY)) == 0
     return data, out
 
 
@@ -70,35 +41,9 @@ def test_train_writes_run_and_resumes(run, capsys):
 def test_train_flags_reach_the_config(tmp_path, run):
     data, _ = run
     out = tmp_path / "flags"
-    assert (
-        main(
-            [
-                "train",
-                "seg",
-                "--data",
-                str(data),
-                "--layout",
-                "dsb2018",
-                "--model",
-                "unet",
-                "--out",
-                str(out),
-                "--epochs",
-                "1",
-                *TINY,
-                "--momentum",
-                "0.8",
-                "--gamma",
-                "0.25",
-                "--weight-decay",
-                "1e-4",
-                "--no-hflip",
-                "--no-resize",
-                "--deterministic",
-            ]
-        )
-        == 0
-    )
+    flags = ["--epochs", "1", *TINY, "--momentum", "0.8", "--gamma", "0.25"]
+    flags += ["--weight-decay", "1e-4", "--no-hflip", "--no-resize", "--deterministic"]
+    assert main(train_args("seg", data, "dsb2018", "unet", out, *flags)) == 0
     c = json.loads((out / "config.json").read_text())
     assert (c["momentum"], c["gamma"], c["weight_decay"]) == (0.8, 0.25, 1e-4)
     assert not c["hflip"] and c["vflip"] and not c["resize"] and c["deterministic"]
@@ -106,44 +51,11 @@ def test_train_flags_reach_the_config(tmp_path, run):
 
 def test_train_errors(tmp_path, run, capsys):
     data, out = run
-    assert (
-        main(
-            [
-                "train",
-                "seg",
-                "--data",
-                str(data),
-                "--layout",
-                "dsb2018",
-                "--model",
-                "unet",
-                "--out",
-                str(out),
-                *TINY,
-            ]
-        )
-        == 2
-    )
+    assert main(train_args("seg", data, "dsb2018", "unet", out, *TINY)) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert main(["train", "seg", "--out", str(tmp_path / "new"), *TINY]) == 2
     assert "--data, --layout, --model required" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "train",
-                "seg",
-                "--data",
-                str(data),
-                "--layout",
-                "rsna",
-                "--model",
-                "unet",
-                "--out",
-                str(tmp_path / "r"),
-            ]
-        )
-        == 2
-    )
+    assert main(train_args("seg", data, "rsna", "unet", tmp_path / "r")) == 2
     assert "train det" in capsys.readouterr().err
     assert main(["train", "seg", "--out", str(tmp_path / "none"), "--resume"]) == 2
     for cmd in (["train", "det"], ["predict", "det"], ["evaluate", "det"]):  # required options
@@ -165,30 +77,9 @@ def test_predict_png_tiff_dicom(tmp_path, run, capsys):
     dcm = next((synth_rsna(tmp_path / "rsna", n=1, size=64) / "stage_2_train_images").iterdir())
     series = synth_mri(tmp_path / "mri", n=1, shape=(8, 32, 32)) / "sub-001"
     dest = tmp_path / "pred"
-    assert (
-        main(
-            [
-                "predict",
-                "seg",
-                "--checkpoint",
-                str(out / "best.pt"),
-                str(png),
-                str(tif),
-                str(dcm),
-                str(series),
-                "--out",
-                str(dest),
-                "--post-process",
-                "--tile",
-                "32",
-                "--overlap",
-                "8",
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
+    inputs = [png, tif, dcm, series]
+    flags = ["--post-process", "--tile", "32", "--overlap", "8", "--device", "cpu"]
+    assert main(predict_args("seg", out / "best.pt", inputs, dest, *flags)) == 0
     written = {p.name for p in dest.iterdir()}
     assert f"{sid}_mask.png" in written and "big_mask.png" in written
     assert f"{dcm.stem}_mask.png" in written and "sub-001_mask.nii.gz" in written
@@ -196,46 +87,14 @@ def test_predict_png_tiff_dicom(tmp_path, run, capsys):
     assert big.shape == (128, 256) and set(np.unique(big)) <= {0, 255}
     nib = pytest.importorskip("nibabel")
     assert nib.load(dest / "sub-001_mask.nii.gz").shape == (32, 32, 8)
-    assert (
-        main(
-            [
-                "predict",
-                "seg",
-                "--checkpoint",
-                str(out / "best.pt"),
-                str(tmp_path / "no.png"),
-                "--out",
-                str(dest),
-            ]
-        )
-        == 2
-    )
+    assert main(predict_args("seg", out / "best.pt", [tmp_path / "no.png"], dest)) == 2
 
 
 def test_evaluate_table_json_figures(tmp_path, run, capsys):
     data, out = run
     js, figs = tmp_path / "e.json", tmp_path / "figs"
-    assert (
-        main(
-            [
-                "evaluate",
-                "seg",
-                "--checkpoint",
-                str(out / "best.pt"),
-                "--data",
-                str(data),
-                "--layout",
-                "dsb2018",
-                "--json",
-                str(js),
-                "--figures",
-                str(figs),
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
+    flags = ["--json", js, "--figures", figs, "--device", "cpu"]
+    assert main(evaluate_args("seg", out / "best.pt", data, "dsb2018", *flags)) == 0
     text = capsys.readouterr().out
     assert "model IoU" in text and "class Dice" in text and "DSB" in text
     assert "overall model:" in text and "overall classical:" in text
@@ -248,76 +107,19 @@ def test_evaluate_table_json_figures(tmp_path, run, capsys):
         assert 0 <= o["specificity"]["mean"] <= 1
     assert result["overall"]["classical"]["dice"]["mean"] > 0.7  # the baseline works here
     assert len(list(figs.glob("*.png"))) == 4
-    assert (
-        main(
-            [
-                "evaluate",
-                "seg",
-                "--checkpoint",
-                str(out / "best.pt"),
-                "--data",
-                str(data),
-                "--layout",
-                "dsb2018",
-                "--split",
-                "val",
-                "--no-classical",
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
+    flags = ["--split", "val", "--no-classical", "--device", "cpu"]
+    assert main(evaluate_args("seg", out / "best.pt", data, "dsb2018", *flags)) == 0
     assert "classical" not in capsys.readouterr().out.split("overall")[-1]
 
 
 def test_mri_layout_per_subject(tmp_path, capsys):
     data = synth_mri(tmp_path / "mri", n=3, shape=(8, 32, 32))
     out = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                "seg",
-                "--data",
-                str(data),
-                "--layout",
-                "mri",
-                "--model",
-                "unet",
-                "--out",
-                str(out),
-                "--epochs",
-                "1",
-                "--val-fraction",
-                "0.34",
-                *TINY,
-            ]
-        )
-        == 0
-    )
+    flags = ["--epochs", "1", "--val-fraction", "0.34", *TINY]
+    assert main(train_args("seg", data, "mri", "unet", out, *flags)) == 0
     js = tmp_path / "e.json"
-    assert (
-        main(
-            [
-                "evaluate",
-                "seg",
-                "--checkpoint",
-                str(out / "last.pt"),
-                "--data",
-                str(data),
-                "--layout",
-                "mri",
-                "--json",
-                str(js),
-                "--device",
-                "cpu",
-                "--tile",
-                "0",
-            ]
-        )
-        == 0
-    )
+    flags = ["--json", js, "--device", "cpu", "--tile", "0"]
+    assert main(evaluate_args("seg", out / "last.pt", data, "mri", *flags)) == 0
     text = capsys.readouterr().out
     assert "subject" in text and "sub-002" in text
     result = json.loads(js.read_text())
@@ -330,67 +132,17 @@ def test_mri_layout_per_subject(tmp_path, capsys):
 def test_train_unet_gan_from_unet(tmp_path, run, capsys):
     data, out = run
     gan = tmp_path / "gan"
-    assert (
-        main(
-            [
-                "train",
-                "seg",
-                "--data",
-                str(data),
-                "--layout",
-                "dsb2018",
-                "--model",
-                "unet_gan",
-                "--gan-mode",
-                "epoch",
-                "--init-checkpoint",
-                str(out / "best.pt"),
-                "--out",
-                str(gan),
-                "--epochs",
-                "2",
-                *TINY,
-            ]
-        )
-        == 0
-    )
+    flags = ["--gan-mode", "epoch", "--init-checkpoint", out / "best.pt", "--epochs", "2", *TINY]
+    assert main(train_args("seg", data, "dsb2018", "unet_gan", gan, *flags)) == 0
     header, d_row, g_row = (gan / "metrics.csv").read_text().splitlines()
     assert header.endswith("phase,d_loss") and ",d," in d_row and ",g," in g_row
-    assert (
-        main(
-            [
-                "predict",
-                "seg",
-                "--checkpoint",
-                str(gan / "last.pt"),
-                str(data),
-                "--out",
-                str(tmp_path / "p"),
-                "--device",
-                "cpu",
-            ]
-        )
-        == 2
-    )
+    pred = tmp_path / "p"
+    assert main(predict_args("seg", gan / "last.pt", [data], pred, "--device", "cpu")) == 2
     assert "no PNG, JPEG, TIFF or DICOM" in capsys.readouterr().err
     sid = sorted(p.name for p in data.iterdir())[0]
-    assert (
-        main(
-            [
-                "predict",
-                "seg",
-                "--checkpoint",
-                str(gan / "last.pt"),
-                str(data / sid / "images"),
-                "--out",
-                str(tmp_path / "p"),
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
-    assert (tmp_path / "p" / f"{sid}_mask.png").is_file()
+    images = [data / sid / "images"]
+    assert main(predict_args("seg", gan / "last.pt", images, pred, "--device", "cpu")) == 0
+    assert (pred / f"{sid}_mask.png").is_file()
 
 
 def test_train_seg_on_synthetic_rsna_lungs(tmp_path):
@@ -398,8 +150,8 @@ def test_train_seg_on_synthetic_rsna_lungs(tmp_path):
     over all of its images."""
     data = synth_rsna(tmp_path / "rsna", n=4, seed=0, size=64)
     out = tmp_path / "lungs"
-    argv = ["train", "seg", "--data", str(data / "lungs"), "--layout", "folders"]
-    assert main([*argv, "--model", "unet", "--out", str(out), "--epochs", "1", *TINY]) == 0
+    argv = train_args("seg", data / "lungs", "folders", "unet", out, "--epochs", "1", *TINY)
+    assert main(argv) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["in_channels"] == 1
     assert (out / "best.pt").is_file() and (out / "metrics.csv").is_file()

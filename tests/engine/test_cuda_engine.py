@@ -4,35 +4,20 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
 
-from fastdet.engine import SegConfig, load_model, predict_mask, train_segmentation
+from fastdet.engine import load_model, predict_mask, train_segmentation
 from fastdet.engine.checkpoint import load_checkpoint
 
-from .conftest import DiscDataset
+from .conftest import DiscDataset, det_tiny, seg_tiny
 
 pytestmark = pytest.mark.gpu
 
 
-def cuda_config(**kw) -> SegConfig:
-    base = dict(
-        model="unet",
-        depth=2,
-        width=8,
-        epochs=2,
-        batch_size=4,
-        size=32,
-        lr=0.01,
-        progress=False,
-        device="cuda",
-        amp=True,
-        seed=5,
-        deterministic=True,
-    )
-    base.update(kw)
-    return SegConfig(**base)
+cuda_config = partial(seg_tiny, width=8, device="cuda", amp=True, seed=5, deterministic=True)
 
 
 def test_amp_training_on_cuda_learns_and_checkpoints(tmp_path):
@@ -75,23 +60,7 @@ def _rsna(tmp_path, n: int = 6):
     return RSNADataset(synth_rsna(tmp_path / "rsna", n=n, seed=0, size=64))
 
 
-def det_cuda_config(**kw):
-    from fastdet.engine.tasks.det.task import DetConfig
-
-    base = dict(
-        model="resnet18_fpn",
-        epochs=3,
-        batch_size=2,
-        min_size=64,
-        max_size=96,
-        lr=0.01,
-        progress=False,
-        device="cuda",
-        amp=True,
-        seed=0,
-    )
-    base.update(kw)
-    return DetConfig(**base)
+det_cuda_config = partial(det_tiny, epochs=3, lr=0.01, device="cuda", amp=True)
 
 
 def test_det_amp_training_on_cuda(tmp_path):

@@ -19,25 +19,13 @@ from fastdet.engine.tasks.det.task import DET_COLUMNS, LOSS_KEYS, DetConfig
 from fastdet.engine.tasks.det.task import build_model as build_detector
 from fastdet.engine.trainer import WARMUP_FACTOR, warmup_factor
 
+from .conftest import det_tiny as tiny
+
 
 @pytest.fixture(scope="module")
 def rsna(module_tmp):
     root = synth_rsna(module_tmp("det") / "rsna", n=4, seed=0, size=64)
     return RSNADataset(root)
-
-
-def tiny(**kw) -> DetConfig:
-    base = dict(
-        model="resnet18_fpn",
-        epochs=2,
-        batch_size=2,
-        min_size=64,
-        max_size=96,
-        progress=False,
-        device="cpu",
-        seed=0,
-    )
-    return DetConfig(**{**base, **kw})
 
 
 def test_run_folder(rsna, tmp_path):

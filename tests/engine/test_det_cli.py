@@ -10,19 +10,9 @@ import pytest
 from fastdet.cli import main
 from fastdet.data.synthetic import synth_dsb2018, synth_rsna
 
-TINY = [
-    "--epochs",
-    "1",
-    "--batch-size",
-    "2",
-    "--min-size",
-    "64",
-    "--max-size",
-    "96",
-    "--device",
-    "cpu",
-    "--no-progress",
-]
+from .conftest import evaluate_args, predict_args, train_args
+
+TINY = "--epochs 1 --batch-size 2 --min-size 64 --max-size 96 --device cpu --no-progress".split()
 
 
 @pytest.fixture(scope="module")
@@ -30,30 +20,8 @@ def run(module_tmp):
     """A synthetic RSNA folder and a 1-epoch run on it."""
     tmp = module_tmp("detcli")
     data = synth_rsna(tmp / "rsna", n=5, seed=0, size=64)
-    assert (
-        main(
-            [
-                "train",
-                "det",
-                "--data",
-                str(data),
-                "--layout",
-                "rsna",
-                "--model",
-                "resnet18_fpn",
-                "--out",
-                str(tmp / "run"),
-                "--hflip",
-                "0.5",
-                "--vflip",
-                "0.25",
-                "--warmup-steps",
-                "2",
-                *TINY,
-            ]
-        )
-        == 0
-    )
+    flags = ["--hflip", "0.5", "--vflip", "0.25", "--warmup-steps", "2", *TINY]
+    assert main(train_args("det", data, "rsna", "resnet18_fpn", tmp / "run", *flags)) == 0
     return data, tmp / "run"
 
 
@@ -65,25 +33,8 @@ def test_train_det_augmentation_and_warmup_flags(run, capsys):
         main(["train", "det", "--help"])
     text = capsys.readouterr().out
     assert all(flag in text for flag in ("--hflip", "--vflip", "--warmup-steps"))
-    assert (
-        main(
-            [
-                "train",
-                "det",
-                "--data",
-                "x",
-                "--layout",
-                "rsna",
-                "--model",
-                "resnet18_fpn",
-                "--out",
-                str(out.parent / "bad"),
-                "--hflip",
-                "2",
-            ]
-        )
-        == 2
-    )
+    argv = train_args("det", "x", "rsna", "resnet18_fpn", out.parent / "bad", "--hflip", "2")
+    assert main(argv) == 2
     assert "hflip" in capsys.readouterr().err
 
 
@@ -109,96 +60,29 @@ def test_train_det_errors(tmp_path, capsys):
 
 def test_train_det_dsb2018(tmp_path):
     data = synth_dsb2018(tmp_path / "dsb", n=3, seed=0, size=64)
-    assert (
-        main(
-            [
-                "train",
-                "det",
-                "--data",
-                str(data),
-                "--layout",
-                "dsb2018",
-                "--model",
-                "resnet18_fpn",
-                "--out",
-                str(tmp_path / "run"),
-                "--hist-eq",
-                *TINY,
-            ]
-        )
-        == 0
-    )
+    argv = train_args("det", data, "dsb2018", "resnet18_fpn", tmp_path / "run", "--hist-eq", *TINY)
+    assert main(argv) == 0
     assert (tmp_path / "run" / "last.pt").is_file()
 
 
 def test_predict_det(run, tmp_path, capsys):
     data, out = run
     dcm = sorted((data / "stage_2_train_images").glob("*.dcm"))[0]
-    assert (
-        main(
-            [
-                "predict",
-                "det",
-                "--checkpoint",
-                str(out / "last.pt"),
-                str(dcm),
-                "--out",
-                str(tmp_path / "pred"),
-                "--score-threshold",
-                "0",
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
+    flags = ["--score-threshold", "0", "--device", "cpu"]
+    assert main(predict_args("det", out / "last.pt", [dcm], tmp_path / "pred", *flags)) == 0
     stem = dcm.name.split(".")[0]
     with open(tmp_path / "pred" / f"{stem}_boxes.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["id", "x1", "y1", "x2", "y2", "score", "label"] if rows else True
     assert (tmp_path / "pred" / f"{stem}_boxes.png").is_file()
-    assert (
-        main(
-            [
-                "predict",
-                "det",
-                "--checkpoint",
-                str(tmp_path / "none.pt"),
-                str(dcm),
-                "--out",
-                str(tmp_path / "p2"),
-            ]
-        )
-        == 2
-    )
+    assert main(predict_args("det", tmp_path / "none.pt", [dcm], tmp_path / "p2")) == 2
 
 
 def test_evaluate_det(run, tmp_path, capsys):
     data, out = run
     js = tmp_path / "eval" / "scores.json"
-    assert (
-        main(
-            [
-                "evaluate",
-                "det",
-                "--checkpoint",
-                str(out / "best.pt"),
-                "--data",
-                str(data),
-                "--layout",
-                "rsna",
-                "--json",
-                str(js),
-                "--figures",
-                str(tmp_path / "fig"),
-                "--max-figures",
-                "3",
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
+    flags = ["--json", js, "--figures", tmp_path / "fig", "--max-figures", "3", "--device", "cpu"]
+    assert main(evaluate_args("det", out / "best.pt", data, "rsna", *flags)) == 0
     text = capsys.readouterr().out
     for word in ("RSNA score", "COCO AP", "AP50", "TP", "FP", "FN"):
         assert word in text

@@ -3,47 +3,23 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
 
-from fastdet.engine import SegConfig, train_segmentation
+from fastdet.engine import train_segmentation
 from fastdet.engine.checkpoint import load_checkpoint
 
+from .conftest import seg_tiny
 
-def gan_config(**kw) -> SegConfig:
-    base = dict(
-        model="unet_gan",
-        depth=2,
-        width=4,
-        d_width=4,
-        epochs=2,
-        batch_size=4,
-        size=32,
-        lr=0.01,
-        d_lr=1e-3,
-        progress=False,
-        device="cpu",
-        seed=1,
-    )
-    base.update(kw)
-    return SegConfig(**base)
+gan_config = partial(seg_tiny, model="unet_gan", d_width=4, d_lr=1e-3, seed=1)
 
 
 @pytest.fixture
 def unet_run(tmp_path, discs):
     """A 1-epoch U-Net run whose checkpoint starts the generators."""
-    cfg = SegConfig(
-        model="unet",
-        depth=2,
-        width=4,
-        epochs=1,
-        batch_size=4,
-        size=32,
-        progress=False,
-        device="cpu",
-    )
-    train_segmentation(cfg, *discs, tmp_path / "unet")
+    train_segmentation(seg_tiny(epochs=1), *discs, tmp_path / "unet")
     return tmp_path / "unet" / "last.pt"
 
 

@@ -5,9 +5,11 @@ config seeds 0-5 (about 6 s); the threshold leaves margin for other platforms' a
 from __future__ import annotations
 
 from fastdet.data.synthetic import synth_dsb2018
-from fastdet.engine import SegConfig, load_model, train_segmentation
+from fastdet.engine import load_model, train_segmentation
 from fastdet.engine.tasks.seg.data import open_seg_dataset
 from fastdet.engine.tasks.seg.evaluate import evaluate_segmentation
+
+from .conftest import seg_tiny
 
 MIN_DICE = 0.8
 
@@ -18,20 +20,7 @@ def test_unet_learns_synthetic_nuclei(tmp_path):
     train = open_seg_dataset("dsb2018", tmp_path / "data", "train", **kw)
     val = open_seg_dataset("dsb2018", tmp_path / "data", "val", **kw)
     assert (len(train), len(val)) == (9, 3)
-    cfg = SegConfig(
-        model="unet",
-        depth=2,
-        width=8,
-        epochs=20,
-        batch_size=4,
-        size=64,
-        optimizer="adam",
-        lr=3e-3,
-        loss="bce_dice",
-        seed=0,
-        device="cpu",
-        progress=False,
-    )
+    cfg = seg_tiny(width=8, epochs=20, size=64, optimizer="adam", lr=3e-3, loss="bce_dice", seed=0)
     hist = train_segmentation(cfg, train, val, tmp_path / "run")
     assert hist[0]["val_dice"] < 0.7  # it starts out poor: the score below is learned
     assert max(r["val_dice"] for r in hist) >= MIN_DICE

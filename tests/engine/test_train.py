@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from functools import partial
 
 import pytest
 import torch
@@ -12,24 +13,9 @@ from fastdet.engine import NonFiniteLossError, SegConfig, load_model, train_segm
 from fastdet.engine.checkpoint import atomic_copy, atomic_save, load_checkpoint
 from fastdet.engine.logging import read_metrics_csv
 
-from .conftest import DiscDataset
+from .conftest import DiscDataset, seg_tiny
 
-
-def tiny(**kw) -> SegConfig:
-    base = dict(
-        model="unet",
-        depth=2,
-        width=4,
-        epochs=2,
-        batch_size=4,
-        size=32,
-        lr=0.01,
-        progress=False,
-        device="cpu",
-        seed=3,
-    )
-    base.update(kw)
-    return SegConfig(**base)
+tiny = partial(seg_tiny, seed=3)
 
 
 def test_run_folder(tmp_path, discs):

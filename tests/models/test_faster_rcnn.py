@@ -53,19 +53,25 @@ def _boxes(gen, n, size=200.0):
     return torch.cat([xy, xy + wh], 1)
 
 
+def random_pair(tv_builder, fd_builder, seed: int, path):
+    """(torchvision's model, fastdet's, two images, the weights' file): the two builders' models
+    (SMALL, eval) with the same random weights, saved to path, from a generator of the seed."""
+    gen = torch.Generator().manual_seed(seed)
+    kw = dict(SMALL, box_score_thresh=0.001)
+    tv = tv_builder(weights=None, weights_backbone=None, **kw)
+    state = _randomize(tv.state_dict(), gen)
+    tv.load_state_dict(state)
+    torch.save(state, path)
+    fd = fd_builder(weights=path, **kw)
+    images = [torch.rand(3, 200, 260, generator=gen), torch.rand(3, 180, 220, generator=gen)]
+    return tv.eval(), fd.eval(), images, path
+
+
 @pytest.fixture(scope="module")
 def pair(module_tmp):
     """torchvision's and fastdet's fasterrcnn_resnet50_fpn with the same random weights (eval)."""
-    gen = torch.Generator().manual_seed(1234)
-    kw = dict(SMALL, box_score_thresh=0.001)
-    tv = tv_det.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, **kw)
-    state = _randomize(tv.state_dict(), gen)
-    tv.load_state_dict(state)
     path = module_tmp("weights") / "frcnn.pth"
-    torch.save(state, path)
-    fd = fasterrcnn_resnet50_fpn(weights=path, **kw)
-    images = [torch.rand(3, 200, 260, generator=gen), torch.rand(3, 180, 220, generator=gen)]
-    return tv.eval(), fd.eval(), images, path
+    return random_pair(tv_det.fasterrcnn_resnet50_fpn, fasterrcnn_resnet50_fpn, 1234, path)
 
 
 def _assert_same_detections(a: dict, b: dict, tol=1e-3):
@@ -269,19 +275,24 @@ def test_empty_outputs_have_the_right_shapes(setting):
         assert det["labels"].shape == (0,) and det["labels"].dtype == torch.int64
 
 
+def _fast_training(min_size: int, max_size: int, proposals: int) -> dict:
+    """Builder options of a fast training step: small images, `proposals` RPN proposals per
+    image before NMS and 100 after."""
+    return dict(
+        min_size=min_size,
+        max_size=max_size,
+        rpn_pre_nms_top_n_train=proposals,
+        rpn_post_nms_top_n_train=100,
+    )
+
+
 @pytest.mark.parametrize("losses", [{}, {"cls_loss": "focal", "box_loss": "l1"}])
 def test_training_losses_and_gradients(tmp_path, losses):
     torch.manual_seed(0)
     path = tmp_path / "resnet18.pth"
     torch.save(resnet("resnet18").state_dict(), path)
     model = fasterrcnn_resnet18_fpn(
-        3,
-        weights_backbone=path,
-        min_size=128,
-        max_size=160,
-        rpn_pre_nms_top_n_train=300,
-        rpn_post_nms_top_n_train=100,
-        **losses,
+        3, weights_backbone=path, **_fast_training(128, 160, 300), **losses
     ).train()
     gen = torch.Generator().manual_seed(4)
     images = [torch.rand(3, 128, 150, generator=gen), torch.rand(3, 100, 128, generator=gen)]
@@ -319,14 +330,7 @@ def test_vgg16_preset(tmp_path):
     vgg = torchvision_models.vgg16(weights=None)
     path = tmp_path / "vgg16.pth"
     torch.save(vgg.state_dict(), path)
-    model = fasterrcnn_vgg16(
-        3,
-        weights=path,
-        min_size=96,
-        max_size=128,
-        rpn_pre_nms_top_n_train=500,
-        rpn_post_nms_top_n_train=100,
-    )
+    model = fasterrcnn_vgg16(3, weights=path, **_fast_training(96, 128, 500))
     sd = model.state_dict()
     assert torch.equal(sd["backbone.features.28.weight"], vgg.features[28].weight)
     assert torch.equal(sd["roi_heads.box_head.fc6.weight"], vgg.classifier[0].weight)

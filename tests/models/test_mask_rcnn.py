@@ -20,7 +20,7 @@ from fastdet.models.detection import (  # noqa: E402
 )
 from fastdet.models.detection.mask_head import mask_loss, mask_targets  # noqa: E402
 
-from .test_faster_rcnn import SMALL, _assert_same_detections, _boxes, _randomize  # noqa: E402
+from .test_faster_rcnn import SMALL, _assert_same_detections, _boxes, random_pair  # noqa: E402
 
 
 def _pair_up(a: dict, b: dict) -> Tensor:
@@ -47,16 +47,8 @@ def _targets(gen, sizes, n=3):
 @pytest.fixture(scope="module")
 def pair(module_tmp):
     """torchvision's and fastdet's maskrcnn_resnet50_fpn with the same random weights (eval)."""
-    gen = torch.Generator().manual_seed(4321)
-    kw = dict(SMALL, box_score_thresh=0.001)
-    tv = tv_det.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, **kw)
-    state = _randomize(tv.state_dict(), gen)
-    tv.load_state_dict(state)
     path = module_tmp("weights") / "mrcnn.pth"
-    torch.save(state, path)
-    fd = maskrcnn_resnet50_fpn(weights=path, **kw)
-    images = [torch.rand(3, 200, 260, generator=gen), torch.rand(3, 180, 220, generator=gen)]
-    return tv.eval(), fd.eval(), images, path
+    return random_pair(tv_det.maskrcnn_resnet50_fpn, maskrcnn_resnet50_fpn, 4321, path)
 
 
 def test_state_dict_keys_match_torchvision(pair):

@@ -660,17 +660,8 @@ def test_converted_boxes_errors_name_boxes1_and_boxes2():
 
 
 @pytest.mark.parametrize("op", ["distance_box_iou", "complete_box_iou"])
-@pytest.mark.parametrize(
-    "eps,error",
-    [
-        (None, TypeError),
-        ("0.5", TypeError),
-        (float("nan"), ValueError),
-        (float("inf"), ValueError),
-        (-1.0, ValueError),
-    ],  # fmt: skip
-)
-def test_bad_eps_raises_naming_eps(op, eps, error, make):
+def test_bad_eps_raises_naming_eps(op, bad_eps, make):
+    eps, error = bad_eps
     b = make.boxes(3, np.float32)
     for x in (torch.from_numpy(b), b):  # torch: was float()'s bare TypeError; numpy: pybind's
         with pytest.raises(error, match="eps"):

@@ -766,19 +766,51 @@ def _near_pair(draw, thr, v, iou):
     return thr
 
 
+def _check_per_box(b, x, label, kind):
+    """float64 values of x [N], one per box of b [N, ...], whose dtype is of a kind ("float",
+    "int"), or Invalid."""
+    if _float_kind(x) != kind:
+        raise Invalid(f"{label} dtype")
+    if x.ndim != 1 or x.shape[0] != b.shape[0]:
+        raise Invalid(f"{label} shape")
+    return _f64(x)
+
+
+def _check_scores(b, s):
+    vs = _check_per_box(b, s, "scores", "float")
+    _finite(vs, "scores")
+    return vs
+
+
+def _check_idxs(b, idxs):
+    return _check_per_box(b, idxs, "idxs", "int").astype(np.int64)
+
+
 def _check_nms(b, s, idxs=None):
     _same_kind(*(x for x in (b, s, idxs) if x is not None))
     vb, ib = _check_boxes(b, "boxes")
-    if _float_kind(s) != "float":
-        raise Invalid("scores dtype")
-    if s.ndim != 1 or s.shape[0] != b.shape[0]:
-        raise Invalid("scores shape")
-    vs = _f64(s)
-    _finite(vs, "scores")
+    vs = _check_scores(b, s)
     cdt = _compute(b, s)
     if np.abs(vb).max(initial=0) > COORD_LIMIT[cdt]:
         raise Invalid("boxes beyond the overflow limit")
     return vb.astype(cdt), vs.astype(cdt), ib
+
+
+def _compare_keep(b, *wants):
+    """compare(got) of an NMS's keep (of boxes b): int64 indices equal to each want of the
+    (oracle's name, want) pairs, in turn; a want of None is not compared."""
+
+    def compare(got):
+        why = _output_ok(got, _kind(b), np.int64, None)
+        if why:
+            return why
+        g = _f64(got).astype(np.int64)
+        for name, want in wants:
+            if want is not None and not np.array_equal(g, want):
+                return f"keep {g.tolist()} != {name} {want.tolist()}"
+        return None
+
+    return compare
 
 
 def case_nms(draw):
@@ -791,18 +823,7 @@ def case_nms(draw):
         # torchvision where no documented difference applies: distinct scores, regular boxes.
         tv_ok = len(set(vs.tolist())) == len(vs) and _regular(vb, vb.dtype.type).all()
         tvk = tv.ops.nms(_t(vb, _torch(vb.dtype.type)), _t(vs, _torch(vb.dtype.type)), t).numpy()
-
-        def compare(got):
-            why = _output_ok(got, _kind(b), np.int64, None)
-            g = _f64(got).astype(np.int64) if why is None else None
-            if why:
-                return why
-            if not np.array_equal(g, want):
-                return f"keep {g.tolist()} != reference {want.tolist()}"
-            if tv_ok and not np.array_equal(g, tvk):
-                return f"keep {g.tolist()} != torchvision {tvk.tolist()}"
-            return None
-
+        compare = _compare_keep(b, ("reference", want), ("torchvision", tvk if tv_ok else None))
         return _expectation(compare, ib)
 
     return (lambda: ops.nms(b, s, thr)), expect, ["boxes", "scores", "iou_threshold"]
@@ -817,12 +838,8 @@ def case_batched_nms(draw):
             # arguments unread.
             return _expectation(lambda got: _output_ok(got, _kind(b), np.int64, (0,)), True)
         vb, vs, ib = _check_nms(b, s, idxs)
-        if _float_kind(idxs) != "int":
-            raise Invalid("idxs dtype")
-        if idxs.ndim != 1 or idxs.shape[0] != b.shape[0]:
-            raise Invalid("idxs shape")
+        c = _check_idxs(b, idxs)
         t = _real(thr, "iou_threshold")
-        c = _f64(idxs).astype(np.int64)
         want = reference.batched_nms(vb, vs, c, t)
         tv_ok = (
             len(set(vs.tolist())) == len(vs)
@@ -834,18 +851,7 @@ def case_batched_nms(draw):
         )
         tdt = _torch(vb.dtype.type)
         tvk = tv.ops.batched_nms(_t(vb, tdt), _t(vs, tdt), _t(c, torch.int64), t).numpy()
-
-        def compare(got):
-            why = _output_ok(got, _kind(b), np.int64, None)
-            if why:
-                return why
-            g = _f64(got).astype(np.int64)
-            if not np.array_equal(g, want):
-                return f"keep {g.tolist()} != reference {want.tolist()}"
-            if tv_ok and not np.array_equal(g, tvk):
-                return f"keep {g.tolist()} != torchvision {tvk.tolist()}"
-            return None
-
+        compare = _compare_keep(b, ("reference", want), ("torchvision", tvk if tv_ok else None))
         return _expectation(compare, ib)
 
     names = ["boxes", "scores", "idxs", "iou_threshold"]
@@ -889,7 +895,9 @@ def case_soft_nms(draw):
     return (lambda: ops.soft_nms(b, s, thr, sigma, sthr, method)), expect, names
 
 
-def case_roi_align(draw):
+def _roi_input(draw):
+    """(kind, N, input) of the RoI ops: a feature map [N, C, H, W] of small integers (one in
+    ten with a NaN or a huge value; rarely 3-d or 5-d)."""
     kind = draw.kind("input")
     n = draw.pick([1] * 4 + [2] * 3 + [3, 0], "N")
     c = draw(st.integers(0, 3), "C")
@@ -902,81 +910,62 @@ def case_roi_align(draw):
         x.flat[-1] = 1e30
     rank = draw.pick(["4d"] * 12 + ["3d", "5d"], "input.rank")
     xv = {"3d": x.reshape(n * c, h, w), "5d": x[None]}.get(rank, x)
-    inp = draw.array(xv, "input", kind, floats_only=False)
-    k = draw(st.integers(0, 6), "K")
-    form = draw.pick(["k5"] * 6 + ["list", "k4"], "boxes.form")
-    small = draw.pick([True] * 6 + [False], "boxes.small")
-    if small:  # RoIs within a few maps of the map: torchvision's loops stay short
-        vals = [
-            [draw(st.integers(-2, 12), "r") + draw.pick([0.0, 0.25, 0.5, 0.7], "f")
-             for _ in range(4)]
-            for _ in range(k)
-        ]  # fmt: skip
-        v = np.array(vals, np.float64).reshape(k, 4)
-    else:
-        v = draw.boxes_values("boxes", k)
-    bidx = np.array(
-        [draw.pick(list(range(max(n, 1))) * 8 + [-1, n, 0.5], "batch") for _ in range(k)],
-        np.float64,
-    ).reshape(k, 1)
+    return kind, n, draw.array(xv, "input", kind)
+
+
+def _roi_corners(draw, k):
+    """float64 [k, 4] RoI corners: mostly within a few maps of the map (torchvision's loops
+    stay short), else any boxes_values."""
+    if draw.pick([True] * 6 + [False], "boxes.small"):
+        vals = [[draw(st.integers(-2, 12), "r") + draw.pick([0.0, 0.25, 0.5, 0.7], "f")
+                 for _ in range(4)] for _ in range(k)]  # fmt: skip
+        return np.array(vals, np.float64).reshape(k, 4)
+    return draw.boxes_values("boxes", k)
+
+
+def _roi_boxes(draw, kind, form, v, bidx, n):
+    """The RoIs v [K, 4] in images bidx [K, 1] as the boxes argument of a form: "k5" [K, 5],
+    "k4" [K, 4] (no batch index: wrong) or "list" (per image [K_i, 4])."""
     bkind = draw.other(kind, "boxes")
     if form == "list":
-        boxes = [draw.array(v[bidx[:, 0] == i], f"boxes[{i}]", bkind) for i in range(max(n, 1))]
-    elif form == "k4":
-        boxes = draw.array(v, "boxes", bkind)
-    else:
-        boxes = draw.array(np.concatenate([bidx, v], 1), "boxes", bkind)
+        return [draw.array(v[bidx[:, 0] == i], f"boxes[{i}]", bkind) for i in range(max(n, 1))]
+    if form == "k4":
+        return draw.array(v, "boxes", bkind)
+    return draw.array(np.concatenate([bidx, v], 1), "boxes", bkind)
+
+
+def _roi_output(draw):
+    """(output_size, spatial_scale) of the RoI ops, each bad one time in ten."""
     out_size = draw.scalar(
         "output_size", st.one_of(st.integers(1, 4), st.tuples(st.integers(1, 3), st.integers(1, 3)))
     )
     scale = draw.scalar(
-        "spatial_scale",
-        st.one_of(st.sampled_from([1.0, 0.5, 0.25, 2.0]), st.floats(0.01, 4)),
+        "spatial_scale", st.one_of(st.sampled_from([1.0, 0.5, 0.25, 2.0]), st.floats(0.01, 4))
     )
+    return out_size, scale
+
+
+def case_roi_align(draw):
+    kind, n, inp = _roi_input(draw)
+    k = draw(st.integers(0, 6), "K")
+    form = draw.pick(["k5"] * 6 + ["list", "k4"], "boxes.form")
+    v = _roi_corners(draw, k)
+    bidx = np.array(
+        [draw.pick(list(range(max(n, 1))) * 8 + [-1, n, 0.5], "batch") for _ in range(k)],
+        np.float64,
+    ).reshape(k, 1)
+    boxes = _roi_boxes(draw, kind, form, v, bidx, n)
+    out_size, scale = _roi_output(draw)
     sr = draw.scalar("sampling_ratio", st.integers(-2, 4))
     aligned = draw.pick([True, False] * 6 + [1, "False", None], "aligned")
 
     def expect():
-        _kind(inp)
-        if _float_kind(inp) != "float":
-            raise Invalid("input dtype")
-        if inp.ndim != 4:
-            raise Invalid("input rank")
-        if isinstance(out_size, (tuple, list)):
-            if len(out_size) != 2:
-                raise Invalid("output_size")
-            ph, pw = (_int(o, "output_size", 1, 2**31 - 1) for o in out_size)
-        else:
-            ph = pw = _int(out_size, "output_size", 1, 2**31 - 1)
-        sc = _real(scale, "spatial_scale", finite=True)
-        if not sc > 0:
-            raise Invalid("spatial_scale <= 0")
+        (ph, pw), sc = _check_roi_output(inp, out_size, scale)
         s_r = _int(sr, "sampling_ratio", maximum=1024)
         if not isinstance(aligned, (bool, np.bool_)):
             raise Invalid("aligned")
-        parts = boxes if isinstance(boxes, list) else [boxes]
-        for p in parts:
-            _same_kind(inp, p)
-            if _float_kind(p) != "float":
-                raise Invalid("boxes dtype")
-        if isinstance(boxes, list):
-            for p in parts:
-                _shape(p, 2, 4, "boxes[i]")
-            rois = np.concatenate(
-                [np.concatenate([np.full((len(p), 1), i), _f64(p)], 1) for i, p in enumerate(parts)]
-                or [np.zeros((0, 5))]
-            )
-        else:
-            _shape(boxes, 2, 5, "boxes")
-            rois = _f64(boxes)
-        _finite(rois, "boxes")
+        rois = _check_rois(inp, boxes)
         cdt = _compute(inp)
-        rois = rois.astype(cdt).astype(np.float64)  # as the kernel sees them
-        N = inp.shape[0]
-        if len(rois) and (
-            (rois[:, 0] < 0).any() or (rois[:, 0] >= N).any() or (rois[:, 0] % 1 != 0).any()
-        ):
-            raise Invalid("batch index")
         K, C = len(rois), inp.shape[1]
         xin = _f64(inp)
         T = cdt
@@ -1539,48 +1528,20 @@ def case_iou_loss(draw, op):
 
 
 def case_roi_pool(draw):
-    kind = draw.kind("input")
-    n = draw.pick([1] * 4 + [2] * 3 + [3, 0], "N")
-    c = draw(st.integers(0, 3), "C")
-    h, w = draw(st.integers(0, 9), "H"), draw(st.integers(0, 9), "W")
-    feat_special = draw.pick(["normal"] * 8 + ["nan", "huge"], "input.values")
-    x = np.arange(n * c * h * w, dtype=np.float64).reshape(n, c, h, w) % 7 - 3
-    if feat_special == "nan" and x.size:
-        x.flat[0] = NAN
-    elif feat_special == "huge" and x.size:
-        x.flat[-1] = 1e30
-    rank = draw.pick(["4d"] * 12 + ["3d", "5d"], "input.rank")
-    xv = {"3d": x.reshape(n * c, h, w), "5d": x[None]}.get(rank, x)
-    inp = draw.array(xv, "input", kind)
+    kind, n, inp = _roi_input(draw)
     k = draw(st.integers(0, 6), "K")
     form = draw.pick(["k5"] * 6 + ["list", "k4"], "boxes.form")
-    if draw.pick([True] * 6 + [False], "boxes.small"):
-        vals = [[draw(st.integers(-2, 12), "r") + draw.pick([0.0, 0.25, 0.5, 0.7], "f")
-                 for _ in range(4)] for _ in range(k)]  # fmt: skip
-        v = np.array(vals, np.float64).reshape(k, 4)
-    else:
-        v = draw.boxes_values("boxes", k)
+    v = _roi_corners(draw, k)
     bidx = np.array([draw.pick(list(range(max(n, 1))), "batch") for _ in range(k)], np.float64)
     if k and draw.pick([False] * 6 + [True], "batch.bad"):  # one RoI naming no image
         bidx[draw(st.integers(0, k - 1), "at")] = draw.pick([-1, n, 0.5], "batch")
-    bidx = bidx.reshape(k, 1)
-    bkind = draw.other(kind, "boxes")
-    if form == "list":
-        boxes = [draw.array(v[bidx[:, 0] == i], f"boxes[{i}]", bkind) for i in range(max(n, 1))]
-    elif form == "k4":
-        boxes = draw.array(v, "boxes", bkind)
-    else:
-        boxes = draw.array(np.concatenate([bidx, v], 1), "boxes", bkind)
-    out_size = draw.scalar(
-        "output_size", st.one_of(st.integers(1, 4), st.tuples(st.integers(1, 3), st.integers(1, 3)))
-    )
-    scale = draw.scalar(
-        "spatial_scale", st.one_of(st.sampled_from([1.0, 0.5, 0.25, 2.0]), st.floats(0.01, 4))
-    )
+    boxes = _roi_boxes(draw, kind, form, v, bidx.reshape(k, 1), n)
+    out_size, scale = _roi_output(draw)
     module = draw.pick([False] * 3 + [True], "RoIPool")
 
     def expect():
-        rois, (ph, pw), sc = _check_roi_args(inp, boxes, out_size, scale)
+        (ph, pw), sc = _check_roi_output(inp, out_size, scale)
+        rois = _check_rois(inp, boxes)
         cdt = _compute(inp)
         xin = _f64(inp)
         K, C = len(rois), inp.shape[1]
@@ -1621,9 +1582,8 @@ def case_roi_pool(draw):
     return call, expect, names
 
 
-def _check_roi_args(inp, boxes, out_size, scale):
-    """(rois [K, 5] float64 as the kernel sees them, (ph, pw), spatial_scale) of roi_pool's
-    arguments, or Invalid."""
+def _check_roi_output(inp, out_size, scale):
+    """((ph, pw), spatial_scale) of a RoI op's input, output_size and spatial_scale, or Invalid."""
     _kind(inp)
     if _float_kind(inp) != "float":
         raise Invalid("input dtype")
@@ -1638,6 +1598,11 @@ def _check_roi_args(inp, boxes, out_size, scale):
     sc = _real(scale, "spatial_scale", finite=True)
     if not sc > 0:
         raise Invalid("spatial_scale <= 0")
+    return (ph, pw), sc
+
+
+def _check_rois(inp, boxes):
+    """rois [K, 5] float64 as the kernel sees them of a RoI op's boxes (on input), or Invalid."""
     parts = boxes if isinstance(boxes, list) else [boxes]
     for p in parts:
         _same_kind(inp, p)
@@ -1654,13 +1619,13 @@ def _check_roi_args(inp, boxes, out_size, scale):
         _shape(boxes, 2, 5, "boxes")
         rois = _f64(boxes)
     _finite(rois, "boxes")
-    rois = rois.astype(_compute(inp)).astype(np.float64)
+    rois = rois.astype(_compute(inp)).astype(np.float64)  # as the kernel sees them
     N = inp.shape[0]
     if len(rois) and (
         (rois[:, 0] < 0).any() or (rois[:, 0] >= N).any() or (rois[:, 0] % 1 != 0).any()
     ):
         raise Invalid("batch index")
-    return rois, (ph, pw), sc
+    return rois
 
 
 def _columns(fmt):
@@ -1948,19 +1913,8 @@ def _case_nms_rotated(draw, batched):
     def expect():
         _same_kind(*(x for x in (b, s, idxs) if x is not None))
         vb = _check_rboxes(b, "boxes")
-        if _float_kind(s) != "float":
-            raise Invalid("scores dtype")
-        if s.ndim != 1 or s.shape[0] != b.shape[0]:
-            raise Invalid("scores shape")
-        vs = _f64(s)
-        _finite(vs, "scores")
-        cls = None
-        if batched:
-            if _float_kind(idxs) != "int":
-                raise Invalid("idxs dtype")
-            if idxs.ndim != 1 or idxs.shape[0] != b.shape[0]:
-                raise Invalid("idxs shape")
-            cls = _f64(idxs).astype(np.int64)
+        vs = _check_scores(b, s)
+        cls = _check_idxs(b, idxs) if batched else None
         t = _real(thr, "iou_threshold")
         cdt = _compute(b, s)
         vb, vs = vb.astype(cdt), vs.astype(cdt).astype(np.float64)
@@ -1974,19 +1928,9 @@ def _case_nms_rotated(draw, batched):
         want_ref = None
         if _moderate(vb.astype(np.float64)).all() and not near.any():
             want_ref = reference.nms_rotated(vb.astype(np.float64), vs, t, idxs=cls)
-
-        def compare(got):
-            why = _output_ok(got, _kind(b), np.int64, None)
-            if why:
-                return why
-            g = _f64(got).astype(np.int64)
-            if not np.array_equal(g, want_self):
-                return f"keep {g.tolist()} != greedy over box_iou_rotated {want_self.tolist()}"
-            if want_ref is not None and not np.array_equal(g, want_ref):
-                return f"keep {g.tolist()} != reference {want_ref.tolist()}"
-            return None
-
-        return _expectation(compare)
+        return _expectation(
+            _compare_keep(b, ("greedy over box_iou_rotated", want_self), ("reference", want_ref))
+        )
 
     if batched:
         names = ["boxes", "scores", "idxs", "iou_threshold"]

@@ -28,47 +28,40 @@ def _equal(a, b):
     return a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True)
 
 
-def _byte_order_cases(make, rng):
+def _byte_order_arrays(make, rng):
+    """The arguments of BYTE_ORDER_CASES, by name: float64 boxes, scores, classes, a feature
+    map, RoIs and box codes."""
     b1, b2 = make.clustered(40, np.float64), make.boxes(30, np.float64)
     s, c = make.scores(40, np.float64), make.classes(40)
     x = rng.standard_normal((2, 3, 12, 16))
     r = np.concatenate([rng.integers(0, 2, (9, 1)), b2[:9] / 40], 1)
-    coder = ops.BoxCoder((10.0, 10.0, 5.0, 5.0))
     codes = rng.normal(0, 1, (30, 8))
-    return {
-        "box_iou": (ops.box_iou, (b1, b2)),
-        "generalized_box_iou": (ops.generalized_box_iou, (b1, b2)),
-        "box_area": (ops.box_area, (b1,)),
-        "clip_boxes_to_image": (lambda b: ops.clip_boxes_to_image(b, (300, 400)), (b1,)),
-        "remove_small_boxes": (lambda b: ops.remove_small_boxes(b, 50.0), (b1,)),
-        "nms": (lambda b, s: ops.nms(b, s, 0.5), (b1, s)),
-        "batched_nms": (lambda b, s, c: ops.batched_nms(b, s, c, 0.5), (b1, s, c)),
-        "soft_nms": (lambda b, s: ops.soft_nms(b, s, 0.3, method="linear"), (b1, s)),
-        "roi_align": (lambda x, r: ops.roi_align(x, r, 3, 1.0, 2, True), (x, r)),
-        "encode_single": (coder.encode_single, (b2, b2[::-1].copy())),
-        "decode_single": (coder.decode_single, (codes, b2)),
-    }
+    return dict(b1=b1, b2=b2, s=s, c=c, x=x, r=r, codes=codes, b2_reversed=b2[::-1].copy())
 
 
-OPS = [
-    "box_iou",
-    "generalized_box_iou",
-    "box_area",
-    "clip_boxes_to_image",
-    "remove_small_boxes",
-    "nms",
-    "batched_nms",
-    "soft_nms",
-    "roi_align",
-    "encode_single",
-    "decode_single",
-]
+_CODER = ops.BoxCoder((10.0, 10.0, 5.0, 5.0))
+# op: (a call, the names of its arguments in _byte_order_arrays)
+BYTE_ORDER_CASES = {
+    "box_iou": (ops.box_iou, "b1 b2"),
+    "generalized_box_iou": (ops.generalized_box_iou, "b1 b2"),
+    "box_area": (ops.box_area, "b1"),
+    "clip_boxes_to_image": (lambda b: ops.clip_boxes_to_image(b, (300, 400)), "b1"),
+    "remove_small_boxes": (lambda b: ops.remove_small_boxes(b, 50.0), "b1"),
+    "nms": (lambda b, s: ops.nms(b, s, 0.5), "b1 s"),
+    "batched_nms": (lambda b, s, c: ops.batched_nms(b, s, c, 0.5), "b1 s c"),
+    "soft_nms": (lambda b, s: ops.soft_nms(b, s, 0.3, method="linear"), "b1 s"),
+    "roi_align": (lambda x, r: ops.roi_align(x, r, 3, 1.0, 2, True), "x r"),
+    "encode_single": (_CODER.encode_single, "b2 b2_reversed"),
+    "decode_single": (_CODER.decode_single, "codes b2"),
+}
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16], ids=lambda d: d.__name__)
-@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("op", list(BYTE_ORDER_CASES))
 def test_byte_order_does_not_change_the_result(make, rng, op, dtype):
-    fn, args = _byte_order_cases(make, rng)[op]
+    fn, names = BYTE_ORDER_CASES[op]
+    arrays = _byte_order_arrays(make, rng)
+    args = tuple(arrays[name] for name in names.split())
     native = tuple(a.astype(dtype) if a.dtype.kind == "f" else a for a in args)
     want = fn(*native)
     got = fn(*(_swapped(a) for a in native))
