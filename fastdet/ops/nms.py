@@ -23,7 +23,28 @@ except ImportError:  # pragma: no cover
     _guard_or_false = bool
 
 
-def _finish(keep, count, what="nms"):
+def _kept(kernel, what, boxes, scores, idx_args, iou_threshold, check=arrays.check_coordinates):
+    """Indices kept by NMS kernel `kernel` (idx_args: its category pointer, if it takes one),
+    with the workspace `what`_workspace_bytes and errors naming `what`."""
+    n = boxes.shape[0]
+    check(boxes, "boxes")
+    arrays.check_finite(scores, "scores")
+    keep = arrays.empty(boxes, (n,), np.int64)
+    if n == 0:
+        return keep
+    ws_args, _ws = arrays.workspace(boxes, f"{what}_workspace_bytes", n)
+    count = arrays.launch(
+        boxes,
+        kernel,
+        arrays.dtype_code(boxes),
+        arrays.ptr(boxes),
+        arrays.ptr(scores),
+        *idx_args,
+        n,
+        iou_threshold,
+        arrays.ptr(keep),
+        *ws_args,
+    )
     if count < 0:
         raise arrays.status_error(count, what)
     out = keep[:count]
@@ -31,68 +52,31 @@ def _finish(keep, count, what="nms"):
 
 
 def _nms(boxes, scores, iou_threshold: float):
-    n = boxes.shape[0]
-    arrays.check_coordinates(boxes, "boxes")
-    arrays.check_finite(scores, "scores")
-    keep = arrays.empty(boxes, (n,), np.int64)
-    if n == 0:
-        return keep
-    ws_args, _ws = arrays.workspace(boxes, "nms_workspace_bytes", n)
-    count = arrays.launch(
-        boxes,
-        "nms",
-        arrays.dtype_code(boxes),
-        arrays.ptr(boxes),
-        arrays.ptr(scores),
-        n,
-        iou_threshold,
-        arrays.ptr(keep),
-        *ws_args,
-    )
-    return _finish(keep, count)
+    return _kept("nms", "nms", boxes, scores, (), iou_threshold)
 
 
 def _batched(boxes, scores, idxs, iou_threshold: float):
-    n = boxes.shape[0]
-    arrays.check_coordinates(boxes, "boxes")
-    arrays.check_finite(scores, "scores")
-    keep = arrays.empty(boxes, (n,), np.int64)
-    if n == 0:
-        return keep
-    ws_args, _ws = arrays.workspace(boxes, "batched_nms_workspace_bytes", n)
-    count = arrays.launch(
-        boxes,
-        "batched_nms",
-        arrays.dtype_code(boxes),
-        arrays.ptr(boxes),
-        arrays.ptr(scores),
-        arrays.ptr(idxs),
-        n,
-        iou_threshold,
-        arrays.ptr(keep),
-        *ws_args,
-    )
-    return _finish(keep, count, "batched_nms")
+    return _kept("batched_nms", "batched_nms", boxes, scores, (arrays.ptr(idxs),), iou_threshold)
 
 
-@torch.library.custom_op("fastdet::nms", mutates_args=())
-def _nms_op(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
-    return _nms(boxes.contiguous(), scores.contiguous(), iou_threshold)
+def _custom_ops(name: str, single, batched):
+    """The ops fastdet::<name> and fastdet::batched_<name> over single(boxes, scores, t) and
+    batched(boxes, scores, idxs, t): kept indices, a data-dependent count."""
+
+    @torch.library.custom_op(f"fastdet::{name}", mutates_args=())
+    def single_op(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+        return single(boxes.contiguous(), scores.contiguous(), iou_threshold)
+
+    @torch.library.custom_op(f"fastdet::batched_{name}", mutates_args=())
+    def batched_op(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
+        return batched(boxes.contiguous(), scores.contiguous(), idxs.contiguous(), iou_threshold)
+
+    single_op.register_fake(lambda boxes, scores, iou_threshold: arrays.fake_indices(boxes))
+    batched_op.register_fake(lambda boxes, scores, idxs, iou_threshold: arrays.fake_indices(boxes))
+    return single_op, batched_op
 
 
-@torch.library.custom_op("fastdet::batched_nms", mutates_args=())
-def _batched_op(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
-    return _batched(boxes.contiguous(), scores.contiguous(), idxs.contiguous(), iou_threshold)
-
-
-@_nms_op.register_fake
-def _(boxes, scores, iou_threshold):
-    return arrays.fake_indices(boxes)
-
-
-@_batched_op.register_fake
-def _(boxes, scores, idxs, iou_threshold):
-    return arrays.fake_indices(boxes)
+_nms_op, _batched_op = _custom_ops("nms", _nms, _batched)
 
 
 def nms(boxes, scores, iou_threshold: float):

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from . import _arrays as arrays
-from .nms import _finish, _prepare_idxs
+from .nms import _custom_ops, _kept, _prepare_idxs
 
 FORMATS = ("cxcywhr", "xywhr", "xyxyxyxy")
 
@@ -160,47 +160,14 @@ def box_iou_rotated(boxes1, boxes2, fmt: str = "cxcywhr"):
 
 
 def _nms(boxes, scores, idxs, iou_threshold: float):
-    n = boxes.shape[0]
-    arrays.check_finite(boxes, "boxes")
-    arrays.check_finite(scores, "scores")
-    keep = arrays.empty(boxes, (n,), np.int64)
-    if n == 0:
-        return keep
-    fn = "nms_rotated_workspace_bytes" if idxs is None else "batched_nms_rotated_workspace_bytes"
-    ws_args, _ws = arrays.workspace(boxes, fn, n)
-    count = arrays.launch(
-        boxes,
-        "nms_rotated",
-        arrays.dtype_code(boxes),
-        arrays.ptr(boxes),
-        arrays.ptr(scores),
-        0 if idxs is None else arrays.ptr(idxs),
-        n,
-        iou_threshold,
-        arrays.ptr(keep),
-        *ws_args,
-    )
-    return _finish(keep, count, "nms_rotated" if idxs is None else "batched_nms_rotated")
+    what = "nms_rotated" if idxs is None else "batched_nms_rotated"
+    idx_args = (0 if idxs is None else arrays.ptr(idxs),)  # one kernel: 0 for no categories
+    return _kept("nms_rotated", what, boxes, scores, idx_args, iou_threshold, arrays.check_finite)
 
 
-@torch.library.custom_op("fastdet::nms_rotated", mutates_args=())
-def _nms_op(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
-    return _nms(boxes.contiguous(), scores.contiguous(), None, iou_threshold)
-
-
-@torch.library.custom_op("fastdet::batched_nms_rotated", mutates_args=())
-def _batched_op(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
-    return _nms(boxes.contiguous(), scores.contiguous(), idxs.contiguous(), iou_threshold)
-
-
-@_nms_op.register_fake
-def _(boxes, scores, iou_threshold):
-    return arrays.fake_indices(boxes)
-
-
-@_batched_op.register_fake
-def _(boxes, scores, idxs, iou_threshold):
-    return arrays.fake_indices(boxes)
+_nms_op, _batched_op = _custom_ops(
+    "nms_rotated", lambda boxes, scores, t: _nms(boxes, scores, None, t), _nms
+)
 
 
 def _prepare(boxes, scores, **more):
