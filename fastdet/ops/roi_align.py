@@ -33,37 +33,35 @@ CUDA_BACKWARD = "shared"
 _CUDA_BACKWARDS = ("atomic", "shared")
 
 
-def _forward(x, rois, scale, ph, pw, sr, aligned):
-    N, C, H, W = x.shape
-    K = rois.shape[0]
+def _output(op: str, x, rois, ph, pw):
+    """op's [K, C, PH, PW] output buffer, after the checks of its batch indices and size."""
+    N, C, _, _ = x.shape
+    shape = (rois.shape[0], C, ph, pw)
     _check_rois(rois, N)
-    arrays.check_output_size("roi_align", (K, C, ph, pw), x)
-    out = arrays.empty(x, (K, C, ph, pw))
+    arrays.check_output_size(op, shape, x)
+    return arrays.empty(x, shape)
+
+
+def _kernel_args(t, nchw, rois, ph, pw, scale) -> tuple:
+    """The leading arguments of the roi_align kernels and of roi_pool's forward: t (features or
+    their gradient), the features' [N, C, H, W], the rois and the bins."""
+    k = rois.shape[0]
+    return (arrays.dtype_code(t), arrays.ptr(t), *nchw, arrays.ptr(rois), k, ph, pw, scale)
+
+
+def _forward(x, rois, scale, ph, pw, sr, aligned):
+    out = _output("roi_align", x, rois, ph, pw)
+    K = rois.shape[0]
     if K and arrays.numel(x):
-        arrays.launch(
-            x,
-            "roi_align_forward",
-            arrays.dtype_code(x),
-            arrays.ptr(x),
-            N,
-            C,
-            H,
-            W,
-            arrays.ptr(rois),
-            K,
-            ph,
-            pw,
-            scale,
-            sr,
-            aligned,
-            arrays.ptr(out),
-        )
+        args = _kernel_args(x, x.shape, rois, ph, pw, scale)
+        arrays.launch(x, "roi_align_forward", *args, sr, aligned, arrays.ptr(out))
     elif K:
         out[...] = 0
     return out
 
 
-def _backward(g, rois, scale, ph, pw, N, C, H, W, sr, aligned):
+def _backward(g, rois, scale, ph, pw, nchw, sr, aligned):
+    N, C, H, W = nchw
     K = rois.shape[0]
     gin = arrays.empty(g, (N, C, H, W))
     if not (K and N * C * H * W):
@@ -80,25 +78,8 @@ def _backward(g, rois, scale, ph, pw, N, C, H, W, sr, aligned):
         nbytes = arrays.cuda_module().roi_align_backward_workspace_bytes(N, C, H, W, det)
         ws = arrays.empty(g, (max(nbytes, 1),), np.uint8)
         extra = (det, CUDA_BACKWARD == "shared", arrays.ptr(ws), nbytes)
-    arrays.launch(
-        g,
-        "roi_align_backward",
-        arrays.dtype_code(g),
-        arrays.ptr(g),
-        N,
-        C,
-        H,
-        W,
-        arrays.ptr(rois),
-        K,
-        ph,
-        pw,
-        scale,
-        sr,
-        aligned,
-        arrays.ptr(gin),
-        *extra,
-    )
+    args = _kernel_args(g, nchw, rois, ph, pw, scale)
+    arrays.launch(g, "roi_align_backward", *args, sr, aligned, arrays.ptr(gin), *extra)
     return gin
 
 
@@ -122,6 +103,12 @@ def _check_rois(rois, N):
         )
 
 
+def _in_compute_dtype(t, rois):
+    """t (features or gradient) and rois in t's compute dtype (float16/bfloat16: float32)."""
+    dt = arrays.compute_dtype(t)
+    return arrays.prepare(t, dt), arrays.prepare(rois, dt)
+
+
 @torch.library.custom_op("fastdet::roi_align", mutates_args=())
 def _roi_align_op(
     input: Tensor,
@@ -134,16 +121,8 @@ def _roi_align_op(
 ) -> Tensor:
     # Any float dtype: float16/bfloat16 are computed in float32 and rounded once, as the
     # public roi_align does.
-    dt = arrays.compute_dtype(input)
-    out = _forward(
-        arrays.prepare(input, dt),
-        arrays.prepare(rois, dt),
-        spatial_scale,
-        pooled_height,
-        pooled_width,
-        sampling_ratio,
-        aligned,
-    )
+    x, r = _in_compute_dtype(input, rois)
+    out = _forward(x, r, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)
     return out.to(input.dtype)
 
 
@@ -166,20 +145,10 @@ def _roi_align_backward_op(
     sampling_ratio: int,
     aligned: bool,
 ) -> Tensor:
-    dt = arrays.compute_dtype(grad)
-    return _backward(
-        arrays.prepare(grad, dt),
-        arrays.prepare(rois, dt),
-        spatial_scale,
-        pooled_height,
-        pooled_width,
-        batch_size,
-        channels,
-        height,
-        width,
-        sampling_ratio,
-        aligned,
-    ).to(grad.dtype)
+    g, r = _in_compute_dtype(grad, rois)
+    nchw = (batch_size, channels, height, width)
+    gin = _backward(g, r, spatial_scale, pooled_height, pooled_width, nchw, sampling_ratio, aligned)
+    return gin.to(grad.dtype)
 
 
 @_roi_align_backward_op.register_fake
@@ -272,6 +241,20 @@ def _pair(output_size):
     return ph, pw
 
 
+def _checked_inputs(input, boxes, output_size):
+    """roi_align's and roi_pool's checked arguments: features and rois of the compute dtype, and
+    the output's height and width."""
+    arrays.kind(input, "input")
+    arrays.check_float(input, "input")
+    if input.ndim != 4:
+        raise arrays.ShapeError(f"input must have shape [N, C, H, W], got {tuple(input.shape)}")
+    ph, pw = _pair(output_size)
+    dt = arrays.compute_dtype(input)
+    x = arrays.prepare(input, dt)
+    rois = _to_rois(boxes, dt, input)
+    return x, rois, ph, pw
+
+
 # Explicit sampling_ratio costs (PH + PW) * sampling_ratio taps per RoI on the CPU and
 # PH * PW * sampling_ratio^2 samples on the GPU: 2^31 would run for minutes on a few RoIs.
 MAX_SAMPLING_RATIO = 1024
@@ -301,14 +284,7 @@ def roi_align(
     aligned: bool = False,
 ):
     """RoIAlign: [N, C, H, W] features and boxes -> [K, C, PH, PW] (torchvision.ops.roi_align)."""
-    arrays.kind(input, "input")
-    arrays.check_float(input, "input")
-    if input.ndim != 4:
-        raise arrays.ShapeError(f"input must have shape [N, C, H, W], got {tuple(input.shape)}")
-    ph, pw = _pair(output_size)
-    dt = arrays.compute_dtype(input)
-    x = arrays.prepare(input, dt)
-    rois = _to_rois(boxes, dt, input)
+    x, rois, ph, pw = _checked_inputs(input, boxes, output_size)
     args = (
         _spatial_scale(spatial_scale),
         ph,

@@ -25,35 +25,18 @@ import torch
 from torch import Tensor, nn
 
 from . import _arrays as arrays
-from .roi_align import _check_rois, _pair, _spatial_scale, _to_rois
+from .roi_align import _checked_inputs, _in_compute_dtype, _kernel_args, _output, _spatial_scale
 
 
 def _forward(x, rois, scale, ph, pw, with_argmax=True):
     """out and argmax (None without with_argmax: calls that will run no backward)."""
-    N, C, H, W = x.shape
-    K = rois.shape[0]
-    _check_rois(rois, N)
-    arrays.check_output_size("roi_pool", (K, C, ph, pw), x)
-    out = arrays.empty(x, (K, C, ph, pw))
+    out = _output("roi_pool", x, rois, ph, pw)
+    K, C = out.shape[:2]
     argmax = arrays.empty(x, (K, C, ph, pw), np.int32) if with_argmax else None
     if K and C:
-        arrays.launch(
-            x,
-            "roi_pool_forward",
-            arrays.dtype_code(x),
-            arrays.ptr(x),
-            N,
-            C,
-            H,
-            W,
-            arrays.ptr(rois),
-            K,
-            ph,
-            pw,
-            scale,
-            arrays.ptr(out),
-            0 if argmax is None else arrays.ptr(argmax),
-        )
+        args = _kernel_args(x, x.shape, rois, ph, pw, scale)
+        argmax_ptr = 0 if argmax is None else arrays.ptr(argmax)
+        arrays.launch(x, "roi_pool_forward", *args, arrays.ptr(out), argmax_ptr)
     return out, argmax
 
 
@@ -65,22 +48,8 @@ def _backward(g, rois, argmax, N, C, H, W):
             raise RuntimeError(msg + "; the CPU backward is deterministic")
         warnings.warn(msg, stacklevel=3)
     gin = arrays.empty(g, (N, C, H, W))
-    arrays.launch(
-        g,
-        "roi_pool_backward",
-        arrays.dtype_code(g),
-        arrays.ptr(g),
-        arrays.ptr(argmax),
-        arrays.ptr(rois),
-        K,
-        N,
-        C,
-        H,
-        W,
-        ph,
-        pw,
-        arrays.ptr(gin),
-    )
+    inputs = (arrays.dtype_code(g), arrays.ptr(g), arrays.ptr(argmax), arrays.ptr(rois))
+    arrays.launch(g, "roi_pool_backward", *inputs, K, N, C, H, W, ph, pw, arrays.ptr(gin))
     return gin
 
 
@@ -89,14 +58,8 @@ def _roi_pool_op(
     input: Tensor, rois: Tensor, spatial_scale: float, pooled_height: int, pooled_width: int
 ) -> tuple[Tensor, Tensor]:
     # Any float dtype: float16/bfloat16 are computed in float32, as the public roi_pool does.
-    dt = arrays.compute_dtype(input)
-    out, argmax = _forward(
-        arrays.prepare(input, dt),
-        arrays.prepare(rois, dt),
-        spatial_scale,
-        pooled_height,
-        pooled_width,
-    )
+    x, r = _in_compute_dtype(input, rois)
+    out, argmax = _forward(x, r, spatial_scale, pooled_height, pooled_width)
     return out.to(input.dtype), argmax
 
 
@@ -116,16 +79,8 @@ def _roi_pool_backward_op(
     height: int,
     width: int,
 ) -> Tensor:
-    dt = arrays.compute_dtype(grad)
-    gin = _backward(
-        arrays.prepare(grad, dt),
-        arrays.prepare(rois, dt),
-        argmax.to(torch.int32).contiguous(),
-        batch_size,
-        channels,
-        height,
-        width,
-    )
+    g, r = _in_compute_dtype(grad, rois)
+    gin = _backward(g, r, argmax.to(torch.int32).contiguous(), batch_size, channels, height, width)
     return gin.to(grad.dtype)
 
 
@@ -153,14 +108,7 @@ torch.library.register_autograd("fastdet::roi_pool", _grad, setup_context=_setup
 @torch.fx.wrap  # a leaf of torch.fx traces (as torchvision's): its checks read real values
 def roi_pool(input, boxes, output_size, spatial_scale: float = 1.0):
     """RoIPool: [N, C, H, W] features and boxes -> [K, C, PH, PW] (torchvision.ops.roi_pool)."""
-    arrays.kind(input, "input")
-    arrays.check_float(input, "input")
-    if input.ndim != 4:
-        raise arrays.ShapeError(f"input must have shape [N, C, H, W], got {tuple(input.shape)}")
-    ph, pw = _pair(output_size)
-    dt = arrays.compute_dtype(input)
-    x = arrays.prepare(input, dt)
-    rois = _to_rois(boxes, dt, input)
+    x, rois, ph, pw = _checked_inputs(input, boxes, output_size)
     args = (_spatial_scale(spatial_scale), ph, pw)
     if isinstance(x, Tensor) and not arrays.eager(x, rois):
         out = _roi_pool_op(x, rois, *args)[0]
