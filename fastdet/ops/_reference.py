@@ -28,15 +28,18 @@ def box_area(boxes):
     return np.maximum(b[:, 2] - b[:, 0], zero) * np.maximum(b[:, 3] - b[:, 1], zero)
 
 
+def _extent(a, b, axis: int, hull: bool = False):
+    """[N, M] side along `axis` (0: x, 1: y) of each pair's intersection, or with hull of the
+    box enclosing both, clamped at 0, in the input dtype."""
+    hi, lo = (np.maximum, np.minimum) if hull else (np.minimum, np.maximum)
+    i, j = axis, axis + 2
+    return np.maximum(
+        hi(a[:, None, j], b[None, :, j]) - lo(a[:, None, i], b[None, :, i]), a.dtype.type(0)
+    )
+
+
 def _inter_union(a, b):
-    zero = a.dtype.type(0)
-    w = np.maximum(
-        np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), zero
-    )
-    h = np.maximum(
-        np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), zero
-    )
-    inter = w * h
+    inter = _extent(a, b, 0) * _extent(a, b, 1)
     union = box_area(a)[:, None] + box_area(b)[None, :] - inter
     return inter, union
 
@@ -54,14 +57,7 @@ def generalized_box_iou(boxes1, boxes2):
     a, b = _f(boxes1), _f(boxes2)
     inter, union = _inter_union(a, b)
     iou = box_iou(a, b)
-    zero = a.dtype.type(0)
-    hw = np.maximum(
-        np.maximum(a[:, None, 2], b[None, :, 2]) - np.minimum(a[:, None, 0], b[None, :, 0]), zero
-    )
-    hh = np.maximum(
-        np.maximum(a[:, None, 3], b[None, :, 3]) - np.minimum(a[:, None, 1], b[None, :, 1]), zero
-    )
-    hull = hw * hh
+    hull = _extent(a, b, 0, hull=True) * _extent(a, b, 1, hull=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(hull > 0, iou - (hull - union) / np.where(hull > 0, hull, 1), iou).astype(
             a.dtype
@@ -74,12 +70,7 @@ def distance_box_iou(boxes1, boxes2, eps=1e-7):
     a, b = _f(boxes1), _f(boxes2)
     t = a.dtype.type
     iou = box_iou(a, b)
-    hw = np.maximum(
-        np.maximum(a[:, None, 2], b[None, :, 2]) - np.minimum(a[:, None, 0], b[None, :, 0]), t(0)
-    )
-    hh = np.maximum(
-        np.maximum(a[:, None, 3], b[None, :, 3]) - np.minimum(a[:, None, 1], b[None, :, 1]), t(0)
-    )
+    hw, hh = _extent(a, b, 0, hull=True), _extent(a, b, 1, hull=True)
     diag = hw * hw + hh * hh + t(eps)
     dx = (a[:, None, 0] + a[:, None, 2]) / t(2) - (b[None, :, 0] + b[None, :, 2]) / t(2)
     dy = (a[:, None, 1] + a[:, None, 3]) / t(2) - (b[None, :, 1] + b[None, :, 3]) / t(2)

@@ -75,6 +75,16 @@ def _(codes, boxes, weights, clip):
     return codes.new_empty(codes.shape)  # contiguous, as the kernel's output
 
 
+def _run(op, kernel, a, b, weights, *clip):
+    """op on a and b in their common compute dtype, or its kernel function directly (numpy,
+    cupy, or the eager fast path); the op takes the weights as a list (its schema's float[])."""
+    dt = arrays.compute_dtype(a, b)
+    x, y = arrays.prepare(a, dt), arrays.prepare(b, dt)
+    if isinstance(x, Tensor) and not arrays.eager(x, y):
+        return op(x, y, list(weights), *clip)
+    return kernel(x, y, weights, *clip)
+
+
 class BoxCoder:
     """torchvision.models.detection._utils.BoxCoder with fused kernels; same arguments."""
 
@@ -104,12 +114,7 @@ class BoxCoder:
                 f"reference_boxes has {reference_boxes.shape[0]} boxes but proposals "
                 f"has {proposals.shape[0]}; expected one per proposal"
             )
-        dt = arrays.compute_dtype(reference_boxes, proposals)
-        g, p = arrays.prepare(reference_boxes, dt), arrays.prepare(proposals, dt)
-        if isinstance(g, Tensor) and not arrays.eager(g, p):
-            out = _encode_op(g, p, list(self.weights))
-        else:
-            out = _encode(g, p, self.weights)
+        out = _run(_encode_op, _encode, reference_boxes, proposals, self.weights)
         return (
             arrays.cast(out, reference_boxes)
             if arrays.same_dtype(reference_boxes, proposals)
@@ -128,12 +133,7 @@ class BoxCoder:
             )
         # Both decide (float64 boxes are not squeezed into float32 codes' range, where 1e39
         # would read as inf); the output takes rel_codes' dtype, as torchvision's.
-        dt = arrays.compute_dtype(rel_codes, boxes)
-        c, b = arrays.prepare(rel_codes, dt), arrays.prepare(boxes, dt)
-        if isinstance(c, Tensor) and not arrays.eager(c, b):
-            out = _decode_op(c, b, list(self.weights), self.bbox_xform_clip)
-        else:
-            out = _decode(c, b, self.weights, self.bbox_xform_clip)
+        out = _run(_decode_op, _decode, rel_codes, boxes, self.weights, self.bbox_xform_clip)
         return arrays.cast(out, rel_codes)
 
     def encode(self, reference_boxes: list, proposals: list):

@@ -90,11 +90,16 @@ def _padding(padding) -> int:
     return arrays.check_int(padding, "padding", minimum=0, maximum=2**20)
 
 
+def _computed(x):
+    """x (None passes) in its compute dtype, contiguous: what the kernels take."""
+    return None if x is None else arrays.prepare(x, arrays.compute_dtype(x))
+
+
 # ---- kernels (arrays already of their compute dtype, contiguous) ------------------------------
 
 
 def _paste(m, b, height: int, width: int, padding: int, threshold):
-    K, M = m.shape[0], m.shape[-1]
+    K = m.shape[0]
     arrays.check_finite(m, "masks")
     arrays.check_finite(b, "boxes")
     shape = (K, height, width)
@@ -105,22 +110,18 @@ def _paste(m, b, height: int, width: int, padding: int, threshold):
         arrays.check_output_size("paste_masks", shape, np.empty(0, np.bool_))
         out = _empty_bool(m, shape)
     if K and height and width:
-        arrays.launch(
-            m,
-            "paste_masks",
-            arrays.dtype_code(m),
-            arrays.dtype_code(b),
-            arrays.ptr(m),
-            K,
-            M,
-            arrays.ptr(b),
-            padding,
-            height,
-            width,
-            threshold,
-            arrays.ptr(out),
-        )
+        tail = (padding, height, width, threshold, arrays.ptr(out))
+        arrays.launch(m, "paste_masks", *_mask_args(m, b), *tail)
     return out
+
+
+def _mask_args(m, b) -> tuple:
+    """The kernels' leading arguments: masks m [K, M, M] in boxes b [K, 4], or, b None,
+    full-size masks [K, H, W] (then M and the boxes' pointer are 0)."""
+    codes = arrays.dtype_code(m), arrays.dtype_code(m if b is None else b)
+    if b is None:
+        return (*codes, arrays.ptr(m), m.shape[0], 0, 0)
+    return (*codes, arrays.ptr(m), m.shape[0], m.shape[-1], arrays.ptr(b))
 
 
 def _empty_bool(like, shape):
@@ -147,7 +148,6 @@ def _order(scores):
 
 
 def _labels(m, b, s, height: int, width: int, threshold: float, padding: int):
-    K = m.shape[0]
     arrays.check_finite(m, "masks")
     arrays.check_finite(s, "scores")
     if b is not None:
@@ -155,22 +155,8 @@ def _labels(m, b, s, height: int, width: int, threshold: float, padding: int):
     out = arrays.empty(m, (height, width), np.int32)
     order = _order(s)
     if height and width:
-        arrays.launch(
-            m,
-            "masks_to_labels",
-            arrays.dtype_code(m),
-            arrays.dtype_code(b if b is not None else m),
-            arrays.ptr(m),
-            K,
-            m.shape[-1] if b is not None else 0,
-            arrays.ptr(b) if b is not None else 0,
-            order.data_ptr(),
-            padding,
-            height,
-            width,
-            threshold,
-            arrays.ptr(out),
-        )
+        tail = (padding, height, width, threshold, arrays.ptr(out))
+        arrays.launch(m, "masks_to_labels", *_mask_args(m, b), order.data_ptr(), *tail)
     return out
 
 
@@ -187,14 +173,7 @@ def _paste_op(
     threshold: Optional[float],  # noqa: UP045 (torch.library parses the annotation)
 ) -> Tensor:
     # float16/bfloat16 are computed in float32 and rounded once, as the public function does.
-    out = _paste(
-        arrays.prepare(masks, arrays.compute_dtype(masks)),
-        arrays.prepare(boxes, arrays.compute_dtype(boxes)),
-        height,
-        width,
-        padding,
-        threshold,
-    )
+    out = _paste(_computed(masks), _computed(boxes), height, width, padding, threshold)
     return out if threshold is not None else out.to(masks.dtype)
 
 
@@ -214,15 +193,8 @@ def _labels_op(
     threshold: float,
     padding: int,
 ) -> Tensor:
-    return _labels(
-        arrays.prepare(masks, arrays.compute_dtype(masks)),
-        None if boxes is None else arrays.prepare(boxes, arrays.compute_dtype(boxes)),
-        arrays.prepare(scores, arrays.compute_dtype(scores)),
-        height,
-        width,
-        threshold,
-        padding,
-    )
+    m, b, s = _computed(masks), _computed(boxes), _computed(scores)
+    return _labels(m, b, s, height, width, threshold, padding)
 
 
 @_labels_op.register_fake
@@ -255,14 +227,7 @@ def paste_masks(masks, boxes, image_shape, padding: int = 1, threshold: float | 
     thr = None if threshold is None else _check_threshold(threshold)
     if isinstance(m, Tensor):
         return _paste_op(m.detach(), boxes.detach(), height, width, pad, thr)
-    out = _paste(
-        arrays.prepare(m, arrays.compute_dtype(m)),
-        arrays.prepare(boxes, arrays.compute_dtype(boxes)),
-        height,
-        width,
-        pad,
-        thr,
-    )
+    out = _paste(_computed(m), _computed(boxes), height, width, pad, thr)
     return out if thr is not None else arrays.cast(out, m)
 
 
@@ -306,12 +271,4 @@ def masks_to_labels(masks, boxes, scores, image_shape, threshold: float = 0.5, p
     if isinstance(m, Tensor):
         b = None if boxes is None else boxes.detach()
         return _labels_op(m.detach(), b, scores.detach(), height, width, thr, pad)
-    return _labels(
-        arrays.prepare(m, arrays.compute_dtype(m)),
-        None if boxes is None else arrays.prepare(boxes, arrays.compute_dtype(boxes)),
-        arrays.prepare(scores, arrays.compute_dtype(scores)),
-        height,
-        width,
-        thr,
-        pad,
-    )
+    return _labels(_computed(m), _computed(boxes), _computed(scores), height, width, thr, pad)
