@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import _Checked, _subfolders, image_tensor, read_image_2d, split_ids
+from .common import _Checked, _files, _folder, _subfolders, image_tensor, read_image_2d, split_ids
 from .folders import _shape_2d
 
 CLASS_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm")
@@ -36,21 +36,15 @@ class ClassFolderDataset(_Checked):
         skip_bad: bool = False,
         transform=None,
     ):
+        self.root, self.rgb = _folder(root), rgb
         super().__init__(skip_bad, transform)
-        self.root, self.rgb = Path(root), rgb
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"{self.root}: folder not found")
         self.classes = _subfolders(self.root)
         if not self.classes:
             raise ValueError(f"{self.root}: no class folders (expected root/<class>/<image>)")
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
         files = {}
         for c in self.classes:
-            found = sorted(
-                p
-                for p in (self.root / c).iterdir()
-                if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in CLASS_EXTS
-            )
+            found = [p for p in _files(self.root / c) if p.suffix.lower() in CLASS_EXTS]
             if not found:
                 raise ValueError(
                     f"{self.root / c}: a class folder without images ({', '.join(CLASS_EXTS)})"
@@ -58,10 +52,8 @@ class ClassFolderDataset(_Checked):
             files.update({f"{c}/{p.name}": (p, c) for p in found})
         strata = {k: c for k, (_, c) in files.items()}
         chosen = split_ids(sorted(files), split, split_seed, val_fraction, strata)
-        self.items = [it for it in (self._check(k, *files[k]) for k in chosen) if it]
-        self.ids = [it[0] for it in self.items]
+        self._check_all(chosen, lambda k: self._check(k, *files[k]))
         self.targets = [self.class_to_idx[it[2]] for it in self.items]
-        self._warn_skipped(len(chosen))
 
     def _check(self, key: str, path: Path, cls: str):
         try:
@@ -69,9 +61,6 @@ class ClassFolderDataset(_Checked):
         except ValueError as e:
             return self._bad(key, "unreadable file", e)
         return key, path, cls
-
-    def __len__(self) -> int:
-        return len(self.items)
 
     def __getitem__(self, index: int) -> dict:
         key, path, cls = self.items[index]

@@ -57,6 +57,19 @@ def _subfolders(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def _files(folder: Path) -> list[Path]:
+    """Sorted paths of the files in `folder`, hidden ones (".name") left out."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def _folder(path, what: str = "folder") -> Path:
+    """`path` as a Path; FileNotFoundError ("<path>: <what> not found") unless it is a folder."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: {what} not found")
+    return path
+
+
 def boxes_from_instances(instances: np.ndarray) -> np.ndarray:
     """float32 [K, 4] (x1, y1, x2, y2) pixel-edge boxes of the labels 1..K of an integer label
     image [H, W] (K = its maximum; an absent label gives a zero box)."""
@@ -102,14 +115,24 @@ class _Checked(Dataset):
             raise message if isinstance(message, Exception) else error(message)
         self.skipped.append((str(item_id), f"{kind}: {message}"))
 
-    def _warn_skipped(self, total: int) -> None:
+    def _check_all(self, keys: list, check) -> None:
+        """items: check(key) for each key, less the skipped ones (None); ids: their keys (an
+        item's first field). Warns of the skipped ones, as from the dataset's constructor."""
+        self.items = [item for item in map(check, keys) if item is not None]
+        self.ids = [item[0] for item in self.items]
+        self._warn_skipped(len(keys), stacklevel=4)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _warn_skipped(self, total: int, stacklevel: int = 3) -> None:
         if self.skipped:
             counts = Counter(reason.split(":", 1)[0] for _, reason in self.skipped)
             why = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
             warnings.warn(
                 f"{type(self).__name__}: skipped {len(self.skipped)} of {total} "
                 f"item(s) ({why}); see .skipped",
-                stacklevel=3,
+                stacklevel=stacklevel,
             )
 
     def _finish(self, sample: dict) -> dict:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
@@ -11,6 +9,7 @@ from fastdet.data.dicom import DataError
 
 from .common import (
     _Checked,
+    _folder,
     _png_size,
     _read_png,
     _subfolders,
@@ -47,16 +46,11 @@ class DSB2018Dataset(_Checked):
         skip_bad: bool = False,
         transform=None,
     ):
-        super().__init__(skip_bad, transform)
-        self.root = Path(root)
+        self.root = _folder(root, "DSB-2018 folder")
         self.rgb = bool(rgb)
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"{self.root}: DSB-2018 folder not found")
+        super().__init__(skip_bad, transform)
         ids = _subfolders(self.root)
-        chosen = split_ids(ids, split, split_seed, val_fraction)
-        self.items = [item for item in map(self._check, chosen) if item is not None]
-        self.ids = [item[0] for item in self.items]
-        self._warn_skipped(len(chosen))
+        self._check_all(split_ids(ids, split, split_seed, val_fraction), self._check)
 
     def _check(self, sid: str):
         """(id, image path, [mask paths]) or None when skipped."""
@@ -82,9 +76,6 @@ class DSB2018Dataset(_Checked):
         except DataError as e:  # truncated or corrupt PNG
             return self._bad(sid, "unreadable file", e)
         return sid, image, masks
-
-    def __len__(self) -> int:
-        return len(self.items)
 
     def __getitem__(self, index: int) -> dict:
         sid, image_path, mask_paths = self.items[index]

@@ -11,6 +11,8 @@ from .common import (
     _NIFTI,
     _Checked,
     _dicom_size,
+    _files,
+    _folder,
     _is_nifti,
     _mask_uint8,
     _nibabel,
@@ -88,27 +90,22 @@ class ImageFolderDataset(_Checked):
         skip_bad: bool = False,
         transform=None,
     ):
-        super().__init__(skip_bad, transform)
         self.root = Path(root)
+        super().__init__(skip_bad, transform)
         self.rgb, self.binarize, self.instances = rgb, bool(binarize), bool(instances)
-        self.images_dir, self.masks_dir = self.root / images, self.root / masks
-        for folder in (self.images_dir, self.masks_dir):
-            if not folder.is_dir():
-                raise FileNotFoundError(f"{folder}: folder not found")
+        self.images_dir, self.masks_dir = _folder(self.root / images), _folder(self.root / masks)
         image_files = self._by_stem(self.images_dir)
         self._masks = self._by_stem(self.masks_dir)
         chosen = split_ids(sorted(image_files), split, split_seed, val_fraction)
-        self.items = [item for item in (self._check(s, image_files[s]) for s in chosen) if item]
-        self.ids = [item[0] for item in self.items]
-        self._warn_skipped(len(chosen))
+        self._check_all(chosen, lambda s: self._check(s, image_files[s]))
 
     @staticmethod
     def _by_stem(folder: Path) -> dict:
         """{stem: [paths]} of the supported files in `folder` (hidden files ignored)."""
         out: dict = {}
-        for path in sorted(folder.iterdir()):
+        for path in _files(folder):
             stem = _stem(path)
-            if stem is not None and path.is_file() and not path.name.startswith("."):
+            if stem is not None:
                 out.setdefault(stem, []).append(path)
         return out
 
@@ -141,9 +138,6 @@ class ImageFolderDataset(_Checked):
                 f"{masks[0]}: mask size (H, W) = {mask_size} differs from image {images[0]} {size}",
             )
         return stem, images[0], masks[0]
-
-    def __len__(self) -> int:
-        return len(self.items)
 
     def __getitem__(self, index: int) -> dict:
         stem, image_path, mask_path = self.items[index]

@@ -12,6 +12,7 @@ from fastdet.data.dicom import DataError
 
 from .common import (
     _Checked,
+    _folder,
     _mask_uint8,
     _nibabel,
     _reading,
@@ -150,9 +151,7 @@ class MRISliceDataset(_Checked):
         super().__init__(skip_bad, transform)
         if plane not in PLANES:
             raise ValueError(f"plane must be one of {PLANES}, got {plane!r}")
-        self.root, self.plane = Path(root), plane
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"{self.root}: MRI folder not found")
+        self.root, self.plane = _folder(root, "MRI folder"), plane
         found = _subfolders(self.root)
         if subjects is not None:
             unknown = sorted(set(subjects) - set(found))

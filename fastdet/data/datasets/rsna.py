@@ -148,16 +148,12 @@ class RSNADataset(_Checked):
         classes = _read_rsna_classes(self.root / RSNA_CLASSES)
         strata = {pid: bool(b) for pid, b in boxes.items()}
         chosen = split_ids(boxes, split, split_seed, val_fraction, strata)
-        self.items = []
-        for pid in chosen:
-            item = self._check(pid, boxes[pid], errors[pid], labels)
-            if item is not None:
-                self.items.append((*item, classes.get(pid)))
-        self.ids = [item[0] for item in self.items]
-        self._warn_skipped(len(chosen))
+        self._check_all(
+            chosen, lambda pid: self._check(pid, boxes[pid], errors[pid], labels, classes.get(pid))
+        )
 
-    def _check(self, pid, boxes, error, labels):
-        """(pid, path, boxes [K, 4] x1y1x2y2) or None when skipped."""
+    def _check(self, pid, boxes, error, labels, cls):
+        """(pid, path, boxes [K, 4] x1y1x2y2, class) or None when skipped."""
         if error:
             return self._bad(pid, "bad CSV row", error)
         path = self.root / RSNA_IMAGES / f"{pid}.dcm"
@@ -192,10 +188,7 @@ class RSNADataset(_Checked):
                         f"box (x={x:g}, y={y:g}, width={w:g}, height={h:g}) is "
                         f"not inside the {width}x{height} image {path}",
                     )
-        return pid, path, xyxy
-
-    def __len__(self) -> int:
-        return len(self.items)
+        return pid, path, xyxy, cls
 
     def __getitem__(self, index: int) -> dict:
         from fastdet.data.dicom import load_dicom
