@@ -64,6 +64,32 @@ def is_sequence(x) -> bool:
     return isinstance(x, (list, tuple))
 
 
+def both_lists(a, b, na: str, nb: str, lists: str = "lists of arrays") -> bool:
+    """True for two lists (or tuples) of one length, False for two single arrays; TypeError
+    for one of each."""
+    if not (is_sequence(a) or is_sequence(b)):
+        return False
+    if not (is_sequence(a) and is_sequence(b)):
+        raise TypeError(
+            f"{na} and {nb} must both be arrays or both be {lists}, got "
+            f"{type(a).__name__} and {type(b).__name__}"
+        )
+    same_length(a, b, na, nb)
+    return True
+
+
+def square_matrix_names(cm: np.ndarray, names) -> list[str]:
+    """The K class names of a square [K, K] confusion matrix as strings ("0".."K-1" for None);
+    ValueError for a matrix that is not square, or another number of names."""
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+        raise ValueError(f"cm must be a square [K, K] matrix, got shape {cm.shape}")
+    k = cm.shape[0]
+    names = [str(i) for i in range(k)] if names is None else [str(n) for n in names]
+    if len(names) != k:
+        raise ValueError(f"names must have one entry per class ({k}), got {len(names)}")
+    return names
+
+
 def boxes(x, name: str) -> np.ndarray:
     """[N, 4] float64 boxes (x1, y1, x2, y2); ValueError on a bad shape or non-finite values."""
     a = to_numpy(x, name)

@@ -73,12 +73,7 @@ def class_scores_from_matrix(cm, names=None) -> dict:
     TP / (TP + FN), specificity TN / (TN + FP), precision TP / (TP + FP), NaN where the
     denominator is 0; support = the class's true images. names: K names (default "0".."K-1")."""
     cm = np.asarray(inputs.to_numpy(cm, "cm"), dtype=np.int64)
-    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
-        raise ValueError(f"cm must be a square [K, K] matrix, got shape {cm.shape}")
-    k = cm.shape[0]
-    names = [str(i) for i in range(k)] if names is None else [str(n) for n in names]
-    if len(names) != k:
-        raise ValueError(f"names must have one entry per class ({k}), got {len(names)}")
+    names = inputs.square_matrix_names(cm, names)
     n = cm.sum()
     out = {}
     for i, name in enumerate(names):

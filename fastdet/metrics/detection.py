@@ -76,13 +76,7 @@ def dsb_score(pred_labels, gt_labels, *, thresholds=DSB_THRESHOLDS, return_per_i
 
     pred_labels, gt_labels: one pair of label images, or two lists of them (one per image).
     Returns the mean as a float, or (mean, per-image scores [N]) with return_per_image=True."""
-    if inputs.is_sequence(pred_labels) or inputs.is_sequence(gt_labels):
-        if not (inputs.is_sequence(pred_labels) and inputs.is_sequence(gt_labels)):
-            raise TypeError(
-                "pred_labels and gt_labels must both be arrays or both be lists, got "
-                f"{type(pred_labels).__name__} and {type(gt_labels).__name__}"
-            )
-        inputs.same_length(pred_labels, gt_labels, "pred_labels", "gt_labels")
+    if inputs.both_lists(pred_labels, gt_labels, "pred_labels", "gt_labels", "lists"):
         scores = np.array(
             [dsb_image_score(p, g, thresholds) for p, g in zip(pred_labels, gt_labels)], np.float64
         )

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import _inputs as inputs
+
 GREEN, RED, YELLOW = (0, 255, 0), (255, 0, 0), (255, 255, 0)
 
 
@@ -205,12 +207,8 @@ def save_confusion_matrix(path, cm, names=None, title: str = "Confusion matrix")
     import matplotlib.pyplot as plt
 
     cm = np.asarray(_as_numpy(cm, "cm", sequence=True), dtype=np.int64)
-    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
-        raise ValueError(f"cm must be a square [K, K] matrix, got shape {cm.shape}")
+    names = inputs.square_matrix_names(cm, names)
     k = cm.shape[0]
-    names = [str(i) for i in range(k)] if names is None else [str(n) for n in names]
-    if len(names) != k:
-        raise ValueError(f"names must have one entry per class ({k}), got {len(names)}")
     rows = cm.sum(1, keepdims=True)
     share = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
     path = Path(path)

@@ -76,13 +76,7 @@ def confusion_counts(pred, target, *, sample_ndim=None) -> dict:
 
     Shapes follow `sample_ndim` (module docstring): 0-d for one sample, the leading shape
     otherwise, [N] (or the concatenated samples) for a list of N masks."""
-    if inputs.is_sequence(pred) or inputs.is_sequence(target):
-        if not (inputs.is_sequence(pred) and inputs.is_sequence(target)):
-            raise TypeError(
-                "pred and target must both be arrays or both be lists of arrays, got "
-                f"{type(pred).__name__} and {type(target).__name__}"
-            )
-        inputs.same_length(pred, target, "pred", "target")
+    if inputs.both_lists(pred, target, "pred", "target"):
         parts = [
             _pair_counts(p, t, sample_ndim, f"pred[{i}]", f"target[{i}]")
             for i, (p, t) in enumerate(zip(pred, target))
@@ -246,13 +240,7 @@ def confusion_matrix(pred, target, *, num_classes=None) -> np.ndarray:
 
     pred, target: class-index maps of one shape (bool, or integer-valued), or lists of them
     (summed). num_classes: K; by default max(2, largest index + 1)."""
-    if inputs.is_sequence(pred) or inputs.is_sequence(target):
-        if not (inputs.is_sequence(pred) and inputs.is_sequence(target)):
-            raise TypeError(
-                "pred and target must both be arrays or both be lists of arrays, got "
-                f"{type(pred).__name__} and {type(target).__name__}"
-            )
-        inputs.same_length(pred, target, "pred", "target")
+    if inputs.both_lists(pred, target, "pred", "target"):
         pairs = [(_class_map(p, "pred"), _class_map(t, "target")) for p, t in zip(pred, target)]
     else:
         pairs = [(_class_map(pred, "pred"), _class_map(target, "target"))]
