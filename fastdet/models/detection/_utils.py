@@ -74,6 +74,13 @@ def check_loss_options(box_loss: str, cls_loss: str) -> None:
         raise ValueError(f"cls_loss must be one of {CLS_LOSSES}, got {cls_loss!r}")
 
 
+def set_loss_options(module, sigma: float, box_loss: str, cls_loss: str, focal_gamma: float):
+    """The loss options of the RPN or the RoI heads, checked, as the module's attributes."""
+    check_loss_options(box_loss, cls_loss)
+    module.sigma, module.focal_gamma = sigma, focal_gamma
+    module.box_loss, module.cls_loss = box_loss, cls_loss
+
+
 def box_regression_loss(pred: Tensor, target: Tensor, kind: str, sigma: float) -> Tensor:
     """Summed over elements (the caller divides by its sample count). smooth_l1 with sigma is
     torch's smooth_l1_loss with beta = 1 / sigma^2 (torchvision's beta 1/9 is sigma 3)."""

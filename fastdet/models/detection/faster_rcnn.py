@@ -278,6 +278,10 @@ def _resnet_fpn(
     return load_detector_weights(model, weights) if weights is not None else model
 
 
+# the ResNet-18 presets (Faster and Mask R-CNN): fewer RoIs per image, for small models and CPUs
+_RESNET18_DEFAULTS = {"box_batch_size_per_image": 128}
+
+
 def fasterrcnn_resnet50_fpn(
     weights=None,
     num_classes: int = 91,
@@ -325,7 +329,7 @@ def fasterrcnn_resnet18_fpn(
         weights,
         weights_backbone,
         trainable_backbone_layers,
-        {"box_batch_size_per_image": 128},
+        _RESNET18_DEFAULTS,
         kwargs,
     )
 

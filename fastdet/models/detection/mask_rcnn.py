@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ... import ops
 from ...ops import MultiScaleRoIAlign
-from .faster_rcnn import FasterRCNN, _check_targets, _resnet_fpn
+from .faster_rcnn import _RESNET18_DEFAULTS, FasterRCNN, _check_targets, _resnet_fpn
 from .mask_head import MaskRCNNHeads, MaskRCNNPredictor
 
 
@@ -110,7 +110,7 @@ def maskrcnn_resnet18_fpn(
         weights,
         weights_backbone,
         trainable_backbone_layers,
-        {"box_batch_size_per_image": 128},
+        _RESNET18_DEFAULTS,
         kwargs,
         MaskRCNN,
     )

@@ -80,7 +80,7 @@ class RoIHeads(nn.Module):
         mask_predictor=None,
     ):
         super().__init__()
-        det_utils.check_loss_options(box_loss, cls_loss)
+        det_utils.set_loss_options(self, sigma, box_loss, cls_loss, focal_gamma)
         if (mask_roi_pool is None) != (mask_predictor is None) or (
             mask_head is not None and mask_roi_pool is None
         ):
@@ -93,12 +93,6 @@ class RoIHeads(nn.Module):
         self.box_coder = BoxCoder(bbox_reg_weights or (10.0, 10.0, 5.0, 5.0))
         self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
         self.detections_per_img = detections_per_img
-        self.sigma, self.box_loss, self.cls_loss, self.focal_gamma = (
-            sigma,
-            box_loss,
-            cls_loss,
-            focal_gamma,
-        )
 
     def has_mask(self) -> bool:
         return self.mask_predictor is not None

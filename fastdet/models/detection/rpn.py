@@ -82,7 +82,7 @@ class RegionProposalNetwork(nn.Module):
         focal_gamma: float = 2.0,
     ):
         super().__init__()
-        det_utils.check_loss_options(box_loss, cls_loss)
+        det_utils.set_loss_options(self, sigma, box_loss, cls_loss, focal_gamma)
         self.anchor_generator, self.head = anchor_generator, head
         self.box_coder = BoxCoder((1.0, 1.0, 1.0, 1.0))
         self.fg_iou_thresh, self.bg_iou_thresh = fg_iou_thresh, bg_iou_thresh
@@ -91,12 +91,6 @@ class RegionProposalNetwork(nn.Module):
         self._post_nms_top_n = post_nms_top_n or {"training": 2000, "testing": 1000}
         self.nms_thresh, self.score_thresh = nms_thresh, score_thresh
         self.min_size = 1e-3  # proposals narrower than this (pixels) are dropped, as torchvision
-        self.sigma, self.box_loss, self.cls_loss, self.focal_gamma = (
-            sigma,
-            box_loss,
-            cls_loss,
-            focal_gamma,
-        )
 
     def pre_nms_top_n(self) -> int:
         return self._pre_nms_top_n["training" if self.training else "testing"]
