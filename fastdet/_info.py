@@ -39,19 +39,22 @@ def _gpus() -> list[dict]:
         return []
 
 
-def _driver() -> str | None:
-    try:
-        import subprocess
+def run_command(args: list[str], **kwargs):
+    """subprocess.run(args) with its output captured as text; None where the command cannot
+    run or times out (a missing tool must not break what only reports it)."""
+    import subprocess
 
-        r = subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        return r.stdout.strip().splitlines()[0] if r.returncode == 0 and r.stdout.strip() else None
+    try:
+        return subprocess.run(args, capture_output=True, text=True, **kwargs)
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def _driver() -> str | None:
+    query = ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]
+    r = run_command(query, timeout=10)
+    ok = r is not None and r.returncode == 0 and r.stdout.strip()
+    return r.stdout.strip().splitlines()[0] if ok else None
 
 
 def build_info() -> dict:

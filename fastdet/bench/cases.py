@@ -567,8 +567,8 @@ def profile_stages(fn, d, device: str, stages: dict, passes: int = 1) -> dict:
 
 @contextmanager
 def _annotated(obj, method: str):
-    """obj.method wrapped in a record_function of its name (an instance attribute that shadows
-    the class's method), restored on exit."""
+    """obj.method (a module's function, or an object's method: then an instance attribute that
+    shadows the class's) wrapped in a record_function of its name, restored on exit."""
     had, orig = method in vars(obj), getattr(obj, method)
 
     def wrapped(*args, **kwargs):
@@ -605,24 +605,8 @@ def _traced_paste():
         return
     import torchvision.models.detection.transform as tv_transform
 
-    with _traced(tv_transform, "paste_masks_in_image"):
+    with _annotated(tv_transform, "paste_masks_in_image"):
         yield
-
-
-@contextmanager
-def _traced(module, name: str):
-    """module.name (a function) under a record_function of its name, restored on exit."""
-    orig = getattr(module, name)
-
-    def wrapped(*args, **kwargs):
-        with record_function(name):
-            return orig(*args, **kwargs)
-
-    setattr(module, name, wrapped)
-    try:
-        yield
-    finally:
-        setattr(module, name, orig)
 
 
 # fastdet's documented speed options, one per model case variant (detection, segmentation):

@@ -8,13 +8,12 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
 import torch
 
-from .._info import build_info
+from .._info import build_info, run_command
 from .cases import Case
 
 
@@ -159,17 +158,8 @@ def _cpu_model() -> str:
 def _git_commit() -> str | None:
     if os.environ.get("FASTDET_GIT_COMMIT"):  # a copied tree without .git (the GPU machine)
         return os.environ["FASTDET_GIT_COMMIT"]
-    try:
-        r = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        )
-        return r.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
+    r = run_command(["git", "rev-parse", "HEAD"], timeout=5, cwd=Path(__file__).resolve().parent)
+    return None if r is None else r.stdout.strip() or None
 
 
 def machine(device: str, copy_gbs: float | None = None) -> dict:
