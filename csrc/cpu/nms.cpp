@@ -5,14 +5,13 @@
 // the centre distance |dcx| < (wa+wb)/2 - t*sqrt(wa*wb) and the width ratio to [t^2, 1/t^2].
 // Floors: the sort (n log n, radix here); torchvision compares ~n*kept pairs, we compare the
 // kept boxes within that reach (~tens per box for RPN-like inputs).
+#include "nms.h"
+
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 #include <vector>
 
 #include "fastdet/box.h"
-#include "parallel.h"
-#include "sort.h"
 
 namespace fastdet::cpu {
 namespace {
@@ -198,63 +197,17 @@ int64_t greedy(const T* boxes, const int64_t* order, int64_t n, double t, int64_
   return count;
 }
 
-// `order` regrouped by class, keeping the score order within each class: a counting sort when
-// the labels span a small range (the usual 0..C-1), a stable comparison sort otherwise.
-std::vector<int64_t> group_by_class(const std::vector<int64_t>& order, const int64_t* idxs) {
-  const int64_t n = int64_t(order.size());
-  const auto [lo, hi] = std::minmax_element(idxs, idxs + n);
-  if (double(*hi) - double(*lo) >= double(4 * n + 1024)) {
-    std::vector<int64_t> out(order);
-    std::stable_sort(out.begin(), out.end(),
-                     [&](int64_t a, int64_t b) { return idxs[a] < idxs[b]; });
-    return out;
-  }
-  std::vector<int64_t> pos(size_t(*hi - *lo) + 2, 0), out(n);
-  for (int64_t k = 0; k < n; ++k) ++pos[size_t(idxs[k] - *lo) + 1];
-  for (size_t c = 1; c < pos.size(); ++c) pos[c] += pos[c - 1];
-  for (int64_t k = 0; k < n; ++k) out[pos[size_t(idxs[order[k]] - *lo)]++] = order[k];
-  return out;
-}
-
 }  // namespace
 
 template <typename T>
 int64_t nms(const T* boxes, const T* scores, int64_t n, double iou_threshold, int64_t* keep) {
-  std::vector<int64_t> order(n);
-  argsort_descending(scores, n, order.data());
-  return greedy(boxes, order.data(), n, iou_threshold, keep);
+  return greedy_nms(greedy<T>, boxes, scores, nullptr, n, iou_threshold, keep, 2048);
 }
 
-// Classes are independent: group the score order by class (stable), run the greedy pass per
-// class in parallel, then merge the kept indices back into one decreasing-score order.
 template <typename T>
 int64_t batched_nms(const T* boxes, const T* scores, const int64_t* idxs, int64_t n,
                     double iou_threshold, int64_t* keep) {
-  if (n == 0) return 0;
-  std::vector<int64_t> order(n), rank(n);
-  argsort_descending(scores, n, order.data());
-  for (int64_t k = 0; k < n; ++k) rank[order[k]] = k;
-  std::vector<int64_t> by_class = group_by_class(order, idxs);
-  std::vector<int64_t> starts{0};
-  for (int64_t k = 1; k < n; ++k)
-    if (idxs[by_class[k]] != idxs[by_class[k - 1]]) starts.push_back(k);
-  starts.push_back(n);
-  const int64_t groups = int64_t(starts.size()) - 1;
-  std::vector<int64_t> kept(n), counts(groups);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads_for(n, 2048))
-  for (int64_t g = 0; g < groups; ++g) {
-    int64_t s = starts[g];
-    counts[g] =
-        greedy(boxes, by_class.data() + s, starts[g + 1] - s, iou_threshold, kept.data() + s);
-  }
-  // Flag kept boxes by score rank, then read them back in rank order.
-  std::vector<uint8_t> flag(n, 0);
-  for (int64_t g = 0; g < groups; ++g)
-    for (int64_t k = 0; k < counts[g]; ++k) flag[rank[kept[starts[g] + k]]] = 1;
-  int64_t count = 0;
-  for (int64_t k = 0; k < n; ++k)
-    if (flag[k]) keep[count++] = order[k];
-  return count;
+  return greedy_nms(greedy<T>, boxes, scores, idxs, n, iou_threshold, keep, 2048);
 }
 
 #define FASTDET_INSTANTIATE(T)                                            \

@@ -28,6 +28,17 @@ inline int threads_for(int64_t work, int64_t grain = 1 << 14) {
   return t < 1 ? 1 : (t < mt ? static_cast<int>(t) : mt);
 }
 
+// The calling thread's number within its team (0 outside one), e.g. to pick its scratch slice.
+inline int thread_id() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
 // A large output fresh from the allocator is untouched mmap memory: writing it costs one page
 // fault per 4 KiB, more than the kernel itself (64 MB: ~25 ms of faults). Asking for huge pages
 // first makes that one fault per 2 MiB. A hint only: failure changes nothing.

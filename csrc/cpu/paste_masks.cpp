@@ -26,8 +26,6 @@
 namespace fastdet::cpu {
 namespace {
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 // masks [K, M, M] -> pad [K, Mp, Mp] with `p` zeros around each.
 template <typename T> void pad_masks(const T* masks, int64_t K, int64_t M, int64_t p, T* pad) {
   const int64_t Mp = M + 2 * p;
@@ -84,14 +82,6 @@ template <typename T> struct ColumnScratch {
             w.data() + 2 * W * t + W};
   }
 };
-
-inline int thread_id() {
-#ifdef _OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
 
 // One band [y0, y1) of plane k: probabilities (O = T) or prob > threshold (O = uint8_t).
 template <typename T, typename O>

@@ -44,16 +44,6 @@ namespace {
 // in registers (8 SSE or 4 AVX).
 template <typename T> constexpr int64_t kLanes = 128 / sizeof(T);
 
-inline int thread_id() {
-#ifdef _OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
-
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 // Allocated before a parallel region (an exception inside one would terminate); cache-line
 // aligned, so with slices in multiples of kLanes a tap never straddles an extra line.
 template <typename T> struct Scratch {

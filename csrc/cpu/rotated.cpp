@@ -1,4 +1,4 @@
-// box_iou_rotated, nms_rotated, batched_nms_rotated: rotated boxes [n, 5] (cx, cy, w, h, angle
+// box_iou_rotated and nms_rotated (plain or per class): rotated boxes [n, 5] (cx, cy, w, h, angle
 // in degrees); the geometry is fastdet/rotated.h, shared with the GPU.
 //
 // box_iou_rotated: each box's trigonometry once, then per row a branch-free pass over the
@@ -13,8 +13,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "nms.h"
 #include "parallel.h"
-#include "sort.h"
 
 namespace fastdet::cpu {
 namespace {
@@ -188,51 +188,14 @@ template <typename T> void box_iou_rotated(const T* a, int64_t n, const T* b, in
 }
 
 template <typename T>
-int64_t nms_rotated(const T* boxes, const T* scores, int64_t n, double iou_threshold,
-                    int64_t* keep) {
-  std::vector<int64_t> order(n);
-  argsort_descending(scores, n, order.data());
-  return greedy(boxes, order.data(), n, iou_threshold, keep);
+int64_t nms_rotated(const T* boxes, const T* scores, const int64_t* idxs, int64_t n,
+                    double iou_threshold, int64_t* keep) {
+  return greedy_nms(greedy<T>, boxes, scores, idxs, n, iou_threshold, keep, 512);
 }
 
-// Classes are independent: the score order grouped by class (stable), one greedy pass per class
-// in parallel, the kept indices merged back into one decreasing-score order.
-template <typename T>
-int64_t batched_nms_rotated(const T* boxes, const T* scores, const int64_t* idxs, int64_t n,
-                            double iou_threshold, int64_t* keep) {
-  if (n == 0) return 0;
-  std::vector<int64_t> order(n), rank(n);
-  argsort_descending(scores, n, order.data());
-  for (int64_t k = 0; k < n; ++k) rank[order[k]] = k;
-  std::vector<int64_t> by_class(order);
-  std::stable_sort(by_class.begin(), by_class.end(),
-                   [&](int64_t x, int64_t y) { return idxs[x] < idxs[y]; });
-  std::vector<int64_t> starts{0};
-  for (int64_t k = 1; k < n; ++k)
-    if (idxs[by_class[k]] != idxs[by_class[k - 1]]) starts.push_back(k);
-  starts.push_back(n);
-  const int64_t groups = int64_t(starts.size()) - 1;
-  std::vector<int64_t> kept(n), counts(groups);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads_for(n, 512))
-  for (int64_t g = 0; g < groups; ++g) {
-    const int64_t s = starts[g];
-    counts[g] =
-        greedy(boxes, by_class.data() + s, starts[g + 1] - s, iou_threshold, kept.data() + s);
-  }
-  std::vector<uint8_t> flag(n, 0);
-  for (int64_t g = 0; g < groups; ++g)
-    for (int64_t k = 0; k < counts[g]; ++k) flag[rank[kept[starts[g] + k]]] = 1;
-  int64_t count = 0;
-  for (int64_t k = 0; k < n; ++k)
-    if (flag[k]) keep[count++] = order[k];
-  return count;
-}
-
-#define FASTDET_INSTANTIATE(T)                                                                 \
-  template void box_iou_rotated<T>(const T*, int64_t, const T*, int64_t, T*);                  \
-  template int64_t nms_rotated<T>(const T*, const T*, int64_t, double, int64_t*);              \
-  template int64_t batched_nms_rotated<T>(const T*, const T*, const int64_t*, int64_t, double, \
-                                          int64_t*);
+#define FASTDET_INSTANTIATE(T)                                                \
+  template void box_iou_rotated<T>(const T*, int64_t, const T*, int64_t, T*); \
+  template int64_t nms_rotated<T>(const T*, const T*, const int64_t*, int64_t, double, int64_t*);
 FASTDET_INSTANTIATE(float)
 FASTDET_INSTANTIATE(double)
 

@@ -28,37 +28,21 @@
 // temp size reported for the current device.
 #include <algorithm>
 #include <cmath>
-#include <cub/device/device_radix_sort.cuh>
 #include <cub/device/device_select.cuh>
 #include <type_traits>
 
-#include "common.cuh"
 #include "fastdet/box.h"
-#include "fastdet/ops.h"
+#include "nms.cuh"
 
 namespace fastdet::cuda {
 namespace {
 using namespace detail;
-using Word = unsigned long long;  // one mask word: 64 columns
 
-constexpr int kTile = 64;            // boxes per row / column block
 constexpr int kReduceThreads = 512;  // warp 0 resolves rows, the rest OR mask rows
-constexpr int kMaskStrides = 32;     // blocks per row block in the mask grid (they stride)
-
-template <typename T> using Key = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
-
-int64_t chunk_row_blocks(int64_t nb) {
-  return std::min<int64_t>(nb, std::max<int64_t>(64, (int64_t(1) << 17) / nb));
-}
 
 // ---------------------------------------------------------------------------- workspace
 
-template <typename T> struct Buffers {
-  NmsHeader* hdr;
-  Key<T>* key_in;
-  Key<T>* key_out;
-  int* iota;
-  int* order;      // sorted position -> original index (score order)
+template <typename T> struct Buffers : ScoreOrder<T> {
   Word* ckey_in;   // batched: class keys in score order
   Word* ckey_out;  // batched: class keys in (class, score) order
   int* rank;       // batched: (class, score) position -> score position
@@ -72,14 +56,6 @@ template <typename T> struct Buffers {
   int* kept_rows;  // chunk-local rows kept by the chunk's greedy pass
   int* kept_count;
 };
-
-template <typename T> size_t score_sort_temp(int n) {
-  size_t b = 0;
-  FASTDET_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(
-      nullptr, b, static_cast<const Key<T>*>(nullptr), static_cast<Key<T>*>(nullptr),
-      static_cast<const int*>(nullptr), static_cast<int*>(nullptr), n));
-  return b;
-}
 
 size_t class_sort_temp(int n) {
   size_t b = 0;
@@ -102,11 +78,7 @@ template <typename T> size_t layout(void* base, int64_t n, bool batched, Buffers
   Carver c(base);
   const int64_t nb = ceil_div(n, kTile);
   const int ni = int(n);
-  b->hdr = c.take<NmsHeader>(1);
-  b->key_in = c.take<Key<T>>(n);
-  b->key_out = c.take<Key<T>>(n);
-  b->iota = c.take<int>(n);
-  b->order = c.take<int>(n);
+  b->carve(c, n);
   size_t temp = score_sort_temp<T>(ni);
   b->ckey_in = b->ckey_out = nullptr;
   b->rank = b->col_end = nullptr;
@@ -131,11 +103,10 @@ template <typename T> size_t layout(void* base, int64_t n, bool batched, Buffers
 }
 
 size_t workspace_bytes(int64_t n, bool batched) {
-  if (n <= 0) return 0;
-  require_int32(n, "nms: n");
-  Buffers<float> f;
-  Buffers<double> d;
-  return std::max(layout<float>(nullptr, n, batched, &f), layout<double>(nullptr, n, batched, &d));
+  return max_workspace_bytes(n, "nms: n", [&](auto tag) {
+    Buffers<std::remove_pointer_t<decltype(tag)>> b;
+    return layout(nullptr, n, batched, &b);
+  });
 }
 
 // The T threshold t_T with (iou > t_T) == (double(iou) > t) for every T iou, as the CPU
@@ -151,33 +122,6 @@ template <typename T> T threshold_as(double t) {
 }
 
 // ---------------------------------------------------------------------------- small kernels
-
-// Ascending unsigned order of the key == descending score order; -0.0 and +0.0 tie.
-template <typename T> __device__ __forceinline__ Key<T> desc_key(T v) {
-  if (v == T(0)) v = T(0);
-  Key<T> u;
-  if constexpr (sizeof(T) == 4)
-    u = __float_as_uint(v);
-  else
-    u = static_cast<uint64_t>(__double_as_longlong(v));
-  const Key<T> sign = Key<T>(1) << (8 * sizeof(T) - 1);
-  u = (u & sign) ? ~u : (u | sign);
-  return static_cast<Key<T>>(~u);
-}
-
-template <typename T>
-__global__ void prepare_kernel(const T* __restrict__ boxes, const T* __restrict__ scores, int n,
-                               Key<T>* __restrict__ key, int* __restrict__ iota,
-                               NmsHeader* __restrict__ hdr) {
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
-    const T s = scores[i];
-    key[i] = desc_key(s);
-    iota[i] = i;
-    const T* b = boxes + int64_t(i) * 4;
-    if (!(isfinite(s) && isfinite(b[0]) && isfinite(b[1]) && isfinite(b[2]) && isfinite(b[3])))
-      hdr->nonfinite = 1;  // benign race: every writer stores 1
-  }
-}
 
 // Class keys in score order; flipping the sign bit makes unsigned order == signed order.
 __global__ void class_key_kernel(const int64_t* __restrict__ idxs, const int* __restrict__ order,
@@ -274,22 +218,6 @@ __device__ __forceinline__ Word warp_or(Word v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v |= __shfl_xor_sync(0xffffffffu, v, o);
   return v;
-}
-
-// Warp 0: greedy pass over the 64 rows of one block. w: the block's removed word (complete);
-// lo/hi: diagonal words of rows lane and lane + 32. Every lane computes the same result.
-__device__ __forceinline__ Word resolve_block(Word w, Word lo, Word hi, int nrows) {
-  if (nrows < kTile) w |= ~Word(0) << nrows;  // rows past n are never kept
-  Word kept = 0;
-#pragma unroll
-  for (int t = 0; t < kTile; ++t) {
-    const Word d = __shfl_sync(0xffffffffu, t < 32 ? lo : hi, t & 31);
-    if (!((w >> t) & 1)) {
-      kept |= Word(1) << t;
-      w |= d;
-    }
-  }
-  return kept;
 }
 
 // The greedy pass over one chunk of row blocks [rb0, rb1), one block, the chunk's removed words
@@ -426,14 +354,9 @@ int64_t run(const T* boxes, const T* scores, const int64_t* idxs, int64_t n64, d
   const unsigned g = grid_1d(n);
   size_t temp = B.temp_bytes;
 
-  FASTDET_CUDA_CHECK(cudaMemsetAsync(B.hdr, 0, sizeof(NmsHeader), s));
   FASTDET_CUDA_CHECK(cudaMemsetAsync(B.removed, 0, size_t(nb) * sizeof(Word), s));
   if (CLASSES) FASTDET_CUDA_CHECK(cudaMemsetAsync(B.flags, 0, size_t(n), s));
-
-  prepare_kernel<T><<<g, kThreads, 0, s>>>(boxes, scores, n, B.key_in, B.iota, B.hdr);
-  FASTDET_CUDA_CHECK_LAUNCH();
-  FASTDET_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(B.temp, temp, B.key_in, B.key_out, B.iota,
-                                                     B.order, n, 0, int(8 * sizeof(Key<T>)), s));
+  sort_by_score<4>(B, boxes, scores, n, B.temp, temp, s);
   if (CLASSES) {
     class_key_kernel<<<g, kThreads, 0, s>>>(idxs, B.order, n, B.ckey_in);
     FASTDET_CUDA_CHECK_LAUNCH();
@@ -469,10 +392,7 @@ int64_t run(const T* boxes, const T* scores, const int64_t* idxs, int64_t n64, d
     FASTDET_CUDA_CHECK(
         cub::DeviceSelect::Flagged(B.temp, temp, B.order, B.flags, keep, &B.hdr->count, n, s));
 
-  NmsHeader h{};
-  FASTDET_CUDA_CHECK(cudaMemcpyAsync(&h, B.hdr, sizeof h, cudaMemcpyDeviceToHost, s));
-  FASTDET_CUDA_CHECK(cudaStreamSynchronize(s));
-  return h.nonfinite ? int64_t(kNonFinite) : int64_t(h.count);
+  return read_result(B.hdr, s);
 }
 
 }  // namespace

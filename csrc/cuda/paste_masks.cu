@@ -51,12 +51,21 @@ inline int64_t band_rows(int64_t H) {
   return r > kBandRows ? r : kBandRows;
 }
 
-// The footprint rows of band blockIdx.y: [r0, r1) (empty when r1 <= r0).
-__device__ __forceinline__ void band_of(const Footprint& f, int64_t rows, int64_t& r0,
-                                        int64_t& r1) {
+// Visits the pixels (y, x) of mask k's footprint in band blockIdx.y (rows per band), the block's
+// threads striding; value() is the pasted probability there, computed only when asked.
+template <typename T, typename B, typename F>
+__device__ __forceinline__ void for_band_pixels(const T* __restrict__ masks, int64_t M,
+                                                const B* __restrict__ boxes, int64_t k, int64_t p,
+                                                int64_t H, int64_t W, double scale, int64_t rows,
+                                                F visit) {
+  const Footprint f = paste_footprint(boxes + 4 * k, scale, H, W);
   const int64_t b0 = int64_t(blockIdx.y) * rows;
-  r0 = f.r0 > b0 ? f.r0 : b0;
-  r1 = f.r1 < b0 + rows ? f.r1 : b0 + rows;
+  const int64_t r0 = f.r0 > b0 ? f.r0 : b0, r1 = f.r1 < b0 + rows ? f.r1 : b0 + rows;
+  if (f.empty() || r1 <= r0) return;
+  const T* m = masks + k * M * M;
+  for (int64_t y = r0 + threadIdx.y; y < r1; y += blockDim.y)
+    for (int64_t x = f.c0 + threadIdx.x; x < f.c1; x += blockDim.x)
+      visit(y, x, [&] { return paste_value(m, M, p, f, y, x); });
 }
 
 template <typename T, typename B, typename O>
@@ -64,21 +73,14 @@ __global__ void paste_kernel(const T* __restrict__ masks, int64_t M, const B* __
                              int64_t p, int64_t H, int64_t W, double scale, int64_t rows, T thr,
                              O* __restrict__ out) {
   const int64_t k = blockIdx.x;
-  const Footprint f = paste_footprint(boxes + 4 * k, scale, H, W);
-  if (f.empty()) return;
-  int64_t r0, r1;
-  band_of(f, rows, r0, r1);
-  if (r1 <= r0) return;
-  const T* m = masks + k * M * M;
   O* plane = out + k * H * W;
-  for (int64_t y = r0 + threadIdx.y; y < r1; y += blockDim.y)
-    for (int64_t x = f.c0 + threadIdx.x; x < f.c1; x += blockDim.x) {
-      const T v = paste_value(m, M, p, f, y, x);
-      if constexpr (std::is_same_v<O, T>)
-        plane[y * W + x] = v;
-      else
-        plane[y * W + x] = v > thr;
-    }
+  for_band_pixels(masks, M, boxes, k, p, H, W, scale, rows, [&](int64_t y, int64_t x, auto value) {
+    const T v = value();
+    if constexpr (std::is_same_v<O, T>)
+      plane[y * W + x] = v;
+    else
+      plane[y * W + x] = v > thr;
+  });
 }
 
 template <typename T, typename B>
@@ -86,19 +88,12 @@ __global__ void claim_kernel(const T* __restrict__ masks, int64_t M, const B* __
                              const int64_t* __restrict__ order, int64_t p, int64_t H, int64_t W,
                              double scale, int64_t rows, T thr, int32_t* __restrict__ claim) {
   const int32_t i = int32_t(blockIdx.x);
-  const int64_t k = order[i];
-  const Footprint f = paste_footprint(boxes + 4 * k, scale, H, W);
-  if (f.empty()) return;
-  int64_t r0, r1;
-  band_of(f, rows, r0, r1);
-  if (r1 <= r0) return;
-  const T* m = masks + k * M * M;
-  for (int64_t y = r0 + threadIdx.y; y < r1; y += blockDim.y)
-    for (int64_t x = f.c0 + threadIdx.x; x < f.c1; x += blockDim.x) {
-      int32_t* c = claim + y * W + x;
-      if (*c < i) continue;  // a mask earlier in order holds it already
-      if (paste_value(m, M, p, f, y, x) > thr) atomicMin(c, i);
-    }
+  for_band_pixels(masks, M, boxes, order[i], p, H, W, scale, rows,
+                  [&](int64_t y, int64_t x, auto value) {
+                    int32_t* c = claim + y * W + x;
+                    if (*c < i) return;  // a mask earlier in order holds it already
+                    if (value() > thr) atomicMin(c, i);
+                  });
 }
 
 __global__ void label_kernel(const int64_t* __restrict__ order, int64_t count,

@@ -8,7 +8,7 @@
 // nms_rotated: order-preserving descending score keys (-0 == +0) -> stable cub radix sort (ties:
 // lower index first) -> RBoxes gathered in that order -> 64x64 suppression tiles, bit j of row
 // i's word set when rotated_iou_above(i, j, t) (and, with classes, both have the same class),
-// upper triangle only, for CHUNKS of rows so the mask stays within nms.cu's bound -> one block
+// upper triangle only, for CHUNKS of rows so the mask stays within nms.cuh's bound -> one block
 // takes the chunk's row blocks in order: warp 0 resolves 64 rows from their diagonal words and the
 // removed bits, writes the kept indices (already in score order), and the block ORs the kept
 // rows into the removed words of all later columns. The host reads count + non-finite flag in
@@ -23,22 +23,17 @@
 //   | gathered boxes n * sizeof(RBox<double>) | classes n * 8 (with idxs) | mask R * nb * 8
 //   | removed bits nb * 8
 #include <algorithm>
-#include <cub/device/device_radix_sort.cuh>
 #include <type_traits>
 
-#include "common.cuh"
-#include "fastdet/ops.h"
 #include "fastdet/rotated.h"
+#include "nms.cuh"
 
 namespace fastdet::cuda {
 namespace {
 using namespace detail;
-using Word = unsigned long long;
 
 constexpr int kIouThreads = 128;  // column boxes per block
 constexpr int kIouRows = 32;      // row boxes staged per step
-constexpr int kTile = 64;         // NMS row / column block
-constexpr int kMaskStrides = 32;  // blocks per row block in the mask grid (they stride)
 constexpr int kReduceThreads = 256;
 
 // ---------------------------------------------------------------------------- box_iou_rotated
@@ -64,18 +59,7 @@ __global__ void __launch_bounds__(kIouThreads)
 
 // ---------------------------------------------------------------------------- nms_rotated
 
-template <typename T> using Key = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
-
-int64_t chunk_row_blocks(int64_t nb) {
-  return std::min<int64_t>(nb, std::max<int64_t>(64, (int64_t(1) << 17) / nb));
-}
-
-template <typename T> struct Buffers {
-  NmsHeader* hdr;
-  Key<T>* key_in;
-  Key<T>* key_out;
-  int* iota;
-  int* order;  // sorted position -> original index
+template <typename T> struct Buffers : ScoreOrder<T> {
   void* temp;
   size_t temp_bytes;
   RBox<T>* sorted;
@@ -84,55 +68,18 @@ template <typename T> struct Buffers {
   Word* removed;
 };
 
-template <typename T> size_t sort_temp(int n) {
-  size_t bytes = 0;
-  FASTDET_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(
-      nullptr, bytes, static_cast<const Key<T>*>(nullptr), static_cast<Key<T>*>(nullptr),
-      static_cast<const int*>(nullptr), static_cast<int*>(nullptr), n));
-  return bytes;
-}
-
 // Carves (or, with base == nullptr, measures) the workspace; returns the bytes it needs.
 template <typename T> size_t layout(void* base, int64_t n, bool classes, Buffers<T>* b) {
   Carver c(base);
   const int64_t nb = ceil_div(n, kTile);
-  b->hdr = c.take<NmsHeader>(1);
-  b->key_in = c.take<Key<T>>(n);
-  b->key_out = c.take<Key<T>>(n);
-  b->iota = c.take<int>(n);
-  b->order = c.take<int>(n);
-  b->temp_bytes = sort_temp<T>(int(n));
+  b->carve(c, n);
+  b->temp_bytes = score_sort_temp<T>(int(n));
   b->temp = c.take_bytes(b->temp_bytes);
   b->sorted = c.take<RBox<T>>(n);
   b->cls = classes ? c.take<int64_t>(n) : nullptr;
   b->mask = c.take<Word>(chunk_row_blocks(nb) * kTile * nb);
   b->removed = c.take<Word>(nb);
   return base ? c.used() : c.bytes();
-}
-
-template <typename T> __device__ __forceinline__ Key<T> descending_key(T v) {
-  if (v == T(0)) v = T(0);  // -0 and +0 tie, as on the CPU
-  Key<T> u;
-  if constexpr (sizeof(T) == 4)
-    u = __float_as_uint(v);
-  else
-    u = static_cast<Key<T>>(__double_as_longlong(v));
-  const Key<T> sign = Key<T>(1) << (8 * sizeof(T) - 1);
-  u = (u & sign) ? ~u : (u | sign);  // ascending unsigned order == ascending float order
-  return static_cast<Key<T>>(~u);
-}
-
-template <typename T>
-__global__ void prepare_kernel(const T* __restrict__ boxes, const T* __restrict__ scores, int n,
-                               Key<T>* __restrict__ keys, int* __restrict__ iota,
-                               NmsHeader* __restrict__ hdr) {
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
-    bool finite = isfinite(scores[i]);
-    for (int c = 0; c < 5; ++c) finite &= bool(isfinite(boxes[5 * int64_t(i) + c]));
-    if (!finite) hdr->nonfinite = 1;  // racing stores of the same value
-    keys[i] = descending_key(scores[i]);
-    iota[i] = i;
-  }
 }
 
 template <typename T>
@@ -194,16 +141,7 @@ __global__ void __launch_bounds__(kReduceThreads)
       const int nrows = min(kTile, n - rb * kTile);
       const Word lo = lane < nrows ? rows[int64_t(lane) * nb + rb] : 0;
       const Word hi = lane + 32 < nrows ? rows[int64_t(lane + 32) * nb + rb] : 0;
-      Word w = removed[rb];
-      if (nrows < kTile) w |= ~Word(0) << nrows;  // rows past n are never kept
-      Word kept = 0;
-      for (int r = 0; r < kTile; ++r) {
-        const Word d = __shfl_sync(0xffffffffu, r < 32 ? lo : hi, r & 31);
-        if (!((w >> r) & 1)) {
-          kept |= Word(1) << r;
-          w |= d;
-        }
-      }
+      const Word kept = resolve_block(removed[rb], lo, hi, nrows);
       for (int h = 0; h < 2; ++h) {
         const int b = lane + 32 * h;
         if ((kept >> b) & 1) {
@@ -240,14 +178,9 @@ int64_t run_nms(const T* boxes, const T* scores, const int64_t* idxs, int64_t n6
   cudaStream_t s = as_stream(stream);
   const int n = int(n64), nb = int(ceil_div(n, kTile));
   const unsigned g = grid_1d(n);
-  size_t temp = B.temp_bytes;
 
-  FASTDET_CUDA_CHECK(cudaMemsetAsync(B.hdr, 0, sizeof(NmsHeader), s));
   FASTDET_CUDA_CHECK(cudaMemsetAsync(B.removed, 0, size_t(nb) * sizeof(Word), s));
-  prepare_kernel<T><<<g, kThreads, 0, s>>>(boxes, scores, n, B.key_in, B.iota, B.hdr);
-  FASTDET_CUDA_CHECK_LAUNCH();
-  FASTDET_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(B.temp, temp, B.key_in, B.key_out, B.iota,
-                                                     B.order, n, 0, int(8 * sizeof(Key<T>)), s));
+  sort_by_score<5>(B, boxes, scores, n, B.temp, B.temp_bytes, s);
   gather_kernel<T><<<g, kThreads, 0, s>>>(boxes, idxs, B.order, n, B.sorted, B.cls);
   FASTDET_CUDA_CHECK_LAUNCH();
   const int crb = int(chunk_row_blocks(nb));
@@ -263,10 +196,7 @@ int64_t run_nms(const T* boxes, const T* scores, const int64_t* idxs, int64_t n6
                                                B.hdr);
     FASTDET_CUDA_CHECK_LAUNCH();
   }
-  NmsHeader h{};
-  FASTDET_CUDA_CHECK(cudaMemcpyAsync(&h, B.hdr, sizeof h, cudaMemcpyDeviceToHost, s));
-  FASTDET_CUDA_CHECK(cudaStreamSynchronize(s));
-  return h.nonfinite ? int64_t(kNonFinite) : int64_t(h.count);
+  return read_result(B.hdr, s);
 }
 
 }  // namespace
@@ -284,11 +214,10 @@ void box_iou_rotated(const T* a, int64_t n, const T* b, int64_t m, T* out, int d
 }
 
 size_t nms_rotated_workspace_bytes(int64_t n, bool batched) {
-  if (n <= 0) return 0;
-  require_int32(n, "nms_rotated: n");
-  Buffers<float> f;
-  Buffers<double> d;
-  return std::max(layout<float>(nullptr, n, batched, &f), layout<double>(nullptr, n, batched, &d));
+  return max_workspace_bytes(n, "nms_rotated: n", [&](auto tag) {
+    Buffers<std::remove_pointer_t<decltype(tag)>> b;
+    return layout(nullptr, n, batched, &b);
+  });
 }
 
 template <typename T>

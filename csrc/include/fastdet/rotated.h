@@ -34,36 +34,27 @@ template <typename T> FASTDET_HD T round_(T x) {
   return x < T(0) ? -((-x + magic) - magic) : (x + magic) - magic;
 }
 
+// c0 + x (c1 + x (c2 + ...)), innermost first: Horner's scheme, rounded as written out.
+template <typename T> FASTDET_HD T horner(T, T c) { return c; }
+template <typename T, typename... C> FASTDET_HD T horner(T x, T c0, C... c) {
+  return c0 + x * horner(x, c...);
+}
+
 // sin and cos of r radians for |r| <= pi/4 (+ a little): Taylor series, truncation error below
-// half an ulp of T there.
+// half an ulp of T there. The coefficients are (-1)^j / k! for k = 2j + 1 (sin, r factored out)
+// and k = 2j (cos), as T.
 template <typename T> FASTDET_HD void sincos_small(T r, T* s, T* c) {
   const T r2 = r * r;
   if constexpr (sizeof(T) == 4) {
-    *s = r * (T(1) + r2 * (T(-1.0 / 6) +
-                           r2 * (T(1.0 / 120) + r2 * (T(-1.0 / 5040) + r2 * T(1.0 / 362880)))));
-    *c = T(1) + r2 * (T(-0.5) +
-                      r2 * (T(1.0 / 24) +
-                            r2 * (T(-1.0 / 720) + r2 * (T(1.0 / 40320) + r2 * T(-1.0 / 3628800)))));
+    *s = r * horner(r2, T(1), T(-1.0 / 6), T(1.0 / 120), T(-1.0 / 5040), T(1.0 / 362880));
+    *c = horner(r2, T(1), T(-0.5), T(1.0 / 24), T(-1.0 / 720), T(1.0 / 40320), T(-1.0 / 3628800));
   } else {
-    // 1/k! for k = 3, 5, ..., 17 (sin) and k = 2, 4, ..., 16 (cos), as doubles
-    T ps = T(1.0 / 355687428096000.0);         // 1/17!
-    ps = T(-1.0 / 1307674368000.0) + r2 * ps;  // 1/15!
-    ps = T(1.0 / 6227020800.0) + r2 * ps;      // 1/13!
-    ps = T(-1.0 / 39916800.0) + r2 * ps;       // 1/11!
-    ps = T(1.0 / 362880.0) + r2 * ps;          // 1/9!
-    ps = T(-1.0 / 5040.0) + r2 * ps;           // 1/7!
-    ps = T(1.0 / 120.0) + r2 * ps;             // 1/5!
-    ps = T(-1.0 / 6.0) + r2 * ps;              // 1/3!
-    *s = r * (T(1) + r2 * ps);
-    T pc = T(1.0 / 20922789888000.0);        // 1/16!
-    pc = T(-1.0 / 87178291200.0) + r2 * pc;  // 1/14!
-    pc = T(1.0 / 479001600.0) + r2 * pc;     // 1/12!
-    pc = T(-1.0 / 3628800.0) + r2 * pc;      // 1/10!
-    pc = T(1.0 / 40320.0) + r2 * pc;         // 1/8!
-    pc = T(-1.0 / 720.0) + r2 * pc;          // 1/6!
-    pc = T(1.0 / 24.0) + r2 * pc;            // 1/4!
-    pc = T(-0.5) + r2 * pc;                  // 1/2!
-    *c = T(1) + r2 * pc;
+    *s = r * horner(r2, T(1), T(-1.0 / 6.0), T(1.0 / 120.0), T(-1.0 / 5040.0), T(1.0 / 362880.0),
+                    T(-1.0 / 39916800.0), T(1.0 / 6227020800.0), T(-1.0 / 1307674368000.0),
+                    T(1.0 / 355687428096000.0));
+    *c = horner(r2, T(1), T(-0.5), T(1.0 / 24.0), T(-1.0 / 720.0), T(1.0 / 40320.0),
+                T(-1.0 / 3628800.0), T(1.0 / 479001600.0), T(-1.0 / 87178291200.0),
+                T(1.0 / 20922789888000.0));
   }
 }
 
