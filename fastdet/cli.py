@@ -151,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("info", help="build, backends, devices")
     s.add_argument("--json", action="store_true", help="print the build info as JSON")
     s.set_defaults(fn=_info)
-    s = sub.add_parser("bench", help="time fastdet's ops against torchvision (and numba)")
+    s = sub.add_parser(
+        "bench", help="time fastdet's ops and models against torchvision (and numba)"
+    )
     s.add_argument(
         "--device", choices=["cpu", "cuda"], default="cpu", help="where to time (default cpu)"
     )
@@ -180,9 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
         "<device>-<UTC time>.json; - for none)",
     )
     s.set_defaults(fn=_bench)
-    data = sub.add_parser("data", help="datasets").add_subparsers(
-        dest="data_command", required=True
-    )
+    data = sub.add_parser(
+        "data", help="synthetic datasets in the real datasets' layouts"
+    ).add_subparsers(dest="data_command", required=True)
     s = data.add_parser("synth", help="write a small synthetic dataset in a real dataset's layout")
     s.add_argument("kind", choices=KINDS, help="the dataset whose layout to write")
     s.add_argument("out", type=Path, help="output folder")

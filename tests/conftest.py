@@ -29,7 +29,18 @@ def pytest_configure(config):
         fastdet.set_num_threads(threads)
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
+    # pytest-xdist (-n, --dist loadgroup: the README's command): a module's tests run on one worker,
+    # so its module-scoped fixtures (trained runs) are built once; a test marked
+    # xdist_group(name) runs with its group instead (a learning test's seeds, side by side)
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    # the long tests first: the workers then end together instead of waiting on a learning run
+    # started last (pyproject's --no-loadscope-reorder keeps this order)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")

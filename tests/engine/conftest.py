@@ -84,3 +84,12 @@ class DiscDataset(torch.utils.data.Dataset):
 def discs():
     """(train, val) tiny datasets."""
     return DiscDataset(8, 32, seed=0), DiscDataset(2, 32, seed=1)
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread during the test (a learning test's measured trajectory)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # long: run first (tests/conftest.py)
+
 
 def demo(*args):
     return subprocess.run(

@@ -20,11 +20,15 @@ from fastdet.data.synthetic import synth_dsb2018
 from fastdet.engine import train
 from fastdet.engine.tasks.det.data import open_det_dataset
 
+pytestmark = pytest.mark.slow  # long: run first (tests/conftest.py)
+
 MIN_MASK_AP50 = 0.25
 EPOCHS = 8
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize(  # the seeds side by side under pytest-xdist
+    "seed", [pytest.param(s, marks=pytest.mark.xdist_group(f"inst-seed{s}")) for s in (0, 1)]
+)
 def test_maskrcnn_resnet18_fpn_learns_synthetic_nuclei(tmp_path, seed):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the measured trajectory; also the cheapest on 2 cores

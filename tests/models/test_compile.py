@@ -23,6 +23,8 @@ from fastdet.models.detection import (
 )
 from fastdet.ops import AnchorGenerator, MultiScaleRoIAlign, box_iou
 
+pytestmark = pytest.mark.slow  # long: run first (tests/conftest.py)
+
 SIZE = 64
 
 

@@ -42,6 +42,8 @@ import numpy as np
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # long: run first (tests/conftest.py)
+
 OPS = [
     "box_iou",
     "generalized_box_iou",
