@@ -4,7 +4,7 @@ Environment switches:
   FASTDET_CUDA=AUTO|ON|OFF   compile the CUDA kernels when nvcc is found (AUTO), always, or never
   FASTDET_CUDA_ARCHS="90"    CUDA architectures (CMake syntax); default follows the nvcc version
   FASTDET_BUILD_TYPE=Release CMake build type
-  FASTDET_SANITIZE=address,undefined  compile the C++ kernels with these sanitizers (see README)
+  FASTDET_SANITIZE=address,undefined  the C++ kernels under these sanitizers (docs/install.md)
 """
 
 import os

@@ -76,7 +76,7 @@ def test_readme_shape():
     text = README.read_text()
     assert len(text.splitlines()) <= 200
     assert 'pip install ".[bench]" && fastdet bench' in text
-    assert 'pip install -e ".[test]" && python -m pytest' in text
+    assert 'pip install -e ".[test]" && python -m pytest -n auto' in text
 
 
 @pytest.mark.parametrize("page", PAGES, ids=_rel)

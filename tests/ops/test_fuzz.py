@@ -846,7 +846,7 @@ def case_batched_nms(draw):
         tv_ok = (
             len(set(vs.tolist())) == len(vs)
             and _regular(vb, vb.dtype.type).all()
-            # README: torchvision's offset trick mixes classes at negative coordinates (or with
+            # docs: torchvision's offset trick mixes classes at negative coordinates (or with
             # a negative threshold, which suppresses even boxes that do not overlap).
             and (vb >= 0).all()
             and t >= 0
@@ -980,7 +980,7 @@ def case_roi_align(draw):
         if small:
             ref = _roi_align_reference(xin, rois.astype(T), (ph, pw), sc, s_r, aligned, T)
         # torchvision reads out of bounds (segfaults) on an empty map, and propagates a NaN
-        # feature through 0 weights (README): compared on finite, non-empty maps only.
+        # feature through 0 weights (docs): compared on finite, non-empty maps only.
         tvs = []
         if small and np.isfinite(xin).all() and xin.size:
             for dt in (torch.float64, _torch(T)):
@@ -1117,7 +1117,7 @@ def case_anchor_generator(draw):
             why = _output_ok(got[0], "torch", want.dtype, want.shape)
             if why:
                 return why
-            if dtype in ("float16", "bfloat16"):  # README: computed in float32, rounded once
+            if dtype in ("float16", "bfloat16"):  # docs: computed in float32, rounded once
                 return _close(_f64(got[0]), [_f64(want)], 0, 0)
             return None if torch.equal(got[0], want) else _close(_f64(got[0]), [_f64(want)], 0, 0)
 
@@ -1455,8 +1455,8 @@ def case_box_area(draw):
         if fmt == "xyxy":
             ref = reference.box_area(flat.astype(cdt)).astype(np.float64)
             w, h = flat[:, 2] - flat[:, 0], flat[:, 3] - flat[:, 1]
-            truth = np.where((w >= 0) & (h >= 0), tv.ops.box_area(_t(flat)).numpy(), 0.0)  # README
-        else:  # README: negative sides count as 0 (torchvision: w * h)
+            truth = np.where((w >= 0) & (h >= 0), tv.ops.box_area(_t(flat)).numpy(), 0.0)  # docs
+        else:  # docs: negative sides count as 0 (torchvision: w * h)
             truth = ref = np.maximum(flat[:, 2], 0) * np.maximum(flat[:, 3], 0)
         out = b.dtype
 
@@ -1512,7 +1512,7 @@ def case_iou_loss(draw, op):
         ta, tb = torch.broadcast_tensors(ta, tb)
         want = getattr(tv.ops, op)(ta, tb, reduction=reduction, eps=e)
         if reduction == "mean" and math.prod(shape) == 0:
-            want = torch.zeros((), dtype=want.dtype)  # README: the mean of no boxes is 0
+            want = torch.zeros((), dtype=want.dtype)  # docs: the mean of no boxes is 0
         out_shape = shape if reduction == "none" else ()
 
         def compare(got):
@@ -1767,7 +1767,7 @@ def case_multiscale(draw):
             _finite(_f64(b), "boxes")
         theirs = tv.ops.MultiScaleRoIAlign(names, os_, s_r)
         want = theirs(feats, boxes, sizes)
-        # README: an inverted box goes to the lowest level (torchvision's level is NaN).
+        # docs: an inverted box goes to the lowest level (torchvision's level is NaN).
         ok = torch.cat([((b[:, 2] >= b[:, 0]) & (b[:, 3] >= b[:, 1])) for b in boxes])
         tol = (1e-5, 1e-5) if dt == "float32" else (1e-10, 1e-12)
 
@@ -1941,7 +1941,7 @@ def _case_nms_rotated(draw, batched):
 
 
 def _to_cxcywhr(v, fmt):
-    """The README's conversion to cxcywhr in float64 (sides by hypot: no overflow where they
+    """The docs' conversion to cxcywhr in float64 (sides by hypot: no overflow where they
     fit), float64 [n, 5]."""
     if fmt == "cxcywhr":
         return v
