@@ -199,6 +199,8 @@ void bind_kernels(Backends& ops) {
         "Workspace bytes nms needs for n boxes.");
   g.def("batched_nms_workspace_bytes", &cu::batched_nms_workspace_bytes, "n"_a,
         "Workspace bytes batched_nms needs for n boxes.");
+  g.def("suppress_contained_workspace_bytes", &cu::suppress_contained_workspace_bytes, "n"_a,
+        "Workspace bytes suppress_contained needs for n boxes.");
   g.def("soft_nms_workspace_bytes", &cu::soft_nms_workspace_bytes, "n"_a,
         "Workspace bytes soft_nms needs for n boxes.");
   g.def("roi_align_backward_workspace_bytes", &cu::roi_align_backward_workspace_bytes,
@@ -265,6 +267,18 @@ void bind_kernels(Backends& ops) {
         });
       },
       "dtype"_a, "boxes"_a, "scores"_a, "idxs"_a, "n"_a, "iou_threshold"_a, "keep"_a);
+  ops.def<Workspace>(
+      "suppress_contained",
+      "Containment suppression per int64 category idxs: kept indices into keep; returns their "
+      "count or a Status.",
+      [](DType dt, ptr b, ptr s, ptr idx, int64_t n, double fraction, ptr keep) {
+        return typed(dt, [=](auto tag, auto... tail) {
+          FD_T;
+          return suppress_contained(P<T>(b), P<T>(s), P<int64_t>(idx), n, fraction,
+                                    P<int64_t>(keep), tail...);
+        });
+      },
+      "dtype"_a, "boxes"_a, "scores"_a, "idxs"_a, "n"_a, "fraction"_a, "keep"_a);
   ops.def<Workspace>(
       "soft_nms", "Soft-NMS: selected indices and decayed scores; returns their count or a Status.",
       [](DType dt, ptr b, ptr s, int64_t n, double thr, double sigma, double sthr,

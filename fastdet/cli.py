@@ -131,6 +131,7 @@ def _add_tasks(sub) -> None:
         "train": "train a model",
         "predict": "predict masks, boxes or classes",
         "evaluate": "score a model",
+        "tune": "choose a model's operating point on a validation split",
     }
     groups = [
         sub.add_parser(w, help=h).add_subparsers(dest="kind", required=True)

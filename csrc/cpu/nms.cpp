@@ -39,8 +39,6 @@ template <typename T> T above(double t) {
   return double(f) > t ? f : std::nextafter(f, T(INFINITY));
 }
 
-// Any kept box in the cell with IoU > t against b. The IoU expression is torchvision's
-// (kept area + candidate area - inter), so decisions are bit-identical at the threshold.
 // Any of the kept boxes [from, to) of c with IoU > t against b. The IoU expression is
 // torchvision's (kept area + candidate area - inter), so decisions are bit-identical at the
 // threshold.
@@ -57,6 +55,21 @@ FASTDET_CLONES bool any_above(const Columns<T>& c, int64_t from, int64_t to, con
     T h = fmax_(fmin_(y2[j], by2) - fmax_(y1[j], by1), T(0));
     T inter = w * h;
     hit |= (inter / (ar[j] + area - inter) >= thr);
+  }
+  return hit != 0;
+}
+
+// Any of the first `count` kept boxes covering more than thr of b's area (inter / area >= thr).
+template <typename T>
+FASTDET_CLONES bool any_covers(const Columns<T>& c, int64_t count, const T* b, T area, T thr) {
+  const T *x1 = c.x1.data(), *y1 = c.y1.data(), *x2 = c.x2.data(), *y2 = c.y2.data();
+  const T bx1 = b[0], by1 = b[1], bx2 = b[2], by2 = b[3];
+  int hit = 0;
+#pragma omp simd reduction(| : hit)
+  for (int64_t j = 0; j < count; ++j) {
+    T w = fmax_(fmin_(x2[j], bx2) - fmax_(x1[j], bx1), T(0));
+    T h = fmax_(fmin_(y2[j], by2) - fmax_(y1[j], by1), T(0));
+    hit |= (w * h / area >= thr);
   }
   return hit != 0;
 }
@@ -197,6 +210,26 @@ int64_t greedy(const T* boxes, const int64_t* order, int64_t n, double t, int64_
   return count;
 }
 
+// Containment suppression over boxes taken in `order`: a box is dropped when more than a
+// fraction f of its area lies inside one kept box (inter / area > f). Kept boxes are the few
+// detections that survived NMS, so each candidate is tested against all of them (n * kept).
+// A zero-area box has no area to be covered: never dropped; it covers nothing either.
+template <typename T>
+int64_t greedy_contained(const T* boxes, const int64_t* order, int64_t n, double f, int64_t* keep) {
+  Columns<T> kept;
+  kept.resize(n);
+  const T thr = above<T>(f);
+  int64_t count = 0;
+  for (int64_t k = 0; k < n; ++k) {
+    const T* b = boxes + 4 * order[k];
+    const T area = fastdet::box_area(b);
+    if (area > T(0) && any_covers(kept, count, b, area, thr)) continue;
+    keep[count] = order[k];
+    kept.set(count++, b, area);
+  }
+  return count;
+}
+
 }  // namespace
 
 template <typename T>
@@ -210,9 +243,17 @@ int64_t batched_nms(const T* boxes, const T* scores, const int64_t* idxs, int64_
   return greedy_nms(greedy<T>, boxes, scores, idxs, n, iou_threshold, keep, 2048);
 }
 
-#define FASTDET_INSTANTIATE(T)                                            \
-  template int64_t nms<T>(const T*, const T*, int64_t, double, int64_t*); \
-  template int64_t batched_nms<T>(const T*, const T*, const int64_t*, int64_t, double, int64_t*);
+template <typename T>
+int64_t suppress_contained(const T* boxes, const T* scores, const int64_t* idxs, int64_t n,
+                           double fraction, int64_t* keep) {
+  return greedy_nms(greedy_contained<T>, boxes, scores, idxs, n, fraction, keep, 2048);
+}
+
+#define FASTDET_INSTANTIATE(T)                                                                    \
+  template int64_t nms<T>(const T*, const T*, int64_t, double, int64_t*);                         \
+  template int64_t batched_nms<T>(const T*, const T*, const int64_t*, int64_t, double, int64_t*); \
+  template int64_t suppress_contained<T>(const T*, const T*, const int64_t*, int64_t, double,     \
+                                         int64_t*);
 FASTDET_INSTANTIATE(float)
 FASTDET_INSTANTIATE(double)
 

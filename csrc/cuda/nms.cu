@@ -10,6 +10,8 @@
 // batched_nms adds a second stable sort by class, so rows run in (class, score) order, only
 // computes tiles whose blocks can share a class, and compacts kept flags in score order.
 // The host reads count + non-finite flag in one 16-byte copy and synchronises once.
+// suppress_contained is batched_nms with another rule for a mask bit: the later (lower-scoring)
+// box has more than `fraction` of its area inside the earlier one (inter / area_later).
 //
 // Floors: the sort (a few radix passes over n keys and values); ~n^2/2 IoUs for the mask (only
 // same-class tile runs in batched mode); kept_rows * ceil(n/64) / 2 mask words read to OR
@@ -166,8 +168,9 @@ __global__ void col_end_kernel(const Word* __restrict__ ckey, int n, int nb,
 
 // Block (x, y): row block rb = rb0 + y, column blocks rb + x, rb + x + gridDim.x, ... up to
 // col_end. Thread t owns row rb*64 + t and writes one word per column block: bit c set when
-// column box c comes later, has the same class (batched) and IoU > thr.
-template <typename T, bool CLASSES>
+// column box c comes later, has the same class (batched) and IoU > thr (CONTAIN: c's covered
+// fraction of its area > thr).
+template <typename T, bool CLASSES, bool CONTAIN>
 __global__ void __launch_bounds__(kTile)
     mask_kernel(const Box4<T>* __restrict__ boxes, const Word* __restrict__ ckey,
                 const int* __restrict__ col_end, int n, int nb, int rb0, T thr,
@@ -204,7 +207,9 @@ __global__ void __launch_bounds__(kTile)
         // Same expression as the CPU: (area_i + area_j - inter) with i the earlier box. Disjoint
         // boxes give IoU +0 either way; skipping the division for them avoids its slow path.
         const T inter = fastdet::intersection(rbox.v, sbox[c].v);
-        const T v = inter > T(0) ? fastdet::iou_from(inter, rarea, sarea[c]) : T(0);
+        T v = T(0);
+        if (inter > T(0))
+          v = CONTAIN ? inter / sarea[c] : fastdet::iou_from(inter, rarea, sarea[c]);
         if (v > thr) bits |= Word(1) << c;
       }
       out[cb] = bits;
@@ -341,7 +346,7 @@ __global__ void propagate_kernel(const Word* __restrict__ mask, int nb, int rb0,
 
 // ---------------------------------------------------------------------------- host
 
-template <typename T, bool CLASSES>
+template <typename T, bool CLASSES, bool CONTAIN = false>
 int64_t run(const T* boxes, const T* scores, const int64_t* idxs, int64_t n64, double iou_threshold,
             int64_t* keep, void* workspace, size_t workspace_bytes, int device, void* stream) {
   if (n64 <= 0) return 0;
@@ -373,7 +378,7 @@ int64_t run(const T* boxes, const T* scores, const int64_t* idxs, int64_t n64, d
   for (int rb0 = 0; rb0 < nb; rb0 += crb) {
     const int rb1 = std::min(nb, rb0 + crb);
     const dim3 grid(unsigned(std::min(nb - rb0, kMaskStrides)), unsigned(rb1 - rb0));
-    mask_kernel<T, CLASSES>
+    mask_kernel<T, CLASSES, CONTAIN>
         <<<grid, kTile, 0, s>>>(B.sorted, B.ckey_out, B.col_end, n, nb, rb0, thr, B.mask);
     FASTDET_CUDA_CHECK_LAUNCH();
     reduce_kernel<CLASSES><<<1, kReduceThreads, size_t(rb1 - rb0) * sizeof(Word), s>>>(
@@ -399,6 +404,7 @@ int64_t run(const T* boxes, const T* scores, const int64_t* idxs, int64_t n64, d
 
 size_t nms_workspace_bytes(int64_t n) { return workspace_bytes(n, false); }
 size_t batched_nms_workspace_bytes(int64_t n) { return workspace_bytes(n, true); }
+size_t suppress_contained_workspace_bytes(int64_t n) { return workspace_bytes(n, true); }
 
 template <typename T>
 int64_t nms(const T* boxes, const T* scores, int64_t n, double iou_threshold, int64_t* keep,
@@ -415,11 +421,21 @@ int64_t batched_nms(const T* boxes, const T* scores, const int64_t* idxs, int64_
                       device, stream);
 }
 
+template <typename T>
+int64_t suppress_contained(const T* boxes, const T* scores, const int64_t* idxs, int64_t n,
+                           double fraction, int64_t* keep, void* workspace, size_t workspace_bytes,
+                           int device, void* stream) {
+  return run<T, true, true>(boxes, scores, idxs, n, fraction, keep, workspace, workspace_bytes,
+                            device, stream);
+}
+
 #define FASTDET_INSTANTIATE(T)                                                                   \
   template int64_t nms<T>(const T*, const T*, int64_t, double, int64_t*, void*, size_t, int,     \
                           void*);                                                                \
   template int64_t batched_nms<T>(const T*, const T*, const int64_t*, int64_t, double, int64_t*, \
-                                  void*, size_t, int, void*);
+                                  void*, size_t, int, void*);                                    \
+  template int64_t suppress_contained<T>(const T*, const T*, const int64_t*, int64_t, double,    \
+                                         int64_t*, void*, size_t, int, void*);
 FASTDET_INSTANTIATE(float)
 FASTDET_INSTANTIATE(double)
 

@@ -136,6 +136,47 @@ def _batched_case(n, classes):
     return Case(f"batched_nms_{n}_{classes}cls", "batched_nms", {"n": n, "classes": classes}, make)
 
 
+def _matrix_contained(boxes, scores, idxs, fraction):
+    """suppress_contained as a user would write it in torch: the covered-fraction matrix of all
+    pairs, then a greedy pass over its rows (the peer of the fastdet kernel)."""
+    order = torch.sort(scores, descending=True, stable=True).indices
+    b, c = boxes[order], idxs[order]
+    lt = torch.maximum(b[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(b[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(2)
+    area = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(1)
+    covers = (inter / area[None, :] > fraction) & (c[:, None] == c[None, :])
+    covers = torch.triu(covers, diagonal=1) & (area[None, :] > 0)
+    removed = torch.zeros(len(b), dtype=torch.bool, device=b.device)
+    for i in range(len(b)):  # a host loop, as a user's greedy pass is
+        if not removed[i]:
+            removed |= covers[i]
+    return order[~removed]
+
+
+def _contained_case(n, classes):
+    """Containment suppression of detections after NMS: n boxes nested around 50 objects."""
+
+    def make(device):
+        def gen(g):
+            b, s = clustered_boxes(n, 50, g)
+            return {"boxes": b, "scores": s, "idxs": torch.randint(0, classes, (n,), generator=g)}
+
+        args = ("boxes", "scores", "idxs")
+        impls = {
+            "fastdet": lambda d: ops.suppress_contained(*(d[k] for k in args), 0.7),
+            "torch (matrix)": lambda d: _matrix_contained(*(d[k] for k in args), 0.7),
+        }
+        return _sets(device, gen), impls
+
+    return Case(
+        f"suppress_contained_{n}_{classes}cls",
+        "suppress_contained",
+        {"n": n, "classes": classes, "fraction": 0.7},
+        make,
+    )
+
+
 def _iou_case(n, m, op="box_iou"):
     """op: box_iou or another member of the pairwise family (generalized_, distance_,
     complete_box_iou), each against torchvision's."""
@@ -757,6 +798,8 @@ CASES: list[Case] = [
     _nms_case(100000),
     _batched_case(20000, 80),
     _batched_case(100000, 80),
+    _contained_case(300, 3),
+    _contained_case(2000, 3),
     _iou_case(1000, 1000),
     _iou_case(4000, 4000),
     _iou_case(20000, 1000),

@@ -33,6 +33,7 @@ SYNC_ATEN = {
 SYNC_FASTDET = {
     "fastdet.nms.default",
     "fastdet.batched_nms.default",
+    "fastdet.suppress_contained.default",
     "fastdet.remove_small_boxes.default",
     "fastdet.nms_rotated.default",
     "fastdet.batched_nms_rotated.default",

@@ -148,7 +148,13 @@ def open_split(open_dataset, args, config, **kw):
     split as the run split it; an empty one is a ValueError."""
     split = None if args.split == "all" else args.split
     data = open_dataset(
-        args.layout, args.data, split, seed=config.seed, val_fraction=config.val_fraction, **kw
+        args.layout,
+        args.data,
+        split,
+        seed=config.seed,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        **kw,
     )
     if len(data) == 0:
         raise ValueError(f"no images in {args.data} ({args.split})")
@@ -173,17 +179,20 @@ def input_flags(s, what: str, checkpoint: str) -> None:
     s.add_argument("--out", type=Path, required=True, help="output folder")
 
 
-def evaluate_flags(s, layouts, checkpoint: str) -> None:
+def evaluate_flags(s, layouts, checkpoint: str, split: str = "all") -> None:
+    """--checkpoint, --data, --layout, --split (default `split`) and, for evaluate, --json."""
     s.add_argument("--checkpoint", type=Path, required=True, help=checkpoint)
     s.add_argument("--data", type=Path, required=True, help="dataset folder to score")
     s.add_argument("--layout", required=True, choices=layouts, help="on-disk layout of --data")
     s.add_argument(
         "--split",
-        choices=["all", "val", "train"],
-        default="all",
-        help="the training run's split to score (default all images)",
+        choices=["all", "val", "train", "test"],
+        default=split,
+        help=f"the training run's split to use (default {split}"
+        + (": every image)" if split == "all" else ")"),
     )
-    s.add_argument("--json", type=Path, metavar="PATH", help="write the figures as JSON")
+    if split == "all":
+        s.add_argument("--json", type=Path, metavar="PATH", help="write the figures as JSON")
 
 
 def device_flags(s) -> None:

@@ -86,6 +86,11 @@ class RunConfig:
     )
     num_workers: int = setting(0, "data loader processes", flag="workers")
     val_fraction: float = setting(0.2, "share of the images held out for validation")
+    test_fraction: float = setting(
+        0.0,
+        "share of the images held out as a test split that no choice sees (`evaluate --split "
+        "test` scores it)",
+    )
     weights: str | None = setting(None, "model state_dict or engine checkpoint to start from")
     weights_backbone: str | None = setting(
         None, "torchvision-format classification state_dict file for the backbone"
@@ -106,6 +111,11 @@ class RunConfig:
         if not 0 <= self.val_fraction < 1:
             raise ValueError(
                 f"{self._name}.val_fraction must be in [0, 1), got {self.val_fraction!r}"
+            )
+        if not (0 <= self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
+            raise ValueError(
+                f"{self._name}.test_fraction must be in [0, 1) with val_fraction + "
+                f"test_fraction < 1, got {self.test_fraction!r}"
             )
         for name in ("hflip", "vflip"):
             if isinstance(getattr(self, name), bool) or not 0 <= getattr(self, name) <= 1:
@@ -163,6 +173,7 @@ class RunConfig:
             if old in d:
                 value = d.pop(old)
                 d.setdefault(new, value)
+        d.setdefault("test_fraction", 0.0)  # configs from before the test split had none
         for name in ("hflip", "vflip"):
             if isinstance(d.get(name), bool):
                 d[name] = 0.5 if d[name] else 0.0

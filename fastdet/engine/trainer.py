@@ -185,6 +185,11 @@ class Task(ABC):
     def validate(self, trainer: Trainer) -> dict:
         """{metric name: float} over trainer.val_loader (this process's shard)."""
 
+    def finish(self, trainer: Trainer) -> None:
+        """After the last epoch, on the main process only: what is chosen from the finished run
+        (e.g. the detector's operating point, stored in best.pt)."""
+        return None  # an optional hook
+
     def state_dict(self) -> dict:
         """Extra checkpoint entries (tensors and plain values)."""
         return {}
@@ -256,7 +261,7 @@ class Trainer:
         self.train_loader = train_loader(
             self.train_data, cfg, self.dist, pin, task.collate, task.drop_single
         )
-        self.val_loader = None
+        self.val_loader, self.val_set = None, val_set
         if val_set is not None and len(val_set):
             data = task.dataset(val_set, augment=False)
             size = task.val_batch_size or cfg.batch_size
@@ -289,6 +294,10 @@ class Trainer:
             self.history.append(row)
             self.epoch = epoch + 1
             self._save(row)
+        if self.dist.is_main:  # the hook leaves the run's RNG streams (resume checks them) alone
+            cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda):
+                self.task.finish(self)
         distributed.barrier()
         return self.history
 

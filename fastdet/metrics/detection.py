@@ -9,6 +9,8 @@ Boxes must be finite with x2 >= x1 and y2 >= y1 (ValueError otherwise).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import _inputs as inputs
@@ -380,3 +382,86 @@ def coco_map(preds, targets, *, max_detections=100, iou_type="bbox"):
         "classes": classes,
         "map_per_class": prec.mean((0, 1)),
     }
+
+
+# ---------------------------------------------------------------- FROC and bootstrap
+
+FROC_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # false positives per image
+
+
+def froc(preds, targets, rates=FROC_RATES, iou_threshold: float = 0.5) -> dict:
+    """Free-response ROC, the lesion-detection standard: {"rates": false positives per image,
+    "sensitivity": the fraction of ground-truth boxes found at the lowest score threshold whose
+    false positives per image stay within each rate, "mean": their mean}. Detections are
+    matched per image as match_detections does (greedy by score, IoU >= iou_threshold);
+    sensitivities are NaN without ground truth."""
+    p, t = _detections(preds, targets)
+    scores, hits, n_gt = [], [], 0
+    for a, b in zip(p, t):
+        n_gt += len(b["boxes"])
+        scores.append(np.asarray(a["scores"], np.float64))
+        hits.append(match_detections(a, b, iou_threshold))
+    s = np.concatenate(scores + [np.zeros(0)])
+    order = np.argsort(-s, kind="stable")
+    hit = np.concatenate(hits + [np.zeros(0, bool)])[order]
+    tp = np.concatenate([[0], np.cumsum(hit)])
+    fp_rate = np.concatenate([[0], np.cumsum(~hit)]) / max(len(p), 1)
+    sens = []
+    for r in rates:
+        k = int(np.searchsorted(fp_rate, r, side="right")) - 1  # the last prefix within r
+        sens.append(float(tp[k] / n_gt) if n_gt else math.nan)
+    return {"rates": [float(r) for r in rates], "sensitivity": sens, "mean": float(np.mean(sens))}
+
+
+def _ap50_pieces(p, t, classes, max_det):
+    """Per image, per class: (scores, matches [1, D] at IoU 0.5, ground-truth count)."""
+    thr = np.array([0.5])
+    return [[_class_pr([a], [b], c, max_det, thr) for c in classes] for a, b in zip(p, t)]
+
+
+def _ap50_of(pieces, idx, n_classes) -> float:
+    """COCO AP50 (coco_map's map_50) of the images idx, from _ap50_pieces."""
+    aps = []
+    for k in range(n_classes):
+        n_gt = sum(pieces[i][k][2] for i in idx)
+        if n_gt == 0:
+            continue
+        s = np.concatenate([pieces[i][k][0] for i in idx])
+        m = np.concatenate([pieces[i][k][1] for i in idx], 1)
+        aps.append(_precision_recall(s, m, n_gt)[0].mean())
+    return float(np.mean(aps)) if aps else math.nan
+
+
+def bootstrap_intervals(
+    preds, kept, targets, max_detections: int = 100, reps: int = 1000, seed: int = 0
+) -> dict:
+    """95% bootstrap intervals over images (reps resamples with replacement, percentiles 2.5 and
+    97.5) of COCO AP50 of `preds`, and of the RSNA score and the false positives per image of
+    `kept` (the detections at the operating point's score threshold), each [low, high]; with
+    few images they are wide, which is the point of reporting them."""
+    p, t = _detections(preds, targets)
+    n = len(p)
+    classes = np.unique(np.concatenate([b["labels"] for b in t] + [np.zeros(0, np.int64)]))
+    pieces = _ap50_pieces(p, t, classes, int(max_detections))
+    _, rsna = rsna_score(kept, targets, return_per_image=True)
+    fp = np.array([(~match_detections(a, b)).sum() for a, b in zip(*_detections(kept, targets))])
+    rng = np.random.default_rng(seed)
+    draws = {"map_50": [], "rsna_thresholded": [], "fp_per_image": []}
+    for _ in range(reps if n else 0):
+        idx = rng.integers(0, n, n)
+        draws["map_50"].append(_ap50_of(pieces, idx, classes.size))
+        r = rsna[idx]
+        draws["rsna_thresholded"].append(
+            float(r[~np.isnan(r)].mean()) if (~np.isnan(r)).any() else math.nan
+        )
+        draws["fp_per_image"].append(float(fp[idx].mean()))
+    out = {}
+    for k, v in draws.items():
+        v = np.asarray(v, np.float64)
+        v = v[~np.isnan(v)]
+        out[k] = (
+            [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))]
+            if v.size
+            else [math.nan] * 2
+        )
+    return {**out, "reps": reps, "level": 0.95}

@@ -23,7 +23,7 @@ from .iou_loss import (
     distance_box_iou_loss,
     generalized_box_iou_loss,
 )
-from .nms import batched_nms, nms
+from .nms import batched_nms, nms, suppress_contained
 from .paste_masks import masks_to_labels, paste_masks
 from .poolers import MultiScaleRoIAlign
 from .roi_align import RoIAlign, roi_align
@@ -66,5 +66,6 @@ __all__ = [
     "rotated_to_cxcywhr",
     "sigmoid_focal_loss",
     "soft_nms",
+    "suppress_contained",
     "weighted_boxes_fusion",
 ]

@@ -179,6 +179,25 @@ def batched_nms(boxes, scores, idxs, iou_threshold):
     return np.array(sorted(kept, key=rank.__getitem__), dtype=np.int64)
 
 
+def suppress_contained(boxes, scores, idxs, fraction):
+    """Greedy containment suppression: in decreasing score (ties: lower index first), a box is
+    dropped when more than `fraction` of its area (inter / area, in the boxes' dtype, compared
+    in double) lies inside one kept box of its class; a zero-area box is never dropped."""
+    b, c = _f(boxes), _f(idxs)
+    t = b.dtype.type
+    keep = []
+    for i in descending_order(scores):
+        box = b[i]
+        area = t(max(box[2] - box[0], t(0)) * max(box[3] - box[1], t(0)))
+        kept = b[[k for k in keep if c[k] == c[i]]].reshape(-1, 4)
+        w = np.maximum(np.minimum(kept[:, 2], box[2]) - np.maximum(kept[:, 0], box[0]), t(0))
+        h = np.maximum(np.minimum(kept[:, 3], box[3]) - np.maximum(kept[:, 1], box[1]), t(0))
+        if area > 0 and np.any(((w * h) / area).astype(np.float64) > fraction):
+            continue
+        keep.append(i)
+    return np.array(keep, dtype=np.int64)
+
+
 def soft_nms(boxes, scores, iou_threshold=0.3, sigma=0.5, score_threshold=0.001, method="gaussian"):
     """Soft-NMS as fastdet/ops/soft_nms.py documents it. Boxes with score < score_threshold are
     dropped at the start. Each step selects the live box with the highest current score (ties:

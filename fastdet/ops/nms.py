@@ -1,4 +1,6 @@
-"""nms and batched_nms: greedy non-maximum suppression, exactly torchvision's kept set.
+"""nms and batched_nms: greedy non-maximum suppression, exactly torchvision's kept set; and
+suppress_contained, the same greedy pass with containment instead of IoU (a small box nested
+in a larger, higher-scoring one has a low IoU with it, so NMS keeps it).
 
 On the CPU each box is compared only with the kept boxes that could exceed the threshold (a grid
 of kept-box centres), so sparse overlaps cost far less than torchvision's O(n * kept) loop. On
@@ -79,6 +81,20 @@ def _custom_ops(name: str, single, batched):
 _nms_op, _batched_op = _custom_ops("nms", _nms, _batched)
 
 
+def _contained(boxes, scores, idxs, fraction: float):
+    return _kept(
+        "suppress_contained", "suppress_contained", boxes, scores, (arrays.ptr(idxs),), fraction
+    )
+
+
+@torch.library.custom_op("fastdet::suppress_contained", mutates_args=())
+def _contained_op(boxes: Tensor, scores: Tensor, idxs: Tensor, fraction: float) -> Tensor:
+    return _contained(boxes.contiguous(), scores.contiguous(), idxs.contiguous(), fraction)
+
+
+_contained_op.register_fake(lambda boxes, scores, idxs, fraction: arrays.fake_indices(boxes))
+
+
 def nms(boxes, scores, iou_threshold: float):
     """Greedy NMS. boxes [N, 4] (x1, y1, x2, y2), scores [N] -> int64 indices [K] of the kept
     boxes in decreasing score. A box is dropped when its IoU with a kept, higher-scoring box is
@@ -117,3 +133,31 @@ def batched_nms(boxes, scores, idxs, iou_threshold: float):
     if isinstance(b, Tensor) and not arrays.eager(b, s, i):
         return _batched_op(b, s, i, t)
     return _batched(b, s, i, t)  # numpy, cupy, or the eager fast path
+
+
+def _one_category(boxes):
+    """idxs of zeros for boxes' rows (their kind and device)."""
+    idxs = arrays.empty(boxes, (boxes.shape[0] if boxes.ndim else 0,), np.int64)
+    return idxs.zero_() if isinstance(idxs, Tensor) else (idxs.fill(0) or idxs)
+
+
+def suppress_contained(boxes, scores, idxs, fraction: float):
+    """Containment suppression: boxes [N, 4] (x1, y1, x2, y2), scores [N], idxs [N] integer
+    categories (None: one category) -> int64 indices [K] of the kept boxes in decreasing score.
+
+    Greedy like batched_nms: a box is dropped when more than `fraction` (in [0, 1]) of its own
+    area lies inside a kept, higher-scoring box of its category; equal scores go to the lower
+    index. fraction 1 keeps every box; a zero-area box is never dropped (it has no area to be
+    covered) and covers nothing. Run it after NMS: it removes the boxes nested in larger ones
+    that NMS keeps because their IoU with the larger box is low."""
+    arrays.kind(boxes, "boxes")
+    f = arrays.check_threshold(fraction, "fraction")
+    if not 0.0 <= f <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction!r}")
+    if idxs is None:
+        idxs = _one_category(boxes)
+    b, s = arrays.prepare_boxes_scores(boxes, scores, idxs=idxs)
+    i = _prepare_idxs(idxs, b.shape[0])
+    if isinstance(b, Tensor) and not arrays.eager(b, s, i):
+        return _contained_op(b, s, i, f)
+    return _contained(b, s, i, f)  # numpy, cupy, or the eager fast path

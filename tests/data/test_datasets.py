@@ -70,9 +70,27 @@ def test_split_ids_is_deterministic_order_free_and_stratified():
     assert split_ids(["a", "b"], "train", val_fraction=0.9) != []  # ... on each side
 
 
+def test_split_ids_test_split_is_held_out_and_leaves_val_as_it_was():
+    ids = [f"p{i:02d}" for i in range(30)]
+    strata = {i: int(i[1:]) % 3 == 0 for i in ids}
+    kw = dict(seed=2, val_fraction=0.25, strata=strata)
+    parts = {s: split_ids(ids, s, test_fraction=0.2, **kw) for s in ("train", "val", "test")}
+    assert sorted(sum(parts.values(), [])) == ids  # a partition ...
+    assert len(set(parts["test"]) & set(parts["val"] + parts["train"])) == 0  # ... held out
+    assert (len(parts["val"]), len(parts["test"])) == (8, 6)
+    assert sum(strata[i] for i in parts["test"]) == 2  # stratified: 10 of 30 -> 2 of 6
+    assert parts["val"] == split_ids(ids, "val", **kw)  # the same validation images as without
+    assert split_ids(ids, "test", **kw) == []  # test_fraction 0: none
+    assert len(split_ids(["a", "b", "c"], "test", val_fraction=0.1, test_fraction=0.01)) == 1
+
+
 @pytest.mark.parametrize(
     "kw, match",
-    [({"split": "test"}, "split must be"), ({"split": "val", "val_fraction": 1.0}, "val_fraction")],
+    [
+        ({"split": "holdout"}, "split must be"),
+        ({"split": "val", "val_fraction": 1.0}, "val_fraction"),
+        ({"split": "test", "val_fraction": 0.5, "test_fraction": 0.5}, "test_fraction"),
+    ],
 )
 def test_split_ids_rejects_bad_arguments(kw, match):
     with pytest.raises(ValueError, match=match):

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import pytest
+import torch
 
 from fastdet.cli import main
 from fastdet.data.synthetic import synth_dsb2018, synth_rsna
+from fastdet.engine.checkpoint import load_checkpoint
+from fastdet.engine.tasks.det.point import stored_point
 
-from .conftest import evaluate_args, predict_args, train_args
+from .conftest import cli_args, evaluate_args, predict_args, train_args
 
 TINY = "--epochs 1 --batch-size 2 --min-size 64 --max-size 96 --device cpu --no-progress".split()
 
@@ -92,4 +96,71 @@ def test_evaluate_det(run, tmp_path, capsys):
     assert (tmp_path / "fig" / "pr_curve.png").is_file()
     drawn = [r["figure"] for r in result["per_image"] if "figure" in r]
     assert len(drawn) == 3 and len(list((tmp_path / "fig" / "boxes").glob("*.png"))) == 3
-    assert 0 <= result["rsna_thresholded"] <= 1 and "(score >= 0.5)" in text
+    threshold = result["operating_point"]["score_threshold"]  # training stored one
+    assert 0 <= result["rsna_thresholded"] <= 1 and f"(score >= {threshold:g})" in text
+
+
+def test_training_stores_a_point_and_tune_rewrites_only_that(run, tmp_path, capsys):
+    data, out = run
+    point = stored_point(load_checkpoint(out / "best.pt"))
+    assert (point.split, point.objective) == ("val", "rsna")  # the layout's own score
+    ckpt = tmp_path / "c.pt"
+    shutil.copy(out / "last.pt", ckpt)
+    before = load_checkpoint(ckpt)
+    assert "operating_point" not in before  # last.pt keeps the epoch's state only
+    argv = ["tune", "det", "--checkpoint", ckpt, "--data", data, "--layout", "rsna"]
+    assert main(cli_args(*argv, "--device", "cpu")) == 0
+    assert "operating point: score >=" in capsys.readouterr().out
+    after = load_checkpoint(ckpt)
+    assert set(after) == set(before) | {"operating_point"}
+    assert after["config"] == before["config"] and after["history"] == before["history"]
+    assert all(torch.equal(after["model"][k], v) for k, v in before["model"].items())
+    assert stored_point(after).split == "val"
+    assert not list(tmp_path.glob("*.tmp*"))  # written atomically, nothing left behind
+
+
+def _evaluate(run, tmp_path, *flags):
+    data, out = run
+    js = tmp_path / "e.json"
+    js.unlink(missing_ok=True)
+    argv = evaluate_args("det", out / "best.pt", data, "rsna", "--json", js, "--device", "cpu")
+    rc = main([*argv, *map(str, flags)])
+    return rc, json.loads(js.read_text()) if rc == 0 else None
+
+
+def test_evaluate_det_applies_the_stored_point_and_flags_override_it(run, tmp_path, capsys):
+    rc, r = _evaluate(run, tmp_path, "--split", "val")
+    assert rc == 0 and r["operating_point"]["chosen_on_scored_images"] is True
+    assert r["score_threshold"] == r["operating_point"]["score_threshold"]
+    assert r["froc"]["rates"][0] == 0.125 and len(r["ci"]["map_50"]) == 2
+    assert r["fp_per_positive_image"] is None or r["fp_per_positive_image"] >= 0  # NaN: null
+    rc, r = _evaluate(run, tmp_path, "--split", "test")
+    assert rc == 0 and r["images"] == 1 and r["operating_point"]["chosen_on_scored_images"] is False
+    flags = ("--nms-iou", 0.3, "--containment", "off", "--max-boxes", 1, "--score-threshold", 0)
+    rc, r = _evaluate(run, tmp_path, *flags)
+    assert rc == 0
+    p = r["operating_point"]
+    assert (p["nms_iou"], p["containment"], p["max_boxes"], p["score_threshold"]) == (
+        0.3,
+        None,
+        1,
+        0,
+    )
+    assert all(row["tp"] + row["fp"] <= 1 for row in r["per_image"])
+    rc, r = _evaluate(run, tmp_path, "--raw")
+    assert rc == 0 and "operating_point" not in r and r["score_threshold"] == 0.5
+    capsys.readouterr()
+    assert _evaluate(run, tmp_path, "--raw", "--nms-iou", 0.3)[0] == 2
+    assert "--raw" in capsys.readouterr().err
+    assert _evaluate(run, tmp_path, "--containment", "lots")[0] == 2
+    assert "--containment" in capsys.readouterr().err
+
+
+def test_predict_det_caps_boxes_at_the_point(run, tmp_path):
+    data, out = run
+    dcm = sorted((data / "stage_2_train_images").glob("*.dcm"))
+    flags = ["--score-threshold", "0", "--max-boxes", "1", "--device", "cpu"]
+    assert main(predict_args("det", out / "best.pt", dcm, tmp_path / "p", *flags)) == 0
+    for path in (tmp_path / "p").glob("*_boxes.csv"):
+        with open(path) as f:
+            assert len(list(csv.DictReader(f))) <= 1

@@ -2,14 +2,14 @@
 fluorescence-like nuclei, 18 training and 6 validation images, 8-18 px nuclei, touching pairs
 included) reaches a validation mask AP50 of MIN_MASK_AP50 within 40 optimizer steps (8 epochs
 of 5 batches of 4) on the CPU, with the demo's settings (apps.demo.demo_inst_config: SGD lr
-0.01 after a 20-step warmup, gradients clipped to norm 5, anchors 8-128 px, 128 RoIs per image,
-both flips), 30 detections per image.
+0.01 after a 20-step warmup, gradients clipped to norm 5, anchors 8-128 px, both flips) but 64
+RoIs per image (the demo's 128 put twice the RoIs through the mask head, its largest cost), 30
+detections per image.
 
-Measured on the 2-core machine (one thread per run, shared, 2026-12-07): best validation mask
-AP50 0.48 for seed 0 (0.22 at epoch 6, 0.44 at 7) and 0.43 for seed 1 (0.16 at epoch 6, 0.28
-at 7), both at epoch 8; epoch 1: <= 0.04, so the score is learned. At 96 x 96 (the former size,
-machine of 2026-11-29): 0.64 and 0.36. The threshold leaves margin for other thread counts' and
-platforms' arithmetic."""
+Measured on the 2-core machine (one thread per run, 2026-12-07): best validation mask AP50 0.55
+for seed 0 (0.32 at epoch 6, 0.51 at 7) and 0.66 for seed 1 (0.28, 0.39), both at epoch 8;
+epoch 1: <= 0.05, so the score is learned; 85-100 s per seed. With 128 RoIs: 0.48 and 0.43,
+120-150 s. The threshold leaves margin for other thread counts' and platforms' arithmetic."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def test_maskrcnn_resnet18_fpn_learns_synthetic_nuclei(tmp_path, seed):
         tr = open_det_dataset("dsb2018", data, "train", seed=seed, val_fraction=0.25)
         va = open_det_dataset("dsb2018", data, "val", seed=seed, val_fraction=0.25)
         assert (len(tr), len(va)) == (18, 6)
-        config = demo_inst_config(64, EPOCHS, seed=seed, detections_per_img=30)
+        config = demo_inst_config(64, EPOCHS, seed=seed, detections_per_img=30, rois_per_image=64)
         hist = train(config, tr, va, tmp_path / "run")
     finally:
         torch.set_num_threads(threads)

@@ -73,6 +73,10 @@ def _cases(make, rng, dtype, device="cpu"):
     return {
         "nms": ((_nms, "_nms_op"), lambda: ops.nms(b, s, 0.5)),
         "batched_nms": ((_nms, "_batched_op"), lambda: ops.batched_nms(b, s, c, 0.5)),
+        "suppress_contained": (
+            (_nms, "_contained_op"),
+            lambda: ops.suppress_contained(b, s, c, 0.6),
+        ),
         "box_iou": ((_iou._OPS, "box_iou"), lambda: ops.box_iou(b, b2)),
         "generalized_box_iou": (
             (_iou._OPS, "generalized_box_iou"),
@@ -101,6 +105,7 @@ def _cases(make, rng, dtype, device="cpu"):
 NAMES = [
     "nms",
     "batched_nms",
+    "suppress_contained",
     "box_iou",
     "generalized_box_iou",
     "distance_box_iou",

@@ -24,6 +24,11 @@ int64_t nms(const T* boxes, const T* scores, int64_t n, double iou_threshold,
 template <typename T>
 int64_t batched_nms(const T* boxes, const T* scores, const int64_t* idxs, int64_t n,
                     double iou_threshold, int64_t* keep FASTDET_WORKSPACE FASTDET_STREAM);
+// Containment suppression, greedy like batched_nms: a box is dropped when more than `fraction`
+// of its area lies inside a kept, higher-scoring box of the same idxs (a zero-area box never is).
+template <typename T>
+int64_t suppress_contained(const T* boxes, const T* scores, const int64_t* idxs, int64_t n,
+                           double fraction, int64_t* keep FASTDET_WORKSPACE FASTDET_STREAM);
 // keep and out_scores: room for n; entries in selection order (decreasing decayed score).
 template <typename T>
 int64_t soft_nms(const T* boxes, const T* scores, int64_t n, double iou_threshold, double sigma,

@@ -50,6 +50,7 @@ const char* archs();    // architectures compiled in, e.g. "75;80;86;89;90;100;1
 // The workspace bytes of the kernels that take one.
 size_t nms_workspace_bytes(int64_t n);
 size_t batched_nms_workspace_bytes(int64_t n);
+size_t suppress_contained_workspace_bytes(int64_t n);
 size_t soft_nms_workspace_bytes(int64_t n);
 size_t roi_align_backward_workspace_bytes(int64_t N, int64_t C, int64_t H, int64_t W,
                                           bool deterministic);

@@ -33,6 +33,7 @@ class ClassFolderDataset(_Checked):
         split=None,
         split_seed: int = 0,
         val_fraction: float = 0.2,
+        test_fraction: float = 0.0,
         skip_bad: bool = False,
         transform=None,
     ):
@@ -51,7 +52,9 @@ class ClassFolderDataset(_Checked):
                 )
             files.update({f"{c}/{p.name}": (p, c) for p in found})
         strata = {k: c for k, (_, c) in files.items()}
-        chosen = split_ids(sorted(files), split, split_seed, val_fraction, strata)
+        chosen = split_ids(
+            sorted(files), split, split_seed, val_fraction, strata, test_fraction=test_fraction
+        )
         self._check_all(chosen, lambda k: self._check(k, *files[k]))
         self.targets = [self.class_to_idx[it[2]] for it in self.items]
 

@@ -17,25 +17,39 @@ from fastdet.data.dicom import DataError, DicomError, _kind
 _NIFTI = (".nii.gz", ".nii")
 
 
-def split_ids(ids, split=None, seed: int = 0, val_fraction: float = 0.2, strata=None) -> list:
+def split_ids(
+    ids, split=None, seed: int = 0, val_fraction: float = 0.2, strata=None, test_fraction=0.0
+) -> list:
     """The ids of one split, in their order in `ids`.
 
     split None returns all ids; "val" returns round(val_fraction * n) of them (at least 1 and at
-    most n - 1 when n >= 2 and val_fraction > 0), "train" the rest. The choice depends only on
-    the set of ids, `seed` and `val_fraction`, not on their order. `strata` (dict id -> key),
-    when given, spreads each stratum over both splits in proportion (e.g. positives and
-    negatives)."""
+    most n - 1 when n >= 2 and val_fraction > 0), "test" round(test_fraction * n) others (at
+    least 1 when test_fraction > 0 and n >= 3, leaving at least one for training), "train" the
+    rest. The choice depends only on the set of ids, `seed` and the fractions, not on their
+    order; the val split does not depend on test_fraction (the test split is taken from what
+    was training), so adding a test split to a run leaves its validation images as they were.
+    `strata` (dict id -> key), when given, spreads each stratum over the splits in proportion
+    (e.g. positives and negatives)."""
     ids = list(ids)
     if split is None:
         return ids
-    if split not in ("train", "val"):
-        raise ValueError(f"split must be None, 'train' or 'val', got {split!r}")
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be None, 'train', 'val' or 'test', got {split!r}")
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    if not (0.0 <= test_fraction < 1.0 and val_fraction + test_fraction < 1.0):
+        raise ValueError(
+            f"test_fraction must be in [0, 1) with val_fraction + test_fraction < 1, got "
+            f"{test_fraction!r} (val_fraction {val_fraction!r})"
+        )
     n = len(ids)
     n_val = round(val_fraction * n)
     if val_fraction > 0 and n >= 2:
         n_val = min(max(n_val, 1), n - 1)
+    n_test = round(test_fraction * n)
+    if test_fraction > 0 and n >= 3:
+        n_test = min(max(n_test, 1), n - n_val - 1)
+    n_test = max(min(n_test, n - n_val - 1), 0)
     rng = np.random.default_rng(seed)
     strata = strata or {}
     groups: dict = {}
@@ -48,8 +62,10 @@ def split_ids(ids, split=None, seed: int = 0, val_fraction: float = 0.2, strata=
         group = groups[key]
         for pos, j in enumerate(rng.permutation(len(group))):
             rank[group[j]] = (pos + rng.random()) / len(group)
-    val = set(sorted(sorted(ids), key=lambda i: rank[i])[:n_val])
-    return [i for i in ids if (i in val) == (split == "val")]
+    ranked = sorted(sorted(ids), key=lambda i: rank[i])
+    val, test = set(ranked[:n_val]), set(ranked[n - n_test :] if n_test else ())
+    part = {i: "val" if i in val else "test" if i in test else "train" for i in ids}
+    return [i for i in ids if part[i] == split]
 
 
 def _subfolders(root: Path) -> list[str]:

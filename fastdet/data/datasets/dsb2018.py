@@ -43,6 +43,7 @@ class DSB2018Dataset(_Checked):
         split=None,
         split_seed: int = 0,
         val_fraction: float = 0.2,
+        test_fraction: float = 0.0,
         skip_bad: bool = False,
         transform=None,
     ):
@@ -50,7 +51,10 @@ class DSB2018Dataset(_Checked):
         self.rgb = bool(rgb)
         super().__init__(skip_bad, transform)
         ids = _subfolders(self.root)
-        self._check_all(split_ids(ids, split, split_seed, val_fraction), self._check)
+        self._check_all(
+            split_ids(ids, split, split_seed, val_fraction, test_fraction=test_fraction),
+            self._check,
+        )
 
     def _check(self, sid: str):
         """(id, image path, [mask paths]) or None when skipped."""

@@ -87,6 +87,7 @@ class ImageFolderDataset(_Checked):
         split=None,
         split_seed: int = 0,
         val_fraction: float = 0.2,
+        test_fraction: float = 0.0,
         skip_bad: bool = False,
         transform=None,
     ):
@@ -96,7 +97,9 @@ class ImageFolderDataset(_Checked):
         self.images_dir, self.masks_dir = _folder(self.root / images), _folder(self.root / masks)
         image_files = self._by_stem(self.images_dir)
         self._masks = self._by_stem(self.masks_dir)
-        chosen = split_ids(sorted(image_files), split, split_seed, val_fraction)
+        chosen = split_ids(
+            sorted(image_files), split, split_seed, val_fraction, test_fraction=test_fraction
+        )
         self._check_all(chosen, lambda s: self._check(s, image_files[s]))
 
     @staticmethod

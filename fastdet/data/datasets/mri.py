@@ -143,6 +143,7 @@ class MRISliceDataset(_Checked):
         split=None,
         split_seed: int = 0,
         val_fraction: float = 0.25,
+        test_fraction: float = 0.0,
         subjects=None,
         skip_bad: bool = False,
         transform=None,
@@ -158,7 +159,7 @@ class MRISliceDataset(_Checked):
             if unknown:
                 raise FileNotFoundError(f"{self.root}: no subject folder(s) {unknown}")
             found = [s for s in found if s in set(subjects)]
-        chosen = split_ids(found, split, split_seed, val_fraction)
+        chosen = split_ids(found, split, split_seed, val_fraction, test_fraction=test_fraction)
         self._cache: OrderedDict = OrderedDict()
         self._cache_size = max(int(cache_size), 1)
         self._info: dict = {}

@@ -132,12 +132,15 @@ class RSNADataset(_Checked):
     (FileNotFoundError), boxes not inside the image (ValueError naming patientId and box).
     """
 
+    layout = "rsna"  # the score its detections are judged by: the challenge's
+
     def __init__(
         self,
         root,
         split=None,
         split_seed: int = 0,
         val_fraction: float = 0.2,
+        test_fraction: float = 0.0,
         skip_bad: bool = False,
         transform=None,
     ):
@@ -147,7 +150,9 @@ class RSNADataset(_Checked):
         boxes, errors = _read_rsna_labels(labels)
         classes = _read_rsna_classes(self.root / RSNA_CLASSES)
         strata = {pid: bool(b) for pid, b in boxes.items()}
-        chosen = split_ids(boxes, split, split_seed, val_fraction, strata)
+        chosen = split_ids(
+            boxes, split, split_seed, val_fraction, strata, test_fraction=test_fraction
+        )
         self._check_all(
             chosen, lambda pid: self._check(pid, boxes[pid], errors[pid], labels, classes.get(pid))
         )

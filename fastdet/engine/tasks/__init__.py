@@ -2,9 +2,10 @@
 
 A task package holds its config (a RunConfig subclass with a `task` name) and its Task
 (engine.trainer.Task), its dataset layouts, evaluation, prediction and commands; its face
-exports `Task` and `add_commands(train, predict, evaluate)` (the `fastdet train|predict|evaluate
-<task>` parsers). Adding a task is its package plus its line in PACKAGES: the trainer, the
-checkpoints and the command line follow from them."""
+exports `Task` and `add_commands(train, predict, evaluate, tune)` (the `fastdet
+train|predict|evaluate|tune <task>` parsers; a task without a tuning step adds no tune
+parser). Adding a task is its package plus its line in PACKAGES: the trainer, the checkpoints
+and the command line follow from them."""
 
 from __future__ import annotations
 

@@ -86,5 +86,5 @@ def open_sets(layout, root, split, config):
     return Images(16 if split == "train" else 8, {"train": 0, "val": 1}.get(split, 2))
 
 
-def add_commands(train, predict, evaluate) -> None:
+def add_commands(train, predict, evaluate, tune) -> None:
     add_train_parser(train, Task, ("noise",), open_sets)

@@ -27,10 +27,12 @@ CHECKPOINT = "classification checkpoint (a run's best.pt or last.pt)"
 
 def open_sets(layout, root, split, config):
     rgb = config.extra.get("rgb", False)
-    return open_cls_dataset(layout, root, split, config.seed, config.val_fraction, rgb)
+    return open_cls_dataset(
+        layout, root, split, config.seed, config.val_fraction, rgb, config.test_fraction
+    )
 
 
-def add_commands(train, predict, evaluate) -> None:
+def add_commands(train, predict, evaluate, tune) -> None:
     s = add_train_parser(train, ClsTask, CLS_LAYOUTS, open_sets)
     s.add_argument("--rgb", action="store_true", help="classes layout: 3 colour channels, not grey")
     s = predict.add_parser("cls", help="class probabilities (CSV) for PNG/TIFF/DICOM images")

@@ -171,15 +171,21 @@ class ClsTensors(EpochDataset):
 
 
 def open_cls_dataset(
-    layout: str, root, split=None, seed: int = 0, val_fraction: float = 0.2, rgb: bool = False
+    layout: str,
+    root,
+    split=None,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    rgb: bool = False,
+    test_fraction: float = 0.0,
 ):
     """The dataset of one layout with image-level labels: "rsna" (RSNADataset; the classes of
     stage_2_detailed_class_info.csv) or "classes" (ClassFolderDataset: root/<class>/<image>),
-    split None / "train" / "val" with split_seed=seed."""
+    split None / "train" / "val" / "test" with split_seed=seed."""
     if layout not in CLS_LAYOUTS:
         hint = " (images/ and masks/ are segmentation's)" if layout == "folders" else ""
         raise ValueError(f"layout must be one of {CLS_LAYOUTS}, got {layout!r}{hint}")
-    kw = dict(split=split, split_seed=seed, val_fraction=val_fraction)
+    kw = dict(split=split, split_seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
     if layout == "rsna":
         return RSNADataset(root, **kw)
     return ClassFolderDataset(root, rgb=rgb, **kw)

@@ -56,6 +56,11 @@ class ClsConfig(RunConfig):
     )
     size: int = setting(224, "side of the square the images are resized to (the original: 512)")
     epochs: int = setting(20, "training epochs")
+    test_fraction: float = setting(
+        0.2,
+        "share of the patients held out as a test split no choice sees (best.pt and every "
+        "threshold are chosen on validation; `evaluate --split test` scores it)",
+    )
     batch_size: int = setting(16, "images per step (per process under torchrun)")
     optimizer: str = setting("adam", "optimizer (SGD with momentum, or Adam)", choices=OPTIMIZERS)
     lr: float = setting(1e-4, "learning rate")

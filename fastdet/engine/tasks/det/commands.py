@@ -1,5 +1,5 @@
-"""`fastdet train|predict|evaluate det` (Faster R-CNN and Mask R-CNN), with test-time
-augmentation, ensembles and the classifier gate."""
+"""`fastdet train|predict|evaluate|tune det` (Faster R-CNN and Mask R-CNN), with the operating
+point, test-time augmentation, ensembles and the classifier gate."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import tifffile
 from PIL import Image
 
 from ....metrics import draw_boxes, save_instance_overlay
+from ...checkpoint import load_checkpoint
 from ...commands import (
     add_train_parser,
     device_flags,
@@ -28,27 +29,45 @@ from ..seg.task import SegTask
 from .data import DET_LAYOUTS, open_det_dataset, prepare_image
 from .ensemble import FUSE_METHODS, check_members, parse_tta, predict_fused
 from .evaluate import evaluate_detection, format_det_report
-from .gate import apply_gate, gate_keeps, load_gate
-from .task import DetTask, instance_outputs, predict_detections
+from .gate import above, apply_gate, gate_keeps, load_gate
+from .point import (
+    OperatingPoint,
+    apply_point,
+    describe,
+    objective_of,
+    permissive,
+    store_point,
+    stored_point,
+    tune_point,
+)
+from .task import DetTask, has_masks, instance_outputs, predict_detections
 
 CHECKPOINT = "detection checkpoint (a run's best.pt or last.pt)"
 
 
 def open_sets(layout, root, split, config):
-    return open_det_dataset(layout, root, split, config.seed, config.val_fraction)
+    return open_det_dataset(
+        layout, root, split, config.seed, config.val_fraction, config.test_fraction
+    )
 
 
-def add_commands(train, predict, evaluate) -> None:
+def add_commands(train, predict, evaluate, tune) -> None:
     add_train_parser(train, DetTask, DET_LAYOUTS, open_sets)
+    s = tune.add_parser(
+        "det",
+        help="choose a Faster R-CNN checkpoint's operating point (score threshold, NMS IoU, "
+        "containment, boxes per image) on a split and store it in the checkpoint",
+    )
+    evaluate_flags(s, DET_LAYOUTS, CHECKPOINT, split="val")
+    device_flags(s)
+    s.set_defaults(fn=tune_command)
     s = predict.add_parser(
         "det",
         help="boxes (CSV and PNG) for PNG/TIFF/DICOM images; Mask R-CNN also a uint16 instance "
         "label image and its overlay",
     )
     input_flags(s, "image files or folders", CHECKPOINT)
-    s.add_argument(
-        "--score-threshold", type=float, default=0.5, help="boxes kept from this score (0.5)"
-    )
+    _point_flags(s)
     s.add_argument(
         "--label-format",
         choices=("png", "tif"),
@@ -59,12 +78,7 @@ def add_commands(train, predict, evaluate) -> None:
     s.set_defaults(fn=predict_command)
     s = evaluate.add_parser("det", help="RSNA score, COCO AP, AP50, TP/FP/FN, PR curve")
     evaluate_flags(s, DET_LAYOUTS, CHECKPOINT)
-    s.add_argument(
-        "--score-threshold",
-        type=float,
-        default=0.5,
-        help="detections counted in TP/FP/FN (AP uses all)",
-    )
+    _point_flags(s)
     s.add_argument(
         "--figures",
         type=Path,
@@ -92,6 +106,74 @@ def add_commands(train, predict, evaluate) -> None:
     )
     _det_flags(s)
     s.set_defaults(fn=evaluate_command)
+
+
+def _point_flags(s) -> None:
+    """The operating point's parts: each flag overrides the checkpoint's stored point."""
+    s.add_argument(
+        "--score-threshold",
+        type=float,
+        metavar="S",
+        help="boxes kept from this score (default: the checkpoint's operating point, else 0.5; "
+        "evaluate: the TP/FP/FN counts, AP uses every box)",
+    )
+    s.add_argument(
+        "--nms-iou", type=float, metavar="IOU", help="NMS IoU per label (default: the point's)"
+    )
+    s.add_argument(
+        "--containment",
+        metavar="F|off",
+        help="drop a box with more than this fraction of its area inside a higher-scoring box "
+        "of its label, or off (default: the point's)",
+    )
+    s.add_argument(
+        "--max-boxes", type=int, metavar="N", help="boxes kept per image (default: the point's)"
+    )
+    s.add_argument(
+        "--raw",
+        action="store_true",
+        help="the model as configured, no operating point (score threshold 0.5 unless given)",
+    )
+
+
+def resolve_point(args, model, ckpt_point):
+    """The operating point predict/evaluate apply: the checkpoint's with the flags' parts
+    replaced, or one made from the flags (the model's NMS and cap otherwise); None with --raw or
+    with neither. A point sets the model's NMS and cap to the permissive ones."""
+    parts = {
+        "score_threshold": args.score_threshold,
+        "nms_iou": args.nms_iou,
+        "max_boxes": args.max_boxes,
+    }
+    parts = {k: v for k, v in parts.items() if v is not None}
+    if args.containment is not None:
+        parts["containment"] = _containment(args.containment)
+    if args.raw:
+        if len(parts) > ("score_threshold" in parts):
+            raise ValueError(
+                "--raw runs the model as configured: drop --nms-iou, --containment and --max-boxes"
+            )
+        return None
+    if ckpt_point is None and not parts:
+        return None
+    heads = model.roi_heads
+    base = ckpt_point or OperatingPoint(
+        nms_iou=heads.nms_thresh, max_boxes=heads.detections_per_img
+    )
+    point = base.replace(**parts)
+    permissive(model)
+    return point
+
+
+def _containment(text: str):
+    if text.strip().lower() == "off":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(
+            f"--containment must be a fraction in [0, 1] or off, got {text!r}"
+        ) from None
 
 
 def _det_flags(s) -> None:
@@ -148,6 +230,8 @@ def _det_flags(s) -> None:
 
 def predict_command(args) -> int:
     device, model, config = loaded(args, DetTask)
+    point = _point(args, model, config)
+    threshold = 0.5 if args.score_threshold is None else args.score_threshold
     members, tta = _fusion_members(args, device, model, config)
     gate, gated = _gate(args, device), []
     files = input_files(args.inputs)
@@ -162,8 +246,10 @@ def predict_command(args) -> int:
             )
         else:
             pred = predict_detections(model, [prepare_image(image, config)], device)[0]
-        keep = pred["scores"] >= args.score_threshold
-        pred = {k: v[keep] for k, v in pred.items()}
+        if point is not None:
+            pred = apply_point(pred, point)
+        else:
+            pred = above(pred, threshold)
         if gate is not None:
             pred = _gate_image(gate, pred, image, device, path, gated)
         stem = path.name.split(".")[0]
@@ -251,8 +337,21 @@ def _write_instances(base: Path, image, pred: dict, config, fmt: str) -> None:
     print(f"  {int(labels.max(initial=0))} instances -> {path}, {shown}")
 
 
+def _point(args, model, config):
+    """resolve_point of --checkpoint's stored point (Mask R-CNN: none; the instances issue's
+    own point replaces instance_score), printed when one applies."""
+    if has_masks(config.model):
+        return None
+    point = resolve_point(args, model, stored_point(load_checkpoint(args.checkpoint)))
+    if point is not None:
+        print(describe(point))
+    return point
+
+
 def evaluate_command(args) -> int:
     device, model, config = loaded(args, DetTask)
+    point = _point(args, model, config)
+    threshold = 0.5 if args.score_threshold is None else args.score_threshold
     members, tta = _fusion_members(args, device, model, config)
     data = open_split(open_det_dataset, args, config)
     unet = None
@@ -263,7 +362,7 @@ def evaluate_command(args) -> int:
         config,
         data,
         device,
-        args.score_threshold,
+        threshold,
         figures_folder(args),
         args.max_figures,
         unet=unet,
@@ -274,7 +373,10 @@ def evaluate_command(args) -> int:
         fuse_iou=args.fuse_iou,
         fuse_skip=args.fuse_skip,
         gate=_gate(args, device),
+        point=point,
     )
+    if point is not None:
+        result["operating_point"]["chosen_on_scored_images"] = bool(point.split == args.split)
     for m, path in zip(result.get("members", ()), [args.checkpoint, *(args.ensemble or ())]):
         m["checkpoint"] = str(path)
     print(format_det_report(result))
@@ -282,4 +384,20 @@ def evaluate_command(args) -> int:
         print(f"wrote {result['pr_curve']}")
     if args.json:
         write_json(args.json, result)
+    return 0
+
+
+def tune_command(args) -> int:
+    """Chooses the operating point on --split and stores it in --checkpoint (atomically)."""
+    device, model, config = loaded(args, DetTask)
+    if has_masks(config.model):
+        raise ValueError(
+            f"{args.checkpoint}: tune det chooses Faster R-CNN's point; Mask "
+            "R-CNN's instances use its instance_score and mask_threshold"
+        )
+    data = open_split(open_det_dataset, args, config)
+    point = tune_point(model, config, data, device, objective_of(args.layout), args.split)
+    store_point(args.checkpoint, point)
+    print(describe(point))
+    print(f"stored in {args.checkpoint}")
     return 0

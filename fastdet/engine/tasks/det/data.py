@@ -103,13 +103,16 @@ def collate(batch):
     return [b[0] for b in batch], [b[1] for b in batch]
 
 
-def open_det_dataset(layout: str, root, split=None, seed: int = 0, val_fraction: float = 0.2):
+def open_det_dataset(
+    layout: str, root, split=None, seed: int = 0, val_fraction: float = 0.2, test_fraction=0.0
+):
     """RSNADataset ("rsna"), DSB2018Dataset ("dsb2018", boxes and masks of the nuclei) or
     ImageFolderDataset with instance label images ("folders": images/ and masks/, each mask an
-    integer label image, 0 background), split None / "train" / "val" with split_seed=seed."""
+    integer label image, 0 background), split None / "train" / "val" / "test" with
+    split_seed=seed."""
     if layout not in DET_LAYOUTS:
         raise ValueError(f"layout must be one of {DET_LAYOUTS}, got {layout!r}")
-    kw = dict(split=split, split_seed=seed, val_fraction=val_fraction)
+    kw = dict(split=split, split_seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
     if layout == "folders":
         return ImageFolderDataset(root, instances=True, **kw)
     return (RSNADataset if layout == "rsna" else DSB2018Dataset)(root, **kw)

@@ -10,10 +10,12 @@ import numpy as np
 import torch
 
 from ....metrics import (
+    bootstrap_intervals,
     classical_segment,
     coco_map,
     draw_boxes,
     dsb_image_score,
+    froc,
     match_detections,
     pr_curve,
     rsna_score,
@@ -24,6 +26,7 @@ from ..seg.evaluate import _methods
 from .data import instance_image, instance_masks, prepare_image
 from .ensemble import check_members, fuse_members, member_predictions, parse_tta, tta_views
 from .gate import apply_gate, format_negative_report, gate_summary, negative_figures
+from .point import suppress
 from .task import has_masks, instance_outputs, labels_of, mask_scores, predict_detections
 
 
@@ -43,6 +46,7 @@ def evaluate_detection(
     fuse_iou: float = 0.55,
     fuse_skip: float = 0.0,
     gate=None,
+    point=None,
 ) -> dict:
     """RSNA score (of all detections, and of those scoring >= score_threshold, as a thresholded
     submission would be scored), COCO mAP / AP50 / AP75 over `dataset`, and per image the TP / FP
@@ -64,11 +68,19 @@ def evaluate_detection(
     "map_50"} in that order, and "fusion" the settings {"tta", "views", "fuse", "fuse_iou",
     "fuse_skip"}. Mask R-CNN cannot be fused (ValueError).
 
-    Always: gate.negative_figures (fp_per_negative_image[_by_class], missed_positives).
-    gate: a gate.Gate; every figure above is then of the gated detections, and "gate"
-    and "ungated" (the detector's own figures, from the same pass) are added."""
+    Always: gate.negative_figures (fp_per_negative_image[_by_class], fp_per_positive_image,
+    missed_positives). gate: a gate.Gate; every figure above is then of the gated detections,
+    and "gate" and "ungated" (the detector's own figures, from the same pass) are added.
+
+    point: a point.OperatingPoint applied to each image's detections (the model should run
+    with point.permissive's NMS and cap): AP is measured after its NMS, containment and cap,
+    the counts at its score threshold (which replaces score_threshold); "operating_point"
+    echoes it. Also "froc" (sensitivity at FROC_RATES false positives per image) and "ci"
+    (95% bootstrap intervals over images of AP50, the RSNA score and FP per image)."""
 
     tta = parse_tta(tta)
+    if point is not None:
+        score_threshold = point.score_threshold
     members = [(model, config), *ensemble]
     fused = len(members) > 1 or bool(tta)
     if fused:
@@ -87,6 +99,8 @@ def evaluate_detection(
             pred = fuse_members(per, members, size, fuse, fuse_iou, fuse_skip)
         else:
             pred = predict_detections(model, [prepare_image(s["image"], config)], device)[0]
+        if point is not None:
+            pred = suppress(pred, point)
         classes.append(s.get("meta", {}).get("class"))
         if gate is not None:
             ungated.append(pred)
@@ -109,6 +123,8 @@ def evaluate_detection(
             if masks:
                 rows[-1]["overlay"] = str(_instance_figure(Path(figures), s, pred, config))
     cap = max(c.detections_per_img for _, c in members)  # the fused detections' cut
+    if point is not None:
+        cap = min(cap, point.max_boxes)
     coco = coco_map(preds, targets, max_detections=cap)
     result = {
         "images": len(preds),
@@ -136,6 +152,10 @@ def evaluate_detection(
             for got, (_, c) in zip(singles, members)
         ]
     result.update(negative_figures(kept, targets, classes))
+    result["froc"] = froc(preds, targets)
+    result["ci"] = bootstrap_intervals(preds, kept, targets, cap)
+    if point is not None:
+        result["operating_point"] = point.as_dict()
     if gate is not None:
         result.update(
             gate_summary(

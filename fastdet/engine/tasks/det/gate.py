@@ -93,15 +93,17 @@ def negative_figures(kept: list, targets: list, classes: list) -> dict:
     fp_per_negative_image: boxes on images without ground-truth boxes / such images (NaN when
     there are none); fp_per_negative_image_by_class: the same per image class (classes[i]: RSNA's
     class name from the sample's meta; images without one are left out of it);
-    missed_positives: images with ground-truth boxes but no kept detection matching one at IoU
-    0.5 (so a positive image with only misplaced boxes counts as missed)."""
+    fp_per_positive_image: kept boxes matching no ground truth at IoU 0.5 on images with ground
+    truth / such images (NaN when there are none); missed_positives: images with ground-truth
+    boxes but no kept detection matching one at IoU 0.5 (so a positive image with only
+    misplaced boxes counts as missed)."""
     if not len(kept) == len(targets) == len(classes):
         raise ValueError(
             f"kept, targets and classes must have one entry per image, got {len(kept)}, "
             f"{len(targets)} and {len(classes)}"
         )
     neg_boxes, by_class = [], {}
-    missed = positives = 0
+    missed = positives = unmatched = 0
     for pred, target, cls in zip(kept, targets, classes):
         n_truth = len(torch.as_tensor(target["boxes"]).reshape(-1, 4))
         if n_truth == 0:
@@ -111,11 +113,14 @@ def negative_figures(kept: list, targets: list, classes: list) -> dict:
                 by_class.setdefault(str(cls), []).append(n)
         else:
             positives += 1
-            missed += int(not match_detections(pred, target).any())
+            tp = match_detections(pred, target)
+            missed += int(not tp.any())
+            unmatched += int((~tp).sum())
     return {
         "negative_images": len(neg_boxes),
         "fp_per_negative_image": sum(neg_boxes) / len(neg_boxes) if neg_boxes else math.nan,
         "fp_per_negative_image_by_class": {c: sum(v) / len(v) for c, v in sorted(by_class.items())},
+        "fp_per_positive_image": unmatched / positives if positives else math.nan,
         "positive_images": positives,
         "missed_positives": missed,
     }

@@ -15,10 +15,13 @@ from ....models.detection import MODELS
 from ....models.detection._utils import BOX_LOSSES, CLS_LOSSES
 from ....models.detection.faster_rcnn import CAFFE_BGR_MEAN, CAFFE_STD
 from ....ops import AnchorGenerator, masks_to_labels, paste_masks
+from ...checkpoint import load_checkpoint
 from ...config import RunConfig, setting
 from ...sampling import gather_shards
-from ...trainer import Task, autocast
+from ...trainer import Task
 from .data import DetTensors, collate
+from .inference import predict_detections
+from .point import objective_of, store_point, tune_point
 
 # the registry's names, and Faster R-CNN's short names (its backbones)
 BACKBONES = tuple(n.removeprefix("fasterrcnn_") for n in MODELS if n.startswith("fasterrcnn_"))
@@ -57,6 +60,11 @@ class DetConfig(RunConfig):
     model: str = setting("resnet18_fpn", "detector", choices=DET_MODELS)
     num_classes: int = setting(2, "classes, background included (RSNA: background + opacity)")
     epochs: int = setting(40, "training epochs")
+    test_fraction: float = setting(
+        0.2,
+        "share of the patients held out as a test split no choice sees (best.pt and every "
+        "threshold are chosen on validation; `evaluate --split test` scores it)",
+    )
     batch_size: int = setting(2, "images per step (per process under torchrun)")
     lr: float = setting(1e-3, "learning rate")
     step_size: int = setting(20, "epochs between learning-rate decays (StepLR)")
@@ -74,6 +82,12 @@ class DetConfig(RunConfig):
     )
     rois_per_image: int | None = setting(
         None, "RoIs sampled per training image (default: the model's, 128 or 512)", metavar="N"
+    )
+    test_proposals: int | None = setting(
+        None,
+        "RPN proposals per image at inference (default: the model's, 1000 or 300; fewer is "
+        "faster on small images: the box head runs on each)",
+        metavar="N",
     )
     box_loss: str = setting("smooth_l1", "box regression loss of both heads", choices=BOX_LOSSES)
     cls_loss: str = setting(
@@ -100,6 +114,8 @@ class DetConfig(RunConfig):
             )
         if self.max_size < self.min_size:
             raise ValueError(f"DetConfig.max_size ({self.max_size}) < min_size ({self.min_size})")
+        if self.test_proposals is not None and int(self.test_proposals) < 1:
+            raise ValueError(f"DetConfig.test_proposals must be >= 1, got {self.test_proposals!r}")
         if self.rois_per_image is not None:
             self._check_at_least("rois_per_image", 1)
         self._check_at_least("detections_per_img", 1)
@@ -131,6 +147,8 @@ def build_model(config: DetConfig, pretrained: bool = True):
     )
     if config.rois_per_image is not None:
         size["box_batch_size_per_image"] = int(config.rois_per_image)
+    if config.test_proposals is not None:
+        size["rpn_post_nms_top_n_test"] = int(config.test_proposals)
     if config.anchor_sizes is not None:  # vgg16's one level keeps the original's three sizes x
         size["rpn_anchor_generator"] = _anchors(config)  # three ratios, scaled
     build = MODELS[full_name(config.model)]
@@ -154,20 +172,6 @@ def _anchors(config: DetConfig):
         f = float(config.anchor_sizes[0]) / 128
         return AnchorGenerator(((128 * f, 256 * f, 512 * f),), (ratios,))
     return AnchorGenerator(tuple((float(a),) for a in config.anchor_sizes), (ratios,) * 5)
-
-
-@torch.no_grad()
-def predict_detections(model, images, device, amp: bool = False, bf16: bool = False) -> list[dict]:
-    """Eval-mode detections of prepared images, as CPU tensors {"boxes", "scores", "labels"};
-    amp: float16 autocast on CUDA, bf16: bfloat16 autocast anywhere."""
-    device = torch.device(device)
-    model.eval()
-    with autocast(device, amp, bf16):
-        out = model([im.to(device) for im in images])
-    return [
-        {k: v.detach().float().cpu() if k != "labels" else v.cpu() for k, v in o.items()}
-        for o in out
-    ]
 
 
 def detection_scores(preds: list[dict], targets: list[dict], max_detections: int = 100) -> dict:
@@ -301,6 +305,20 @@ class DetTask(Task):
             if "NaN or inf" not in str(e):
                 raise
             return None, e
+
+    def finish(self, trainer) -> None:
+        """Faster R-CNN: the operating point chosen on the validation split with best.pt's
+        weights, stored in best.pt (Mask R-CNN's instances are scored otherwise)."""
+        best = trainer.out / "best.pt"
+        val = trainer.val_set
+        if has_masks(self.config.model) or val is None or not len(val) or not best.is_file():
+            return
+        model = build_model(self.config, pretrained=False)
+        model.load_state_dict(load_checkpoint(best)["model"])
+        model.to(trainer.device)
+        layout = self.config.extra.get("layout") or getattr(val, "layout", None)
+        point = tune_point(model, self.config, val, trainer.device, objective_of(layout), "val")
+        store_point(best, point)
 
     def validate(self, trainer) -> dict:
         """mAP, mAP@0.5 and RSNA score; under DDP the shards' predictions are gathered in the

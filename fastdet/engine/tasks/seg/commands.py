@@ -30,10 +30,18 @@ def open_sets(layout, root, split, config):
     """The run's dataset of a split, read as its config says (colour, MRI plane)."""
     x = config.extra
     kw = dict(rgb=x.get("rgb", False), plane=x.get("plane", "transverse"))
-    return open_seg_dataset(layout, root, split, config.seed, config.val_fraction, **kw)
+    return open_seg_dataset(
+        layout,
+        root,
+        split,
+        config.seed,
+        config.val_fraction,
+        test_fraction=config.test_fraction,
+        **kw,
+    )
 
 
-def add_commands(train, predict, evaluate) -> None:
+def add_commands(train, predict, evaluate, tune) -> None:
     # rsna is listed so that choosing it says to use `train det`
     s = add_train_parser(train, SegTask, SEG_LAYOUTS + ("rsna",), open_sets)
     s.add_argument("--rgb", action="store_true", help="3 colour channels instead of grey")

@@ -99,15 +99,16 @@ def open_seg_dataset(
     val_fraction: float = 0.2,
     rgb: bool = False,
     plane: str = "transverse",
+    test_fraction: float = 0.0,
 ):
     """The dataset of one on-disk layout with masks: "dsb2018" (DSB2018Dataset), "folders"
     (ImageFolderDataset: root/images, root/masks) or "mri" (MRISliceDataset). split None/"train"/
-    "val" as the datasets define it (by subject for MRI), with split_seed=seed."""
+    "val"/"test" as the datasets define it (by subject for MRI), with split_seed=seed."""
     if layout == "rsna":
         raise ValueError("the rsna layout has boxes, not masks: train it with `train det`")
     if layout not in SEG_LAYOUTS:
         raise ValueError(f"layout must be one of {SEG_LAYOUTS}, got {layout!r}")
-    kw = dict(split=split, split_seed=seed, val_fraction=val_fraction)
+    kw = dict(split=split, split_seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
     if layout == "dsb2018":
         return ds.DSB2018Dataset(root, rgb=rgb, **kw)
     if layout == "folders":
