@@ -36,6 +36,8 @@ from fastdet.engine.tasks.cls.data import (
     labels_for,
     open_cls_dataset,
 )
+from fastdet.engine.tasks.cls.task import class_probabilities, threshold_below
+from fastdet.engine.tasks.det.gate import gate_keeps
 
 CLASSES = ("disc", "horizontal", "vertical")  # sorted: the label order
 
@@ -224,12 +226,14 @@ def test_train_resume_threshold_and_gate(rsna, tmp_path):
     assert threshold == load_checkpoint(best)["threshold"]
     images = [val[i]["image"] for i in range(len(val))]
     p = predict_probabilities(model, config, images, batch_size=3)
-    assert p.shape == (len(val), 3) and torch.allclose(p.sum(1), torch.ones(len(val)))
+    assert p.shape == (len(val), 3) and p.dtype == torch.float64  # one P everywhere: float64
+    assert torch.allclose(p.sum(1), torch.ones(len(val), dtype=torch.float64))
     from fastdet.engine.tasks.det.data import prepare_image as det_input
     from fastdet.engine.tasks.det.task import DetConfig
 
     det_images = [det_input(im, DetConfig()) for im in images]  # [3, H, W] in [0, 1]
-    torch.testing.assert_close(predict_probabilities(model, config, det_images), p)
+    got = predict_probabilities(model, config, det_images)
+    torch.testing.assert_close(got, p, rtol=1e-5, atol=1e-6)  # float32 logits of other inputs
     pos = positive_probability(model, config, images)
     torch.testing.assert_close(pos, p[:, 2])
     torch.testing.assert_close(predict_probabilities(model, config, torch.stack(images)), p)
@@ -355,3 +359,17 @@ def test_plain_sample_lists_and_bad_images():
         ClsTensors(data, cfg, augment=False)[2]
     with pytest.raises(ValueError, match="has no class"):
         labels_for([{"image": torch.zeros(1, 4, 4), "id": "x", "meta": {}}], ["a", "b"])
+
+
+def test_one_probability_and_a_threshold_a_recomputed_p_cannot_cross():
+    logits = torch.tensor([[0.2, 1.5, -0.3], [2.0, 0.1, 0.0]])
+    p = class_probabilities(logits)
+    assert p.dtype == torch.float64 and torch.allclose(p.sum(1), torch.ones(2, dtype=torch.float64))
+    assert torch.equal(p, class_probabilities(logits.double()))  # float32 logits: same P
+    scores = np.array([0.1, 0.3, 0.5, 0.3])
+    t = threshold_below(scores, 0.3)
+    assert t == pytest.approx(0.2)
+    assert gate_keeps(0.3 - 1e-8, t) and not gate_keeps(0.1 + 1e-8, t)  # rounding cannot flip
+    assert threshold_below(scores, 0.1) == pytest.approx(0.05)  # nothing lower: half of it
+    assert np.isnan(threshold_below(scores, float("nan")))
+    assert gate_keeps(t, t)  # a P equal to the threshold keeps the boxes

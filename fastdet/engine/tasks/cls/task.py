@@ -4,7 +4,8 @@ decay. The trainer (engine.trainer) runs it; best.pt is the best validation macr
 
 On each validation the Youden's J threshold of the positive class (config.positive_class:
 "Lung Opacity" on RSNA data, else the last class, unless named) is chosen on the validation
-split and stored in the checkpoint ("threshold"), so a gate (e.g. detection's) can read it with
+split and stored in the checkpoint ("threshold": the midpoint below the chosen score, see
+threshold_below), so a gate (e.g. detection's) can read it with
 `load_classifier` and call `predict_probabilities` / `positive_probability` on its images."""
 
 from __future__ import annotations
@@ -241,11 +242,12 @@ class ClsTask(Task):
             labels = gather_shards(labels, trainer.dist.world_size)
         logits, y_t = torch.stack(logits).double(), torch.tensor(labels, dtype=torch.int64)
         loss = float(F.cross_entropy(logits, y_t))
-        p, y = torch.softmax(logits, 1).numpy(), y_t.numpy()
+        p, y = class_probabilities(logits).numpy(), y_t.numpy()
         aucs = roc_auc(p, y)
         macro = float(np.nanmean(aucs)) if not np.isnan(aucs).all() else math.nan
         pos = self.config.classes.index(self.config.positive)
         threshold, j = youden_threshold(p[:, pos], y == pos)
+        threshold = threshold_below(p[:, pos], threshold)
         if not math.isnan(threshold):
             self.threshold, self.youden_j = threshold, j
         return {
@@ -299,13 +301,32 @@ def _batches(images, batch_size: int):
         yield images[i : i + batch_size]
 
 
+def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """P: the float64 softmax of logits [N, K]. The one computation of P behind validation's
+    stored threshold, `evaluate cls`, `predict cls` and the gate, so they agree on the same
+    logits to the last bit."""
+    return torch.softmax(logits.double(), 1)
+
+
+def threshold_below(scores, chosen: float) -> float:
+    """The threshold stored for a score `chosen` among validation scores: the midpoint between
+    it and the next lower score (half of it when none is lower), so an image scoring `chosen`
+    stays at or above the threshold when its P is recomputed with other rounding (another
+    batch, another image size). NaN stays NaN."""
+    if math.isnan(chosen):
+        return chosen
+    scores = np.asarray(scores, np.float64)
+    lower = scores[scores < chosen]
+    return float((chosen + (lower.max() if lower.size else 0.0)) / 2)
+
+
 @torch.no_grad()
 def predict_probabilities(
     model, config, images, device=None, batch_size: int = 16, amp: bool = False
 ) -> torch.Tensor:
-    """float32 [N, K] class probabilities (softmax; columns in config.classes' order, on the
-    CPU) of N images: a list of [C, H, W] or [H, W] tensors or arrays of any size and units
-    (dataset images in file units, or detection's [3, H, W] inputs in [0, 1]: the same
+    """float64 [N, K] class probabilities (class_probabilities; columns in config.classes'
+    order, on the CPU) of N images: a list of [C, H, W] or [H, W] tensors or arrays of any size
+    and units (dataset images in file units, or detection's [3, H, W] inputs in [0, 1]: the same
     probabilities, see data), or a [B, C, H, W] tensor. device: the model's by default.
     A classifier with a lung stage (config.lungs) crops each image to its lungs first."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -320,12 +341,12 @@ def predict_probabilities(
             device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"
         ):
             logits = model(x).float()
-        out.append(torch.softmax(logits, 1).cpu())
-    return torch.cat(out) if out else torch.zeros(0, len(config.classes))
+        out.append(class_probabilities(logits).cpu())
+    return torch.cat(out) if out else torch.zeros(0, len(config.classes), dtype=torch.float64)
 
 
 def positive_probability(model, config, images, cls: str | None = None, **kw) -> torch.Tensor:
-    """float32 [N]: P(cls) of each image (default config.positive: "Lung Opacity" for RSNA
+    """float64 [N]: P(cls) of each image (default config.positive: "Lung Opacity" for RSNA
     classifiers), from predict_probabilities (same keywords)."""
     name = config.positive if cls is None else cls
     if name not in config.classes:
