@@ -4,10 +4,12 @@ by it, on the detection part's synthetic RSNA folder (out/det_data, written with
 (out/det/best.pt: no second detector is trained).
 
 A small U-Net learns the lung fields (out/det_data/lungs, the folders layout) on the detection
-split's training patients and is scored on its validation patients; a ResNet-18 learns Normal /
-Not Normal / Lung Opacity on the same patients, each image cropped to its predicted lung fields
-(ClsConfig.lungs); the detector is then scored on the validation patients with and without the
-gate (boxes dropped where P(Lung Opacity) is below the classifier's stored Youden threshold)."""
+split's training patients; a ResNet-18 learns Normal / Not Normal / Lung Opacity on the same
+patients, each image cropped to its predicted lung fields (ClsConfig.lungs). Every model and
+threshold is chosen on the validation patients (best.pt, the gate's threshold, the detector's
+operating point) and scored on the test patients, which no choice saw: the detector at its
+operating point, with and without the gate (boxes dropped where P(Lung Opacity) is below the
+classifier's stored threshold)."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from ..engine.tasks import load_model, train
 from ..engine.tasks.cls.data import class_name_list, open_cls_dataset
 from ..engine.tasks.cls.evaluate import evaluate_classification, format_cls_report
 from ..engine.tasks.cls.task import ClsConfig
+from ..engine.tasks.det.commands import load_detector_at_point
 from ..engine.tasks.det.data import open_det_dataset
 from ..engine.tasks.det.evaluate import evaluate_detection
 from ..engine.tasks.det.gate import load_gate
@@ -31,13 +34,15 @@ from ..engine.tasks.seg.task import SegConfig
 
 NOT_NORMAL = "No Lung Opacity / Not Normal"
 SOURCES = {
-    "checkpoint": "the Youden's J threshold the classifier stored, chosen on these same "
-    "validation patients, which flatters the gated figures",
+    "checkpoint": "the Youden's J threshold the classifier stored, chosen on the validation "
+    "patients",
     "default": "0.5: the classifier stored no threshold",
     "argument": "given",
 }
 # (lung U-Net epochs, depth, width; classifier epochs, its lr step size)
 CHEST_PRESETS = {"full": (5, 3, 8, 8, 6), "quick": (1, 2, 4, 1, 1)}
+# The patients of the demo's RSNA folder: validation chooses, test scores.
+SPLIT = dict(val_fraction=0.25, test_fraction=0.2)
 
 
 def demo_unet_config(
@@ -66,27 +71,28 @@ def demo_unet_config(
 
 def run_chest(out, side: int, preset, seed: int = 0, progress: bool = False) -> dict:
     """The chest section on out/det_data and out/det/best.pt (the detection part's), same
-    patient split (seed, validation fraction 0.25). Writes out/lungs and out/cls (the runs),
+    patient split (seed, SPLIT). Writes out/lungs and out/cls (the runs),
     out/figures/lungs (lung contour overlays), out/figures/cls (ROC curves, confusion matrix)
     and out/figures/chest (gated boxes, PR curve). Returns {"lungs": {"dice", "iou" (means
-    over the validation patients), "images", "per_image", "overlays"}, "classifier":
+    over the test patients), "images", "per_image", "overlays"}, "classifier":
     evaluate_classification's result, "detection": evaluate_detection's with the gate (its
     "ungated" beside; rows get "class"), "seconds": per stage}."""
     out = Path(out)
     lung_epochs, depth, width, cls_epochs, step = preset
-    split = dict(seed=seed, val_fraction=0.25)  # the detection part's
+    split = dict(seed=seed, **SPLIT)  # the detection part's
     t0 = time.perf_counter()
     lungs = _lungs(out, side, (lung_epochs, depth, width), seed, progress)
     t1 = time.perf_counter()
     cls = _classifier(out, side, cls_epochs, step, seed, progress)
     t2 = time.perf_counter()
-    det_model, det_config = load_model(out / "det" / "best.pt", "cpu")
-    val = open_det_dataset("rsna", out / "det_data", "val", **split)
+    det_model, det_config, point = load_detector_at_point(out / "det" / "best.pt")
+    test = open_det_dataset("rsna", out / "det_data", "test", **split)
     gate = load_gate(_best(out / "cls"))
+    figures = out / "figures" / "chest"
     det = evaluate_detection(
-        det_model, det_config, val, "cpu", figures=out / "figures" / "chest", gate=gate
+        det_model, det_config, test, "cpu", figures=figures, gate=gate, point=point
     )
-    for row, name in zip(det["per_image"], class_name_list(val)):
+    for row, name in zip(det["per_image"], class_name_list(test)):
         row["class"] = name
     seconds = {"lungs": t1 - t0, "classifier": t2 - t1, "gated": time.perf_counter() - t2}
     return {"lungs": lungs, "classifier": cls, "detection": det, "seconds": seconds}
@@ -100,14 +106,14 @@ def _best(run: Path) -> Path:
 
 
 def _lung_sets(data: Path, seed: int):
-    """The lung-field images (folders layout) of the detection split's training and
-    validation patients: the RSNA split is stratified by Target, the folders one is not, so
-    the folders are subset by patient id (no validation patient is trained on)."""
+    """The lung-field images (folders layout) of the detection split's training, validation
+    and test patients: the RSNA split is stratified by Target, the folders one is not, so the
+    folders are subset by patient id (no validation or test patient is trained on)."""
     lungs = open_seg_dataset("folders", data / "lungs")
     where = {pid: i for i, pid in enumerate(lungs.ids)}
     sets = []
-    for part in ("train", "val"):
-        ids = open_det_dataset("rsna", data, part, seed=seed, val_fraction=0.25).ids
+    for part in ("train", "val", "test"):
+        ids = open_det_dataset("rsna", data, part, seed=seed, **SPLIT).ids
         sets.append(torch.utils.data.Subset(lungs, [where[pid] for pid in ids]))
     return sets
 
@@ -115,7 +121,7 @@ def _lung_sets(data: Path, seed: int):
 def _lungs(out: Path, side: int, preset, seed: int, progress: bool) -> dict:
     epochs, depth, width = preset
     data = out / "det_data"
-    train_set, val_set = _lung_sets(data, seed)
+    train_set, val_set, test_set = _lung_sets(data, seed)
     config = demo_unet_config(
         depth,
         width,
@@ -131,11 +137,11 @@ def _lungs(out: Path, side: int, preset, seed: int, progress: bool) -> dict:
     model, saved = load_model(out / "lungs" / "best.pt", "cpu")
     figures = out / "figures" / "lungs"
     result = evaluate_segmentation(
-        model, saved, val_set, "cpu", tile=0, classical=False, figures=figures
+        model, saved, test_set, "cpu", tile=0, classical=False, figures=figures
     )
     overall = result["overall"]["model"]
     return {
-        "images": len(val_set),
+        "images": len(test_set),
         "dice": overall["dice"]["mean"],
         "iou": overall["iou"]["mean"],
         "per_image": result["images"],
@@ -147,7 +153,7 @@ def _classifier(out: Path, side: int, epochs: int, step: int, seed: int, progres
     """ResNet-18 on the three RSNA classes, each image cropped to its predicted lung fields
     (out/lungs/best.pt); the gate-learning test's settings."""
     data = out / "det_data"
-    split = dict(seed=seed, val_fraction=0.25)
+    split = dict(seed=seed, **SPLIT)
     config = ClsConfig(
         model="resnet18",
         size=side,
@@ -168,7 +174,7 @@ def _classifier(out: Path, side: int, epochs: int, step: int, seed: int, progres
     return evaluate_classification(
         gate.model,
         gate.config,
-        val,
+        open_cls_dataset("rsna", data, "test", **split),
         "cpu",
         figures=out / "figures" / "cls",
         threshold=gate.threshold,
@@ -188,14 +194,14 @@ def chest_report(chest: dict, det: dict, out: Path) -> str:
         "findings that are not pneumonia: a mass, an effusion, an enlarged heart, haze) and the "
         f"same detector. A U-Net learns the lung fields (`det_data/lungs/`; {s['lungs']:.0f} s): "
         f"held-out Dice {lungs['dice']:.3f}, IoU {lungs['iou']:.3f} on {lungs['images']} "
-        "validation patients.",
+        "test patients.",
         "",
     ]
     lines += _figure(lungs["overlays"][:1], out, "lung fields: truth green, U-Net red")
     lines += [
         f"A ResNet-18 (from scratch, {_epochs(out / 'cls')} epochs; {s['classifier']:.0f} s) "
         "is trained to tell Normal, Not Normal and Lung Opacity apart on each image cropped to "
-        "its predicted lung fields; held-out patients:",
+        "its predicted lung fields; test patients:",
         "",
         "```",
         format_cls_report(cls),
@@ -246,8 +252,8 @@ def _gate_table(gated: dict, seconds: float) -> list:
         f"The gate drops every box of an image whose P(Lung Opacity) < {gate['threshold']:.3g} "
         f"({SOURCES.get(gate['threshold_source'], gate['threshold_source'])}); it dropped the "
         "boxes of "
-        f"{gate['gated_images']} of {g['images']} held-out images ({seconds:.0f} s). At IoU 0.5 "
-        f"and box score >= {g['score_threshold']:g}:",
+        f"{gate['gated_images']} of {g['images']} test images ({seconds:.0f} s). At IoU 0.5, "
+        f"{point_words(g)}:",
         "",
         "| | RSNA score | AP50 | FP / negative image | FP / Not Normal image | "
         "FP / Normal image | missed positives |",
@@ -257,6 +263,20 @@ def _gate_table(gated: dict, seconds: float) -> list:
         _verdict(g, u),
         "",
     ]
+
+
+def point_words(result: dict) -> str:
+    """How the boxes were kept: the operating point and where it was chosen, or the plain score
+    threshold."""
+    p = result.get("operating_point")
+    if p is None:
+        return f"box score >= {result['score_threshold']:g}"
+    contain = "off" if p["containment"] is None else f"{p['containment']:g}"
+    return (
+        f"the detector's operating point chosen on the {p['split']} patients (score >= "
+        f"{p['score_threshold']:g}, NMS IoU {p['nms_iou']:g}, containment {contain}, at most "
+        f"{p['max_boxes']} boxes per image)"
+    )
 
 
 def _change(before: float, after: float, what: str, lower_is_better: bool) -> str:

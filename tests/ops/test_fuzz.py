@@ -52,6 +52,7 @@ OPS = [
     "remove_small_boxes",
     "nms",
     "batched_nms",
+    "suppress_contained",
     "soft_nms",
     "roi_align",
     "AnchorGenerator",
@@ -858,6 +859,25 @@ def case_batched_nms(draw):
 
     names = ["boxes", "scores", "idxs", "iou_threshold"]
     return (lambda: ops.batched_nms(b, s, idxs, thr)), expect, names
+
+
+def case_suppress_contained(draw):
+    b, s, idxs, _ = _nms_inputs(draw, with_idxs=True)
+    f = draw.scalar(
+        "fraction", st.one_of(st.sampled_from([0.0, 0.5, 1.0, -0.5, 1.5]), st.floats(0, 1))
+    )
+
+    def expect():
+        vb, vs, ib = _check_nms(b, s, idxs)
+        c = _check_idxs(b, idxs)
+        t = _real(f, "fraction")
+        if not 0 <= t <= 1:
+            raise Invalid(f"fraction={t!r}")
+        want = reference.suppress_contained(vb, vs, c, t)
+        return _expectation(_compare_keep(b, ("reference", want)), ib)
+
+    names = ["boxes", "scores", "idxs", "fraction"]
+    return (lambda: ops.suppress_contained(b, s, idxs, f)), expect, names
 
 
 def case_soft_nms(draw):
@@ -2006,6 +2026,7 @@ _CASES = {
     "remove_small_boxes": case_remove_small,
     "nms": case_nms,
     "batched_nms": case_batched_nms,
+    "suppress_contained": case_suppress_contained,
     "soft_nms": case_soft_nms,
     "roi_align": case_roi_align,
     "AnchorGenerator": case_anchor_generator,

@@ -337,6 +337,17 @@ def _write_instances(base: Path, image, pred: dict, config, fmt: str) -> None:
     print(f"  {int(labels.max(initial=0))} instances -> {path}, {shown}")
 
 
+def load_detector_at_point(path, device="cpu", **speed) -> tuple:
+    """(eval-mode model, config, point): a detection checkpoint with its stored operating
+    point (None when it has none, or for Mask R-CNN); with a point, the model runs with the
+    permissive NMS and cap the point's own follow."""
+    model, config = load_task_model(DetTask, path, device, **speed)
+    point = None if has_masks(config.model) else stored_point(load_checkpoint(path))
+    if point is not None:
+        permissive(model)
+    return model, config, point
+
+
 def _point(args, model, config):
     """resolve_point of --checkpoint's stored point (Mask R-CNN: none; the instances issue's
     own point replaces instance_score), printed when one applies."""
