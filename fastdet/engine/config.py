@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 OPTIMIZERS = ("sgd", "adam")
+LR_SCHEDULES = ("step", "cosine")
 # Settings a resumed run may change: they do not alter what is computed (the weight files are
 # read only by a fresh run; a resumed one takes every weight from last.pt).
 RESUMABLE_CHANGES = frozenset(
@@ -55,6 +56,12 @@ class RunConfig:
     momentum: float = setting(0.9, "SGD momentum")
     weight_decay: float = setting(0.0, "L2 weight decay")
     step_size: int = setting(10, "epochs between learning-rate decays (StepLR)")
+    lr_schedule: str = setting(
+        "step",
+        "per-epoch decay of the learning rate: step (x --gamma every --step-size epochs) or "
+        "cosine (from --lr after the warmup down to 0 at the last epoch)",
+        choices=LR_SCHEDULES,
+    )
     gamma: float = setting(0.5, "learning-rate factor every --step-size epochs")
     warmup_steps: int = setting(
         0, "linear learning-rate warmup from lr / 1000 over the first N steps", metavar="N"

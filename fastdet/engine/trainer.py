@@ -102,6 +102,14 @@ def make_optimizer(config: RunConfig, params, lr: float) -> torch.optim.Optimize
     return torch.optim.Adam(params, lr, weight_decay=config.weight_decay)
 
 
+def make_scheduler(config: RunConfig, opt) -> torch.optim.lr_scheduler.LRScheduler:
+    """The per-epoch decay: StepLR (step_size, gamma), or cosine annealing to 0 over
+    config.epochs (the warmup scales the first steps on top of either)."""
+    if config.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(config.epochs, 1))
+    return torch.optim.lr_scheduler.StepLR(opt, config.step_size, config.gamma)
+
+
 def warmup_factor(step: int, warmup_steps: int) -> float:
     """The multiplier of the step-decay learning rate at optimizer step `step` (0-based, counted
     over the whole run): WARMUP_FACTOR at step 0 rising linearly to 1 at step warmup_steps, 1
@@ -241,7 +249,7 @@ class Trainer:
             compile_model(self.model, fullgraph=False)
         params = [p for p in task.trainable(self.model).parameters() if p.requires_grad]
         self.opt = make_optimizer(config, params, config.lr)
-        self.sched = torch.optim.lr_scheduler.StepLR(self.opt, config.step_size, config.gamma)
+        self.sched = make_scheduler(config, self.opt)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
         self._loaders(train_set, val_set)
         self.epoch, self.global_step, self.history = 0, 0, []

@@ -18,7 +18,9 @@ class FeaturePyramidNetwork(nn.Module):
     pool=False leaves the "pool" level out. torchvision_init=True initialises the convolutions as
     torchvision does (kaiming_uniform_ with a=1, zero bias); False keeps nn.Conv2d's default (what
     FPNSeg has always used, so its initial weights for a given seed are unchanged). Neither flag
-    adds or renames a parameter."""
+    adds or renames a parameter. group_norm=True: each convolution (bias-free) is followed by
+    GroupNorm(32) (inner_blocks.i.1, layer_blocks.i.1), as torchvision's FPN with a norm_layer;
+    from scratch on small batches it trains where BatchNorm's statistics are noise."""
 
     def __init__(
         self,
@@ -27,21 +29,27 @@ class FeaturePyramidNetwork(nn.Module):
         *,
         pool: bool = True,
         torchvision_init: bool = True,
+        group_norm: bool = False,
     ):
         super().__init__()
         self.pool = pool
-        self.inner_blocks = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(c, out_channels, 1)) for c in in_channels_list
-        )
-        self.layer_blocks = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(out_channels, out_channels, 3, padding=1))
-            for _ in in_channels_list
-        )
+
+        def block(cin, k):
+            conv = nn.Conv2d(cin, out_channels, k, padding=k // 2, bias=not group_norm)
+            return (
+                nn.Sequential(conv, nn.GroupNorm(32, out_channels))
+                if group_norm
+                else (nn.Sequential(conv))
+            )
+
+        self.inner_blocks = nn.ModuleList(block(c, 1) for c in in_channels_list)
+        self.layer_blocks = nn.ModuleList(block(out_channels, 3) for _ in in_channels_list)
         if torchvision_init:
             for m in self.modules():
                 if isinstance(m, nn.Conv2d):
                     nn.init.kaiming_uniform_(m.weight, a=1)
-                    nn.init.constant_(m.bias, 0)
+                    if m.bias is not None:
+                        nn.init.constant_(m.bias, 0)
 
     def forward(self, feats: list[Tensor]) -> OrderedDict:
         """feats: C2..C5 (finest first) -> OrderedDict "0".."3" (P2..P5), then "pool" (with

@@ -59,13 +59,27 @@ def freeze_batch_norm(module: nn.Module) -> nn.Module:
     return module
 
 
-class BackboneWithFPN(nn.Module):
-    """body: a fastdet ResNet (returns C2..C5); fpn: FeaturePyramidNetwork; out_channels: 256."""
+def group_norm(module: nn.Module) -> nn.Module:
+    """Replaces every nn.BatchNorm2d in module (in place) by GroupNorm with 32 groups."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            setattr(module, name, nn.GroupNorm(32, child.num_features, eps=child.eps))
+        else:
+            group_norm(child)
+    return module
 
-    def __init__(self, body: ResNet, out_channels: int = 256):
+
+NORMS = ("auto", "bn", "frozen_bn", "gn")
+
+
+class BackboneWithFPN(nn.Module):
+    """body: a fastdet ResNet (returns C2..C5); fpn: FeaturePyramidNetwork (GroupNorm after
+    each convolution with group_norm); out_channels: 256."""
+
+    def __init__(self, body: ResNet, out_channels: int = 256, group_norm: bool = False):
         super().__init__()
         self.body = body
-        self.fpn = FeaturePyramidNetwork(list(body.channels), out_channels)
+        self.fpn = FeaturePyramidNetwork(list(body.channels), out_channels, group_norm=group_norm)
         self.out_channels = out_channels
 
     def forward(self, x: Tensor) -> OrderedDict:
@@ -76,24 +90,37 @@ _TRAINABLE_ORDER = ("layer4", "layer3", "layer2", "layer1", "conv1")
 
 
 def resnet_fpn_backbone(
-    name: str, weights_backbone=None, trainable_layers: int = 3, frozen_bn: bool = True
+    name: str,
+    weights_backbone=None,
+    trainable_layers: int = 3,
+    frozen_bn: bool = True,
+    norm: str | None = None,
 ) -> BackboneWithFPN:
     """ResNet + FPN as torchvision's _resnet_fpn_extractor. weights_backbone: a local torchvision
     classification state_dict of `name` (fc dropped). trainable_layers in [0, 5] counts stages
     from layer4 down (3: layer2-4 train, conv1 and layer1 frozen; 5: all, bn1 included).
-    frozen_bn replaces BatchNorm by FrozenBatchNorm2d (torchvision does for pretrained weights)."""
+    frozen_bn replaces BatchNorm by FrozenBatchNorm2d (torchvision does for pretrained weights).
+    norm (NORMS) overrides it: "bn" trains BatchNorm, "frozen_bn" freezes it, "gn" puts
+    GroupNorm(32) in the body's place of BatchNorm and after the FPN's convolutions; "auto" or
+    None keeps frozen_bn's choice."""
+    if norm not in (None, *NORMS):
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    if norm in ("bn", "frozen_bn"):
+        frozen_bn = norm == "frozen_bn"
     if not 0 <= trainable_layers <= 5:
         raise ValueError(f"trainable_layers must be in [0, 5], got {trainable_layers}")
     body = resnet(name)
     if weights_backbone is not None:
         load_state_dict_file(body, weights_backbone)
-    if frozen_bn:
+    if norm == "gn":
+        group_norm(body)  # the affine weights of a torchvision file are not GroupNorm's: kept
+    elif frozen_bn:
         freeze_batch_norm(body)
     train = list(_TRAINABLE_ORDER[:trainable_layers]) + (["bn1"] if trainable_layers == 5 else [])
     for pname, p in body.named_parameters():
         if not pname.startswith(tuple(train)):
             p.requires_grad_(False)
-    return BackboneWithFPN(body)
+    return BackboneWithFPN(body, group_norm=norm == "gn")
 
 
 # torchvision's vgg16 "features": 13 convolutions (channels), "M" = 2x2 max pool

@@ -264,15 +264,18 @@ def _resnet_fpn(
     model_class=None,
 ) -> FasterRCNN:
     # torchvision's rule: pretrained weights -> frozen BatchNorm and 3 trainable stages;
-    # from scratch -> ordinary BatchNorm and every stage trainable
+    # from scratch -> ordinary BatchNorm and every stage trainable; kwargs["norm"]
+    # (backbones.NORMS) overrides the norm
     trained = weights is not None or weights_backbone is not None
     layers = (
         trainable_backbone_layers
         if trainable_backbone_layers is not None
         else (3 if trained else 5)
     )
+    kwargs = dict(kwargs)
+    norm = kwargs.pop("norm", None)
     backbone = resnet_fpn_backbone(
-        name, weights_backbone if weights is None else None, layers, frozen_bn=trained
+        name, weights_backbone if weights is None else None, layers, frozen_bn=trained, norm=norm
     )
     model = (model_class or FasterRCNN)(backbone, num_classes, **{**defaults, **kwargs})
     return load_detector_weights(model, weights) if weights is not None else model

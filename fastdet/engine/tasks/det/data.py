@@ -47,7 +47,8 @@ def prepare_image(image, config) -> torch.Tensor:
 class DetTensors(EpochDataset):
     """(image [3, H, W], target {"boxes", "labels"}) pairs of a dataset of sample dicts; an
     image without boxes gives an empty target (a negative). augment=True applies config.hflip /
-    config.vflip (image and boxes flipped together), image i of epoch e drawing from the
+    config.vflip (image and boxes flipped together), then config.scale_jitter (a random crop,
+    see zoom) and config.intensity (see jitter_intensity), image i of epoch e drawing from the
     generator of (seed, e, i)."""
 
     def __init__(self, dataset, config, augment: bool = False):
@@ -60,6 +61,7 @@ class DetTensors(EpochDataset):
         if augment and config.vflip > 0:
             flips.append(RandomVerticalFlip(config.vflip, self.generator))
         self.flips = Compose(flips) if flips else None
+        self.augment = augment
 
     def __getitem__(self, i: int):
         s = self.base[i]
@@ -67,19 +69,64 @@ class DetTensors(EpochDataset):
         boxes = torch.as_tensor(s["boxes"], dtype=torch.float32).reshape(-1, 4)
         labels = torch.as_tensor(s["labels"], dtype=torch.int64).reshape(-1)
         instances = instance_image(s) if self.masks else None
+        if self.augment:
+            self.generator_for(i)  # every draw below, in order, from (seed, epoch, i)
         if self.flips is not None:
             image = torch.as_tensor(image, dtype=torch.float32)
             image = image[None] if image.ndim == 2 else image
-            self.generator_for(i)
             sample = {"image": image, "boxes": boxes, "labels": labels}
             if instances is not None:
                 sample["instances"] = instances
             out = self.flips(sample)
             image, boxes, instances = out["image"], out["boxes"], out.get("instances")
+        if self.augment and self.config.scale_jitter > 0:
+            image, boxes, labels, instances = zoom(
+                image, boxes, labels, instances, self.config.scale_jitter, self.generator
+            )
         target = {"boxes": boxes, "labels": labels}
         if instances is not None:
             target["masks"] = instance_masks(instances, len(boxes))
-        return prepare_image(image, self.config), target
+        x = prepare_image(image, self.config)
+        if self.augment and self.config.intensity > 0:
+            x = jitter_intensity(x, self.config.intensity, self.generator)
+        return x, target
+
+
+def zoom(image, boxes, labels, instances, jitter: float, g: torch.Generator):
+    """Scale jitter the model's resize cannot undo: a random crop whose sides are a fraction
+    1 - jitter .. 1 of the image's (the model then resizes it to min_size, so objects appear up
+    to 1 / (1 - jitter) larger). Boxes are cut to the crop; a box keeping less than half its
+    area is dropped (and its instance, for Mask R-CNN, relabelled away) unless what remains
+    covers half the crop (an object larger than the crop still fills it)."""
+    image = torch.as_tensor(image, dtype=torch.float32)
+    image = image[None] if image.ndim == 2 else image
+    h, w = image.shape[-2:]
+    s = 1.0 - jitter * float(torch.rand((), generator=g))
+    ch, cw = max(1, round(h * s)), max(1, round(w * s))
+    y0 = int(torch.randint(0, h - ch + 1, (), generator=g))
+    x0 = int(torch.randint(0, w - cw + 1, (), generator=g))
+    image = image[..., y0 : y0 + ch, x0 : x0 + cw]
+    cut = (boxes - torch.tensor([x0, y0, x0, y0], dtype=boxes.dtype)).clamp(min=0)
+    cut = torch.minimum(cut, torch.tensor([cw, ch, cw, ch], dtype=boxes.dtype))
+    area = lambda b: (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)  # noqa: E731
+    keep = (area(cut) >= 0.5 * area(boxes)) | (area(cut) >= 0.5 * ch * cw)
+    if instances is not None:
+        instances = instances[y0 : y0 + ch, x0 : x0 + cw]
+        new = torch.zeros(len(boxes) + 1, dtype=instances.dtype)
+        new[1:][keep] = torch.arange(1, int(keep.sum()) + 1, dtype=instances.dtype)
+        instances = new[instances.long()]
+    return image, cut[keep], labels[keep], instances
+
+
+def jitter_intensity(x: torch.Tensor, strength: float, g: torch.Generator) -> torch.Tensor:
+    """A model input in [0, 1] with a random gamma (2^(+-strength)), contrast (1 +- strength)
+    and brightness (+- strength / 4), clipped to [0, 1]: exposure and processing differ from
+    one scanner to the next."""
+    u = torch.rand(3, generator=g) * 2 - 1
+    gamma = 2.0 ** (strength * float(u[0]))
+    contrast, brightness = 1 + strength * float(u[1]), strength / 4 * float(u[2])
+    mean = x.mean()
+    return ((x.clamp(0, 1) ** gamma - mean) * contrast + mean + brightness).clamp(0, 1)
 
 
 def instance_image(sample: dict) -> torch.Tensor:

@@ -8,11 +8,13 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import torch
 
 from ....metrics import coco_map, dsb_score, rsna_score
 from ....models.detection import MODELS
 from ....models.detection._utils import BOX_LOSSES, CLS_LOSSES
+from ....models.detection.backbones import NORMS
 from ....models.detection.faster_rcnn import CAFFE_BGR_MEAN, CAFFE_STD
 from ....ops import AnchorGenerator, masks_to_labels, paste_masks
 from ...checkpoint import load_checkpoint
@@ -33,6 +35,14 @@ MASK_PLOT = (("val_mask_map", "mask mAP"), ("val_mask_map_50", "mask AP50"), ("v
 DET_COLUMNS = (
     ("epoch",) + LOSS_KEYS + ("loss", "val_map", "val_map_50", "val_rsna", "lr", "seconds")
 )
+
+
+AUTO = "auto"
+
+
+def _anchor_size(text: str):
+    """--anchor-sizes words: a side in pixels, or auto."""
+    return AUTO if text == AUTO else float(text)
 
 
 def backbone_of(model: str) -> str:
@@ -73,15 +83,35 @@ class DetConfig(RunConfig):
     vflip: float = setting(0.0, "probability of a top-bottom flip of a training image", metavar="P")
     min_size: int = setting(600, "shorter image side in the model")
     max_size: int = setting(1000, "longest image side in the model")
-    anchor_sizes: list | None = setting(
+    anchor_sizes: list | str | None = setting(
         None,
-        "RPN anchor side per FPN level (5 values; vgg16: 1, scaling its 128/256/512)",
+        "RPN anchor side per FPN level (5 values; vgg16: 1, scaling its 128/256/512), or auto: "
+        "fitted to the training boxes when training starts (the fitted sizes are saved)",
         nargs="+",
-        type=float,
+        type=_anchor_size,
         metavar="PX",
     )
     rois_per_image: int | None = setting(
         None, "RoIs sampled per training image (default: the model's, 128 or 512)", metavar="N"
+    )
+    norm: str = setting(
+        "auto",
+        "normalization of the ResNet backbone and FPN: bn (trained BatchNorm), frozen_bn, gn "
+        "(GroupNorm: from scratch on small batches); auto: frozen_bn with pretrained weights, "
+        "else bn (vgg16 has none)",
+        choices=NORMS,
+    )
+    scale_jitter: float = setting(
+        0.0,
+        "scale augmentation: train on random crops whose sides are 1 - J .. 1 of the image's "
+        "(boxes cut to the crop), so objects appear up to 1 / (1 - J) larger",
+        metavar="J",
+    )
+    intensity: float = setting(
+        0.0,
+        "intensity augmentation of strength J: random gamma 2^(+-J), contrast 1 +- J, "
+        "brightness +- J/4",
+        metavar="J",
     )
     test_proposals: int | None = setting(
         None,
@@ -114,6 +144,10 @@ class DetConfig(RunConfig):
             )
         if self.max_size < self.min_size:
             raise ValueError(f"DetConfig.max_size ({self.max_size}) < min_size ({self.min_size})")
+        for name in ("scale_jitter", "intensity"):
+            v = getattr(self, name)
+            if not 0.0 <= v < 1.0:
+                raise ValueError(f"DetConfig.{name} must be in [0, 1), got {v!r}")
         if self.test_proposals is not None and int(self.test_proposals) < 1:
             raise ValueError(f"DetConfig.test_proposals must be >= 1, got {self.test_proposals!r}")
         if self.rois_per_image is not None:
@@ -123,13 +157,37 @@ class DetConfig(RunConfig):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"DetConfig.{name} must be in [0, 1], got {v!r}")
-        if self.anchor_sizes is not None:
+        if self.anchor_sizes in (["auto"], ("auto",)):
+            self.anchor_sizes = AUTO
+        if self.anchor_sizes is not None and self.anchor_sizes != AUTO:
             levels = 1 if backbone_of(self.model) == "vgg16" else 5
-            if len(self.anchor_sizes) != levels or not all(a > 0 for a in self.anchor_sizes):
+            sizes = self.anchor_sizes
+            if len(sizes) != levels or not all(not isinstance(a, str) and a > 0 for a in sizes):
                 raise ValueError(
                     f"DetConfig.anchor_sizes: {levels} positive size(s) for "
                     f"{self.model} (one per feature level), got {self.anchor_sizes!r}"
                 )
+
+
+def fit_anchor_sizes(config: DetConfig, dataset) -> list:
+    """Anchor sides fitted to the boxes of `dataset` as the model sees them (resized by
+    min_size / max_size): 5 sizes spread geometrically from 0.8x the 5th to 1.25x the 95th
+    percentile of sqrt(w * h), one per FPN level; vgg16's one size s puts its middle anchor
+    (2s) at the median. The config's own sizes (None: the model's) without boxes."""
+    sides = []
+    for i in range(len(dataset)):
+        s = dataset[i]
+        boxes = np.asarray(s["boxes"], np.float64).reshape(-1, 4)
+        h, w = np.asarray(s["image"]).shape[-2:]
+        scale = min(config.min_size / min(h, w), config.max_size / max(h, w))
+        sides += list(np.sqrt(np.prod(boxes[:, 2:] - boxes[:, :2], 1).clip(0)) * scale)
+    sides = np.asarray(sides)[np.asarray(sides) > 0]
+    if sides.size == 0:
+        return None
+    if backbone_of(config.model) == "vgg16":
+        return [round(float(np.median(sides)) / 2, 1)]
+    lo, hi = 0.8 * np.percentile(sides, 5), 1.25 * np.percentile(sides, 95)
+    return [round(float(v), 1) for v in np.geomspace(lo, max(hi, lo * 1.01), 5)]
 
 
 def build_model(config: DetConfig, pretrained: bool = True):
@@ -149,6 +207,12 @@ def build_model(config: DetConfig, pretrained: bool = True):
         size["box_batch_size_per_image"] = int(config.rois_per_image)
     if config.test_proposals is not None:
         size["rpn_post_nms_top_n_test"] = int(config.test_proposals)
+    if config.norm != "auto":
+        if backbone_of(config.model) == "vgg16":
+            raise ValueError(f"DetConfig.norm {config.norm!r}: vgg16 has no normalization")
+        size["norm"] = config.norm
+    if config.anchor_sizes == AUTO:
+        raise ValueError("anchor_sizes 'auto' is fitted to the training boxes by train det")
     if config.anchor_sizes is not None:  # vgg16's one level keeps the original's three sizes x
         size["rpn_anchor_generator"] = _anchors(config)  # three ratios, scaled
     build = MODELS[full_name(config.model)]
@@ -269,6 +333,14 @@ class DetTask(Task):
 
     def build_model(self, config, pretrained):
         return build_model(config, pretrained)
+
+    def prepare(self, config, train_set, ckpt):
+        """anchor_sizes "auto": the sizes fitted to the training boxes (a resumed run's
+        config holds them already)."""
+        if config.anchor_sizes == AUTO:
+            config = dataclasses.replace(config, anchor_sizes=fit_anchor_sizes(config, train_set))
+            print(f"anchor sizes fitted to the training boxes: {config.anchor_sizes}")
+        return config
 
     def dataset(self, data, augment):
         return DetTensors(data, self.config, augment)
