@@ -27,7 +27,9 @@ from .data.synthetic import KINDS, synth
 from .engine import tasks
 from .engine.tasks import load_model
 from .engine.tasks.cls.evaluate import format_cls_report
+from .engine.tasks.det.commands import load_detector_at_point
 from .engine.tasks.det.evaluate import format_det_report, format_instance_report
+from .engine.tasks.det.task import DetConfig
 from .engine.tasks.seg.evaluate import format_report
 from .export import FORMATS, export_model
 
@@ -106,8 +108,12 @@ def _fail(command: str, error: BaseException) -> int:
 
 def _export(args) -> int:
     model, config = load_model(args.checkpoint, "cpu")
-    out = export_model(model, args.out, args.format, args.image_size, config)
-    print(f"wrote {out}")
+    point = None
+    if isinstance(config, DetConfig) and not args.raw:
+        model, config, point = load_detector_at_point(args.checkpoint)
+    point = None if point is None else point.as_dict()
+    out = export_model(model, args.out, args.format, args.image_size, config, point)
+    print(f"wrote {out}" + (" (at the checkpoint's operating point)" if point else ""))
     return 0
 
 
@@ -220,6 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("H", "W"),
         help="the example input's size; detection graphs are fixed to it (default: min-size "
         "square; segmentation: the training size)",
+    )
+    s.add_argument(
+        "--raw",
+        action="store_true",
+        help="detection: the model as configured, without the checkpoint's operating point",
     )
     s.set_defaults(fn=_export)
     s = sub.add_parser("demo", help="synthetic data -> train -> evaluate -> report (CPU, minutes)")

@@ -28,21 +28,41 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .. import ops
+
 FORMATS = ("onnx", "pt2")
 DET_OUTPUTS = ("boxes", "scores", "labels")
 
 
 class DetectionGraph(nn.Module):
-    """A detector as a graph: image [3, H, W] -> (boxes, scores, labels[, masks])."""
+    """A detector as a graph: image [3, H, W] -> (boxes, scores, labels[, masks]). point: a
+    detection checkpoint's operating point (its dict) applied after the model, as `predict det`
+    applies it (the model should run with the permissive NMS and cap): NMS per label at
+    nms_iou, containment suppression, the first max_boxes, scores >= score_threshold."""
 
-    def __init__(self, model: nn.Module, masks: bool):
+    def __init__(self, model: nn.Module, masks: bool, point: dict | None = None):
         super().__init__()
-        self.model, self.masks = model, masks
+        self.model, self.masks, self.point = model, masks, point
 
     def forward(self, image: torch.Tensor):
         out = self.model([image])[0]
         keys = DET_OUTPUTS + (("masks",) if self.masks else ())
+        if self.point is not None:
+            out = _at_point(out, self.point)
         return tuple(out[k] for k in keys)
+
+
+def _at_point(out: dict, point: dict) -> dict:
+    boxes, scores, labels = out["boxes"], out["scores"], out["labels"]
+    keep = ops.batched_nms(boxes, scores, labels, float(point["nms_iou"]))
+    if point["containment"] is not None:
+        inner = ops.suppress_contained(
+            boxes[keep], scores[keep], labels[keep], float(point["containment"])
+        )
+        keep = keep[inner]
+    keep = keep[: int(point["max_boxes"])]
+    keep = keep[scores[keep] >= float(point["score_threshold"])]
+    return {k: v[keep] for k, v in out.items()}
 
 
 def _is_detector(model: nn.Module) -> bool:
@@ -101,21 +121,23 @@ class TensorGraph(nn.Module):
         return self.model(x)
 
 
-def graph_of(model: nn.Module, fmt: str) -> tuple[nn.Module, tuple[str, ...]]:
-    """(the module to trace, its output names) for a loaded model and a format."""
+def graph_of(model: nn.Module, fmt: str, point=None) -> tuple[nn.Module, tuple[str, ...]]:
+    """(the module to trace, its output names) for a loaded model and a format; point: a
+    detector's operating point (dict) to apply inside the graph."""
     if not _is_detector(model):  # U-Net+GAN: the generator segments
         return TensorGraph(getattr(model, "generator", model)), ("logits",)
     masks = hasattr(model, "paste_masks")
     if masks:  # the .pt2 pastes (torchvision's output); ONNX has no pasting: unpasted masks
         model.paste_masks = fmt == "pt2"
-    return DetectionGraph(model, masks), DET_OUTPUTS + (("masks",) if masks else ())
+    return DetectionGraph(model, masks, point), DET_OUTPUTS + (("masks",) if masks else ())
 
 
-def export_program(model: nn.Module, config, fmt: str = "pt2", image_size=None):
-    """(torch.export.ExportedProgram, input name, output names) of an eval-mode model."""
+def export_program(model: nn.Module, config, fmt: str = "pt2", image_size=None, point=None):
+    """(torch.export.ExportedProgram, input name, output names) of an eval-mode model; point:
+    a detector's operating point (dict), applied inside the graph."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
-    graph, outputs = graph_of(model.eval(), fmt)
+    graph, outputs = graph_of(model.eval(), fmt, point)
     example, name, dynamic = _example(model, config, image_size)
     with torch.no_grad():
         program = torch.export.export(graph, (example,), dynamic_shapes=dynamic, strict=False)
@@ -128,15 +150,18 @@ def export_model(
     format: str = "onnx",  # noqa: A002
     image_size=None,
     config=None,
+    point=None,
 ) -> Path:
     """Writes `model` to `path` as ONNX ("onnx", opset 18) or a torch.export ExportedProgram
     ("pt2", torch.export.save); the model is put in eval mode. image_size (H, W): the example
     input's size (detection graphs are fixed to it); without it, the engine config's min_size
-    (detection) or size (other tasks), else 128 and 224. Returns the path. ValueError for a
-    format or a model that cannot be exported, naming the op."""
+    (detection) or size (other tasks), else 128 and 224. point: a detector's operating point
+    (dict, as stored in its checkpoint; the model set to the permissive NMS and cap), applied
+    inside the graph so a deployed model gives `predict det`'s boxes. Returns the path.
+    ValueError for a format or a model that cannot be exported, naming the op."""
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
-    program, name, outputs = export_program(model, config, format, image_size)
+    program, name, outputs = export_program(model, config, format, image_size, point)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if format == "pt2":

@@ -29,6 +29,9 @@ UNSUPPORTED = {
     "fastdet.nms_rotated.default": "ONNX has no rotated-box NMS",
     "fastdet.box_iou_rotated.default": "ONNX has no rotated-box IoU",
     "fastdet.soft_nms.default": "ONNX has no soft-NMS",
+    "fastdet.suppress_contained.default": "ONNX has no containment suppression: export the "
+    "checkpoint as pt2, or choose its operating point with containment off (fastdet evaluate "
+    "det --containment off shows the figures; fastdet tune det stores a point)",
 }
 
 

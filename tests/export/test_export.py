@@ -15,7 +15,9 @@ import torch
 
 from fastdet.cli import main
 from fastdet.engine import load_model
+from fastdet.engine.tasks.det.commands import load_detector_at_point
 from fastdet.engine.tasks.det.data import prepare_image
+from fastdet.engine.tasks.det.point import OperatingPoint, apply_point
 from fastdet.engine.tasks.det.task import CHECKPOINT_FORMAT as DET_FORMAT
 from fastdet.engine.tasks.det.task import DetConfig, build_model
 from fastdet.engine.tasks.seg.task import CHECKPOINT_FORMAT as SEG_FORMAT
@@ -235,6 +237,40 @@ def test_export_command(tmp_path, capsys, rng):
     bad.write_bytes(b"not a checkpoint")
     assert main(["export", "--checkpoint", str(bad), "--format", "onnx", "--out", "x"]) == 2
     assert "fastdet export: " in capsys.readouterr().err
+
+
+def test_export_carries_the_stored_operating_point(tmp_path, capsys, rng):
+    """A deployed detector gives predict det's boxes: the point's NMS, containment, cap and
+    threshold run inside the graph (pt2); ONNX refuses containment, naming the fixes."""
+    ckpt = _det_ckpt(tmp_path, "fasterrcnn_resnet18_fpn")
+    saved = torch.load(ckpt, weights_only=True)
+    point = OperatingPoint(0.2, 0.3, 0.5, 3, "val", "f1", 0.5)
+    saved["operating_point"] = point.as_dict()
+    torch.save(saved, ckpt)
+    out = tmp_path / "frcnn.pt2"
+    assert main(["export", "--checkpoint", str(ckpt), "--format", "pt2", "--out", str(out)]) == 0
+    assert "operating point" in capsys.readouterr().out
+    model, _, stored = load_detector_at_point(ckpt)  # permissive, as predict det runs it
+    program = torch.export.load(out)
+    shown = 0
+    for image in _images(rng, 2):
+        with torch.no_grad():
+            want = apply_point(model([image])[0], stored)
+            got = program.module()(image)
+        assert len(got[0]) <= 3 and len(got[0]) == len(want["boxes"])
+        shown += len(got[0])
+        for k, v in zip(("boxes", "scores", "labels"), got):
+            torch.testing.assert_close(v, want[k], atol=1e-4, rtol=0)
+    assert shown > 0
+    onnx = ["export", "--checkpoint", str(ckpt), "--format", "onnx", "--out", str(tmp_path / "m")]
+    assert main(onnx) == 2
+    assert "containment off" in capsys.readouterr().err
+    raw = tmp_path / "raw.pt2"
+    assert (
+        main(["export", "--checkpoint", str(ckpt), "--format", "pt2", "--out", str(raw), "--raw"])
+        == 0
+    )
+    assert "operating point" not in capsys.readouterr().out
 
 
 def test_export_model_rejects_a_format(seg_ckpt, tmp_path):
