@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from fastdet.engine import ClsConfig, DetConfig
 from fastdet.engine.tasks.det import point as P
+from fastdet.engine.tasks.det.gate import negative_figures
 from fastdet.metrics import match_detections, rsna_score
 
 
@@ -111,11 +113,22 @@ def test_points_round_trip_and_bad_parts_are_refused():
 
 
 def test_configs_from_before_the_test_split_load_without_one():
-    from fastdet.engine import ClsConfig, DetConfig
-
     for cls in (DetConfig, ClsConfig):
         saved = cls().to_dict()
         del saved["test_fraction"]
         assert cls.from_dict(saved).test_fraction == 0.0 and cls().test_fraction == 0.2
     with pytest.raises(ValueError, match="test_fraction"):
         DetConfig(val_fraction=0.5, test_fraction=0.5)
+
+
+def test_false_positives_per_positive_image_count_unmatched_boxes_on_images_with_truth():
+    box = [10.0, 10, 50, 50]
+    kept = [
+        {"boxes": torch.tensor([box, [12, 12, 30, 30], [60, 60, 90, 90]]), "scores": torch.ones(3)},
+        {"boxes": torch.tensor([[0.0, 0, 5, 5]]), "scores": torch.ones(1)},  # a miss
+        {"boxes": torch.tensor([[0.0, 0, 5, 5]]), "scores": torch.ones(1)},  # a negative's FP
+    ]
+    targets = [{"boxes": torch.tensor([box])}] * 2 + [{"boxes": torch.zeros(0, 4)}]
+    r = negative_figures(kept, targets, [None] * 3)
+    assert r["fp_per_positive_image"] == 1.5 and r["positive_images"] == 2  # (2 + 1) / 2
+    assert r["fp_per_negative_image"] == 1.0 and r["missed_positives"] == 1

@@ -2,6 +2,7 @@
 
 import contextlib
 import io
+import math
 
 import numpy as np
 import pytest
@@ -11,9 +12,11 @@ from fastdet.metrics import (
     COCO_IOU_THRESHOLDS,
     DSB_THRESHOLDS,
     RSNA_THRESHOLDS,
+    bootstrap_intervals,
     coco_map,
     dsb_image_score,
     dsb_score,
+    froc,
     label_iou,
     rsna_image_score,
     rsna_score,
@@ -611,3 +614,64 @@ def test_coco_segm_differs_from_bbox_and_checks_masks():
         coco_map(preds, [{**targets[0], "masks": a[0]}], iou_type="segm")
     with pytest.raises(ValueError, match="iou_type"):
         coco_map(preds, targets, iou_type="mask")
+
+
+# ---------------------------------------------------------------- FROC and bootstrap
+
+
+def _det(boxes, scores):
+    return {
+        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        "scores": torch.tensor(scores, dtype=torch.float32),
+        "labels": torch.ones(len(scores), dtype=torch.int64),
+    }
+
+
+def _gt(boxes):
+    b = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    return {"boxes": b, "labels": torch.ones(len(b), dtype=torch.int64)}
+
+
+def test_froc_counts_lesions_found_within_each_false_positive_rate():
+    # 2 images, 2 lesions: image 0 finds its lesion at 0.9 after a FP at 0.95; image 1's FP at
+    # 0.8, its lesion at 0.3
+    preds = [
+        _det([[50, 50, 60, 60], [0, 0, 10, 10]], [0.95, 0.9]),
+        _det([[70, 70, 80, 80], [20, 20, 30, 30]], [0.8, 0.3]),
+    ]
+    targets = [_gt([[0, 0, 10, 10]]), _gt([[20, 20, 30, 30]])]
+    r = froc(preds, targets, rates=(0.25, 0.5, 1.0, 2.0))
+    # FP per image after each detection: 0.5 (0.95), 0.5 (0.9: TP), 1.0 (0.8), 1.0 (0.3: TP)
+    assert r["sensitivity"] == [0.0, 0.5, 1.0, 1.0]
+    assert r["mean"] == pytest.approx(0.625)
+    assert all(math.isnan(v) for v in froc([_det([], [])], [_gt([])])["sensitivity"])
+
+
+def test_bootstrap_intervals_bracket_the_estimates_and_narrow_with_more_images():
+    rng = np.random.default_rng(0)
+
+    def study(n):
+        preds, targets = [], []
+        for _ in range(n):
+            xy = rng.uniform(0, 100, 2)
+            gt = [*xy, *(xy + 30)]
+            hit = rng.random() < 0.7
+            box = gt if hit else [*(xy + 60), *(xy + 90)]
+            preds.append(_det([box], [rng.uniform(0.5, 1)]))
+            targets.append(_gt([gt]))
+        return preds, targets
+
+    preds, targets = study(12)
+    ci = bootstrap_intervals(preds, preds, targets, reps=400)
+    ap50 = coco_map(preds, targets)["map_50"]
+    assert ci["map_50"][0] <= ap50 <= ci["map_50"][1]
+    assert ci["rsna_thresholded"][0] <= rsna_score(preds, targets) <= ci["rsna_thresholded"][1]
+    wide = ci["fp_per_image"][1] - ci["fp_per_image"][0]
+    assert wide > 0
+    big = study(200)
+    narrow = bootstrap_intervals(big[0], big[0], big[1], reps=200)
+    assert narrow["reps"] == 200 and narrow["level"] == 0.95
+    assert narrow["fp_per_image"][1] - narrow["fp_per_image"][0] < wide
+    assert bootstrap_intervals(preds, preds, targets, reps=50) == bootstrap_intervals(
+        preds, preds, targets, reps=50
+    )  # seeded
