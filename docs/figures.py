@@ -272,12 +272,24 @@ NOT_NORMAL = "No Lung Opacity / Not Normal"
 SOURCES = {"checkpoint": "the classifier's stored", "argument": "a given", "default": "the default"}
 
 
+def point_words(p: dict) -> str:
+    contain = "off" if p["containment"] is None else f"{p['containment']:g}"
+    return (
+        f"at its operating point chosen on the {p['split']} patients: score >= "
+        f"{p['score_threshold']:g}, NMS IoU {p['nms_iou']:g}, containment {contain}, at most "
+        f"{p['max_boxes']} boxes per image"
+    )
+
+
 def demo() -> str:
     """The figures of a full `fastdet demo` run, from its own evaluation.json: the nuclei
     segmentation beside the classical baseline, the detector, the chest section (lung fields,
     classifier, the detector with and without the gate) and the nuclei instances."""
     d = json.loads(DEMO.read_text())
-    out = [f"From {source(DEMO)} (held-out images and patients of a full run)."]
+    out = [
+        f"From {source(DEMO)} (a full run: held-out nuclei images; chest figures on the test "
+        "patients, which no choice saw)."
+    ]
 
     seg = d["segmentation"]["overall"]
     cols = ("dice", "iou", "sensitivity", "specificity")
@@ -290,24 +302,44 @@ def demo() -> str:
     out += ["", "**Nuclei segmentation** (per image, mean ± std):", "", table(header, rows)]
 
     det = d["detection"]
+    ci = det.get("ci", {})
+
+    def with_ci(key, value):
+        lo_hi = ci.get(key)
+        return num(value) if lo_hi is None else f"{num(value)} ({num(lo_hi[0])}-{num(lo_hi[1])})"
+
     out += [
         "",
-        "**Pneumonia detection** (Faster R-CNN, ResNet-18 + FPN from scratch):",
+        "**Pneumonia detection** (Faster R-CNN, ResNet-18 + FPN from scratch"
+        + (f"; {point_words(det['operating_point'])}" if "operating_point" in det else "")
+        + "; 95% bootstrap intervals over images in brackets):",
         "",
         table(
-            ["AP50", "COCO AP", "AP75", "RSNA score", "FP per negative image", "missed positives"],
+            [
+                "AP50",
+                "COCO AP",
+                "RSNA score (at the point)",
+                "FP per positive image",
+                "FP per negative image",
+                "missed positives",
+            ],
             [
                 [
-                    num(det["map_50"]),
+                    with_ci("map_50", det["map_50"]),
                     num(det["map"]),
-                    num(det["map_75"]),
-                    num(det["rsna"]),
+                    with_ci("rsna_thresholded", det["rsna_thresholded"]),
+                    num(det.get("fp_per_positive_image")),
                     num(det["fp_per_negative_image"]),
                     f"{det['missed_positives']} of {det['positive_images']}",
                 ]
             ],
         ),
     ]
+    if "froc" in det:
+        f = det["froc"]
+        cells = [[num(s) for s in f["sensitivity"]]]
+        out += ["", "FROC: the share of opacities found at each rate of false positives per image:"]
+        out += ["", table([f"{r:g} FP/image" for r in f["rates"]], cells)]
 
     chest = d["chest"]
     lungs, cls = chest["lungs"], chest["classifier"]
@@ -328,7 +360,7 @@ def demo() -> str:
     pairs = [
         (f'FP per "{NOT_NORMAL}" image', not_normal),
         ("FP per negative image", lambda r: r["fp_per_negative_image"]),
-        ("RSNA score", lambda r: r["rsna"]),
+        ("RSNA score (at the point)", lambda r: r["rsna_thresholded"]),
         ("AP50", lambda r: r["map_50"]),
         ("missed positives", lambda r: f"{r['missed_positives']} of {r['positive_images']}"),
     ]
@@ -339,10 +371,10 @@ def demo() -> str:
     out += [
         "",
         f"The detector gated by the classifier (boxes kept where P({gate['positive_class']}) >= "
-        f"{num(gate['threshold'])}, {SOURCES.get(gate['threshold_source'], 'the')} threshold; "
+        f"{gate['threshold']:.3g}, {SOURCES.get(gate['threshold_source'], 'the')} threshold; "
         f"boxes dropped on {gate['gated_images']} of {gated['images']} images):",
         "",
-        table(["held-out patients", "detector alone", "gated"], rows),
+        table([f"{gated['images']} test patients", "detector alone", "gated"], rows),
     ]
 
     inst = d["instances"]
