@@ -138,8 +138,9 @@ def _point_flags(s) -> None:
 
 def resolve_point(args, model, ckpt_point):
     """The operating point predict/evaluate apply: the checkpoint's with the flags' parts
-    replaced, or one made from the flags (the model's NMS and cap otherwise); None with --raw or
-    with neither. A point sets the model's NMS and cap to the permissive ones."""
+    replaced, or one made from the flags (the model's NMS and cap otherwise); None with --raw,
+    or without a stored point and flags beyond --score-threshold (the model as configured, as
+    before points existed). A point sets the model's NMS and cap to the permissive ones."""
     parts = {
         "score_threshold": args.score_threshold,
         "nms_iou": args.nms_iou,
@@ -154,7 +155,7 @@ def resolve_point(args, model, ckpt_point):
                 "--raw runs the model as configured: drop --nms-iou, --containment and --max-boxes"
             )
         return None
-    if ckpt_point is None and not parts:
+    if ckpt_point is None and set(parts) <= {"score_threshold"}:
         return None
     heads = model.roi_heads
     base = ckpt_point or OperatingPoint(
@@ -352,6 +353,13 @@ def _point(args, model, config):
     """resolve_point of --checkpoint's stored point (Mask R-CNN: none; the instances issue's
     own point replaces instance_score), printed when one applies."""
     if has_masks(config.model):
+        given = [f for f in ("nms_iou", "containment", "max_boxes") if getattr(args, f) is not None]
+        if given:
+            flags = ", ".join("--" + f.replace("_", "-") for f in given)
+            raise ValueError(
+                f"{flags}: the operating point is Faster R-CNN's; Mask R-CNN's instances use "
+                "its instance_score and mask_threshold"
+            )
         return None
     point = resolve_point(args, model, stored_point(load_checkpoint(args.checkpoint)))
     if point is not None:
@@ -386,8 +394,9 @@ def evaluate_command(args) -> int:
         gate=_gate(args, device),
         point=point,
     )
-    if point is not None:
-        result["operating_point"]["chosen_on_scored_images"] = bool(point.split == args.split)
+    if point is not None:  # "all" holds the validation images too
+        chosen_here = point.split == args.split or (bool(point.split) and args.split == "all")
+        result["operating_point"]["chosen_on_scored_images"] = chosen_here
     for m, path in zip(result.get("members", ()), [args.checkpoint, *(args.ensemble or ())]):
         m["checkpoint"] = str(path)
     print(format_det_report(result))
