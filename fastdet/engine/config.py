@@ -12,6 +12,10 @@ from typing import ClassVar
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("step", "cosine")
+HELD_OUT_TEST = (  # the help of test_fraction where a task holds out a test split by default
+    "share of the images held out as a test split no choice sees (best.pt and every threshold "
+    "are chosen on validation; `evaluate --split test` scores it)"
+)
 # Settings a resumed run may change: they do not alter what is computed (the weight files are
 # read only by a fresh run; a resumed one takes every weight from last.pt).
 RESUMABLE_CHANGES = frozenset(

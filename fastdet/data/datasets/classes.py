@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import _Checked, _files, _folder, _subfolders, image_tensor, read_image_2d, split_ids
+from .common import _Checked, _files, _folder, _subfolders, chosen_ids, image_tensor, read_image_2d
 from .folders import _shape_2d
 
 CLASS_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm")
@@ -30,12 +30,9 @@ class ClassFolderDataset(_Checked):
         self,
         root,
         rgb: bool | None = False,
-        split=None,
-        split_seed: int = 0,
-        val_fraction: float = 0.2,
-        test_fraction: float = 0.0,
         skip_bad: bool = False,
         transform=None,
+        **split,
     ):
         self.root, self.rgb = _folder(root), rgb
         super().__init__(skip_bad, transform)
@@ -52,9 +49,7 @@ class ClassFolderDataset(_Checked):
                 )
             files.update({f"{c}/{p.name}": (p, c) for p in found})
         strata = {k: c for k, (_, c) in files.items()}
-        chosen = split_ids(
-            sorted(files), split, split_seed, val_fraction, strata, test_fraction=test_fraction
-        )
+        chosen = chosen_ids(sorted(files), strata, **split)
         self._check_all(chosen, lambda k: self._check(k, *files[k]))
         self.targets = [self.class_to_idx[it[2]] for it in self.items]
 

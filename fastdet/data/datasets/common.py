@@ -68,6 +68,20 @@ def split_ids(
     return [i for i in ids if part[i] == split]
 
 
+def chosen_ids(
+    ids,
+    strata=None,
+    *,
+    split=None,
+    split_seed: int = 0,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
+) -> list:
+    """split_ids under the keywords every layout's constructor takes (as **split): split
+    (None, "train", "val", "test"), split_seed, val_fraction, test_fraction."""
+    return split_ids(ids, split, split_seed, val_fraction, strata, test_fraction)
+
+
 def _subfolders(root: Path) -> list[str]:
     """Sorted names of the folders in `root`, hidden ones (".name") left out."""
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))

@@ -14,8 +14,8 @@ from .common import (
     _read_png,
     _subfolders,
     boxes_from_instances,
+    chosen_ids,
     image_tensor,
-    split_ids,
 )
 
 
@@ -40,19 +40,16 @@ class DSB2018Dataset(_Checked):
         self,
         root,
         rgb: bool = False,
-        split=None,
-        split_seed: int = 0,
-        val_fraction: float = 0.2,
-        test_fraction: float = 0.0,
         skip_bad: bool = False,
         transform=None,
+        **split,
     ):
         self.root = _folder(root, "DSB-2018 folder")
         self.rgb = bool(rgb)
         super().__init__(skip_bad, transform)
         ids = _subfolders(self.root)
         self._check_all(
-            split_ids(ids, split, split_seed, val_fraction, test_fraction=test_fraction),
+            chosen_ids(ids, **split),
             self._check,
         )
 

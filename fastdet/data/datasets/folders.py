@@ -20,9 +20,9 @@ from .common import (
     _png_size,
     _reading,
     boxes_from_instances,
+    chosen_ids,
     image_tensor,
     read_image_2d,
-    split_ids,
 )
 
 _FOLDER_EXTS = (".png", ".tif", ".tiff", ".dcm") + _NIFTI
@@ -84,12 +84,9 @@ class ImageFolderDataset(_Checked):
         rgb: bool | None = False,
         binarize: bool = True,
         instances: bool = False,
-        split=None,
-        split_seed: int = 0,
-        val_fraction: float = 0.2,
-        test_fraction: float = 0.0,
         skip_bad: bool = False,
         transform=None,
+        **split,
     ):
         self.root = Path(root)
         super().__init__(skip_bad, transform)
@@ -97,9 +94,7 @@ class ImageFolderDataset(_Checked):
         self.images_dir, self.masks_dir = _folder(self.root / images), _folder(self.root / masks)
         image_files = self._by_stem(self.images_dir)
         self._masks = self._by_stem(self.masks_dir)
-        chosen = split_ids(
-            sorted(image_files), split, split_seed, val_fraction, test_fraction=test_fraction
-        )
+        chosen = chosen_ids(sorted(image_files), **split)
         self._check_all(chosen, lambda s: self._check(s, image_files[s]))
 
     @staticmethod

@@ -17,8 +17,8 @@ from .common import (
     _nibabel,
     _reading,
     _subfolders,
+    chosen_ids,
     image_tensor,
-    split_ids,
 )
 
 PLANES = ("transverse", "coronal", "sagittal")
@@ -140,15 +140,13 @@ class MRISliceDataset(_Checked):
         self,
         root,
         plane: str = "transverse",
-        split=None,
-        split_seed: int = 0,
-        val_fraction: float = 0.25,
-        test_fraction: float = 0.0,
         subjects=None,
         skip_bad: bool = False,
         transform=None,
         cache_size: int = 4,
+        **split,
     ):
+        split.setdefault("val_fraction", 0.25)
         super().__init__(skip_bad, transform)
         if plane not in PLANES:
             raise ValueError(f"plane must be one of {PLANES}, got {plane!r}")
@@ -159,7 +157,7 @@ class MRISliceDataset(_Checked):
             if unknown:
                 raise FileNotFoundError(f"{self.root}: no subject folder(s) {unknown}")
             found = [s for s in found if s in set(subjects)]
-        chosen = split_ids(found, split, split_seed, val_fraction, test_fraction=test_fraction)
+        chosen = chosen_ids(found, **split)
         self._cache: OrderedDict = OrderedDict()
         self._cache_size = max(int(cache_size), 1)
         self._info: dict = {}

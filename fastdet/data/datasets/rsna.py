@@ -11,7 +11,7 @@ import torch
 
 from fastdet.data.dicom import DataError
 
-from .common import _Checked, _dicom_size, image_tensor, split_ids
+from .common import _Checked, _dicom_size, chosen_ids, image_tensor
 
 RSNA_LABELS = "stage_2_train_labels.csv"
 RSNA_CLASSES = "stage_2_detailed_class_info.csv"
@@ -137,12 +137,9 @@ class RSNADataset(_Checked):
     def __init__(
         self,
         root,
-        split=None,
-        split_seed: int = 0,
-        val_fraction: float = 0.2,
-        test_fraction: float = 0.0,
         skip_bad: bool = False,
         transform=None,
+        **split,
     ):
         super().__init__(skip_bad, transform)
         self.root = Path(root)
@@ -150,9 +147,7 @@ class RSNADataset(_Checked):
         boxes, errors = _read_rsna_labels(labels)
         classes = _read_rsna_classes(self.root / RSNA_CLASSES)
         strata = {pid: bool(b) for pid, b in boxes.items()}
-        chosen = split_ids(
-            boxes, split, split_seed, val_fraction, strata, test_fraction=test_fraction
-        )
+        chosen = chosen_ids(boxes, strata, **split)
         self._check_all(
             chosen, lambda pid: self._check(pid, boxes[pid], errors[pid], labels, classes.get(pid))
         )

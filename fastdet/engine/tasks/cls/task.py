@@ -22,7 +22,7 @@ from ....data.datasets import LUNG_OPACITY
 from ....metrics import balanced_accuracy, roc_auc, youden_threshold
 from ....models.classification import MODELS, classifier
 from ...checkpoint import load_checkpoint, model_state
-from ...config import OPTIMIZERS, RunConfig, setting
+from ...config import HELD_OUT_TEST, OPTIMIZERS, RunConfig, setting
 from ...loading import load_task_model
 from ...sampling import gather_shards
 from ...trainer import Task
@@ -57,11 +57,7 @@ class ClsConfig(RunConfig):
     )
     size: int = setting(224, "side of the square the images are resized to (the original: 512)")
     epochs: int = setting(20, "training epochs")
-    test_fraction: float = setting(
-        0.2,
-        "share of the patients held out as a test split no choice sees (best.pt and every "
-        "threshold are chosen on validation; `evaluate --split test` scores it)",
-    )
+    test_fraction: float = setting(0.2, HELD_OUT_TEST)
     batch_size: int = setting(16, "images per step (per process under torchrun)")
     optimizer: str = setting("adam", "optimizer (SGD with momentum, or Adam)", choices=OPTIMIZERS)
     lr: float = setting(1e-4, "learning rate")

@@ -18,7 +18,7 @@ from ....models.detection.backbones import NORMS
 from ....models.detection.faster_rcnn import CAFFE_BGR_MEAN, CAFFE_STD
 from ....ops import AnchorGenerator, masks_to_labels, paste_masks
 from ...checkpoint import load_checkpoint
-from ...config import RunConfig, setting
+from ...config import HELD_OUT_TEST, RunConfig, setting
 from ...sampling import gather_shards
 from ...trainer import Task
 from .data import DetTensors, collate
@@ -70,11 +70,7 @@ class DetConfig(RunConfig):
     model: str = setting("resnet18_fpn", "detector", choices=DET_MODELS)
     num_classes: int = setting(2, "classes, background included (RSNA: background + opacity)")
     epochs: int = setting(40, "training epochs")
-    test_fraction: float = setting(
-        0.2,
-        "share of the patients held out as a test split no choice sees (best.pt and every "
-        "threshold are chosen on validation; `evaluate --split test` scores it)",
-    )
+    test_fraction: float = setting(0.2, HELD_OUT_TEST)
     batch_size: int = setting(2, "images per step (per process under torchrun)")
     lr: float = setting(1e-3, "learning rate")
     step_size: int = setting(20, "epochs between learning-rate decays (StepLR)")
