@@ -12,7 +12,7 @@ from fastdet.data.synthetic import synth_rsna
 from fastdet.engine import DetConfig
 from fastdet.engine.config import RunConfig
 from fastdet.engine.tasks.det.data import DetTensors, jitter_intensity, open_det_dataset, zoom
-from fastdet.engine.tasks.det.task import DetTask, build_model, fit_anchor_sizes
+from fastdet.engine.tasks.det.task import DetTask, build_model, fit_anchor_sizes, norm_of
 from fastdet.engine.trainer import make_scheduler
 
 from .conftest import det_tiny
@@ -95,3 +95,13 @@ def test_cosine_decays_to_zero_at_the_last_epoch():
     assert lrs[0] == pytest.approx(0.1) and lrs == sorted(lrs, reverse=True)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
     assert isinstance(make_scheduler(RunConfig(), opt), torch.optim.lr_scheduler.StepLR)
+
+
+def test_auto_norm_is_group_norm_from_scratch_and_old_configs_keep_batch_norm():
+    assert norm_of(det_tiny()) == "gn"
+    assert norm_of(det_tiny(model="maskrcnn_resnet18_fpn")) == "bn"
+    assert norm_of(det_tiny(weights_backbone="r18.pth")) == "frozen_bn"
+    saved = det_tiny().to_dict()
+    del saved["norm"]  # a checkpoint from before the setting: built with BatchNorm
+    assert DetConfig.from_dict(saved).norm == "bn"
+    assert DetConfig.from_dict({**saved, "model": "vgg16"}).norm == "auto"
