@@ -272,6 +272,40 @@ NOT_NORMAL = "No Lung Opacity / Not Normal"
 SOURCES = {"checkpoint": "the classifier's stored", "argument": "a given", "default": "the default"}
 
 
+def ablation(name: str) -> str:
+    """The detector recipe ablation: per variant and seed, held-out figures at the operating
+    point (and the raw model's AP50)."""
+    path, d = load(name)
+    rows = []
+    for r in d["results"]:
+        change = ", ".join(f"{k} {v}" for k, v in d["variants"][r["name"]].items()) or "-"
+        rows.append(
+            [
+                r["name"],
+                change,
+                str(r["seed"]),
+                num(max(r["val_ap50"])),
+                f"{num(r['test_ap50'])} ({num(r['test_ap50_raw'])})",
+                num(r["fp_pos"]),
+                num(r["fp_neg"]),
+                num(r["rsna"], 4),
+                f"{r['missed'][1]} of {r['positives']}",
+            ]
+        )
+    header = [
+        "variant",
+        "change",
+        "seed",
+        "best val AP50",
+        "test AP50 (raw)",
+        "FP / positive image",
+        "FP / negative image",
+        "RSNA score",
+        "missed",
+    ]
+    return "\n".join([f"From {source(path)}: {d['what']} {d['machine']}.", "", table(header, rows)])
+
+
 def point_words(p: dict) -> str:
     contain = "off" if p["containment"] is None else f"{p['containment']:g}"
     return (
@@ -431,6 +465,7 @@ TABLES = {
     "bench-gpu-seg": lambda: log_images_per_s("gpu-h200-20261127b/check.log"),
     # the demo
     "demo": demo,
+    "det-recipe-ablation": lambda: ablation("cpu-det-recipe-ablation-20261207.json"),
 }
 
 HEADER = "<!-- written by docs/figures.py from the results files: do not edit -->\n\n"
