@@ -70,7 +70,7 @@ def format_error(fmt, what: str, known, name: str = "fmt") -> ValueError:
             "(box_iou_rotated, nms_rotated, rotated_to_cxcywhr)"
         )
     return ValueError(
-        f"{what}: {name}: unsupported box format {fmt!r}; expected one of {tuple(known)}"
+        f"{what}: {name}: Unsupported format {fmt!r}; expected one of {tuple(known)}"
     )
 
 

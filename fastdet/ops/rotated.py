@@ -268,12 +268,21 @@ _ROTATED_CONVERTERS[("xyxyxyxy", "cxcywhr")] = _then(
 )
 
 
+def _iou_float32(boxes1, boxes2, fmt):
+    """box_iou(fmt=<rotated>): torchvision's box_iou returns float32 IoUs of rotated boxes
+    whatever their dtype (box_iou_rotated keeps float64 for float64 boxes, as fastdet's does)."""
+    out = box_iou_rotated(boxes1, boxes2, fmt)
+    if isinstance(out, torch.Tensor):
+        return out.float() if out.dtype == torch.float64 else out
+    return out.astype("float32") if str(out.dtype) == "float64" else out
+
+
 def _register_formats():
     # by module name: the package attributes box_iou and box_convert are the functions
     iou_table = getattr(importlib.import_module(f"{__package__}.box_iou"), "IOU_BY_FORMAT", None)
     if iou_table is not None:
         for fmt in FORMATS:
-            iou_table[fmt] = lambda boxes1, boxes2, fmt=fmt: box_iou_rotated(boxes1, boxes2, fmt)
+            iou_table[fmt] = lambda boxes1, boxes2, fmt=fmt: _iou_float32(boxes1, boxes2, fmt)
     try:
         convert = importlib.import_module(f"{__package__}.box_convert")
     except ImportError:  # a fastdet without box_convert

@@ -67,9 +67,9 @@ def test_the_known_values():
 
 @pytest.mark.parametrize("bad", ["xwyh", "cxwyh", "XYXY", ""])
 def test_unknown_formats_raise_value_error(bad):
-    with pytest.raises(ValueError, match=f"unsupported box format {bad!r}"):
+    with pytest.raises(ValueError, match=f"Unsupported format {bad!r}"):
         ops.box_convert(torch.zeros(1, 4), bad, "xyxy")
-    with pytest.raises(ValueError, match=f"unsupported box format {bad!r}"):
+    with pytest.raises(ValueError, match=f"Unsupported format {bad!r}"):
         ops.box_convert(torch.zeros(1, 4), "xyxy", bad)
 
 
@@ -113,9 +113,9 @@ def test_numpy_views_torch_cannot_share(make, recwarn):
 @pytest.mark.parametrize("bad", ["XYXY", None, ["xyxy"], 3])
 def test_bad_formats_name_the_argument(bad):
     b = torch.zeros(1, 4)
-    with pytest.raises(ValueError, match=f"in_fmt: unsupported box format {re.escape(repr(bad))}"):
+    with pytest.raises(ValueError, match=f"in_fmt: Unsupported format {re.escape(repr(bad))}"):
         ops.box_convert(b, bad, "xyxy")
-    with pytest.raises(ValueError, match="out_fmt: unsupported box format"):
+    with pytest.raises(ValueError, match="out_fmt: Unsupported format"):
         ops.box_convert(b, "xyxy", bad)
 
 

@@ -547,9 +547,9 @@ def test_area_in_wh_formats_clamps_negative_sides():
 
 @pytest.mark.parametrize("fmt", ["xxyy", "XYXY", ""])
 def test_unknown_fmt_raises_value_error(fmt):
-    with pytest.raises(ValueError, match="unsupported box format"):
+    with pytest.raises(ValueError, match="Unsupported format"):
         ops.box_iou(torch.zeros(1, 4), torch.zeros(1, 4), fmt=fmt)
-    with pytest.raises(ValueError, match="unsupported box format"):
+    with pytest.raises(ValueError, match="Unsupported format"):
         ops.box_area(torch.zeros(1, 4), fmt=fmt)
 
 
@@ -640,9 +640,9 @@ def test_integer_and_half_boxes_on_gpu(op, make):
 @pytest.mark.parametrize("fmt", [None, ["xyxy"], 3, "XYXY"])
 def test_bad_fmt_names_fmt(fmt):
     b = torch.zeros(1, 4)
-    with pytest.raises(ValueError, match="box_iou: fmt: unsupported box format"):
+    with pytest.raises(ValueError, match="box_iou: fmt: Unsupported format"):
         ops.box_iou(b, b, fmt=fmt)
-    with pytest.raises(ValueError, match="box_area: fmt: unsupported box format"):
+    with pytest.raises(ValueError, match="box_area: fmt: Unsupported format"):
         ops.box_area(b, fmt=fmt)
 
 

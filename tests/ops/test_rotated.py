@@ -436,6 +436,13 @@ def test_box_iou_with_a_rotated_fmt_is_box_iou_rotated(fmt, rng, tv):
     assert torch.equal(got, ops.box_iou_rotated(a, b, fmt=fmt))
     assert (got - tv.ops.box_iou(a, b, fmt=fmt)).abs().median() < 1e-6
     np.testing.assert_array_equal(ops.box_iou(a.numpy(), b.numpy(), fmt=fmt), got.numpy())
+    # float64 boxes: float32 IoUs, as torchvision's box_iou (box_iou_rotated keeps float64)
+    a64, b64 = a.double(), b.double()
+    got64 = ops.box_iou(a64, b64, fmt=fmt)
+    assert got64.dtype == tv.ops.box_iou(a64, b64, fmt=fmt).dtype == torch.float32
+    assert torch.equal(got64, ops.box_iou_rotated(a64, b64, fmt=fmt).float())
+    assert ops.box_iou_rotated(a64, b64, fmt=fmt).dtype == torch.float64
+    assert ops.box_iou(a64.numpy(), b64.numpy(), fmt=fmt).dtype == np.float32
 
 
 @needs_box_convert
