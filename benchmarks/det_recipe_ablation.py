@@ -33,6 +33,7 @@ VARIANTS = {
     "intensity": dict(intensity=0.3),
     "cosine": dict(lr_schedule="cosine"),
     "gn": dict(norm="gn"),
+    "gn+cosine": dict(norm="gn", lr_schedule="cosine"),
     "anchors": dict(anchor_sizes=["auto"]),
     "all": dict(
         scale_jitter=0.3, intensity=0.3, lr_schedule="cosine", norm="gn", anchor_sizes=["auto"]
