@@ -69,9 +69,7 @@ def format_error(fmt, what: str, known, name: str = "fmt") -> ValueError:
             f"(expected one of {tuple(known)}); rotated boxes are fastdet.ops.rotated's "
             "(box_iou_rotated, nms_rotated, rotated_to_cxcywhr)"
         )
-    return ValueError(
-        f"{what}: {name}: Unsupported format {fmt!r}; expected one of {tuple(known)}"
-    )
+    return ValueError(f"{what}: {name}: Unsupported format {fmt!r}; expected one of {tuple(known)}")
 
 
 def _columns(fmt: str) -> int:
