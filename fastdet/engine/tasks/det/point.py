@@ -143,7 +143,7 @@ def _value(images: list, objective: str, cap: int, threshold: float) -> float:
     return float(np.mean(per)) if per else math.nan
 
 
-def score_thresholds(preds: list) -> list:
+def score_thresholds() -> list:
     """The score thresholds tried: 0.5 first, then 0.05 .. 0.95 by 0.05 nearest 0.5 first."""
     grid = [round(0.05 * i, 2) for i in range(1, 20)]
     return sorted(grid, key=lambda s: (abs(s - 0.5), s))
@@ -155,7 +155,7 @@ def choose_point(preds: list, targets: list, objective: str, split: str = "val")
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     best, best_value = OperatingPoint(split=split, objective=objective), -math.inf
-    thresholds = score_thresholds(preds)
+    thresholds = score_thresholds()
     for containment in CONTAINMENT_GRID:
         for nms_iou in NMS_GRID:
             point = OperatingPoint(nms_iou=nms_iou, containment=containment)
