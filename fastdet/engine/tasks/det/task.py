@@ -177,7 +177,7 @@ def fit_anchor_sizes(config: DetConfig, dataset) -> list:
     """Anchor sides fitted to the boxes of `dataset` as the model sees them (resized by
     min_size / max_size): 5 sizes spread geometrically from 0.8x the 5th to 1.25x the 95th
     percentile of sqrt(w * h), one per FPN level; vgg16's one size s puts its middle anchor
-    (2s) at the median. The config's own sizes (None: the model's) without boxes."""
+    (2s) at the median. None (the model's own sizes) when the dataset has no boxes."""
     sides = []
     for i in range(len(dataset)):
         s = dataset[i]
