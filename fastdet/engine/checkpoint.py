@@ -11,6 +11,7 @@ import os
 import random
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -128,18 +129,26 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     weights_only=True: loading a checkpoint cannot run code). Raises FileNotFoundError, or
     CheckpointError naming the file when its content is not a readable checkpoint."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(2, f"{path}: checkpoint not found", str(path))
+    if not path.is_file():  # str(): "[Errno 2] checkpoint not found: 'PATH'"; the CLI: "PATH: ..."
+        raise FileNotFoundError(2, "checkpoint not found", str(path))
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except PermissionError:
         raise
     except Exception as e:  # noqa: BLE001 - a damaged file fails in any of torch.load's layers
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint (truncated, or not written by torch.save): "
-            f"{first[:200]}"
-        ) from e
+        raise CheckpointError(f"{path}: not a readable checkpoint: {_unreadable(path)}") from e
+
+
+def _unreadable(path: Path) -> str:
+    """Why torch.load (safe mode) could not read the file, and what was expected; never the
+    advice to turn the safe loader off (loading would then run the file's code)."""
+    expected = (
+        "expected a training run's best.pt or last.pt (fastdet train), or a state_dict saved "
+        "with torch.save"
+    )
+    if zipfile.is_zipfile(path):
+        return f"it holds Python objects other than tensors and plain values; {expected}"
+    return f"not a file torch.save wrote, or a truncated one; {expected}"
 
 
 def model_state(checkpoint) -> dict:

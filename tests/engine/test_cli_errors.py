@@ -3,7 +3,10 @@ file, flag or value and what was expected, never a traceback."""
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
+import torch
 
 from fastdet.cli import main
 from fastdet.data.synthetic import synth_dsb2018, synth_rsna
@@ -69,6 +72,31 @@ def test_corrupt_checkpoints(tmp_path, capsys, seg_run):
         resumed.mkdir()
         (resumed / "last.pt").write_bytes(bad.read_bytes())
         _fails(capsys, ["train", "seg", "--out", resumed, "--resume"], resumed / "last.pt")
+
+
+def test_checkpoint_messages_name_the_file_once_and_never_the_unsafe_loader(tmp_path, capsys):
+    missing = tmp_path / "nope.pt"
+    argv = evaluate_args("det", missing, tmp_path, "rsna")
+    assert _fails(capsys, argv) == f"fastdet evaluate det: {missing}: checkpoint not found\n"
+    expected = (
+        "expected a training run's best.pt or last.pt (fastdet train), or a state_dict saved "
+        "with torch.save\n"
+    )
+    noise = tmp_path / "noise.pt"
+    noise.write_bytes(bytes(range(256)) * 4)
+    err = _fails(capsys, evaluate_args("det", noise, tmp_path, "rsna"))
+    assert err == (
+        f"fastdet evaluate det: {noise}: not a readable checkpoint: not a file torch.save "
+        f"wrote, or a truncated one; {expected}"
+    )
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"config": argparse.Namespace(model="unet")}, pickled)  # an object, not values
+    err = _fails(capsys, evaluate_args("det", pickled, tmp_path, "rsna"))
+    assert err == (
+        f"fastdet evaluate det: {pickled}: not a readable checkpoint: it holds Python objects "
+        f"other than tensors and plain values; {expected}"
+    )
+    assert "weights_only" not in err
 
 
 def test_wrong_checkpoint_kind(tmp_path, capsys, seg_run):
