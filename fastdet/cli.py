@@ -25,11 +25,11 @@ from .bench.runner import (
 )
 from .data.synthetic import KINDS, synth
 from .engine import tasks
-from .engine.tasks import load_model
+from .engine.checkpoint import load_checkpoint
+from .engine.loading import model_from
 from .engine.tasks.cls.evaluate import format_cls_report
-from .engine.tasks.det.commands import load_detector_at_point
 from .engine.tasks.det.evaluate import format_det_report, format_instance_report
-from .engine.tasks.det.task import DetConfig
+from .engine.tasks.det.point import permissive, stored_point
 from .engine.tasks.seg.evaluate import format_report
 from .export import FORMATS, export_model
 
@@ -107,11 +107,14 @@ def _fail(command: str, error: BaseException) -> int:
 
 
 def _export(args) -> int:
-    model, config = load_model(args.checkpoint, "cpu")
-    point = None
-    if isinstance(config, DetConfig) and not args.raw:
-        model, config, point = load_detector_at_point(args.checkpoint)
-    point = None if point is None else point.as_dict()
+    ckpt = load_checkpoint(args.checkpoint)  # read once: the model and a detector's point
+    model, config = model_from(
+        tasks.checkpoint_task(ckpt, args.checkpoint), ckpt, "cpu", False, False
+    )
+    point = None if args.raw else stored_point(ckpt)  # only Faster R-CNN checkpoints hold one
+    if point is not None:
+        permissive(model)
+        point = point.as_dict()
     out = export_model(model, args.out, args.format, args.image_size, config, point)
     print(f"wrote {out}" + (" (at the checkpoint's operating point)" if point else ""))
     return 0

@@ -46,12 +46,21 @@ def load_task_model(
     task's checkpoint is a ValueError naming both. bf16: the model's forward runs under bfloat16
     autocast (bf16_forward); channels_last: its 4-D weights in channels-last layout (NHWC
     convolutions), whatever the run trained with."""
+    model, config, _ = load_task_checkpoint(task, path, device, bf16, channels_last)
+    return model, config
+
+
+def load_task_checkpoint(
+    task: type[Task], path, device="cpu", bf16: bool = False, channels_last: bool = False
+) -> tuple[nn.Module, object, dict]:
+    """load_task_model's (model, config) and the checkpoint itself, the file read once (for
+    what a task stores beside the model: a threshold, an operating point)."""
     ckpt = load_checkpoint(path)
     fmt = checkpoint_format(ckpt, path)
     if not writes(task, fmt):
         found = next((t for t in _known_tasks() if writes(t, fmt)), None)
         raise wrong_task(path, found, fmt, task)
-    return model_from(task, ckpt, device, bf16, channels_last)
+    return (*model_from(task, ckpt, device, bf16, channels_last), ckpt)
 
 
 def model_from(task: type[Task], ckpt: dict, device, bf16: bool, channels_last: bool):

@@ -23,7 +23,7 @@ from ....metrics import balanced_accuracy, roc_auc, youden_threshold
 from ....models.classification import MODELS, classifier
 from ...checkpoint import load_checkpoint, model_state
 from ...config import HELD_OUT_TEST, OPTIMIZERS, RunConfig, setting
-from ...loading import load_task_model
+from ...loading import load_task_checkpoint
 from ...sampling import gather_shards
 from ...trainer import Task
 from .data import ClsTensors, dataset_classes, inverse_frequency_weights, labels_for
@@ -280,8 +280,8 @@ def load_classifier(
     config.positive, or None when the run had no validation with both kinds of image) from a
     classification checkpoint; another kind of checkpoint is a ValueError naming it. bf16,
     channels_last: as load_model's, for the classifier (the lung crop's U-Net stays as trained)."""
-    model, config = load_task_model(ClsTask, path, device, bf16, channels_last)
-    threshold = load_checkpoint(path).get("threshold")
+    model, config, ckpt = load_task_checkpoint(ClsTask, path, device, bf16, channels_last)
+    threshold = ckpt.get("threshold")
     return model, config, None if threshold is None else float(threshold)
 
 

@@ -11,7 +11,6 @@ import tifffile
 from PIL import Image
 
 from ....metrics import draw_boxes, save_instance_overlay
-from ...checkpoint import load_checkpoint
 from ...commands import (
     add_train_parser,
     device_flags,
@@ -24,7 +23,8 @@ from ...commands import (
     write_json,
 )
 from ...inputs import input_files, read_input
-from ...loading import load_task_model
+from ...loading import load_task_checkpoint, load_task_model
+from ...trainer import resolve_device
 from ..seg.task import SegTask
 from .data import DET_LAYOUTS, open_det_dataset, prepare_image
 from .ensemble import FUSE_METHODS, check_members, parse_tta, predict_fused
@@ -230,8 +230,7 @@ def _det_flags(s) -> None:
 
 
 def predict_command(args) -> int:
-    device, model, config = loaded(args, DetTask)
-    point = _point(args, model, config)
+    device, model, config, point = _loaded_at_point(args)
     threshold = 0.5 if args.score_threshold is None else args.score_threshold
     members, tta = _fusion_members(args, device, model, config)
     gate, gated = _gate(args, device), []
@@ -338,20 +337,32 @@ def _write_instances(base: Path, image, pred: dict, config, fmt: str) -> None:
     print(f"  {int(labels.max(initial=0))} instances -> {path}, {shown}")
 
 
+def read_detector(path, device="cpu", **speed) -> tuple:
+    """(eval-mode model, config, its stored operating point or None: none for Mask R-CNN) of
+    a detection checkpoint, the file read once; the model as configured."""
+    model, config, ckpt = load_task_checkpoint(DetTask, path, device, **speed)
+    return model, config, None if has_masks(config.model) else stored_point(ckpt)
+
+
 def load_detector_at_point(path, device="cpu", **speed) -> tuple:
-    """(eval-mode model, config, point): a detection checkpoint with its stored operating
-    point (None when it has none, or for Mask R-CNN); with a point, the model runs with the
-    permissive NMS and cap the point's own follow."""
-    model, config = load_task_model(DetTask, path, device, **speed)
-    point = None if has_masks(config.model) else stored_point(load_checkpoint(path))
+    """read_detector; with a point, the model runs with the permissive NMS and cap the
+    point's own follow."""
+    model, config, point = read_detector(path, device, **speed)
     if point is not None:
         permissive(model)
     return model, config, point
 
 
-def _point(args, model, config):
-    """resolve_point of --checkpoint's stored point (Mask R-CNN: none; the instances issue's
-    own point replaces instance_score), printed when one applies."""
+def _loaded_at_point(args) -> tuple:
+    """(device, model, config, point) of --checkpoint and the point flags (resolve_point; Mask
+    R-CNN: none, the instances issue's own point replaces instance_score), printed when one
+    applies."""
+    device = resolve_device(args.device)
+    model, config, stored = read_detector(args.checkpoint, device, **speed(args))
+    return device, model, config, _point(args, model, config, stored)
+
+
+def _point(args, model, config, stored):
     if has_masks(config.model):
         given = [f for f in ("nms_iou", "containment", "max_boxes") if getattr(args, f) is not None]
         if given:
@@ -361,15 +372,14 @@ def _point(args, model, config):
                 "its instance_score and mask_threshold"
             )
         return None
-    point = resolve_point(args, model, stored_point(load_checkpoint(args.checkpoint)))
+    point = resolve_point(args, model, stored)
     if point is not None:
         print(describe(point))
     return point
 
 
 def evaluate_command(args) -> int:
-    device, model, config = loaded(args, DetTask)
-    point = _point(args, model, config)
+    device, model, config, point = _loaded_at_point(args)
     threshold = 0.5 if args.score_threshold is None else args.score_threshold
     members, tta = _fusion_members(args, device, model, config)
     data = open_split(open_det_dataset, args, config)
