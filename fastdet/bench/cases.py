@@ -154,7 +154,7 @@ def _matrix_contained(boxes, scores, idxs, fraction):
     return order[~removed]
 
 
-def _contained_case(n, classes):
+def _contained_case(n, classes, quick=True):
     """Containment suppression of detections after NMS: n boxes nested around 50 objects."""
 
     def make(device):
@@ -174,6 +174,7 @@ def _contained_case(n, classes):
         "suppress_contained",
         {"n": n, "classes": classes, "fraction": 0.7},
         make,
+        quick=quick,
     )
 
 
@@ -799,7 +800,7 @@ CASES: list[Case] = [
     _batched_case(20000, 80),
     _batched_case(100000, 80),
     _contained_case(300, 3),
-    _contained_case(2000, 3),
+    _contained_case(2000, 3, quick=False),
     _iou_case(1000, 1000),
     _iou_case(4000, 4000),
     _iou_case(20000, 1000),
@@ -1031,6 +1032,9 @@ _ROTATED = [
 ]
 CASES += _ROTATED
 _CPU |= {c.name for c in _ROTATED if c.name != "box_iou_rotated_4000x4000"}
+_CONTAINED = {"suppress_contained_300_3cls", "suppress_contained_2000_3cls"}
+_CPU |= _CONTAINED
+_GPU |= _CONTAINED
 _GPU |= {c.name for c in _ROTATED}
 
 

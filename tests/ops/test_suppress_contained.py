@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from fastdet import ops
+from fastdet.bench import cases_for
 from fastdet.ops import _reference as reference
 
 DTYPES = [np.float32, np.float64]
@@ -96,3 +97,12 @@ def test_compiles_into_one_graph(make):
 
     compiled = torch.compile(f, fullgraph=True, backend="eager")
     assert torch.equal(compiled(b, s, c), ops.suppress_contained(b, s, c, 0.5))
+
+
+def test_bench_cases_are_in_the_suite_and_agree_with_their_peer():
+    full = cases_for("cpu", full=True, only="suppress_contained")
+    assert [c.name for c in full] == ["suppress_contained_300_3cls", "suppress_contained_2000_3cls"]
+    assert [c.name for c in cases_for("cpu", only="suppress_contained")] == [full[0].name]
+    for case in full:
+        sets, impls = case.make("cpu")
+        assert torch.equal(impls["fastdet"](sets[0]), impls["torch (matrix)"](sets[0]))
