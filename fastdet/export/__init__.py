@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import ops
+from ..models.detection.postprocess import point_keep
 
 FORMATS = ("onnx", "pt2")
 DET_OUTPUTS = ("boxes", "scores", "labels")
@@ -53,15 +53,8 @@ class DetectionGraph(nn.Module):
 
 
 def _at_point(out: dict, point: dict) -> dict:
-    boxes, scores, labels = out["boxes"], out["scores"], out["labels"]
-    keep = ops.batched_nms(boxes, scores, labels, float(point["nms_iou"]))
-    if point["containment"] is not None:
-        inner = ops.suppress_contained(
-            boxes[keep], scores[keep], labels[keep], float(point["containment"])
-        )
-        keep = keep[inner]
-    keep = keep[: int(point["max_boxes"])]
-    keep = keep[scores[keep] >= float(point["score_threshold"])]
+    parts = (point[k] for k in ("nms_iou", "containment", "max_boxes", "score_threshold"))
+    keep = point_keep(out["boxes"], out["scores"], out["labels"], *parts)
     return {k: v[keep] for k, v in out.items()}
 
 

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from ....metrics import RSNA_THRESHOLDS, greedy_match, match_detections, rsna_score
-from ....ops import batched_nms, box_iou, suppress_contained
+from ....models.detection.postprocess import point_keep
+from ....ops import box_iou
 from ...checkpoint import atomic_save, load_checkpoint
 from .data import prepare_image
 from .inference import predict_detections
@@ -80,20 +81,19 @@ class OperatingPoint:
 def suppress(pred: dict, point: OperatingPoint) -> dict:
     """One image's detections (boxes [D, 4], scores [D], labels [D][, masks]) after the point's
     NMS, containment suppression and cap, in decreasing score, before its score threshold."""
-    boxes, scores, labels = pred["boxes"], pred["scores"], pred["labels"]
-    keep = batched_nms(boxes, scores, labels, point.nms_iou)
-    if point.containment is not None and len(keep):
-        inner = suppress_contained(boxes[keep], scores[keep], labels[keep], point.containment)
-        keep = keep[inner]
-    keep = keep[: int(point.max_boxes)]
+    keep = point_keep(pred["boxes"], pred["scores"], pred["labels"], *_parts(point)[:3])
     return {k: v[keep] for k, v in pred.items()}
 
 
 def apply_point(pred: dict, point: OperatingPoint) -> dict:
     """suppress(pred, point), then the boxes scoring >= point.score_threshold."""
-    out = suppress(pred, point)
-    keep = out["scores"] >= point.score_threshold
-    return {k: v[keep] for k, v in out.items()}
+    keep = point_keep(pred["boxes"], pred["scores"], pred["labels"], *_parts(point))
+    return {k: v[keep] for k, v in pred.items()}
+
+
+def _parts(point: OperatingPoint) -> tuple:
+    """point_keep's (nms_iou, containment, max_boxes, score_threshold) of a point."""
+    return point.nms_iou, point.containment, point.max_boxes, point.score_threshold
 
 
 def objective_of(layout: str | None) -> str:
