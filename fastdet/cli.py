@@ -134,6 +134,12 @@ def _demo(args) -> int:
     return 0
 
 
+def _merge(args) -> int:
+    for path in tasks.merge_run(args.out):
+        print(f"wrote {path}")
+    return 0
+
+
 def _add_tasks(sub) -> None:
     """train / predict / evaluate, each with one subcommand per registered task."""
     words = {
@@ -208,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(fn=_synth)
     _add_tasks(sub)
+    s = sub.add_parser(
+        "merge", help="write a prediction run's final files from its parts (after a failure)"
+    )
+    s.add_argument("out", type=Path, help="the run's --out folder")
+    s.set_defaults(fn=_merge)
     s = sub.add_parser(
         "export",
         help="a checkpoint to ONNX (onnxruntime, no fastdet needed) or a torch.export .pt2",

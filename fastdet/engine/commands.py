@@ -216,3 +216,28 @@ def device_flags(s) -> None:
 
 def batch_flag(s) -> None:
     s.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
+
+
+def archive_flags(s) -> None:
+    """The flags of predicting over archives (engine.archive)."""
+    s.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    s.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="processes decoding the inputs (default: the cores, shared by torchrun's local "
+        "processes, at most 8; 0: in the main process)",
+    )
+    s.add_argument(
+        "--max-figures",
+        type=int,
+        default=20,
+        metavar="N",
+        help="figures drawn for the first N inputs in sorted order (default 20)",
+    )
+    s.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first input that cannot be read (default: list it in errors.csv)",
+    )
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")

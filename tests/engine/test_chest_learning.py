@@ -4,8 +4,9 @@ validation; "No Lung Opacity / Not Normal" images carry a mass, an effusion, an 
 or haze): fasterrcnn_resnet18_fpn from scratch with the demo's settings (apps.demo.
 demo_det_config: SGD lr 0.01 after a 20-step warmup, anchors scaled to the image, 64 RoIs per
 image, horizontal flips; 300 RPN proposals per image at inference against the model's 1000,
-which makes each validation pass ~3x cheaper) for 96 optimizer steps (8 epochs of 12 batches of
-4), and a ResNet-18 classifier of the three classes (8 epochs, 128 px) as its gate.
+which makes each validation pass ~3x cheaper) for 84 optimizer steps (7 epochs of 12 batches of
+4), and a ResNet-18 classifier of the three classes (5 epochs, 128 px, lr 1e-3 then 1e-4 for the
+last) as its gate.
 
 - The detector reaches a validation AP50 of MIN_AP50 from an epoch-1 score below 0.15, and
   best.pt scores what its epoch did.
@@ -18,11 +19,13 @@ which makes each validation pass ~3x cheaper) for 96 optimizer steps (8 epochs o
 
 Each seed's runs are built once and shared by its tests; under pytest-xdist the seeds run side
 by side (one xdist group each). Measured on the 2-core machine (one thread per run,
-2026-12-07, GroupNorm: DetConfig's norm for Faster R-CNN from scratch): best AP50 0.351 (seed
-0) and 0.552 (seed 1), 0.0 at epoch 1; gated, FP per "Not Normal" image 4.2 -> 0.2 and 4.17 ->
-0.67, RSNA 0.0230 -> 0.0408 and 0.0243 -> 0.0388, missed positives 2 -> 2 and 0 -> 0; at the
-stored point, FP per positive image 4.88 -> 0.0 and 4.25 -> 0.25, missed 2 -> 2 and 0 -> 1. (With
-BatchNorm, the default before: AP50 0.420 and 0.17, so the AP50 test then ran on seed 0 only.)
+2026-12-08, GroupNorm: DetConfig's norm for Faster R-CNN from scratch): best AP50 0.341 (seed
+0) and 0.421 (seed 1), both at epoch 7, 0.0 at epoch 1; gated, FP per "Not Normal" image 4.4 ->
+0.0 and 8.17 -> 3.67, RSNA 0.0216 -> 0.0384 and 0.0215 -> 0.0287, missed positives 2 -> 2 and
+0 -> 0 (the classifier at 8 epochs, step at 6: 4.4 -> 0.8 and 8.17 -> 1.5, RSNA 0.0384 and
+0.0345); at the stored point, FP per positive image 5.13 -> 0.75 and 4.75 -> 0.38, missed 2 -> 3
+and 0 -> 0. (The detector at 8 epochs, the setting before the suite's time was cut: AP50 0.351 and
+0.552, every assertion held too. With BatchNorm, the default before GroupNorm: AP50 0.420 and 0.17.)
 A CPU with other vector units computes other trajectories. About 2 min of one core per seed on
 a quiet machine."""
 
@@ -41,7 +44,7 @@ from fastdet.engine.tasks.det.point import permissive, stored_point
 
 pytestmark = pytest.mark.slow  # long: run first (tests/conftest.py)
 
-EPOCHS = 8
+EPOCHS = 7
 MIN_AP50 = 0.25
 NOT_NORMAL = "No Lung Opacity / Not Normal"
 MIN_FP_DROP = 0.3  # fewer false-positive boxes per "Not Normal" image, at least
@@ -68,10 +71,10 @@ def _train_runs(seed: int, out):
         cls = ClsConfig(
             model="resnet18",
             size=128,
-            epochs=8,
+            epochs=5,
             batch_size=8,
             lr=1e-3,
-            step_size=6,
+            step_size=4,
             gamma=0.1,
             seed=seed,
             device="cpu",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from collections import Counter
 
 import pytest
 import torch
@@ -75,10 +76,12 @@ def test_predict_det(run, tmp_path, capsys):
     flags = ["--score-threshold", "0", "--device", "cpu"]
     assert main(predict_args("det", out / "last.pt", [dcm], tmp_path / "pred", *flags)) == 0
     stem = dcm.name.split(".")[0]
-    with open(tmp_path / "pred" / f"{stem}_boxes.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["id", "x1", "y1", "x2", "y2", "score", "label"] if rows else True
-    assert (tmp_path / "pred" / f"{stem}_boxes.png").is_file()
+    with open(tmp_path / "pred" / "boxes.csv") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert reader.fieldnames == ["path", "x1", "y1", "x2", "y2", "score", "label"]
+    assert rows and {r["path"] for r in rows} == {str(dcm)}
+    assert (tmp_path / "pred" / "figures" / f"{stem}_boxes.png").is_file()
     assert main(predict_args("det", tmp_path / "none.pt", [dcm], tmp_path / "p2")) == 2
 
 
@@ -161,6 +164,6 @@ def test_predict_det_caps_boxes_at_the_point(run, tmp_path):
     dcm = sorted((data / "stage_2_train_images").glob("*.dcm"))
     flags = ["--score-threshold", "0", "--max-boxes", "1", "--device", "cpu"]
     assert main(predict_args("det", out / "best.pt", dcm, tmp_path / "p", *flags)) == 0
-    for path in (tmp_path / "p").glob("*_boxes.csv"):
-        with open(path) as f:
-            assert len(list(csv.DictReader(f))) <= 1
+    with open(tmp_path / "p" / "boxes.csv") as f:
+        per_image = Counter(r["path"] for r in csv.DictReader(f))
+    assert per_image and max(per_image.values()) == 1

@@ -107,12 +107,12 @@ def test_the_flags_reach_every_model_a_command_loads(tmp_path, monkeypatch, caps
     cls = _checkpoint(tmp_path / "cls.pt", "cls")
     image = _png(tmp_path / "x.png", np.random.default_rng(0))
     gate = ["--gate", str(cls), "--gate-threshold", "0.0", "--device", "cpu"]
-    args = ["predict", "det", "--checkpoint", str(det), str(image), "--out", str(tmp_path / "d")]
+    args = ["predict", "det", "--checkpoint", str(det), str(image)]
     for flags, want in (([], (False, False)), (["--bf16", "--channels-last"], (True, True))):
-        seen.clear()
-        assert main([*args, *gate, *flags]) == 0
+        seen.clear()  # another --out for other flags: a run folder refuses a second setting
+        assert main([*args, "--out", str(tmp_path / f"d{want[0]}"), *gate, *flags]) == 0
         assert sorted(seen) == [("FasterRCNN", *want), ("ResNetClassifier", *want)]
-    assert (tmp_path / "d" / "x_boxes.csv").is_file()
+    assert (tmp_path / "dTrue" / "boxes.csv").is_file()
     seen.clear()
     out = ["--out", str(tmp_path / "s"), "--device", "cpu", "--channels-last"]
     assert main(["predict", "seg", "--checkpoint", str(seg), str(image), *out]) == 0

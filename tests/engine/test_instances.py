@@ -141,11 +141,11 @@ def test_predict_det_writes_uint16_label_images(run, tmp_path, fmt):
     args = ["predict", "det", "--checkpoint", str(tmp / "m" / "best.pt"), str(image)]
     assert main(args + ["--out", str(out), "--label-format", fmt, "--score-threshold", "0"]) == 0
     stem = image.name.split(".")[0]
-    path = out / f"{stem}_instances.{fmt}"
+    path = out / "instances" / f"{stem}_instances.{fmt}"
     labels = np.asarray(Image.open(path)) if fmt == "png" else tifffile.imread(path)
     assert labels.dtype == np.uint16 and labels.shape == (64, 64)
-    assert (out / f"{stem}_instances_overlay.png").is_file()
-    assert (out / f"{stem}_boxes.csv").is_file()
+    assert (out / "figures" / f"{stem}_instances_overlay.png").is_file()
+    assert (out / "boxes.csv").is_file()
 
 
 def test_evaluate_det_reports_dsb_beside_unet_and_classical(run, tmp_path, capsys):

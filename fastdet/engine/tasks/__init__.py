@@ -4,13 +4,18 @@ A task package holds its config (a RunConfig subclass with a `task` name) and it
 (engine.trainer.Task), its dataset layouts, evaluation, prediction and commands; its face
 exports `Task` and `add_commands(train, predict, evaluate, tune)` (the `fastdet
 train|predict|evaluate|tune <task>` parsers; a task without a tuning step adds no tune
-parser). Adding a task is its package plus its line in PACKAGES: the trainer, the checkpoints
+parser) and, where it predicts over archives (engine.archive), `merge(out, settings)`. Adding a
+task is its package plus its line in PACKAGES: the trainer, the checkpoints
 and the command line follow from them."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from torch import nn
 
+from ..archive import finish
 from ..checkpoint import load_checkpoint
 from ..loading import checkpoint_format, model_from, writes, wrong_task
 from ..trainer import fit
@@ -80,3 +85,18 @@ def train(config, train_set, val_set=None, out_dir=None, resume=False) -> list[d
     """Trains the task of `config` (SegConfig, DetConfig, ...): engine.trainer.fit of its Task
     (same arguments and result)."""
     return fit(task_for(config), train_set, val_set, out_dir, resume)
+
+
+def merge_run(out) -> list[Path]:
+    """`fastdet merge OUT`: the final files of a prediction run from its parts (after a rank
+    failed, or to write them again), by the task its run.json names."""
+    out = Path(out)
+    path = out / "run.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{out}: no run.json here (not a prediction run's --out)")
+    settings = json.loads(path.read_text())
+    merges = {p.Task.name: getattr(p, "merge", None) for p in PACKAGES}
+    merge = merges.get(settings.get("task"))
+    if merge is None:
+        raise ValueError(f"{path}: task {settings.get('task')!r} writes no merged files")
+    return finish(out, settings, merge)

@@ -3,16 +3,12 @@ point, test-time augmentation, ensembles and the classifier gate."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
-import numpy as np
-import tifffile
-from PIL import Image
-
-from ....metrics import draw_boxes, save_instance_overlay
+from ...archive import Job, fingerprint, list_inputs, run, run_summary
 from ...commands import (
     add_train_parser,
+    archive_flags,
     device_flags,
     evaluate_flags,
     figures_folder,
@@ -22,17 +18,12 @@ from ...commands import (
     speed,
     write_json,
 )
-from ...inputs import input_files, read_input
 from ...loading import load_task_checkpoint, load_task_model
-from ...trainer import resolve_device
 from ..seg.task import SegTask
-from .data import DET_LAYOUTS, open_det_dataset, prepare_image
-from .ensemble import FUSE_METHODS, check_members, parse_tta, predict_fused
+from .data import DET_LAYOUTS, open_det_dataset
+from .ensemble import FUSE_METHODS
 from .evaluate import evaluate_detection, format_det_report
-from .gate import above, apply_gate, gate_keeps, load_gate
 from .point import (
-    OperatingPoint,
-    apply_point,
     describe,
     objective_of,
     permissive,
@@ -40,7 +31,9 @@ from .point import (
     stored_point,
     tune_point,
 )
-from .task import DetTask, has_masks, instance_outputs, predict_detections
+from .predict import FORMATS, merge, rows_of, stem_of, tables, write_outputs
+from .predictor import detector_from_args
+from .task import DetTask, has_masks
 
 CHECKPOINT = "detection checkpoint (a run's best.pt or last.pt)"
 
@@ -66,8 +59,25 @@ def add_commands(train, predict, evaluate, tune) -> None:
         help="boxes (CSV and PNG) for PNG/TIFF/DICOM images; Mask R-CNN also a uint16 instance "
         "label image and its overlay",
     )
-    input_flags(s, "image files or folders", CHECKPOINT)
+    input_flags(
+        s, "image files, folders (each DICOM file one image) or @FILE (a path per line)", CHECKPOINT
+    )
     _point_flags(s)
+    archive_flags(s)
+    s.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="csv",
+        help="the boxes' file: csv (boxes.csv: path,x1,y1,x2,y2,score,label), rsna "
+        "(submission.csv: patientId,PredictionString) or coco (results.json) (default csv)",
+    )
+    s.add_argument(
+        "--coco-gt",
+        type=Path,
+        metavar="FILE",
+        help="--format coco: image ids from this COCO ground truth, matched by file name "
+        "(default: the input's index in sorted order)",
+    )
     s.add_argument(
         "--label-format",
         choices=("png", "tif"),
@@ -136,47 +146,6 @@ def _point_flags(s) -> None:
     )
 
 
-def resolve_point(args, model, ckpt_point):
-    """The operating point predict/evaluate apply: the checkpoint's with the flags' parts
-    replaced, or one made from the flags (the model's NMS and cap otherwise); None with --raw,
-    or without a stored point and flags beyond --score-threshold (the model as configured, as
-    before points existed). A point sets the model's NMS and cap to the permissive ones."""
-    parts = {
-        "score_threshold": args.score_threshold,
-        "nms_iou": args.nms_iou,
-        "max_boxes": args.max_boxes,
-    }
-    parts = {k: v for k, v in parts.items() if v is not None}
-    if args.containment is not None:
-        parts["containment"] = _containment(args.containment)
-    if args.raw:
-        if len(parts) > ("score_threshold" in parts):
-            raise ValueError(
-                "--raw runs the model as configured: drop --nms-iou, --containment and --max-boxes"
-            )
-        return None
-    if ckpt_point is None and set(parts) <= {"score_threshold"}:
-        return None
-    heads = model.roi_heads
-    base = ckpt_point or OperatingPoint(
-        nms_iou=heads.nms_thresh, max_boxes=heads.detections_per_img
-    )
-    point = base.replace(**parts)
-    permissive(model)
-    return point
-
-
-def _containment(text: str):
-    if text.strip().lower() == "off":
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(
-            f"--containment must be a fraction in [0, 1] or off, got {text!r}"
-        ) from None
-
-
 def _det_flags(s) -> None:
     """The gate, device and fusion flags of predict and evaluate."""
     s.add_argument(
@@ -230,111 +199,75 @@ def _det_flags(s) -> None:
 
 
 def predict_command(args) -> int:
-    device, model, config, point = _loaded_at_point(args)
-    threshold = 0.5 if args.score_threshold is None else args.score_threshold
-    members, tta = _fusion_members(args, device, model, config)
-    gate, gated = _gate(args, device), []
-    files = input_files(args.inputs)
-    args.out.mkdir(parents=True, exist_ok=True)
-    for path in files:
-        kind, image, _ = read_input(path)
-        if kind != "image":
-            raise ValueError(f"{path}: a volume; predict det takes 2-D images")
-        if members is not None:
-            pred = predict_fused(
-                members, image, tta, args.fuse, args.fuse_iou, args.fuse_skip, device
-            )
-        else:
-            pred = predict_detections(model, [prepare_image(image, config)], device)[0]
-        if point is not None:
-            pred = apply_point(pred, point)
-        else:
-            pred = above(pred, threshold)
-        if gate is not None:
-            pred = _gate_image(gate, pred, image, device, path, gated)
-        stem = path.name.split(".")[0]
-        _write_boxes_csv(args.out / f"{stem}_boxes.csv", stem, pred)
-        png = draw_boxes(args.out / f"{stem}_boxes.png", image, pred)
-        print(f"{path} -> {len(pred['boxes'])} boxes, {args.out / (stem + '_boxes.csv')}, {png}")
-        if "masks" in pred:
-            _write_instances(args.out / stem, image, pred, config, args.label_format)
-    if gate is not None:
-        _write_gate_csv(args.out / "gate.csv", gate, gated)
+    """`predict det` over any number of inputs into --out (det.predict: the tables and
+    formats; engine.archive: loading, batching, resume, torchrun shards, errors)."""
+    detector = detector_from_args(args)
+    _announce(detector, args)
+    inputs = list_inputs(args.inputs, series=False)
+    gate = detector.gate
+    job = Job(tables(gate and gate.config.positive), _predict_batch(detector, args), merge)
+    result = run(
+        job,
+        args.out,
+        inputs,
+        _settings(args, detector),
+        args.batch_size,
+        args.workers,
+        args.strict,
+        not args.no_progress,
+    )
+    print(run_summary(result, args.out))
     return 0
 
 
-def _write_boxes_csv(path: Path, stem: str, pred: dict) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "x1", "y1", "x2", "y2", "score", "label"])
-        for b, sc, lab in zip(
-            pred["boxes"].tolist(), pred["scores"].tolist(), pred["labels"].tolist()
-        ):
-            w.writerow([stem, *(f"{v:.1f}" for v in b), f"{sc:.4f}", lab])
+def _announce(detector, args) -> None:
+    """The operating point and the gate that apply, printed."""
+    if detector.point is not None:
+        print(describe(detector.point))
+    g = detector.gate
+    if g is not None:
+        print(
+            f"gate: {args.gate}, boxes kept where P({g.config.positive}) >= "
+            f"{g.threshold:.4f} ({g.threshold_source})"
+        )
 
 
-def _fusion_members(args, device, model, config):
-    """([(model, config), ...] of --checkpoint and --ensemble, TTA words) when --tta or
-    --ensemble is given, else (None, ())."""
-    tta = parse_tta(args.tta)
-    if not tta and not args.ensemble:
-        return None, ()
-    members = [(model, config)]
-    for path in args.ensemble or ():
-        members.append(load_task_model(DetTask, path, device, **speed(args)))
-    check_members(members)
-    return members, tta
+def _predict_batch(detector, args):
+    def predict(batch):
+        preds = detector.predict([data[1] for _, _, data, _ in batch])
+        rows = []
+        for (index, path, data, _), pred in zip(batch, preds):
+            stem = stem_of(path)
+            figure = index < args.max_figures
+            write_outputs(args.out, stem, data[1], pred, detector.config, args.label_format, figure)
+            threshold = detector.gate.threshold if detector.gate is not None else None
+            rows.append(rows_of(path, pred, threshold))
+        return rows
+
+    return predict
 
 
-def _gate(args, device):
-    """The Gate of --gate / --gate-threshold, or None."""
-    if args.gate is None:
-        if args.gate_threshold is not None:
-            raise ValueError("--gate-threshold needs --gate CLS_CKPT")
-        return None
-    gate = load_gate(args.gate, device, args.gate_threshold, **speed(args))
-    print(
-        f"gate: {args.gate}, boxes kept where P({gate.config.positive}) >= "
-        f"{gate.threshold:.4f} ({gate.threshold_source})"
-    )
-    return gate
-
-
-def _gate_image(gate, pred: dict, image, device, path, rows: list) -> dict:
-    """pred with its boxes dropped when the gate judges the image negative; a row for gate.csv."""
-    p = gate.probability(image, device)
-    rows.append((str(path), p, gate_keeps(p, gate.threshold), len(pred["boxes"])))
-    if not rows[-1][2]:
-        print(f"{path}: P({gate.config.positive}) {p:.4f} < {gate.threshold:.4f}, boxes dropped")
-    return apply_gate(pred, p, gate.threshold)
-
-
-def _write_gate_csv(path: Path, gate, rows: list) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", f"P({gate.config.positive})", "threshold", "kept", "boxes_before"])
-        for name, p, kept, n in rows:
-            w.writerow([name, f"{p:.6f}", f"{gate.threshold:.6f}", int(kept), n])
-    print(f"wrote {path}")
-
-
-def _write_instances(base: Path, image, pred: dict, config, fmt: str) -> None:
-    """<stem>_instances.png|.tif (uint16 label image of the detections >= the config's
-    instance_score) and <stem>_instances_overlay.png."""
-    size = tuple(np.asarray(image).shape[-2:])
-    _, labels = instance_outputs(pred, size, config)
-    labels = labels.numpy()
-    if labels.max(initial=0) > np.iinfo(np.uint16).max:
-        raise ValueError(f"{base}: more than 65535 instances do not fit a uint16 label image")
-    path = base.with_name(f"{base.name}_instances.{fmt}")
-    if fmt == "png":
-        Image.fromarray(labels.astype(np.uint16)).save(path)
-    else:
-        tifffile.imwrite(path, labels.astype(np.uint16))
-    shown = save_instance_overlay(
-        base.with_name(f"{base.name}_instances_overlay.png"), image, labels
-    )
-    print(f"  {int(labels.max(initial=0))} instances -> {path}, {shown}")
+def _settings(args, detector) -> dict:
+    """What a resumed run must share with the first (run.json)."""
+    point = detector.point.as_dict() if detector.point is not None else None
+    return {
+        "task": "det",
+        "checkpoint": str(args.checkpoint.resolve()),
+        "checkpoint_sha256": fingerprint(args.checkpoint),
+        "point": point,
+        "score_threshold": detector.threshold,
+        "gate": str(args.gate.resolve()) if args.gate else None,
+        "gated": detector.gate is not None,
+        "gate_threshold": detector.gate.threshold if detector.gate is not None else None,
+        "tta": list(detector.tta),
+        "ensemble": [str(p.resolve()) for p in args.ensemble or ()],
+        "fusion": list(detector.fusion),
+        "format": args.format,
+        "coco_gt": str(args.coco_gt.resolve()) if args.coco_gt else None,
+        "label_format": args.label_format,
+        "bf16": args.bf16,
+        "channels_last": args.channels_last,
+    }
 
 
 def read_detector(path, device="cpu", **speed) -> tuple:
@@ -353,55 +286,31 @@ def load_detector_at_point(path, device="cpu", **speed) -> tuple:
     return model, config, point
 
 
-def _loaded_at_point(args) -> tuple:
-    """(device, model, config, point) of --checkpoint and the point flags (resolve_point; Mask
-    R-CNN: none, the instances issue's own point replaces instance_score), printed when one
-    applies."""
-    device = resolve_device(args.device)
-    model, config, stored = read_detector(args.checkpoint, device, **speed(args))
-    return device, model, config, _point(args, model, config, stored)
-
-
-def _point(args, model, config, stored):
-    if has_masks(config.model):
-        given = [f for f in ("nms_iou", "containment", "max_boxes") if getattr(args, f) is not None]
-        if given:
-            flags = ", ".join("--" + f.replace("_", "-") for f in given)
-            raise ValueError(
-                f"{flags}: the operating point is Faster R-CNN's; Mask R-CNN's instances use "
-                "its instance_score and mask_threshold"
-            )
-        return None
-    point = resolve_point(args, model, stored)
-    if point is not None:
-        print(describe(point))
-    return point
-
-
 def evaluate_command(args) -> int:
-    device, model, config, point = _loaded_at_point(args)
-    threshold = 0.5 if args.score_threshold is None else args.score_threshold
-    members, tta = _fusion_members(args, device, model, config)
-    data = open_split(open_det_dataset, args, config)
+    detector = detector_from_args(args)
+    _announce(detector, args)
+    point, members = detector.point, detector.members
+    data = open_split(open_det_dataset, args, detector.config)
     unet = None
     if args.unet is not None:
-        unet = load_task_model(SegTask, args.unet, device, **speed(args))
+        unet = load_task_model(SegTask, args.unet, detector.device, **speed(args))
+    fuse, fuse_iou, fuse_skip = detector.fusion
     result = evaluate_detection(
-        model,
-        config,
+        detector.model,
+        detector.config,
         data,
-        device,
-        threshold,
+        detector.device,
+        detector.threshold,
         figures_folder(args),
         args.max_figures,
         unet=unet,
         classical=args.classical,
         ensemble=members[1:] if members else (),
-        tta=tta,
-        fuse=args.fuse,
-        fuse_iou=args.fuse_iou,
-        fuse_skip=args.fuse_skip,
-        gate=_gate(args, device),
+        tta=detector.tta,
+        fuse=fuse,
+        fuse_iou=fuse_iou,
+        fuse_skip=fuse_skip,
+        gate=detector.gate,
         point=point,
     )
     if point is not None:  # "all" holds the validation images too
