@@ -89,7 +89,9 @@ def _synth(args) -> int:
     if args.n is not None and args.n < 1:
         print(f"fastdet data synth: --n must be >= 1, got {args.n}", file=sys.stderr)
         return 2
-    out = synth(args.kind, args.out, n=args.n, seed=args.seed, lookalikes=args.lookalikes)
+    out = synth(
+        args.kind, args.out, n=args.n, seed=args.seed, lookalikes=args.lookalikes, size=args.size
+    )
     print(f"wrote a synthetic {args.kind} dataset to {out}")
     return 0
 
@@ -206,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("out", type=Path, help="output folder")
     s.add_argument("--n", type=int, default=None, help="images (rsna, dsb2018) or subjects (mri)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.add_argument(
+        "--size",
+        type=int,
+        metavar="PX",
+        help="image side (rsna: default 256, dsb2018: 128) or in-plane side (mri: 64), >= 32",
+    )
     s.add_argument(
         "--lookalikes",
         action="store_true",

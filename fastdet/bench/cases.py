@@ -10,9 +10,7 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 import torch
 from torch.autograd import DeviceType
@@ -20,28 +18,10 @@ from torch.profiler import ProfilerActivity, record_function
 
 from .. import ops
 from ..models.compile import is_compiled
+from .case import Case
 from .peers import numba_ops
+from .pipeline import CASES as _PIPELINE
 from .syncs import count_host_syncs
-
-
-@dataclass
-class Case:
-    name: str
-    group: str  # the op: nms, batched_nms, box_iou, roi_align, anchors, ...
-    params: dict
-    make: Callable  # (device) -> (list of input dicts, {impl: fn(inputs)})
-    quick: bool = True  # in `fastdet bench` without --full
-    devices: tuple = ("cpu", "cuda")
-    floor: str | None = None
-    graph: bool = False  # on the GPU, also time CUDA-graph replays (device time, no overhead)
-    min_runs: int = 5  # timed runs at least (models: fewer, each takes seconds on the CPU)
-    notes: dict = field(default_factory=dict)
-    # (impl fn, input sets, device) -> {stage: ms, "total_ms": ms}: where a model's time goes,
-    # from a profiled pass run after the timing (detection cases only)
-    stages: Callable | None = None
-    # {impl: items one call processes}: the runner reports milliseconds per item, so a slow peer
-    # can be timed on fewer items than fastdet (e.g. images for weighted boxes fusion)
-    per_call: dict | None = None
 
 
 def _tv():
@@ -1306,3 +1286,5 @@ _OVERHEAD = [_overhead_case(op) for op in _TINY]
 CASES += _OVERHEAD
 _CPU |= {c.name for c in _OVERHEAD}
 _GPU |= {c.name for c in _OVERHEAD}
+
+CASES += _PIPELINE  # `predict det` over files against its forward passes (--full)

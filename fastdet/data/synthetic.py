@@ -668,14 +668,26 @@ def synth_mri(out, n: int = 4, seed: int = 0, shape=(32, 64, 64)) -> Path:
 # ----------------------------------------------------------------------------- dispatch
 
 
-def synth(kind: str, out, n: int | None = None, seed: int = 0, lookalikes: bool = False) -> Path:
+def synth(
+    kind: str,
+    out,
+    n: int | None = None,
+    seed: int = 0,
+    lookalikes: bool = False,
+    size: int | None = None,
+) -> Path:
     """Writes the synthetic dataset `kind` ("rsna", "dsb2018" or "mri") into `out` with `n`
     items (the writer's default when None) and returns the folder. lookalikes: synth_rsna's
-    (a ValueError for the other kinds)."""
+    (a ValueError for the other kinds). size: the image side (rsna, dsb2018) or the in-plane
+    side (mri: its slices keep the default count); None: the writer's default."""
     writers = {"rsna": synth_rsna, "dsb2018": synth_dsb2018, "mri": synth_mri}
     if kind not in writers:
         raise ValueError(f"synth: kind must be one of {KINDS}, got {kind!r}")
     kwargs = {} if n is None else {"n": int(n)}
+    if size is not None:
+        if size < 32:
+            raise ValueError(f"synth: --size must be >= 32, got {size}")
+        kwargs.update({"shape": (32, size, size)} if kind == "mri" else {"size": int(size)})
     if lookalikes:
         if kind != "rsna":
             raise ValueError(f"synth: lookalikes are rsna's (chest findings), not {kind}'s")

@@ -36,7 +36,8 @@ ERRORS = "errors.csv"
 def list_inputs(paths, series: bool) -> list[Path]:
     """The inputs of `paths`, sorted, each once: files as given; `@FILE` for one path per line
     of FILE; a folder contributes its image files (a folder of DICOM files is one series when
-    `series`, else each DICOM file is one image)."""
+    `series`, else each DICOM file is one image). A path that does not exist is an error here,
+    before any work; a file that exists but cannot be read is the run's to list."""
     out = []
     for p in paths:
         p = str(p)
@@ -54,6 +55,10 @@ def list_inputs(paths, series: bool) -> list[Path]:
             if not found:
                 raise ValueError(f"{p}: no PNG, JPEG, TIFF or DICOM file in this folder")
             out += found
+    missing = [p for p in out if not p.exists()]
+    if missing:  # named by the user: a typo, said before any work starts
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise FileNotFoundError(f"{missing[0]}: no such file or folder{more}")
     return sorted(set(out), key=str)
 
 
@@ -197,6 +202,11 @@ class Part:
         self.done.update(str(p) for p, _ in results)
 
 
+def write_csv(path: Path, header, rows) -> Path:
+    """A whole CSV file (header, rows), written atomically."""
+    return atomic_write_text(path, _csv_line(header) + "".join(_csv_line(r) for r in rows))
+
+
 def _write_header(path: Path, header) -> None:
     atomic_write_text(path, _csv_line(header))
 
@@ -330,8 +340,7 @@ def merge_errors(out: Path) -> Path | None:
     rows = sorted(read_parts(out, "errors"), key=lambda r: r["path"])
     if not rows:
         return None
-    text = _csv_line(["path", "error"]) + "".join(_csv_line([r["path"], r["error"]]) for r in rows)
-    return atomic_write_text(out / ERRORS, text)
+    return write_csv(out / ERRORS, ["path", "error"], [[r["path"], r["error"]] for r in rows])
 
 
 def run_summary(result: dict, out: Path) -> str:

@@ -218,9 +218,13 @@ def batch_flag(s) -> None:
     s.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
 
 
-def archive_flags(s) -> None:
-    """The flags of predicting over archives (engine.archive)."""
-    s.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+def archive_flags(s, figures: bool = True, batch: bool = True) -> None:
+    """The flags of predicting over archives (engine.archive); figures: --max-figures; batch:
+    --batch-size."""
+    if batch:
+        s.add_argument(
+            "--batch-size", type=int, default=8, help="images per forward pass (default 8)"
+        )
     s.add_argument(
         "--workers",
         type=int,
@@ -228,13 +232,14 @@ def archive_flags(s) -> None:
         help="processes decoding the inputs (default: the cores, shared by torchrun's local "
         "processes, at most 8; 0: in the main process)",
     )
-    s.add_argument(
-        "--max-figures",
-        type=int,
-        default=20,
-        metavar="N",
-        help="figures drawn for the first N inputs in sorted order (default 20)",
-    )
+    if figures:
+        s.add_argument(
+            "--max-figures",
+            type=int,
+            default=20,
+            metavar="N",
+            help="figures drawn for the first N inputs in sorted order (default 20)",
+        )
     s.add_argument(
         "--strict",
         action="store_true",

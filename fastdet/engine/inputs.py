@@ -1,5 +1,5 @@
 """The inputs of `predict`: PNG, JPEG, TIFF, DICOM files (2-D), NIfTI, and folders holding a
-DICOM series (a volume, predicted slice by slice) or image files."""
+DICOM series (a volume, predicted slice by slice); engine.archive lists them."""
 
 from __future__ import annotations
 
@@ -38,18 +38,3 @@ def read_input(path) -> tuple[str, torch.Tensor | np.ndarray, dict]:
     # colour keeps R, G, B (alpha dropped); match_channels averages them for a grey model,
     # as the datasets' rgb=False does
     return "image", image_tensor(a, rgb=True if a.ndim == 3 else None), {}
-
-
-def input_files(paths) -> list[Path]:
-    """The inputs: files as given; a folder holding DICOM files is one series; another folder
-    contributes its image files (sorted)."""
-    out = []
-    for p in map(Path, paths):
-        if p.is_dir() and not any(f.suffix.lower() == ".dcm" for f in p.iterdir()):
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS)
-            if not found:
-                raise ValueError(f"{p}: no PNG, JPEG, TIFF or DICOM file in this folder")
-            out += found
-        else:
-            out.append(p)
-    return out

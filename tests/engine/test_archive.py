@@ -181,3 +181,26 @@ def test_torchrun_two_processes_equal_one(archive, tmp_path):
     (out / "boxes.csv").unlink()  # `fastdet merge` writes the final files again from the parts
     assert main(["merge", str(out)]) == 0
     assert (out / "boxes.csv").read_text() == (tmp_path / "one" / "boxes.csv").read_text()
+
+
+def test_predict_cls_over_an_archive(tmp_path):
+    from fastdet.engine.tasks.cls.task import CHECKPOINT_FORMAT as CLS_FORMAT
+    from fastdet.engine.tasks.cls.task import ClsConfig
+    from fastdet.engine.tasks.cls.task import build_model as build_cls
+
+    torch.manual_seed(0)
+    config = ClsConfig(model="resnet18", classes=["a", "b"], in_channels=1, size=32)
+    ckpt = tmp_path / "cls.pt"
+    state = {"format": CLS_FORMAT, "config": config.to_dict()}
+    torch.save({**state, "model": build_cls(config, pretrained=False).state_dict()}, ckpt)
+    data = synth_rsna(tmp_path / "rsna", n=3, seed=1, size=64)
+    dcms = sorted((data / "stage_2_train_images").glob("*.dcm"))
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    argv = ["predict", "cls", "--checkpoint", str(ckpt), *map(str, [bad, *dcms])]
+    argv += ["--out", str(tmp_path / "p"), "--device", "cpu", "--workers", "0", "--batch-size", "2"]
+    assert main(argv) == 0
+    rows = _rows(tmp_path / "p" / "predictions.csv")
+    assert [r["path"] for r in rows] == list(map(str, dcms))
+    assert all(abs(float(r["P(a)"]) + float(r["P(b)"]) - 1) < 1e-5 for r in rows)
+    assert [r["path"] for r in _rows(tmp_path / "p" / "errors.csv")] == [str(bad)]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
+from ...archive import Job, fingerprint, list_inputs, run, run_summary
 from ...commands import (
     add_train_parser,
+    archive_flags,
     batch_flag,
     device_flags,
     evaluate_flags,
@@ -16,11 +17,11 @@ from ...commands import (
     speed,
     write_json,
 )
-from ...inputs import input_files, read_input
 from ...trainer import resolve_device
 from .data import CLS_LAYOUTS, open_cls_dataset
 from .evaluate import evaluate_classification, format_cls_report
-from .task import ClsTask, load_classifier, predict_probabilities
+from .predict import batch_predictor, merge, tables
+from .task import ClsTask, load_classifier
 
 CHECKPOINT = "classification checkpoint (a run's best.pt or last.pt)"
 
@@ -36,8 +37,8 @@ def add_commands(train, predict, evaluate, tune) -> None:
     s = add_train_parser(train, ClsTask, CLS_LAYOUTS, open_sets)
     s.add_argument("--rgb", action="store_true", help="classes layout: 3 colour channels, not grey")
     s = predict.add_parser("cls", help="class probabilities (CSV) for PNG/TIFF/DICOM images")
-    input_flags(s, "image files or folders", CHECKPOINT)
-    batch_flag(s)
+    input_flags(s, "image files, folders (each DICOM file one image) or @FILE", CHECKPOINT)
+    archive_flags(s, figures=False)
     device_flags(s)
     s.set_defaults(fn=predict_command)
     s = evaluate.add_parser(
@@ -59,27 +60,31 @@ def add_commands(train, predict, evaluate, tune) -> None:
 
 
 def predict_command(args) -> int:
-    """`predict cls`: predictions.csv (path, predicted class, P per class) in --out."""
+    """`predict cls` over any number of inputs: predictions.csv (path, predicted class, P per
+    class) in --out (engine.archive: loading, batching, resume, torchrun shards, errors)."""
     device = resolve_device(args.device)
-    model, config, threshold = load_classifier(args.checkpoint, device, **speed(args))
-    files = input_files(args.inputs)
-    images = []
-    for path in files:
-        kind, image, _ = read_input(path)
-        if kind != "image":
-            raise ValueError(f"{path}: a volume; predict cls takes 2-D images")
-        images.append(image)
-    probs = predict_probabilities(model, config, images, device, args.batch_size)
-    args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / "predictions.csv"
-    with open(out, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "predicted", *(f"P({c})" for c in config.classes)])
-        for path, row in zip(files, probs.tolist()):
-            best = config.classes[max(range(len(row)), key=row.__getitem__)]
-            w.writerow([str(path), best, *(f"{v:.6f}" for v in row)])
-            print(f"{path}: {best} ({max(row):.3f})")
-    print(f"wrote {out}")
+    model, config, _ = load_classifier(args.checkpoint, device, **speed(args))
+    settings = {
+        "task": "cls",
+        "checkpoint": str(args.checkpoint.resolve()),
+        "checkpoint_sha256": fingerprint(args.checkpoint),
+        "classes": list(config.classes),
+        "bf16": args.bf16,
+        "channels_last": args.channels_last,
+    }
+    predict = batch_predictor(model, config, device, args.batch_size)
+    job = Job(tables(config.classes), predict, merge)
+    result = run(
+        job,
+        args.out,
+        list_inputs(args.inputs, series=False),
+        settings,
+        args.batch_size,
+        args.workers,
+        args.strict,
+        not args.no_progress,
+    )
+    print(run_summary(result, args.out))
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...archive import Job, fingerprint, list_inputs, run, run_summary
+from ...archive import list_inputs, run_summary
 from ...commands import (
     add_train_parser,
     archive_flags,
@@ -31,7 +31,7 @@ from .point import (
     stored_point,
     tune_point,
 )
-from .predict import FORMATS, merge, rows_of, stem_of, tables, write_outputs
+from .predict import FORMATS, predict_files
 from .predictor import detector_from_args
 from .task import DetTask, has_masks
 
@@ -199,22 +199,21 @@ def _det_flags(s) -> None:
 
 
 def predict_command(args) -> int:
-    """`predict det` over any number of inputs into --out (det.predict: the tables and
-    formats; engine.archive: loading, batching, resume, torchrun shards, errors)."""
+    """`predict det` over any number of inputs into --out (det.predict.predict_files)."""
     detector = detector_from_args(args)
     _announce(detector, args)
-    inputs = list_inputs(args.inputs, series=False)
-    gate = detector.gate
-    job = Job(tables(gate and gate.config.positive), _predict_batch(detector, args), merge)
-    result = run(
-        job,
+    result = predict_files(
+        detector,
+        list_inputs(args.inputs, series=False),
         args.out,
-        inputs,
-        _settings(args, detector),
-        args.batch_size,
-        args.workers,
-        args.strict,
-        not args.no_progress,
+        fmt=args.format,
+        coco_gt=args.coco_gt,
+        label_format=args.label_format,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        max_figures=args.max_figures,
+        strict=args.strict,
+        show=not args.no_progress,
     )
     print(run_summary(result, args.out))
     return 0
@@ -230,44 +229,6 @@ def _announce(detector, args) -> None:
             f"gate: {args.gate}, boxes kept where P({g.config.positive}) >= "
             f"{g.threshold:.4f} ({g.threshold_source})"
         )
-
-
-def _predict_batch(detector, args):
-    def predict(batch):
-        preds = detector.predict([data[1] for _, _, data, _ in batch])
-        rows = []
-        for (index, path, data, _), pred in zip(batch, preds):
-            stem = stem_of(path)
-            figure = index < args.max_figures
-            write_outputs(args.out, stem, data[1], pred, detector.config, args.label_format, figure)
-            threshold = detector.gate.threshold if detector.gate is not None else None
-            rows.append(rows_of(path, pred, threshold))
-        return rows
-
-    return predict
-
-
-def _settings(args, detector) -> dict:
-    """What a resumed run must share with the first (run.json)."""
-    point = detector.point.as_dict() if detector.point is not None else None
-    return {
-        "task": "det",
-        "checkpoint": str(args.checkpoint.resolve()),
-        "checkpoint_sha256": fingerprint(args.checkpoint),
-        "point": point,
-        "score_threshold": detector.threshold,
-        "gate": str(args.gate.resolve()) if args.gate else None,
-        "gated": detector.gate is not None,
-        "gate_threshold": detector.gate.threshold if detector.gate is not None else None,
-        "tta": list(detector.tta),
-        "ensemble": [str(p.resolve()) for p in args.ensemble or ()],
-        "fusion": list(detector.fusion),
-        "format": args.format,
-        "coco_gt": str(args.coco_gt.resolve()) if args.coco_gt else None,
-        "label_format": args.label_format,
-        "bf16": args.bf16,
-        "channels_last": args.channels_last,
-    }
 
 
 def read_detector(path, device="cpu", **speed) -> tuple:

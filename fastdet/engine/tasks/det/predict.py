@@ -15,8 +15,6 @@ is drawn for the first --max-figures inputs."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from pathlib import Path
 
@@ -25,7 +23,7 @@ import tifffile
 from PIL import Image
 
 from ....metrics import draw_boxes, save_instance_overlay
-from ...archive import done_inputs, ok_paths, read_parts
+from ...archive import Job, done_inputs, fingerprint, ok_paths, read_parts, run, write_csv
 from ...checkpoint import atomic_write_text
 from .task import instance_outputs
 
@@ -38,6 +36,64 @@ def tables(positive: str | None) -> dict:
     """The part tables of a run (name -> header); positive: the gate's class, None ungated."""
     gate = ["path", f"P({positive})", *GATE[2:]]
     return {"boxes": BOXES, **({"gate": gate} if positive is not None else {})}
+
+
+def predict_files(
+    detector,
+    inputs: list,
+    out,
+    *,
+    fmt: str = "csv",
+    coco_gt=None,
+    label_format: str = "png",
+    batch_size: int = 8,
+    workers: int | None = None,
+    max_figures: int = 20,
+    strict: bool = False,
+    show: bool = True,
+) -> dict:
+    """A det.predictor.Detector over `inputs` (paths) into `out` (engine.archive.run's result):
+    the final files in `fmt`, the per-image files, figures of the first `max_figures`."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    out = Path(out)
+    gate = detector.gate
+
+    def predict(batch):
+        preds = detector.predict([data[1] for _, _, data, _ in batch])
+        rows = []
+        for (index, path, data, _), pred in zip(batch, preds):
+            figure = index < max_figures
+            write_outputs(out, stem_of(path), data[1], pred, detector.config, label_format, figure)
+            rows.append(rows_of(path, pred, gate.threshold if gate is not None else None))
+        return rows
+
+    job = Job(tables(gate.config.positive if gate is not None else None), predict, merge)
+    settings = _settings(detector, fmt, coco_gt, label_format)
+    return run(job, out, inputs, settings, batch_size, workers, strict, show)
+
+
+def _settings(detector, fmt: str, coco_gt, label_format: str) -> dict:
+    """What a resumed run must share with the first (run.json)."""
+    point = detector.point.as_dict() if detector.point is not None else None
+    gate = detector.gate
+    resolved = {k: str(Path(v).resolve()) if v else None for k, v in detector.sources.items()}
+    return {
+        "task": "det",
+        **resolved,
+        "checkpoint_sha256": fingerprint(detector.sources["checkpoint"]),
+        "ensemble": [str(Path(p).resolve()) for p in detector.ensemble],
+        "point": point,
+        "score_threshold": detector.threshold,
+        "gated": gate is not None,
+        "gate_threshold": gate.threshold if gate is not None else None,
+        "tta": list(detector.tta),
+        "fusion": list(detector.fusion),
+        "format": fmt,
+        "coco_gt": str(Path(coco_gt).resolve()) if coco_gt else None,
+        "label_format": label_format,
+        **detector.speed,
+    }
 
 
 def rows_of(path, pred: dict, threshold: float | None) -> dict:
@@ -92,25 +148,17 @@ def sorted_boxes(out: Path) -> list[dict]:
 def merge(out: Path, settings: dict) -> list[Path]:
     """The final files of a det run from its parts; returns them."""
     rows = sorted_boxes(out)
-    written = [_write_csv(out / "boxes.csv", BOXES, [[r[k] for k in BOXES] for r in rows])]
+    written = [write_csv(out / "boxes.csv", BOXES, [[r[k] for k in BOXES] for r in rows])]
     if settings.get("gated"):
         gate = sorted(read_parts(out, "gate"), key=lambda r: r["path"])
         header = list(gate[0]) if gate else GATE
-        written.append(_write_csv(out / "gate.csv", header, [list(r.values()) for r in gate]))
+        written.append(write_csv(out / "gate.csv", header, [list(r.values()) for r in gate]))
     fmt = settings.get("format", "csv")
     if fmt == "rsna":
         written.append(_write_rsna(out / "submission.csv", ok_paths(out), rows))
     elif fmt == "coco":
         written.append(_write_coco(out / "results.json", done_inputs(out), rows, settings))
     return written
-
-
-def _write_csv(path: Path, header, rows) -> Path:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(rows)
-    return atomic_write_text(path, buf.getvalue())
 
 
 def _write_rsna(path: Path, inputs: list, rows: list) -> Path:
@@ -120,7 +168,7 @@ def _write_rsna(path: Path, inputs: list, rows: list) -> Path:
         score = float(r["score"])
         groups[r["path"]].append(f"{score:.4f} {x1:.1f} {y1:.1f} {x2 - x1:.1f} {y2 - y1:.1f}")
     lines = [[stem_of(p), " ".join(g)] for p, g in groups.items()]
-    return _write_csv(path, ["patientId", "PredictionString"], lines)
+    return write_csv(path, ["patientId", "PredictionString"], lines)
 
 
 def _write_coco(path: Path, inputs: list, rows: list, settings: dict) -> Path:

@@ -55,7 +55,9 @@ class Detector:
         channels_last=False,
     ):
         self.device = resolve_device(device)
-        speed = {"bf16": bf16, "channels_last": channels_last}
+        self.speed = speed = {"bf16": bf16, "channels_last": channels_last}
+        self.sources = {"checkpoint": checkpoint, "gate": gate}
+        self.ensemble = list(ensemble)
         model, config, ckpt = load_task_checkpoint(DetTask, checkpoint, self.device, **speed)
         self.model, self.config = model, config
         stored = None if has_masks(config.model) else stored_point(ckpt)

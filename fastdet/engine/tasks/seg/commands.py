@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from ....data.datasets import PLANES
+from ...archive import Job, fingerprint, list_inputs, run, run_summary
 from ...commands import (
     add_train_parser,
+    archive_flags,
     device_flags,
     evaluate_flags,
     input_flags,
@@ -17,10 +16,9 @@ from ...commands import (
     open_split,
     write_json,
 )
-from ...inputs import input_files, read_input
 from .data import SEG_LAYOUTS, open_seg_dataset
 from .evaluate import evaluate_segmentation, format_report
-from .predict import predict_mask, write_png_mask, write_volume_mask
+from .predict import MASKS, batch_predictor, merge
 from .task import SegTask
 
 CHECKPOINT = "segmentation checkpoint (a run's best.pt or last.pt)"
@@ -51,7 +49,8 @@ def add_commands(train, predict, evaluate, tune) -> None:
         help="masks for PNG/TIFF/DICOM files or DICOM series folders",
         description="0/255 PNG masks of 2-D images; NIfTI masks of DICOM series (volumes)",
     )
-    input_flags(s, "files, series folders or image folders", CHECKPOINT)
+    input_flags(s, "files, series folders, image folders or @FILE (a path per line)", CHECKPOINT)
+    archive_flags(s, figures=False, batch=False)
     _inference_flags(s)
     s.add_argument("--min-size", type=int, default=16, help="post-processing: smallest object")
     s.set_defaults(fn=predict_command)
@@ -85,11 +84,12 @@ def _tiling(args, config) -> tuple[int, int]:
 
 
 def predict_command(args) -> int:
+    """`predict seg` over any number of inputs: a mask file per input and masks.csv in --out
+    (engine.archive: DataLoader reading, resume, torchrun shards, errors)."""
     device, model, config = loaded(args, SegTask)
     tile, overlap = _tiling(args, config)
     if tile and not 0 <= overlap < tile:
         raise ValueError(f"--overlap must be in [0, --tile), got {overlap} with tile {tile}")
-    files = input_files(args.inputs)
     opts = dict(
         config=config,
         tile=tile,
@@ -98,15 +98,19 @@ def predict_command(args) -> int:
         post_process=args.post_process,
         min_size=args.min_size,
     )
-    for path in files:
-        kind, data, meta = read_input(path)
-        stem = path.name.split(".")[0] if path.is_file() else path.name
-        if kind == "image":
-            out = write_png_mask(args.out / f"{stem}_mask.png", predict_mask(model, data, **opts))
-        else:
-            masks = np.stack([predict_mask(model, torch.from_numpy(s[None]), **opts) for s in data])
-            out = write_volume_mask(args.out / f"{stem}_mask", masks, meta.get("spacing"))
-        print(f"{path} -> {out}")
+    settings = {
+        "task": "seg",
+        "checkpoint": str(args.checkpoint.resolve()),
+        "checkpoint_sha256": fingerprint(args.checkpoint),
+        **{k: v for k, v in opts.items() if k not in ("config", "device")},
+        "bf16": args.bf16,
+        "channels_last": args.channels_last,
+    }
+    job = Job({"masks": MASKS}, batch_predictor(model, args.out, **opts), merge, images_only=False)
+    inputs = list_inputs(args.inputs, series=True)
+    show = not args.no_progress
+    result = run(job, args.out, inputs, settings, 1, args.workers, args.strict, show)
+    print(run_summary(result, args.out))
     return 0
 
 

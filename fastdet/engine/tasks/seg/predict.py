@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ....metrics import clean_mask
+from ...archive import read_parts, write_csv
 from .data import match_channels, standardize
 
 
@@ -81,6 +82,38 @@ def predict_mask(
     if post_process:
         mask = clean_mask(mask, min_size=min_size, fill=True)
     return mask
+
+
+# ---------------------------------------------------------------------- archives
+
+MASKS = ["path", "mask", "foreground_pixels"]
+
+
+def batch_predictor(model, out: Path, **opts):
+    """predict(batch) for engine.archive.Job: each input's mask file (<stem>_mask.png for an
+    image, <stem>_mask.nii.gz for a volume) in `out` and its masks row; opts: predict_mask's."""
+
+    def predict(batch):
+        rows = []
+        for _, path, (kind, data, meta), _ in batch:
+            stem = path.name.split(".")[0] if path.is_file() else path.name
+            if kind == "image":
+                mask = predict_mask(model, data, **opts)
+                written = write_png_mask(out / f"{stem}_mask.png", mask)
+            else:
+                slices = [predict_mask(model, torch.from_numpy(s[None]), **opts) for s in data]
+                mask = np.stack(slices)
+                written = write_volume_mask(out / f"{stem}_mask", mask, meta.get("spacing"))
+            rows.append({"masks": [[str(path), written.name, int(mask.sum())]]})
+        return rows
+
+    return predict
+
+
+def merge(out: Path, settings: dict) -> list[Path]:
+    """masks.csv: every input's mask file and foreground pixels, sorted by path."""
+    rows = sorted(read_parts(out, "masks"), key=lambda r: r["path"])
+    return [write_csv(out / "masks.csv", MASKS, [[r[k] for k in MASKS] for r in rows])]
 
 
 # ---------------------------------------------------------------------- files
