@@ -149,7 +149,7 @@ class Task(ABC):
     @property
     def columns(self) -> tuple:
         """The metrics CSV's columns."""
-        return ("epoch", *self.loss_names, *self.metric_names, "lr", "seconds")
+        return ("epoch", *self.loss_names, *self.metric_names, "lr", "seconds", "data_wait")
 
     @staticmethod
     def epoch_line(row: dict) -> str:
@@ -311,7 +311,8 @@ class Trainer:
 
     def _train_epoch(self, epoch: int) -> dict:
         """The mean of each named loss over the epoch's batches of all processes (NaN for a
-        loss no step reported)."""
+        loss no step reported), and data_wait: the share of this process's training time spent
+        waiting for the next batch (reading and augmenting, where workers do not keep up)."""
         names = self.task.loss_names
         sums, counts = [0.0] * len(names), [0.0] * len(names)
         bar = progress(
@@ -320,7 +321,10 @@ class Trainer:
             f"epoch {epoch + 1}/{self.config.epochs}",
             self.config.progress and self.dist.is_main,
         )
+        started = mark = time.perf_counter()
+        waited = 0.0
         for step, batch in enumerate(bar, start=1):
+            waited += time.perf_counter() - mark
             losses = self.task.train_step(self, batch, (epoch + 1, step, self.global_step + 1))
             for i, k in enumerate(names):
                 if k in losses:
@@ -328,9 +332,11 @@ class Trainer:
                     counts[i] += 1
             self.global_step += 1
             bar.set_postfix(loss=f"{losses[self.task.loss_key]:.4f}")
+            mark = time.perf_counter()
         bar.close()
         total = distributed.all_reduce_sum(sums + counts, self.device)
-        return {k: mean(total[i], total[len(names) + i]) for i, k in enumerate(names)}
+        losses = {k: mean(total[i], total[len(names) + i]) for i, k in enumerate(names)}
+        return {**losses, "data_wait": waited / max(time.perf_counter() - started, 1e-9)}
 
     def _validate(self) -> dict:
         """The task's metrics on the validation set (NaN without one). Under DDP each process

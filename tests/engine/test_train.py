@@ -32,8 +32,10 @@ def test_run_folder(tmp_path, discs):
         "val_dice",
         "lr",
         "seconds",
+        "data_wait",
     ]
     assert [r["epoch"] for r in rows] == [1, 2]
+    assert all(0 <= r["data_wait"] < 1 for r in rows)  # share of the epoch spent waiting
     assert all(math.isfinite(r["train_loss"]) and 0 <= r["val_dice"] <= 1 for r in rows)
     ckpt = load_checkpoint(tmp_path / "last.pt")
     assert ckpt["epoch"] == 2 and ckpt["global_step"] == 4 and ckpt["config"]["in_channels"] == 1

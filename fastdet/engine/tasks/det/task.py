@@ -33,7 +33,9 @@ LOSS_KEYS = ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box
 MASK_METRICS = ("val_mask_map", "val_mask_map_50", "val_dsb")
 MASK_PLOT = (("val_mask_map", "mask mAP"), ("val_mask_map_50", "mask AP50"), ("val_dsb", "DSB"))
 DET_COLUMNS = (
-    ("epoch",) + LOSS_KEYS + ("loss", "val_map", "val_map_50", "val_rsna", "lr", "seconds")
+    ("epoch",)
+    + LOSS_KEYS
+    + ("loss", "val_map", "val_map_50", "val_rsna", "lr", "seconds", "data_wait")
 )
 
 

@@ -27,7 +27,7 @@ LOSS_FUNCTIONS = {
     "bce_dice": losses.bce_dice,
 }
 CHECKPOINT_FORMAT = "fastdet.seg.v1"
-COLUMNS = ("epoch", "train_loss", "val_loss", "val_iou", "val_dice", "lr", "seconds")
+COLUMNS = ("epoch", "train_loss", "val_loss", "val_iou", "val_dice", "lr", "seconds", "data_wait")
 GAN_COLUMNS = ("phase", "d_loss")
 
 
