@@ -19,7 +19,7 @@ import hashlib
 import io
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -145,7 +145,6 @@ class Part:
 
     folder: Path
     tables: dict
-    done: set = field(default_factory=set)
 
     def __post_init__(self):
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -163,7 +162,7 @@ class Part:
         return self.folder / (ERRORS if name == "errors" else f"{name}.csv")
 
     def _recorded(self) -> dict:
-        """The done inputs (into self.done) and the tables' sizes at the last whole line."""
+        """The tables' sizes at the manifest's last whole line (a cut line is removed)."""
         path = self.folder / MANIFEST
         if not path.is_file():
             atomic_write_text(path, ",".join(["path", "status", *self.tables]) + "\n")
@@ -174,7 +173,6 @@ class Part:
             with open(path, "r+b") as f:
                 f.truncate(len(whole))
         rows = _manifest_rows(self.folder)
-        self.done = {r["path"] for r in rows}
         return {k: int(v) for k, v in rows[-1].items() if k in self.tables} if rows else {}
 
     def record(self, results: list) -> None:
@@ -199,7 +197,6 @@ class Part:
             f.write("".join(lines))
             f.flush()
             os.fsync(f.fileno())
-        self.done.update(str(p) for p, _ in results)
 
 
 def write_csv(path: Path, header, rows) -> Path:
@@ -294,7 +291,8 @@ def run(
         claim(out, settings)
         part = Part(part_folder(out, info.rank), job.tables)
         mine = shard(list(enumerate(inputs)), info.rank, info.world_size)
-        todo = [(i, p) for i, p in mine if str(p) not in part.done]
+        done = set(done_inputs(out))  # every rank's: a rerun may have another world size
+        todo = [(i, p) for i, p in mine if str(p) not in done]
         w = default_workers(info.world_size) if workers is None else workers
         failed = 0
         bar = progress(None, len(todo), f"predict (rank {info.rank})", show, unit="image")

@@ -178,6 +178,9 @@ def test_torchrun_two_processes_equal_one(archive, tmp_path):
     assert sorted(p.name for p in (out / "parts").iterdir()) == ["rank-0", "rank-1"]
     for name in ("boxes.csv", "submission.csv"):
         assert (out / name).read_text() == (tmp_path / "one" / name).read_text(), name
+    # a rerun in one process finds everything done by the two ranks: no row twice
+    assert main(argv) == 0
+    assert (out / "boxes.csv").read_text() == (tmp_path / "one" / "boxes.csv").read_text()
     (out / "boxes.csv").unlink()  # `fastdet merge` writes the final files again from the parts
     assert main(["merge", str(out)]) == 0
     assert (out / "boxes.csv").read_text() == (tmp_path / "one" / "boxes.csv").read_text()
