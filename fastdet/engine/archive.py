@@ -28,6 +28,7 @@ from . import distributed
 from .checkpoint import atomic_write_text
 from .inputs import IMAGE_EXTS, read_input
 from .logging import progress
+from .sampling import default_workers
 
 MANIFEST = "manifest.csv"
 ERRORS = "errors.csv"
@@ -65,13 +66,6 @@ def list_inputs(paths, series: bool) -> list[Path]:
 def shard(inputs: list, rank: int, world: int) -> list:
     """Rank r's share: every world-th input from the r-th (inputs sorted: shares are even)."""
     return inputs[rank::world]
-
-
-def default_workers(world: int = 1) -> int:
-    """DataLoader workers per process: the cores this process may use, shared by the local
-    processes, at most 8 (decoding rarely needs more than the forward pass keeps up with)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(8, (cores or 1) // max(world, 1)))
 
 
 class _Decoded(torch.utils.data.Dataset):
@@ -293,7 +287,8 @@ def run(
         mine = shard(list(enumerate(inputs)), info.rank, info.world_size)
         done = set(done_inputs(out))  # every rank's: a rerun may have another world size
         todo = [(i, p) for i, p in mine if str(p) not in done]
-        w = default_workers(info.world_size) if workers is None else workers
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size))
+        w = default_workers(local) if workers is None else workers
         failed = 0
         bar = progress(None, len(todo), f"predict (rank {info.rank})", show, unit="image")
         for batch in batches(todo, batch_size, min(w, len(todo)), job.images_only):

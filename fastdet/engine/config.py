@@ -35,6 +35,11 @@ RESUMABLE_CHANGES = frozenset(
 RENAMED = {"encoder_weights": "weights_backbone", "init_checkpoint": "weights"}
 
 
+def workers_arg(text: str):
+    """--workers: "auto" or a count."""
+    return "auto" if text.strip().lower() == "auto" else int(text)
+
+
 def setting(default=None, help: str = "", *, factory=None, **cli):
     """A config field with its command-line description. cli: choices, flag (the flag's name
     when it is not the field's), aliases (more flag names), type, nargs, metavar, exempt=True
@@ -95,7 +100,13 @@ class RunConfig:
     deterministic: bool = setting(
         False, "deterministic kernels (cuDNN): bit-reproducible on CUDA, slower"
     )
-    num_workers: int = setting(0, "data loader processes", flag="workers")
+    num_workers: int | str = setting(
+        0,
+        "data loader processes; auto: the cores, shared by torchrun's processes on the machine",
+        flag="workers",
+        type=workers_arg,
+        metavar="N|auto",
+    )
     val_fraction: float = setting(0.2, "share of the images held out for validation")
     test_fraction: float = setting(
         0.0,
@@ -116,7 +127,8 @@ class RunConfig:
         self._check_choices()
         for name in ("epochs", "batch_size", "step_size"):
             self._check_at_least(name, 1)
-        self._check_at_least("num_workers", 0)
+        if self.num_workers != "auto":
+            self._check_at_least("num_workers", 0)
         if not self.lr > 0:
             raise ValueError(f"{self._name}.lr must be > 0, got {self.lr!r}")
         if not 0 <= self.val_fraction < 1:

@@ -5,6 +5,8 @@ whatever the number of workers."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
@@ -56,6 +58,20 @@ class EpochSampler(Sampler):
         return iter(torch.randperm(self.n, generator=g).tolist())
 
 
+def default_workers(world: int = 1) -> int:
+    """DataLoader workers per process: the cores this process may use, shared by the `world`
+    processes on this machine, at most 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(8, (cores or 1) // max(world, 1)))
+
+
+def workers_of(config) -> int:
+    """config.num_workers, with "auto" resolved for torchrun's processes on this machine."""
+    if config.num_workers != "auto":
+        return config.num_workers
+    return default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
 def train_loader(data, config, dist_info, pin: bool, collate=None, drop_single=False):
     """Shuffled batches; under DDP each process gets its shard. drop_single: drop the last batch
     when it would hold a single image (batch norm cannot train on one value per channel)."""
@@ -71,7 +87,7 @@ def train_loader(data, config, dist_info, pin: bool, collate=None, drop_single=F
         data,
         config.batch_size,
         sampler=sampler,
-        num_workers=config.num_workers,
+        num_workers=workers_of(config),
         drop_last=drop,
         pin_memory=pin,
         collate_fn=collate,
@@ -87,7 +103,7 @@ def val_loader(data, batch_size: int, config, dist_info, pin: bool, collate=None
         data,
         batch_size,
         shuffle=False,
-        num_workers=config.num_workers,
+        num_workers=workers_of(config),
         pin_memory=pin,
         collate_fn=collate,
     )
