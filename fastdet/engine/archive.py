@@ -93,8 +93,9 @@ def _worker_init(_):
     torch.set_num_threads(1)  # decoding; the main process owns the cores for the model
 
 
-def batches(items: list, batch_size: int, workers: int, images_only: bool = True):
-    """Batches (lists) of _Decoded's tuples in input order, decoded by `workers` processes."""
+def batches(items: list, batch_size: int, workers: int, images_only: bool = True, pin=False):
+    """Batches (lists) of _Decoded's tuples in input order, decoded by `workers` processes;
+    pin: their tensors in page-locked memory (faster copies to a GPU)."""
     loader = torch.utils.data.DataLoader(
         _Decoded(items, images_only),
         batch_size=batch_size,
@@ -102,6 +103,7 @@ def batches(items: list, batch_size: int, workers: int, images_only: bool = True
         collate_fn=list,
         worker_init_fn=_worker_init if workers else None,
         prefetch_factor=2 if workers else None,
+        pin_memory=pin,
     )
     yield from loader
 
@@ -263,6 +265,7 @@ class Job:
     predict: object
     merge: object
     images_only: bool = True
+    pin: bool = False  # page-locked batches, for a CUDA model
 
 
 def run(
@@ -291,7 +294,8 @@ def run(
         w = default_workers(local) if workers is None else workers
         failed = 0
         bar = progress(None, len(todo), f"predict (rank {info.rank})", show, unit="image")
-        for batch in batches(todo, batch_size, min(w, len(todo)), job.images_only):
+        w = min(w, len(todo))
+        for batch in batches(todo, batch_size, w, job.images_only, job.pin):
             failed += _one_batch(job, part, batch, strict)
             bar.update(len(batch))
         bar.close()

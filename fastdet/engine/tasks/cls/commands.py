@@ -73,7 +73,7 @@ def predict_command(args) -> int:
         "channels_last": args.channels_last,
     }
     predict = batch_predictor(model, config, device, args.batch_size)
-    job = Job(tables(config.classes), predict, merge)
+    job = Job(tables(config.classes), predict, merge, pin=device.type == "cuda")
     result = run(
         job,
         args.out,

@@ -68,7 +68,8 @@ def predict_files(
             rows.append(rows_of(path, pred, gate.threshold if gate is not None else None))
         return rows
 
-    job = Job(tables(gate.config.positive if gate is not None else None), predict, merge)
+    positive = gate.config.positive if gate is not None else None
+    job = Job(tables(positive), predict, merge, pin=detector.device.type == "cuda")
     settings = _settings(detector, fmt, coco_gt, label_format)
     return run(job, out, inputs, settings, batch_size, workers, strict, show)
 

@@ -106,7 +106,8 @@ def predict_command(args) -> int:
         "bf16": args.bf16,
         "channels_last": args.channels_last,
     }
-    job = Job({"masks": MASKS}, batch_predictor(model, args.out, **opts), merge, images_only=False)
+    predict = batch_predictor(model, args.out, **opts)
+    job = Job({"masks": MASKS}, predict, merge, images_only=False, pin=device.type == "cuda")
     inputs = list_inputs(args.inputs, series=True)
     show = not args.no_progress
     result = run(job, args.out, inputs, settings, 1, args.workers, args.strict, show)
