@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from ._info import build_info
-from .apps.demo import run_demo
+from .apps.demo import SMOKE, run_demo
 from .bench import cases_for, run_cases, write_json
 from .bench.cases import KINDS as BENCH_KINDS
 from .bench.runner import (
@@ -126,6 +126,8 @@ def _demo(args) -> int:
     if args.out.exists() and any(args.out.iterdir()):
         raise FileExistsError(f"{args.out} is not empty; name a new folder")
     result = run_demo(args.out, quick=args.quick, progress=not args.no_progress)
+    if args.quick:
+        print(f"fastdet demo --quick: {SMOKE}\n")
     print("segmentation\n" + format_report(result["segmentation"]))
     print("\ndetection\n" + format_det_report(result["detection"]))
     chest = result["chest"]

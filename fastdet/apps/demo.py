@@ -18,6 +18,7 @@ the same held-out images, with instance overlays."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -49,6 +50,21 @@ SPLITS = ("train", "val", "test")
 INST_EPOCHS = {"full": 16, "quick": 1}
 
 
+SMOKE = (
+    "a smoke test (--quick): a few tiny images and one or two epochs per model, so its figures "
+    "only show that every stage runs and writes its files, not what the models learn; "
+    "`fastdet demo` (about 25 minutes on 2 CPU cores) gives figures that mean something"
+)
+
+
+def _stage(name: str, started: float) -> float:
+    """One line per finished stage on stderr (a log shows the run's progress without the bars);
+    returns the stage's seconds."""
+    seconds = time.perf_counter() - started
+    print(f"demo: {name} done in {seconds:.0f} s", file=sys.stderr, flush=True)
+    return seconds
+
+
 def run_demo(out, quick: bool = False, seed: int = 0, progress: bool = True) -> dict:
     """Writes out/data and out/det_data (the datasets), out/seg, out/det, out/lungs, out/cls and
     out/inst (the runs: checkpoints, metrics.csv/png), out/figures (contour overlays; det/:
@@ -57,19 +73,25 @@ def run_demo(out, quick: bool = False, seed: int = 0, progress: bool = True) -> 
     "chest", "instances"} (the evaluations)."""
     out = Path(out)
     preset = "quick" if quick else "full"
+    if quick:
+        print(f"demo: {SMOKE}", file=sys.stderr, flush=True)
     started = time.perf_counter()
     seg, seg_history = _segmentation(out, PRESETS[preset], seed, progress)
-    seg_seconds = time.perf_counter() - started
+    seg_seconds = _stage("segmentation", started)
+    started = time.perf_counter()
     det, det_history = _detection(out, DET_PRESETS[preset], seed, progress)
-    det_seconds = time.perf_counter() - started - seg_seconds
+    det_seconds = _stage("detection", started)
+    started = time.perf_counter()
     chest = run_chest(out, DET_PRESETS[preset][1], CHEST_PRESETS[preset], seed, progress)
-    inst_started = time.perf_counter()
+    _stage("chest (lungs, classifier, gated detection)", started)
+    started = time.perf_counter()
     inst, inst_history = _instances(out, PRESETS[preset][1], INST_EPOCHS[preset], seed, progress)
-    inst_seconds = time.perf_counter() - inst_started
+    inst_seconds = _stage("instances", started)
     result = {"segmentation": seg, "detection": det, "chest": chest, "instances": inst}
+    smoke = f"**This run is {SMOKE}.**\n\n" if quick else ""
     atomic_write_text(
         out / "report.md",
-        _report(result, seg_history, det_history, out, (seg_seconds, det_seconds))
+        _report(result, seg_history, det_history, out, (seg_seconds, det_seconds), smoke)
         + chest_report(chest, det, out)
         + _instance_report(inst, inst_history, inst_seconds, out),
     )
@@ -207,7 +229,7 @@ def _detection(out: Path, preset, seed: int, progress: bool):
     return result, history
 
 
-def _report(result, seg_history, det_history, out: Path, seconds) -> str:
+def _report(result, seg_history, det_history, out: Path, seconds, smoke: str = "") -> str:
     seg, det = result["segmentation"], result["detection"]
     overlays = sorted((out / "figures").glob("*.png"))
     best = max(seg_history, key=lambda r: r["val_dice"])
@@ -217,6 +239,8 @@ def _report(result, seg_history, det_history, out: Path, seconds) -> str:
     lines = [
         "# fastdet demo",
         "",
+        *([smoke.rstrip()] if smoke else []),
+        *([""] if smoke else []),
         "## Nuclei segmentation",
         "",
         f"Synthetic DSB-2018 layout in `data/`; U-Net trained for {len(seg_history)} epochs on "

@@ -25,7 +25,17 @@ def test_quick_demo_writes_report_run_and_figures(tmp_path):
     r = demo("--out", out, "--quick")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "overall model" in r.stdout and "overall classical" in r.stdout
+    # no terminal: one line per stage with its time; the smoke run says what it is
+    stages = re.findall(r"^demo: (.+) done in \d+ s$", r.stderr, re.M)
+    assert stages == [
+        "segmentation",
+        "detection",
+        "chest (lungs, classifier, gated detection)",
+        "instances",
+    ]
+    assert "fastdet demo --quick: a smoke test" in r.stdout
     report = (out / "report.md").read_text()
+    assert report.splitlines()[2].startswith("**This run is a smoke test (--quick)")
     assert "classical" in report and "![overlay" in report
     for name in (
         "seg/best.pt",
