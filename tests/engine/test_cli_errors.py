@@ -169,3 +169,24 @@ def test_stale_temporaries_of_a_killed_run_are_removed(tmp_path, seg_run):
     trainer = Trainer(task_for(config), DSB2018Dataset(data), None, copy, resume=True)
     trainer.close()
     assert not list(copy.glob(".*.tmp")) and (copy / "last.pt").is_file()
+
+
+def test_a_folder_in_another_layout_is_named_with_the_layout_it_looks_like(tmp_path, capsys):
+    rsna = synth_rsna(tmp_path / "rsna", n=2, seed=0, size=64)
+    nuclei = synth_dsb2018(tmp_path / "nuclei", n=2, seed=0, size=32)
+    flags = ["--epochs", "1", "--device", "cpu"]
+    argv = train_args("det", rsna, "dsb2018", "resnet18_fpn", tmp_path / "r1", *flags)
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"fastdet train det: {rsna}: not in the dsb2018 layout (a folder per image, "
+        "<id>/images/<id>.png with its masks in <id>/masks/*.png); it looks like the rsna "
+        "layout (--layout rsna)\n"
+    )
+    assert main(train_args("det", nuclei, "rsna", "resnet18_fpn", tmp_path / "r2", *flags)) == 2
+    assert capsys.readouterr().err == (
+        f"fastdet train det: {nuclei}: not in the rsna layout (stage_2_train_labels.csv and "
+        "stage_2_train_images/<patientId>.dcm); it looks like the dsb2018 layout "
+        "(--layout dsb2018)\n"
+    )
+    assert main(train_args("seg", rsna, "folders", "unet", tmp_path / "r3", *SEG_FLAGS)) == 2
+    assert "not in the folders layout" in capsys.readouterr().err

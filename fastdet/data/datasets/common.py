@@ -100,6 +100,33 @@ def _folder(path, what: str = "folder") -> Path:
     return path
 
 
+# What each layout's root holds (the layout-mismatch message says it).
+LAYOUT_SHAPES = {
+    "rsna": "stage_2_train_labels.csv and stage_2_train_images/<patientId>.dcm",
+    "dsb2018": "a folder per image, <id>/images/<id>.png with its masks in <id>/masks/*.png",
+    "folders": "images/ and masks/ folders holding files of the same names",
+}
+
+
+def looks_like(root: Path) -> str | None:
+    """The layout a folder's top level resembles (rsna, folders, dsb2018), else None."""
+    if (root / "stage_2_train_labels.csv").is_file():
+        return "rsna"
+    if (root / "images").is_dir() and (root / "masks").is_dir():
+        return "folders"
+    if any((root / s / "images" / f"{s}.png").is_file() for s in _subfolders(root)[:20]):
+        return "dsb2018"
+    return None
+
+
+def layout_error(root: Path, layout: str) -> DataError:
+    """The error of a folder that is not in `layout`: the folder, what the layout expects and
+    the layout it looks like, if any."""
+    guess = looks_like(root)
+    hint = f"; it looks like the {guess} layout (--layout {guess})" if guess else ""
+    return DataError(f"{root}: not in the {layout} layout ({LAYOUT_SHAPES[layout]}){hint}")
+
+
 def boxes_from_instances(instances: np.ndarray) -> np.ndarray:
     """float32 [K, 4] (x1, y1, x2, y2) pixel-edge boxes of the labels 1..K of an integer label
     image [H, W] (K = its maximum; an absent label gives a zero box)."""

@@ -16,6 +16,7 @@ from .common import (
     boxes_from_instances,
     chosen_ids,
     image_tensor,
+    layout_error,
 )
 
 
@@ -48,6 +49,8 @@ class DSB2018Dataset(_Checked):
         self.rgb = bool(rgb)
         super().__init__(skip_bad, transform)
         ids = _subfolders(self.root)
+        if ids and not any((self.root / s / "images" / f"{s}.png").is_file() for s in ids):
+            raise layout_error(self.root, "dsb2018")  # not one image folder: another layout
         self._check_all(
             chosen_ids(ids, **split),
             self._check,

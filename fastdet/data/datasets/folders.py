@@ -22,6 +22,8 @@ from .common import (
     boxes_from_instances,
     chosen_ids,
     image_tensor,
+    layout_error,
+    looks_like,
     read_image_2d,
 )
 
@@ -91,6 +93,8 @@ class ImageFolderDataset(_Checked):
         self.root = Path(root)
         super().__init__(skip_bad, transform)
         self.rgb, self.binarize, self.instances = rgb, bool(binarize), bool(instances)
+        if not (self.root / images).is_dir() and self.root.is_dir() and looks_like(self.root):
+            raise layout_error(self.root, "folders")
         self.images_dir, self.masks_dir = _folder(self.root / images), _folder(self.root / masks)
         image_files = self._by_stem(self.images_dir)
         self._masks = self._by_stem(self.masks_dir)

@@ -11,7 +11,15 @@ import torch
 
 from fastdet.data.dicom import DataError
 
-from .common import _Checked, _dicom_size, chosen_ids, image_tensor
+from .common import (
+    _Checked,
+    _dicom_size,
+    _folder,
+    chosen_ids,
+    image_tensor,
+    layout_error,
+    looks_like,
+)
 
 RSNA_LABELS = "stage_2_train_labels.csv"
 RSNA_CLASSES = "stage_2_detailed_class_info.csv"
@@ -142,8 +150,10 @@ class RSNADataset(_Checked):
         **split,
     ):
         super().__init__(skip_bad, transform)
-        self.root = Path(root)
+        self.root = _folder(root, "RSNA folder")
         labels = self.root / RSNA_LABELS
+        if not labels.is_file() and looks_like(self.root) not in (None, "rsna"):
+            raise layout_error(self.root, "rsna")
         boxes, errors = _read_rsna_labels(labels)
         classes = _read_rsna_classes(self.root / RSNA_CLASSES)
         strata = {pid: bool(b) for pid, b in boxes.items()}
