@@ -23,8 +23,8 @@ import torch
 from fastdet.apps.demo import demo_det_config
 from fastdet.data.synthetic import synth_rsna
 from fastdet.engine import evaluate_detection, train
-from fastdet.engine.tasks.det.commands import load_detector_at_point
 from fastdet.engine.tasks.det.data import open_det_dataset
+from fastdet.engine.tasks.det.predictor import load_detector_at_point
 
 BASE = dict(norm="bn", test_proposals=300)
 VARIANTS = {

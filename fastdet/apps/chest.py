@@ -24,10 +24,10 @@ from ..engine.tasks import load_model, train
 from ..engine.tasks.cls.data import class_name_list, open_cls_dataset
 from ..engine.tasks.cls.evaluate import evaluate_classification, format_cls_report
 from ..engine.tasks.cls.task import ClsConfig
-from ..engine.tasks.det.commands import load_detector_at_point
 from ..engine.tasks.det.data import open_det_dataset
 from ..engine.tasks.det.evaluate import evaluate_detection
 from ..engine.tasks.det.gate import load_gate
+from ..engine.tasks.det.predictor import load_detector_at_point
 from ..engine.tasks.seg.data import open_seg_dataset
 from ..engine.tasks.seg.evaluate import evaluate_segmentation
 from ..engine.tasks.seg.task import SegConfig

@@ -26,9 +26,9 @@ from ..data.synthetic import synth_dsb2018, synth_rsna
 from ..engine.checkpoint import atomic_write_text
 from ..engine.logging import json_safe
 from ..engine.tasks import load_model, train
-from ..engine.tasks.det.commands import load_detector_at_point
 from ..engine.tasks.det.data import open_det_dataset
 from ..engine.tasks.det.evaluate import evaluate_detection, format_det_report
+from ..engine.tasks.det.predictor import load_detector_at_point
 from ..engine.tasks.det.task import DetConfig
 from ..engine.tasks.seg.data import open_seg_dataset
 from ..engine.tasks.seg.evaluate import evaluate_segmentation, format_report

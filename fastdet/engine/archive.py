@@ -155,42 +155,41 @@ class Part:
                     f.truncate(sizes[name])
 
     def _path(self, name: str) -> Path:
-        return self.folder / (ERRORS if name == "errors" else f"{name}.csv")
+        return _table_path(self.folder, name)
 
     def _recorded(self) -> dict:
         """The tables' sizes at the manifest's last whole line (a cut line is removed)."""
         path = self.folder / MANIFEST
         if not path.is_file():
-            atomic_write_text(path, ",".join(["path", "status", *self.tables]) + "\n")
+            _write_header(path, ["path", "status", *self.tables])
             return {}
         raw = path.read_bytes()
         whole = raw[: raw.rfind(b"\n") + 1]  # a line cut by a kill is not a record
         if len(whole) < len(raw):
             with open(path, "r+b") as f:
                 f.truncate(len(whole))
-        rows = _manifest_rows(self.folder)
-        return {k: int(v) for k, v in rows[-1].items() if k in self.tables} if rows else {}
+        return _last_sizes(self.folder)
 
     def record(self, results: list) -> None:
         """results: (path, {table: rows}) per input, in order; the tables first, then the
-        manifest lines (so a manifest line only ever names rows already on disk)."""
-        handles = {n: open(self._path(n), "a", newline="") for n in self.tables}
+        manifest lines (so a manifest line only ever names rows already on disk). Binary
+        appends: tell() is then the byte size the manifest records."""
+        handles = {n: open(self._path(n), "ab") for n in self.tables}
         lines = []
         try:
             for path, rows in results:
                 for name, table_rows in rows.items():
-                    csv.writer(handles[name]).writerows(table_rows)
-                for h in handles.values():
-                    h.flush()
+                    handles[name].write("".join(map(_csv_line, table_rows)).encode())
                 sizes = [str(h.tell()) for h in handles.values()]
                 status = "error" if rows.get("errors") else "ok"
                 lines.append(_csv_line([str(path), status, *sizes]))
         finally:
             for h in handles.values():
+                h.flush()
                 os.fsync(h.fileno())
                 h.close()
-        with open(self.folder / MANIFEST, "a", newline="") as f:
-            f.write("".join(lines))
+        with open(self.folder / MANIFEST, "ab") as f:
+            f.write("".join(lines).encode())
             f.flush()
             os.fsync(f.fileno())
 
@@ -214,17 +213,21 @@ def part_folder(out: Path, rank: int) -> Path:
     return out / "parts" / f"rank-{rank}"
 
 
+def _table_path(folder: Path, name: str) -> Path:
+    return folder / (ERRORS if name == "errors" else f"{name}.csv")
+
+
 def read_parts(out: Path, name: str) -> list[dict]:
     """Every rank's rows of table `name` (up to its last manifest record), as dicts."""
     rows = []
     for folder in sorted((out / "parts").glob("rank-*")):
-        path = folder / (ERRORS if name == "errors" else f"{name}.csv")
+        path = _table_path(folder, name)
         if not path.is_file():
             continue
         sizes = _last_sizes(folder)
         data = path.read_bytes()[: sizes.get(name, 0)] if sizes else b""
         if data:
-            rows += list(csv.DictReader(io.StringIO(data.decode())))
+            rows += list(csv.DictReader(io.StringIO(data.decode("utf-8"))))
     return rows
 
 
@@ -234,7 +237,7 @@ def _manifest_rows(folder: Path) -> list[dict]:
     if not path.is_file():
         return []
     raw = path.read_bytes()
-    return list(csv.DictReader(io.StringIO(raw[: raw.rfind(b"\n") + 1].decode())))
+    return list(csv.DictReader(io.StringIO(raw[: raw.rfind(b"\n") + 1].decode("utf-8"))))
 
 
 def _last_sizes(folder: Path) -> dict:
@@ -249,10 +252,6 @@ def done_inputs(out: Path, status: str | None = None) -> list[str]:
         rows = _manifest_rows(folder)
         done += [r["path"] for r in rows if status is None or r["status"] == status]
     return sorted(set(done))
-
-
-def ok_paths(out: Path) -> list[str]:
-    return done_inputs(out, "ok")
 
 
 @dataclass

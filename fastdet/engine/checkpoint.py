@@ -69,10 +69,10 @@ def atomic_copy(src, path) -> Path:
 
 
 def atomic_write_text(path, text: str) -> Path:
-    """Writes a text file atomically."""
+    """Writes a text file atomically, UTF-8 whatever the locale."""
 
     def write(tmp):
-        with open(tmp, "w", newline="") as f:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
             f.write(text)
 
     return atomic_write(path, write)

@@ -15,9 +15,9 @@ import torch
 
 from fastdet.cli import main
 from fastdet.engine import load_model
-from fastdet.engine.tasks.det.commands import load_detector_at_point
 from fastdet.engine.tasks.det.data import prepare_image
 from fastdet.engine.tasks.det.point import OperatingPoint, apply_point
+from fastdet.engine.tasks.det.predictor import load_detector_at_point
 from fastdet.engine.tasks.det.task import CHECKPOINT_FORMAT as DET_FORMAT
 from fastdet.engine.tasks.det.task import DetConfig, build_model
 from fastdet.engine.tasks.seg.task import CHECKPOINT_FORMAT as SEG_FORMAT

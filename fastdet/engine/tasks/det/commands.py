@@ -18,7 +18,7 @@ from ...commands import (
     speed,
     write_json,
 )
-from ...loading import load_task_checkpoint, load_task_model
+from ...loading import load_task_model
 from ..seg.task import SegTask
 from .data import DET_LAYOUTS, open_det_dataset
 from .ensemble import FUSE_METHODS
@@ -26,9 +26,7 @@ from .evaluate import evaluate_detection, format_det_report
 from .point import (
     describe,
     objective_of,
-    permissive,
     store_point,
-    stored_point,
     tune_point,
 )
 from .predict import FORMATS, predict_files
@@ -229,22 +227,6 @@ def _announce(detector, args) -> None:
             f"gate: {args.gate}, boxes kept where P({g.config.positive}) >= "
             f"{g.threshold:.4f} ({g.threshold_source})"
         )
-
-
-def read_detector(path, device="cpu", **speed) -> tuple:
-    """(eval-mode model, config, its stored operating point or None: none for Mask R-CNN) of
-    a detection checkpoint, the file read once; the model as configured."""
-    model, config, ckpt = load_task_checkpoint(DetTask, path, device, **speed)
-    return model, config, None if has_masks(config.model) else stored_point(ckpt)
-
-
-def load_detector_at_point(path, device="cpu", **speed) -> tuple:
-    """read_detector; with a point, the model runs with the permissive NMS and cap the
-    point's own follow."""
-    model, config, point = read_detector(path, device, **speed)
-    if point is not None:
-        permissive(model)
-    return model, config, point
 
 
 def evaluate_command(args) -> int:

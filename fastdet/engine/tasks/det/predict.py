@@ -23,7 +23,7 @@ import tifffile
 from PIL import Image
 
 from ....metrics import draw_boxes, save_instance_overlay
-from ...archive import Job, done_inputs, fingerprint, ok_paths, read_parts, run, write_csv
+from ...archive import Job, done_inputs, fingerprint, read_parts, run, write_csv
 from ...checkpoint import atomic_write_text
 from .task import instance_outputs
 
@@ -156,7 +156,7 @@ def merge(out: Path, settings: dict) -> list[Path]:
         written.append(write_csv(out / "gate.csv", header, [list(r.values()) for r in gate]))
     fmt = settings.get("format", "csv")
     if fmt == "rsna":
-        written.append(_write_rsna(out / "submission.csv", ok_paths(out), rows))
+        written.append(_write_rsna(out / "submission.csv", done_inputs(out, "ok"), rows))
     elif fmt == "coco":
         written.append(_write_coco(out / "results.json", done_inputs(out), rows, settings))
     return written

@@ -14,8 +14,6 @@ image, so images of different sizes in one batch may differ in the last digits f
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 from ...loading import load_task_checkpoint, load_task_model
 from ...trainer import resolve_device
 from .data import prepare_image
@@ -25,6 +23,22 @@ from .point import OperatingPoint, apply_point, permissive, stored_point
 from .task import DetTask, has_masks, predict_detections
 
 UNSET = object()  # --containment not given (None means "off")
+
+
+def read_detector(path, device="cpu", **speed) -> tuple:
+    """(eval-mode model, config, its stored operating point or None: none for Mask R-CNN) of
+    a detection checkpoint, the file read once; the model as configured."""
+    model, config, ckpt = load_task_checkpoint(DetTask, path, device, **speed)
+    return model, config, None if has_masks(config.model) else stored_point(ckpt)
+
+
+def load_detector_at_point(path, device="cpu", **speed) -> tuple:
+    """read_detector; with a point, the model runs with the permissive NMS and cap the
+    point's own follow."""
+    model, config, point = read_detector(path, device, **speed)
+    if point is not None:
+        permissive(model)
+    return model, config, point
 
 
 class Detector:
@@ -58,9 +72,8 @@ class Detector:
         self.speed = speed = {"bf16": bf16, "channels_last": channels_last}
         self.sources = {"checkpoint": checkpoint, "gate": gate}
         self.ensemble = list(ensemble)
-        model, config, ckpt = load_task_checkpoint(DetTask, checkpoint, self.device, **speed)
+        model, config, stored = read_detector(checkpoint, self.device, **speed)
         self.model, self.config = model, config
-        stored = None if has_masks(config.model) else stored_point(ckpt)
         parts = dict(score_threshold=score_threshold, nms_iou=nms_iou, max_boxes=max_boxes)
         if containment is not UNSET:
             parts["containment"] = containment
@@ -74,10 +87,6 @@ class Detector:
             check_members(self.members)
         self.fusion = (fuse, fuse_iou, fuse_skip)
         self.gate = _load_gate(gate, gate_threshold, self.device, speed)
-
-    @property
-    def masks(self) -> bool:
-        return has_masks(self.config.model)
 
     def predict(self, images: list) -> list[dict]:
         """{"boxes" [D, 4] (the image's pixels), "scores", "labels"[, "masks"]} per image
@@ -144,25 +153,24 @@ def _load_gate(path, threshold, device, speed):
 
 def detector_from_args(args) -> Detector:
     """The Detector of `predict det` / `evaluate det`'s flags."""
-    a = SimpleNamespace(**vars(args))
-    containment = UNSET if a.containment is None else parse_containment(a.containment)
+    containment = UNSET if args.containment is None else parse_containment(args.containment)
     return Detector(
-        a.checkpoint,
-        a.device,
-        score_threshold=a.score_threshold,
-        nms_iou=a.nms_iou,
+        args.checkpoint,
+        args.device,
+        score_threshold=args.score_threshold,
+        nms_iou=args.nms_iou,
         containment=containment,
-        max_boxes=a.max_boxes,
-        raw=a.raw,
-        gate=a.gate,
-        gate_threshold=a.gate_threshold,
-        tta=a.tta,
-        ensemble=a.ensemble or (),
-        fuse=a.fuse,
-        fuse_iou=a.fuse_iou,
-        fuse_skip=a.fuse_skip,
-        bf16=a.bf16,
-        channels_last=a.channels_last,
+        max_boxes=args.max_boxes,
+        raw=args.raw,
+        gate=args.gate,
+        gate_threshold=args.gate_threshold,
+        tta=args.tta,
+        ensemble=args.ensemble or (),
+        fuse=args.fuse,
+        fuse_iou=args.fuse_iou,
+        fuse_skip=args.fuse_skip,
+        bf16=args.bf16,
+        channels_last=args.channels_last,
     )
 
 
